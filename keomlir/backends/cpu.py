@@ -1,0 +1,152 @@
+"""The host CPU runtime: LLVM IR -> optimized object code -> MCJIT -> ctypes.
+
+Compiled kernels are cached in memory and on disk (object code, see
+`cache.py`); a cached kernel loads without any LLVM optimization or code
+generation.  Calls split the rows i over threads; ctypes releases the GIL
+during the foreign call, so the threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import functools
+import os
+import threading
+import time
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from .. import __version__
+from . import cache
+from .llvm.renderer import KERNEL_NAME, render
+
+_lock = threading.Lock()
+_kernels: dict[str, "CpuKernel"] = {}
+_KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                ctypes.c_void_p, ctypes.c_void_p)
+MIN_PAIRS_PER_THREAD = 1 << 16
+
+_num_threads = None
+
+
+def set_num_threads(n=None):
+    """Threads used by CPU kernels (None: every core, or $KEOMLIR_NUM_THREADS)."""
+    global _num_threads
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
+    _num_threads = n
+
+
+def num_threads():
+    if _num_threads is not None:
+        return _num_threads
+    env = os.environ.get("KEOMLIR_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(n):
+    return concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="keomlir")
+
+
+@functools.lru_cache(maxsize=None)
+def target_machine():
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    triple = llvm.get_process_triple()
+    target = llvm.Target.from_triple(triple)
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+        opt=3, reloc="pic", codemodel="default",
+    )
+
+
+def target_id():
+    tm = target_machine()
+    return f"{tm.triple}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}"
+
+
+def optimize(llvm_ir: str):
+    """Parse, verify and run LLVM's O3 pipeline; returns the ModuleRef."""
+    mod = llvm.parse_assembly(llvm_ir)
+    mod.verify()
+    tm = target_machine()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+class CpuKernel:
+    """A loaded kernel; `stats` says how it was obtained and how long that took."""
+
+    def __init__(self, obj: bytes, stats):
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self.engine.finalize_object()
+        self.fn = _KERNEL_TYPE(self.engine.get_function_address(KERNEL_NAME))
+        self.stats = stats
+
+    def __call__(self, arg_ptrs, out_ptrs, n_i, n_j):
+        args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
+        outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
+        threads = min(num_threads(), max(1, (n_i * max(n_j, 1)) // MIN_PAIRS_PER_THREAD), n_i)
+        if threads <= 1:
+            self.fn(0, n_i, n_j, args, outs)
+            return
+        bounds = [n_i * t // threads for t in range(threads + 1)]
+        futures = [_pool(threads).submit(self.fn, lo, hi, n_j, args, outs)
+                   for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        for f in futures:
+            f.result()
+
+
+def kernel_key(program, dtype, acc_dtype, sum_scheme):
+    return "\n".join([
+        f"keomlir {__version__} llvmlite {llvmlite.__version__}",
+        f"target {target_id()}",
+        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme}",
+        program.text(),
+    ])
+
+
+def _build(program, dtype, acc_dtype, sum_scheme):
+    """Object code for `program`, with the time of each stage."""
+    t0 = time.perf_counter()
+    module = render(program, dtype, acc_dtype, sum_scheme)
+    t1 = time.perf_counter()
+    mod = optimize(str(module))
+    t2 = time.perf_counter()
+    obj = target_machine().emit_object(mod)
+    t3 = time.perf_counter()
+    return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
+
+
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum"):
+    """The CpuKernel of `program`: from memory, from disk, or freshly compiled."""
+    key = kernel_key(program, dtype, acc_dtype, sum_scheme)
+    kernel = _kernels.get(key)
+    if kernel is not None:
+        return kernel
+    with _lock:
+        kernel = _kernels.get(key)
+        if kernel is not None:
+            return kernel
+        t0 = time.perf_counter()
+        obj = cache.load(key)
+        if obj is not None:
+            try:
+                kernel = CpuKernel(obj, {"source": "disk"})
+            except Exception:  # passed its checksum yet does not load: rebuild it
+                kernel = None
+        if kernel is None:
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme)
+            cache.store(key, obj)
+            kernel = CpuKernel(obj, stats)
+        kernel.stats["total_s"] = time.perf_counter() - t0
+        _kernels[key] = kernel
+        return kernel

@@ -1,0 +1,36 @@
+"""The reference backend: a dense float64 NumPy interpreter of the IR.
+
+It builds the whole M x N x d array of F, so it is for small problems only:
+it is the test oracle and a debugging aid (`backend="reference"`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def evaluate_formula(root, arrays):
+    """F as an array broadcastable to (M, N, dim); arrays[p] are float64 2-d."""
+    memo = {}
+    with np.errstate(all="ignore"):
+        for n in root.walk():
+            if n.name == "Var":
+                pos, dim, cat = n.attrs
+                a = np.asarray(arrays[pos], dtype=np.float64).reshape(-1, dim)
+                memo[id(n)] = {0: a[:, None, :], 1: a[None, :, :], 2: a[:1][None, :, :]}[cat]
+            else:
+                xs = [memo[id(a)] for a in n.args]
+                out = np.asarray(n.op.reference(xs, n.attrs), dtype=np.float64)
+                if out.ndim == 1:
+                    out = out.reshape(1, 1, -1)
+                memo[id(n)] = out
+    return memo[id(root)]
+
+
+def run(program, arrays, n_i, n_j):
+    """The reduction outputs (float64 values, int64 indices), one row per i."""
+    f = np.broadcast_to(evaluate_formula(program.formula, arrays), (n_i, n_j, program.formula.dim))
+    g = None
+    if program.formula2 is not None:
+        g = np.broadcast_to(evaluate_formula(program.formula2, arrays), (n_i, n_j, program.formula2.dim))
+    with np.errstate(all="ignore"):
+        return program.red.reference(f, g, program.opt_arg)

@@ -1,0 +1,175 @@
+"""What every front end shares: from (formula, aliases, reduction) to an
+optimized Program, and from arrays to checked, contiguous buffers.
+
+The NumPy and torch `Genred` classes are thin layers over `Reduction`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .grammar import parse_alias, parse_formula
+from .ir import Program, swap_ij, variables
+from .ir.reductions import get as get_reduction
+from .passes import DEFAULT_PIPELINE, PassManager
+
+DTYPES = ("float32", "float64")
+ACC_DTYPES = ("auto", "float32", "float64")
+SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
+CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
+
+
+def _check_str(value, what):
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+
+
+class Reduction:
+    """A parsed, verified and optimized reduction, compiled per dtype on demand."""
+
+    def __init__(self, formula, aliases=(), reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
+                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+        _check_str(formula, "formula")
+        _check_str(reduction_op, "reduction_op")
+        if formula2 is not None:
+            _check_str(formula2, "formula2")
+        if isinstance(aliases, str) or not isinstance(aliases, (list, tuple)):
+            raise TypeError(f"aliases must be a list of strings such as ['x = Vi(3)'], got {type(aliases).__name__}")
+        if isinstance(axis, bool) or axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+        if dtype_acc not in ACC_DTYPES:
+            raise ValueError(f"dtype_acc must be one of {', '.join(ACC_DTYPES)}, got {dtype_acc!r}")
+        if sum_scheme not in SUM_SCHEMES:
+            raise ValueError(f"sum_scheme must be one of {', '.join(SUM_SCHEMES)}, got {sum_scheme!r}")
+        red = get_reduction(reduction_op)
+        self.formula, self.formula2, self.aliases = formula, formula2, tuple(aliases)
+        self.reduction_op, self.axis, self.opt_arg = reduction_op, axis, opt_arg
+        self.dtype_acc = dtype_acc
+        self.sum_scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
+
+        names = {}
+        for index, text in enumerate(aliases):
+            _check_str(text, f"aliases[{index}]")
+            name, var = parse_alias(text, index)
+            if name in names:
+                raise ValueError(f"aliases[{index}]: alias {name!r} is defined twice")
+            names[name] = var
+        f = parse_formula(formula, names)
+        g = parse_formula(formula2, names) if formula2 is not None else None
+        self.arguments = self._argument_table(list(names.values()) + variables(f, g))
+        red.check(f.dim, None if g is None else g.dim, opt_arg)
+
+        alias_of = {v.attrs: name for name, v in names.items()}
+        if axis == 0:  # reduce over i: the same kernel with i and j exchanged
+            f, g = swap_ij(f), (swap_ij(g) if g is not None else None)
+            swap = {0: 1, 1: 0, 2: 2}
+            alias_of = {(p, d, swap[c]): n for (p, d, c), n in alias_of.items()}
+            self.kernel_arguments = tuple((p, d, swap[c]) for p, d, c in self.arguments)
+        else:
+            self.kernel_arguments = self.arguments
+        program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
+        self.parsed = program
+        self.program = PassManager(list(passes)).run(program)
+        self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
+        self._kernels = {}
+
+    @staticmethod
+    def _argument_table(vars_):
+        by_pos = {}
+        for v in vars_:
+            pos = v.attrs[0]
+            if pos in by_pos and by_pos[pos] != v.attrs:
+                a, b = by_pos[pos], v.attrs
+                raise ValueError(
+                    f"argument {pos} is declared twice: as a {CAT_WORDS[a[2]]} variable of dimension {a[1]} "
+                    f"and as a {CAT_WORDS[b[2]]} variable of dimension {b[1]}"
+                )
+            by_pos[pos] = v.attrs
+        missing = [p for p in range(len(by_pos)) if p not in by_pos]
+        if missing or (by_pos and max(by_pos) != len(by_pos) - 1):
+            gaps = [p for p in range(max(by_pos) + 1) if p not in by_pos]
+            raise ValueError(f"argument position(s) {gaps} are never declared: positions must be 0, 1, 2, ...")
+        return tuple(by_pos[p] for p in sorted(by_pos))
+
+    # ---- argument checking -------------------------------------------------------
+    def arg_label(self, pos):
+        for name_pos, name in self.parsed.names:
+            if name_pos[0] == pos:
+                return f"argument {pos} ('{name}')"
+        return f"argument {pos}"
+
+    def check_arrays(self, arrays):
+        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms."""
+        n = len(self.arguments)
+        if len(arrays) != n:
+            labels = ", ".join(self.arg_label(p).split(" ", 2)[-1] if "'" in self.arg_label(p) else str(p)
+                               for p in range(n))
+            raise ValueError(f"expected {n} arguments ({labels}), got {len(arrays)}")
+        dtypes = {str(a.dtype) for a in arrays}
+        if len(dtypes) > 1:
+            raise TypeError(f"all arguments must share one dtype, got {', '.join(sorted(dtypes))}")
+        dtype = dtypes.pop() if dtypes else "float64"
+        if dtype not in DTYPES:
+            raise TypeError(f"arguments must be float32 or float64 arrays, got {dtype}")
+        rows = {0: {}, 1: {}}
+        for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
+            label = self.arg_label(pos)
+            if cat == 2:
+                if not (a.ndim == 1 and a.shape[0] == dim) and not (a.ndim == 2 and a.shape == (1, dim)):
+                    raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {tuple(a.shape)}")
+                continue
+            if a.ndim != 2:
+                hint = " (leading batch dimensions are not supported yet)" if a.ndim > 2 else ""
+                raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {tuple(a.shape)}{hint}")
+            if a.shape[1] != dim:
+                raise ValueError(f"{label}: expected {dim} columns, got shape {tuple(a.shape)}")
+            rows[cat][pos] = a.shape[0]
+        counts = []
+        for cat in (0, 1):
+            sizes = set(rows[cat].values())
+            if len(sizes) > 1:
+                detail = ", ".join(f"{self.arg_label(p)} has {r}" for p, r in rows[cat].items())
+                word = "i" if (cat == 0) == (self.axis == 1) else "j"
+                raise ValueError(f"arguments indexed by {word} must have the same number of rows: {detail}")
+            counts.append(sizes.pop() if sizes else 1)
+        n_i, n_j = counts
+        red = get_reduction(self.reduction_op)
+        if red.needs_k and self.opt_arg > n_j:
+            raise ValueError(
+                f"opt_arg: K={self.opt_arg} is larger than the number of reduced rows {n_j} "
+                f"(axis={self.axis})"
+            )
+        return dtype, n_i, n_j
+
+    def acc_dtype(self, dtype):
+        return dtype if self.dtype_acc == "auto" else self.dtype_acc
+
+    def kernel(self, dtype):
+        k = self._kernels.get(dtype)
+        if k is None:
+            from .backends.cpu import compile_program
+
+            k = compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme)
+            self._kernels[dtype] = k
+        return k
+
+    def output_shapes(self, n_i):
+        return [((n_i,) + shape, kind) for shape, kind in self.outputs]
+
+    def run_numpy(self, arrays, backend="auto"):
+        """Run on NumPy arrays; returns the list of outputs."""
+        dtype, n_i, n_j = self.check_arrays(arrays)
+        if backend == "reference":
+            from .backends import reference
+
+            outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j)
+            return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
+        if backend not in ("auto", "CPU"):
+            if backend == "GPU":
+                raise ValueError("backend='GPU': the GPU backend is not available in this version of keomlir")
+            raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' or 'reference', got {backend!r}")
+        buffers = [np.ascontiguousarray(a) for a in arrays]  # a copy only where needed; never written
+        outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
+                for shape, kind in self.output_shapes(n_i)]
+        self.kernel(dtype)([b.ctypes.data for b in buffers], [o.ctypes.data for o in outs], n_i, n_j)
+        return outs

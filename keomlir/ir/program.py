@@ -1,0 +1,65 @@
+"""A reduction program: what one compiled kernel computes.
+
+`out_i = Red_j F(x_i, y_j, p)` (with G for the weighted reductions).  Axis 0
+is normalised away by swapping the i and j categories, so a program always
+reduces over j.  Passes map programs to programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .node import print_ssa, to_formula, variables
+from .ops import make
+from .reductions import get as get_reduction
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    reduction: str
+    formula: object  # Node
+    formula2: object = None  # Node or None
+    opt_arg: int | None = None
+    arguments: tuple = ()  # (pos, dim, cat) of every argument, by position
+    names: tuple = ()  # ((pos, dim, cat), alias) pairs, for printing only
+
+    @property
+    def red(self):
+        return get_reduction(self.reduction)
+
+    def roots(self):
+        return [("F", self.formula)] + ([("G", self.formula2)] if self.formula2 is not None else [])
+
+    def with_formulas(self, formula, formula2):
+        return dataclasses.replace(self, formula=formula, formula2=formula2)
+
+    def text(self):
+        """Stable text: the header, then the SSA of F (and G)."""
+        names = dict(self.names)
+        args = ", ".join(
+            f"{names.get(a, '_')}=Var({a[0]},{a[1]},{'ijp'[a[2]]})" for a in self.arguments
+        )
+        k = f", K={self.opt_arg}" if self.opt_arg is not None else ""
+        head = f"reduce {self.reduction}{k} over j  args({args})"
+        return head + "\n" + print_ssa(self.roots(), names)
+
+    def formula_text(self):
+        names = dict(self.names)
+        return to_formula(self.formula, names) + (
+            f" ; {to_formula(self.formula2, names)}" if self.formula2 is not None else "")
+
+    def used_variables(self):
+        return variables(self.formula, self.formula2)
+
+
+def swap_ij(node):
+    """The same formula with i and j variables exchanged (axis=0 -> axis=1)."""
+    memo = {}
+    for n in node.walk():
+        if n.name == "Var":
+            pos, dim, cat = n.attrs
+            memo[id(n)] = make("Var", (), (pos, dim, {0: 1, 1: 0, 2: 2}[cat]))
+        else:
+            attrs = tuple(memo.get(id(a), swap_ij(a)) if hasattr(a, "op") else a for a in n.attrs)
+            memo[id(n)] = make(n.name, [memo[id(a)] for a in n.args], attrs)
+    return memo[id(node)]

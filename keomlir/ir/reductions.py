@@ -1,0 +1,348 @@
+"""Reductions: each one's checks, output shapes, dense semantics and lowering.
+
+A reduction folds the values F_ij (and G_ij for the weighted ones) of one row
+i over j.  Its lowering keeps a state in slots, updated once per j; j is
+visited in blocks and `end_block` lets sums fold a block's partial result into
+a compensated total (float32 sums stay accurate for N in the millions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+REDUCTIONS: dict[str, "Reduction"] = {}
+
+_INF = float("inf")
+
+
+def register(cls):
+    REDUCTIONS[cls.name] = cls()
+    return cls
+
+
+class ReductionError(ValueError):
+    pass
+
+
+class Reduction:
+    name = ""
+    needs_formula2 = False  # formula2 (G) is required
+    allows_formula2 = False
+    needs_k = False
+    scalar_formula = False  # F must have dimension 1
+    compensated = False  # uses the sum scheme
+
+    def check(self, dim_f, dim_g, k):
+        if self.scalar_formula and dim_f != 1:
+            raise ReductionError(f"reduction {self.name} needs a scalar formula, got dimension {dim_f}")
+        if self.needs_formula2 and dim_g is None:
+            raise ReductionError(f"reduction {self.name} needs formula2 (the weights)")
+        if dim_g is not None and not (self.needs_formula2 or self.allows_formula2):
+            raise ReductionError(f"reduction {self.name} takes no formula2")
+        if self.needs_k:
+            if k is None or isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                raise ReductionError(f"reduction {self.name} needs opt_arg=K, a positive integer, got {k!r}")
+        elif k is not None:
+            raise ReductionError(f"reduction {self.name} takes no opt_arg, got {k!r}")
+
+    def outputs(self, dim_f, dim_g, k):
+        """[(shape of one row's output, 'float' or 'index')]."""
+        return [((dim_f,), "float")]
+
+
+# ---- Sum ----------------------------------------------------------------------------
+
+
+@register
+class Sum(Reduction):
+    name = "Sum"
+    compensated = True
+
+    def reference(self, F, G, k):
+        return [F.sum(axis=1)]
+
+    def init(self, em, ea, dims, k):
+        zero = ea.const(0)
+        d = dims[0]
+        return {
+            "total": [ea.slot(zero) for _ in range(d)],
+            "comp": [ea.slot(zero) for _ in range(d)] if em.scheme != "direct_sum" else None,
+            "block": [ea.slot(zero) for _ in range(d)] if em.scheme != "kahan_scheme" and em.scheme != "direct_sum" else None,
+        }
+
+    def update(self, em, ea, st, f, g, j):
+        for c, v in enumerate(f):
+            v = em.convert(v, ea)
+            if em.scheme == "direct_sum":
+                ea.store(st["total"][c], ea.add(ea.load(st["total"][c]), v))
+            elif em.scheme == "kahan_scheme":
+                ea.kahan_add(st["total"][c], st["comp"][c], v)
+            else:
+                ea.store(st["block"][c], ea.add(ea.load(st["block"][c]), v))
+
+    def end_block(self, em, ea, st):
+        if st["block"] is None:
+            return
+        for c, blk in enumerate(st["block"]):
+            ea.kahan_add(st["total"][c], st["comp"][c], ea.load(blk))
+            ea.store(blk, ea.const(0))
+
+    def finalize(self, em, ea, st):
+        return [[ea.convert(ea.load(p), em) for p in st["total"]]]
+
+
+# ---- LogSumExp family: running maximum m and sum s of exp(F - m) * G ------------------
+
+
+class _ShiftedExpSum(Reduction):
+    """State (m, s_1..s_d): the maximum seen and Σ exp(F - m) w, for weights w."""
+
+    scalar_formula = True
+    compensated = True
+
+    def weights(self, em, g):
+        return [em.const(1)] if g is None else list(g)
+
+    def init(self, em, ea, dims, k):
+        n = self.n_weights(dims)
+        zero = ea.const(0)
+        return {
+            "m": ea.slot(ea.const(-_INF)), "s": [ea.slot(zero) for _ in range(n)],
+            "c": [ea.slot(zero) for _ in range(n)],
+            "bm": ea.slot(ea.const(-_INF)), "bs": [ea.slot(zero) for _ in range(n)],
+        }
+
+    def update(self, em, ea, st, f, g, j):
+        f = em.convert(f[0], ea)
+        w = [em.convert(v, ea) for v in self.weights(em, g)]
+        self._absorb(ea, st["bm"], st["bs"], None, f, w)
+
+    def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w):
+        """(m, s) absorbs exp(f) w, rescaling s when f raises the maximum.
+
+        Branch-free, one exp: e = exp(-|f - m|).  f = -inf adds nothing (never NaN),
+        a NaN f poisons s and so this row only."""
+        m = ea.load(m_ptr)
+        raise_max = ea.cmp(">", f, m)
+        diff = ea.select(raise_max, ea.sub(m, f), ea.sub(f, m))
+        is_ninf = ea.cmp("==", f, ea.const(-_INF))
+        e = ea.call("exp", ea.select(is_ninf, ea.const(-_INF), diff))
+        for idx, (sp, wk) in enumerate(zip(s_ptrs, w)):
+            s = ea.load(sp)
+            if c_ptrs is None:
+                ea.store(sp, ea.select(raise_max, ea.add(ea.mul(s, e), wk), ea.add(s, ea.mul(e, wk))))
+            else:  # compensated: rescale both halves of the total on a new maximum
+                cp = c_ptrs[idx]
+                ea.store(sp, ea.select(raise_max, ea.mul(s, e), s))
+                ea.store(cp, ea.select(raise_max, ea.mul(ea.load(cp), e), ea.load(cp)))
+                ea.kahan_add(sp, cp, ea.select(raise_max, wk, ea.mul(e, wk)))
+        ea.store(m_ptr, ea.select(raise_max, f, m))
+
+    def end_block(self, em, ea, st):
+        # the block's (bm, bs) is exp(bm) * bs: absorb it as f = bm with weights bs
+        bm = ea.load(st["bm"])
+        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in st["bs"]])
+        ea.store(st["bm"], ea.const(-_INF))
+        for p in st["bs"]:
+            ea.store(p, ea.const(0))
+
+    def n_weights(self, dims):
+        return 1 if dims[1] is None else dims[1]
+
+    def _reference_parts(self, F, G):
+        """m (M,1) and Σ exp(F - m) w (M, d) in float64."""
+        W = np.ones(F.shape[:2] + (1,)) if G is None else np.broadcast_to(G, F.shape[:2] + G.shape[2:])
+        if F.shape[1] == 0:
+            return np.full((F.shape[0], 1), -_INF), np.zeros((F.shape[0], W.shape[2]))
+        with np.errstate(invalid="ignore", over="ignore"):
+            m = F.max(axis=1)
+            shift = np.where(np.isfinite(m), m, 0.0)
+            s = (np.exp(F - shift[:, None, :]) * W).sum(axis=1)
+        return shift, s
+
+
+@register
+class LogSumExp(_ShiftedExpSum):
+    """log Σ_j exp(F); with formula2=G, log Σ_j exp(F) G."""
+
+    name = "LogSumExp"
+    allows_formula2 = True
+
+    def outputs(self, dim_f, dim_g, k):
+        return [((1 if dim_g is None else dim_g,), "float")]
+
+    def reference(self, F, G, k):
+        m, s = self._reference_parts(F, G)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [m + np.log(s)]
+
+    def finalize(self, em, ea, st):
+        m = ea.load(st["m"])
+        return [[ea.convert(ea.add(m, ea.call("log", ea.load(p))), em) for p in st["s"]]]
+
+
+@register
+class SumSoftMaxWeight(_ShiftedExpSum):
+    """Σ_j exp(F) G / Σ_j exp(F); an empty range gives NaN (0/0)."""
+
+    name = "SumSoftMaxWeight"
+    needs_formula2 = True
+
+    def n_weights(self, dims):
+        return dims[1] + 1
+
+    def weights(self, em, g):
+        return [em.const(1)] + list(g)
+
+    def outputs(self, dim_f, dim_g, k):
+        return [((dim_g,), "float")]
+
+    def reference(self, F, G, k):
+        ones = np.ones(F.shape[:2] + (1,))
+        Gb = np.broadcast_to(G, F.shape[:2] + G.shape[2:])
+        _, s = self._reference_parts(F, np.concatenate([ones, Gb], axis=2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [s[:, 1:] / s[:, :1]]
+
+    def finalize(self, em, ea, st):
+        total = ea.load(st["s"][0])
+        return [[ea.convert(ea.div(ea.load(p), total), em) for p in st["s"][1:]]]
+
+
+# ---- Min / Max and their indices ---------------------------------------------------
+
+
+class _Extreme(Reduction):
+    """Component-wise extreme over j; NaN wins (as NumPy's min), the first index on ties."""
+
+    better = "<"
+    with_value, with_index = True, False
+
+    def outputs(self, dim_f, dim_g, k):
+        out = []
+        if self.with_value:
+            out.append(((dim_f,), "float"))
+        if self.with_index:
+            out.append(((dim_f,), "index"))
+        return out
+
+    def init(self, em, ea, dims, k):
+        start = em.const(_INF if self.better == "<" else -_INF)
+        return {"v": [em.slot(start) for _ in range(dims[0])],
+                "i": [em.slot(em.index_const(-1), em.index_const(0).type) for _ in range(dims[0])]}
+
+    def update(self, em, ea, st, f, g, j):
+        for vp, ip, x in zip(st["v"], st["i"], f):
+            best = em.load(vp)
+            take = em.or_(em.cmp(self.better, x, best), em.and_(em.isnan(x), em.not_(em.isnan(best))))
+            em.store(vp, em.select(take, x, best))
+            em.store(ip, em.select(take, j, em.load(ip)))
+
+    def end_block(self, em, ea, st):
+        pass
+
+    def finalize(self, em, ea, st):
+        out = []
+        if self.with_value:
+            out.append([em.load(p) for p in st["v"]])
+        if self.with_index:
+            out.append([em.load(p) for p in st["i"]])
+        return out
+
+    def reference(self, F, G, k):
+        M, N, d = F.shape
+        if N == 0:
+            v = np.full((M, d), _INF if self.better == "<" else -_INF)
+            i = np.full((M, d), -1, dtype=np.int64)
+        else:
+            v = F.min(axis=1) if self.better == "<" else F.max(axis=1)
+            i = F.argmin(axis=1) if self.better == "<" else F.argmax(axis=1)
+        return ([v] if self.with_value else []) + ([i.astype(np.int64)] if self.with_index else [])
+
+
+def _extreme(name, better, with_value, with_index):
+    register(type(name, (_Extreme,), {"name": name, "better": better,
+                                      "with_value": with_value, "with_index": with_index}))
+
+
+_extreme("Min", "<", True, False)
+_extreme("Max", ">", True, False)
+_extreme("ArgMin", "<", False, True)
+_extreme("ArgMax", ">", False, True)
+_extreme("Min_ArgMin", "<", True, True)
+_extreme("Max_ArgMax", ">", True, True)
+
+
+# ---- K smallest ---------------------------------------------------------------------
+
+
+class _KMin(Reduction):
+    """The K smallest values per component, sorted, NaN after every number and ties
+    in order of j: an unrolled branch-free insertion into a sorted list."""
+
+    needs_k = True
+    with_value, with_index = True, False
+
+    def outputs(self, dim_f, dim_g, k):
+        shape = (k,) if dim_f == 1 else (k, dim_f)
+        return ([(shape, "float")] if self.with_value else []) + ([(shape, "index")] if self.with_index else [])
+
+    def init(self, em, ea, dims, k):
+        d = dims[0]
+        nan = em.const(float("nan"))
+        ity = em.index_const(0).type
+        return {"v": [[em.slot(nan) for _ in range(d)] for _ in range(k)],
+                "i": [[em.slot(em.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
+
+    def update(self, em, ea, st, f, g, j):
+        k = len(st["v"])
+        for c, x in enumerate(f):
+            vals = [em.load(st["v"][r][c]) for r in range(k)]
+            idxs = [em.load(st["i"][r][c]) for r in range(k)]
+            # before[r]: x goes before slot r (empty slot, or x smaller with NaN last)
+            before = []
+            for r in range(k):
+                empty = em.b.icmp_signed("<", idxs[r], em.index_const(0))
+                smaller = em.or_(em.cmp("<", x, vals[r]), em.and_(em.isnan(vals[r]), em.not_(em.isnan(x))))
+                before.append(em.or_(empty, smaller))
+            for r in range(k):
+                shifted_v = vals[r - 1] if r else x
+                shifted_i = idxs[r - 1] if r else j
+                new_v = em.select(before[r - 1], shifted_v, x) if r else x
+                new_i = em.select(before[r - 1], shifted_i, j) if r else j
+                em.store(st["v"][r][c], em.select(before[r], new_v, vals[r]))
+                em.store(st["i"][r][c], em.select(before[r], new_i, idxs[r]))
+
+    def end_block(self, em, ea, st):
+        pass
+
+    def finalize(self, em, ea, st):
+        flat_v = [em.load(p) for row in st["v"] for p in row]
+        flat_i = [em.load(p) for row in st["i"] for p in row]
+        return ([flat_v] if self.with_value else []) + ([flat_i] if self.with_index else [])
+
+    def reference(self, F, G, k):
+        M, N, d = F.shape
+        order = np.argsort(F, axis=1, kind="stable")[:, :k, :]
+        vals = np.take_along_axis(F, order, axis=1)
+        if d == 1:
+            order, vals = order[:, :, 0], vals[:, :, 0]
+        return ([vals] if self.with_value else []) + ([order.astype(np.int64)] if self.with_index else [])
+
+
+def _kmin(name, with_value, with_index):
+    register(type(name, (_KMin,), {"name": name, "with_value": with_value, "with_index": with_index}))
+
+
+_kmin("KMin", True, False)
+_kmin("ArgKMin", False, True)
+_kmin("KMin_ArgKMin", True, True)
+
+
+def get(name):
+    red = REDUCTIONS.get(name)
+    if red is None:
+        raise ReductionError(
+            f"reduction_op: unknown reduction {name!r}; expected one of {', '.join(sorted(REDUCTIONS))}"
+        )
+    return red

@@ -1,0 +1,51 @@
+"""The NumPy front end, call-compatible with `pykeops.numpy`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .frontend import Reduction
+from .passes import DEFAULT_PIPELINE
+
+__all__ = ["Genred"]
+
+
+class Genred:
+    """A generic reduction `Red_j F(x_i, y_j, p)` (axis=1) or `Red_i ...` (axis=0).
+
+    >>> g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"],
+    ...            reduction_op="Sum", axis=1)
+    >>> out = g(x, y, b)          # (M, 1)
+    """
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
+                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, passes=DEFAULT_PIPELINE):
+        # dtype, cuda_type, enable_chunks and rec_multVar_highdim are accepted for pykeops
+        # compatibility: the dtype comes from the arguments at call time.
+        if use_double_acc:
+            dtype_acc = "float64"
+        self.reduction = Reduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
+                                   dtype_acc, sum_scheme, passes)
+
+    @property
+    def program(self):
+        """The optimized IR this Genred compiles."""
+        return self.reduction.program
+
+    def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
+        if ranges is not None:
+            raise ValueError("ranges: block-sparse reductions are not supported yet; pass ranges=None")
+        arrays = []
+        for k, a in enumerate(args):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{self.reduction.arg_label(k)}: expected a NumPy array, got {type(a).__name__}")
+            arrays.append(a)
+        outs = self.reduction.run_numpy(arrays, backend)
+        if out is not None:
+            if len(outs) != 1 or not isinstance(out, np.ndarray) or out.shape != outs[0].shape \
+                    or out.dtype != outs[0].dtype:
+                raise ValueError(f"out: expected an array of shape {outs[0].shape} and dtype {outs[0].dtype}")
+            out[...] = outs[0]
+            return out
+        return outs[0] if len(outs) == 1 else tuple(outs)
