@@ -1,0 +1,225 @@
+"""Every reduction on both axes, float32 and float64, against dense NumPy."""
+
+import numpy as np
+import pytest
+
+from keomlir.backends import cpu
+from keomlir.numpy import Genred
+
+from conftest import assert_close
+
+M, N = 41, 67
+
+
+def _data(dtype, seed=0, d=3):
+    r = np.random.default_rng(seed)
+    return (r.normal(size=(M, d)).astype(dtype), r.normal(size=(N, d)).astype(dtype),
+            r.uniform(0.5, 2, size=(N, 2)).astype(dtype))
+
+
+def _genred(formula, reduction, axis, dims=(3, 3, 2), **kw):
+    """x is indexed by the kept index, y and b by the reduced one, whatever the axis."""
+    keep, red = ("Vi", "Vj") if axis == 1 else ("Vj", "Vi")
+    aliases = [f"x = {keep}({dims[0]})", f"y = {red}({dims[1]})", f"b = {red}({dims[2]})"]
+    return Genred(formula, aliases, reduction_op=reduction, axis=axis, **kw)
+
+
+def _dense(x, y):
+    """(M, N, d) of x_i - y_j and the squared distances, float64."""
+    d = x.astype(np.float64)[:, None, :] - y.astype(np.float64)[None]
+    return d, (d ** 2).sum(-1)
+
+
+AXES = pytest.mark.parametrize("axis", [0, 1])
+DTYPES = pytest.mark.parametrize("dtype", ["float32", "float64"])
+
+
+@AXES
+@DTYPES
+def test_sum(axis, dtype):
+    x, y, b = _data(dtype)
+    out = _genred("Exp(-SqDist(x,y)) * b", "Sum", axis)(x, y, b)
+    _, d2 = _dense(x, y)
+    assert_close(out, np.exp(-d2) @ b.astype(np.float64), dtype)
+
+
+@AXES
+@DTYPES
+def test_logsumexp_never_overflows(axis, dtype):
+    x, y, b = _data(dtype)
+    out = _genred("IntCst(500) - SqDist(x,y)", "LogSumExp", axis)(x, y, b)
+    _, d2 = _dense(x, y)
+    F = 500 - d2
+    m = F.max(1, keepdims=True)
+    expected = m + np.log(np.exp(F - m).sum(1, keepdims=True))
+    assert out.shape == (M, 1)
+    assert np.isfinite(out).all()
+    assert_close(out, expected, dtype, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+@AXES
+@DTYPES
+def test_weighted_logsumexp(axis, dtype):
+    x, y, b = _data(dtype)
+    out = _genred("-SqDist(x,y)", "LogSumExp", axis, formula2="b")(x, y, b)
+    _, d2 = _dense(x, y)
+    expected = np.log(np.exp(-d2) @ b.astype(np.float64))
+    assert out.shape == (M, 2)
+    assert_close(out, expected, dtype)
+
+
+@AXES
+@DTYPES
+def test_sum_softmax_weight(axis, dtype):
+    x, y, b = _data(dtype)
+    out = _genred("-SqDist(x,y)", "SumSoftMaxWeight", axis, formula2="b")(x, y, b)
+    _, d2 = _dense(x, y)
+    w = np.exp(-d2)
+    expected = (w @ b.astype(np.float64)) / w.sum(1, keepdims=True)
+    assert_close(out, expected, dtype)
+
+
+@AXES
+@DTYPES
+@pytest.mark.parametrize("reduction", ["Min", "Max", "ArgMin", "ArgMax", "Min_ArgMin", "Max_ArgMax"])
+def test_min_max(axis, dtype, reduction):
+    x, y, b = _data(dtype)
+    out = _genred("x - y", reduction, axis)(x, y, b)
+    d, _ = _dense(x, y)
+    vals = d.min(1) if "Min" in reduction else d.max(1)
+    idx = d.argmin(1) if "Min" in reduction else d.argmax(1)
+    if reduction.startswith("Arg"):
+        assert out.dtype == np.int64
+        np.testing.assert_array_equal(out, idx)
+    elif "_" in reduction:
+        assert out[1].dtype == np.int64
+        assert_close(out[0], vals, dtype)
+        np.testing.assert_array_equal(out[1], idx)
+    else:
+        assert_close(out, vals, dtype)
+
+
+@AXES
+@DTYPES
+@pytest.mark.parametrize("reduction", ["KMin", "ArgKMin", "KMin_ArgKMin"])
+@pytest.mark.parametrize("formula,dim", [("SqDist(x,y)", 1), ("x - y", 3)])
+def test_kmin(axis, dtype, reduction, formula, dim):
+    x, y, b = _data(dtype)
+    K = 5
+    out = _genred(formula, reduction, axis, opt_arg=K)(x, y, b)
+    d, d2 = _dense(x, y)
+    F = d2[..., None] if dim == 1 else d
+    order = np.argsort(F, axis=1, kind="stable")[:, :K]
+    vals = np.take_along_axis(F, order, axis=1)
+    if dim == 1:
+        order, vals = order[..., 0], vals[..., 0]
+    outs = out if isinstance(out, tuple) else (out,)
+    expected = {"KMin": [vals], "ArgKMin": [order], "KMin_ArgKMin": [vals, order]}[reduction]
+    for o, e in zip(outs, expected):
+        assert o.shape == ((M, K) if dim == 1 else (M, K, 3))
+        if e.dtype.kind == "i":
+            assert o.dtype == np.int64
+            np.testing.assert_array_equal(o, e)
+        else:
+            assert_close(o, e, dtype)
+
+
+@AXES
+def test_k_ties_keep_the_lower_index_first(axis):
+    r = np.random.default_rng(3)
+    x = r.integers(0, 3, size=(M, 1)).astype(np.float64)
+    y = r.integers(0, 3, size=(N, 1)).astype(np.float64)  # many equal distances
+    b = np.ones((N, 2))
+    vals, idx = _genred("SqDist(x,y)", "KMin_ArgKMin", axis, dims=(1, 1, 2), opt_arg=9)(x, y, b)
+    _, d2 = _dense(x, y)
+    order = np.argsort(d2, axis=1, kind="stable")[:, :9]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(vals, np.take_along_axis(d2, order, axis=1))
+    amin = _genred("SqDist(x,y)", "ArgMin", axis, dims=(1, 1, 2))(x, y, b)
+    np.testing.assert_array_equal(amin[:, 0], d2.argmin(1))
+
+
+@pytest.mark.parametrize("reduction,identity", [("Sum", 0.0), ("Min", np.inf), ("Max", -np.inf),
+                                                ("LogSumExp", -np.inf)])
+@AXES
+def test_empty_range_gives_identity(reduction, identity, axis):
+    x = np.ones((4, 3))
+    y = np.ones((0, 3))
+    b = np.ones((0, 2))
+    formula = "SqDist(x,y)" if reduction == "LogSumExp" else "x - y"
+    out = _genred(formula, reduction, axis)(x, y, b)
+    assert out.shape[0] == 4
+    assert (out == identity).all()
+
+
+@DTYPES
+def test_nan_stays_in_its_row(dtype):
+    x, y, b = _data(dtype)
+    x[3, 1] = np.nan
+    for reduction, formula in [("Sum", "Exp(-SqDist(x,y))*b"), ("LogSumExp", "-SqDist(x,y)"),
+                               ("Min", "SqDist(x,y)"), ("ArgKMin", "SqDist(x,y)")]:
+        g = _genred(formula, reduction, 1, opt_arg=3 if "K" in reduction else None)
+        out, ref = g(x, y, b), g(x, y, b, backend="reference")
+        if reduction != "ArgKMin":
+            assert np.isnan(out[3]).all()
+        rows = np.arange(M) != 3
+        assert np.isfinite(out[rows]).all()
+        assert_close(out[rows], ref[rows], dtype)
+
+
+@pytest.mark.parametrize("scheme", ["auto", "block_sum", "kahan_scheme"])
+def test_float32_sum_accurate_for_large_n(scheme):
+    n = 2_000_000
+    r = np.random.default_rng(7)
+    y = r.uniform(0, 1, size=(n, 1)).astype(np.float32)
+    x = np.zeros((2, 1), np.float32)
+    out = Genred("x + y", ["x = Vi(1)", "y = Vj(1)"], "Sum", axis=1, sum_scheme=scheme)(x, y)
+    exact = y.astype(np.float64).sum()
+    assert abs(out[0, 0] - exact) / exact < 1e-6
+    naive = np.cumsum(y[:, 0], dtype=np.float32)[-1]  # what a plain float32 loop gives
+    assert abs(out[0, 0] - exact) <= abs(naive - exact)
+
+
+def test_float32_logsumexp_accurate_for_large_n():
+    n = 1_000_000
+    r = np.random.default_rng(8)
+    y = r.uniform(-1, 1, size=(n, 1)).astype(np.float32)
+    x = np.zeros((2, 1), np.float32)
+    out = Genred("x + y", ["x = Vi(1)", "y = Vj(1)"], "LogSumExp", axis=1)(x, y)
+    exact = np.log(np.exp(y.astype(np.float64)).sum())
+    assert abs(out[0, 0] - exact) / exact < 1e-6
+
+
+def test_float64_accumulator_for_float32_data():
+    r = np.random.default_rng(9)
+    x, y = r.normal(size=(5, 3)).astype(np.float32), r.normal(size=(3000, 3)).astype(np.float32)
+    g = Genred("Exp(-SqDist(x,y))", ["x = Vi(3)", "y = Vj(3)"], "Sum", axis=1, dtype_acc="float64")
+    out = g(x, y)
+    assert out.dtype == np.float32
+    _, d2 = _dense(x, y)
+    assert_close(out, np.exp(-d2).sum(1, keepdims=True), "float32", rtol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["Sum", "LogSumExp", "ArgKMin", "Min_ArgMin"])
+def test_threads_agree_with_one_thread(reduction):
+    r = np.random.default_rng(11)
+    x, y = r.normal(size=(3001, 3)), r.normal(size=(500, 3))
+    g = Genred("-SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], reduction, axis=1,
+               opt_arg=4 if "K" in reduction else None)
+    try:
+        cpu.set_num_threads(1)
+        one = g(x, y)
+        cpu.set_num_threads(2)
+        two = g(x, y)
+    finally:
+        cpu.set_num_threads(None)
+    for a, b in zip(one if isinstance(one, tuple) else (one,), two if isinstance(two, tuple) else (two,)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_parameters_and_no_i_variable():
+    r = np.random.default_rng(12)
+    y, p = r.normal(size=(N, 3)), r.normal(size=3)
+    out = Genred("(p|y)", ["p = Pm(3)", "y = Vj(3)"], "Sum", axis=1)(p, y)
+    assert out.shape == (1, 1)
+    assert_close(out, [[(y @ p).sum()]], "float64")
