@@ -55,6 +55,11 @@ def _pool(n):
 
 @functools.lru_cache(maxsize=None)
 def target_machine():
+    """The host's target machine, shared by compilations (never given to an engine)."""
+    return _new_target_machine()
+
+
+def _new_target_machine():
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
     triple = llvm.get_process_triple()
@@ -85,7 +90,8 @@ class CpuKernel:
     """A loaded kernel; `stats` says how it was obtained and how long that took."""
 
     def __init__(self, obj: bytes, stats):
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine())
+        # an engine owns (and frees) its target machine: give it one of its own
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.fn = _KERNEL_TYPE(self.engine.get_function_address(KERNEL_NAME))
