@@ -52,6 +52,12 @@ class Op:
         """A cheaper equivalent of `node`, or None.  Operands are already simplified."""
         return None
 
+    def vjp(self, node, g):
+        """Reverse-mode rule: for the adjoint g of `node` (dimension node.dim), the
+        adjoint contribution of each operand (a node, or None for zero).  A
+        contribution of dimension node.dim to a scalar operand is summed by the pass."""
+        raise NotImplementedError(f"{self.name} has no derivative rule yet")
+
     # ---- text --------------------------------------------------------------
     @property
     def kinds(self):
@@ -119,6 +125,20 @@ def make(name, args=(), attrs=()):
 
 
 # ---- helpers shared by the families ------------------------------------------
+
+
+def mk(name, *args, attrs=()):
+    """Shorthand for derivative and simplification rules: mk("Mult", a, b)."""
+    return make(name, args, attrs)
+
+
+def cst(n):
+    return make("IntCst", (), (n,))
+
+
+def no_derivative(node, g, *operands):
+    """The rule of piecewise-constant operations: zero almost everywhere."""
+    return [None] * len(node.args)
 
 
 def broadcast_dim(name, dims):

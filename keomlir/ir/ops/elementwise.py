@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..node import DimensionError
-from .base import Op, broadcast_dim, is_const, make, register, spread
+from .base import Op, broadcast_dim, cst, is_const, make, mk, no_derivative, register, spread
 
 
 # ---- leaves ----------------------------------------------------------------------
@@ -106,8 +106,9 @@ class Elementwise(Op):
         return [self.lower1(em, *comps, *attrs) for comps in zip(*cols)]
 
 
-def elementwise(name, ref, lower1, signature="f", simplify=None):
-    """Register an element-wise operation from its NumPy and scalar LLVM forms."""
+def elementwise(name, ref, lower1, signature="f", simplify=None, vjp=None):
+    """Register an element-wise operation from its NumPy and scalar LLVM forms,
+    its simplification rule and its derivative rule vjp(node, g, *operands)."""
     cls = type(name, (Elementwise,), {
         "name": name,
         "signature": signature,
@@ -116,6 +117,8 @@ def elementwise(name, ref, lower1, signature="f", simplify=None):
     })
     if simplify is not None:
         cls.simplify = lambda self, node: simplify(node)
+    if vjp is not None:
+        cls.vjp = lambda self, node, g: vjp(node, g, *node.args)
     register(cls)
     return cls
 
@@ -202,11 +205,16 @@ def _simplify_minus(node):
     return None
 
 
-elementwise("Add", np.add, lambda em, a, b: em.add(a, b), "ff", _simplify_add)
-elementwise("Subtract", np.subtract, lambda em, a, b: em.sub(a, b), "ff", _simplify_sub)
-elementwise("Mult", np.multiply, lambda em, a, b: em.mul(a, b), "ff", _simplify_mult)
-elementwise("Divide", np.divide, lambda em, a, b: em.div(a, b), "ff", _simplify_div)
-elementwise("Minus", np.negative, lambda em, a: em.neg(a), "f", _simplify_minus)
+elementwise("Add", np.add, lambda em, a, b: em.add(a, b), "ff", _simplify_add,
+            lambda n, g, a, b: [g, g])
+elementwise("Subtract", np.subtract, lambda em, a, b: em.sub(a, b), "ff", _simplify_sub,
+            lambda n, g, a, b: [g, mk("Minus", g)])
+elementwise("Mult", np.multiply, lambda em, a, b: em.mul(a, b), "ff", _simplify_mult,
+            lambda n, g, a, b: [mk("Mult", g, b), mk("Mult", g, a)])
+elementwise("Divide", np.divide, lambda em, a, b: em.div(a, b), "ff", _simplify_div,
+            lambda n, g, a, b: [mk("Divide", g, b), mk("Minus", mk("Divide", mk("Mult", g, n), b))])
+elementwise("Minus", np.negative, lambda em, a: em.neg(a), "f", _simplify_minus,
+            lambda n, g, a: [mk("Minus", g)])
 
 # comparisons: 1 or 0, IEEE semantics (NaN compares false except with !=)
 for _name, _np, _pred in [
@@ -219,6 +227,7 @@ for _name, _np, _pred in [
         (lambda f: lambda a, b: f(a, b).astype(np.float64))(_np),
         (lambda p: lambda em, a, b: em.to_float(em.cmp(p, a, b)))(_pred),
         "ff",
+        vjp=no_derivative,
     )
 
 
@@ -256,6 +265,11 @@ def _ref_round_half_away(x):
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
+def _vjp_atan2(n, g, y, x):
+    r2 = mk("Add", mk("Square", x), mk("Square", y))
+    return [mk("Divide", mk("Mult", g, x), r2), mk("Minus", mk("Divide", mk("Mult", g, y), r2))]
+
+
 def _simplify_exp(node):
     (a,) = node.args
     if is_const(a, 0) and a.dim == 1:
@@ -285,22 +299,34 @@ def _simplify_abs(node):
     return None
 
 
-elementwise("Exp", np.exp, lambda em, x: em.call("exp", x), simplify=_simplify_exp)
-elementwise("Log", np.log, lambda em, x: em.call("log", x))
-elementwise("XLogX", _ref_xlogx, _lower_xlogx)
-elementwise("Sin", np.sin, lambda em, x: em.call("sin", x))
-elementwise("SinXDivX", _ref_sinxdivx, _lower_sinxdivx)
-elementwise("Asin", np.arcsin, lambda em, x: em.call("asin", x))
-elementwise("Cos", np.cos, lambda em, x: em.call("cos", x))
-elementwise("Acos", np.arccos, lambda em, x: em.call("acos", x))
-elementwise("Atan", np.arctan, lambda em, x: em.call("atan", x))
-elementwise("Atan2", np.arctan2, lambda em, y, x: em.call("atan2", y, x), "ff")
-elementwise("Inv", lambda x: 1.0 / x, lambda em, x: em.div(em.const(1), x))
-elementwise("Square", np.square, lambda em, x: em.mul(x, x), simplify=_simplify_square)
-elementwise("Sqrt", np.sqrt, lambda em, x: em.call("sqrt", x), simplify=_simplify_sqrt)
-elementwise("Rsqrt", _ref_rsqrt, _lower_rsqrt)
-elementwise("Abs", np.abs, lambda em, x: em.call("fabs", x), simplify=_simplify_abs)
-elementwise("Floor", np.floor, lambda em, x: em.call("floor", x))
+elementwise("Exp", np.exp, lambda em, x: em.call("exp", x), simplify=_simplify_exp,
+            vjp=lambda n, g, a: [mk("Mult", g, n)])
+elementwise("Log", np.log, lambda em, x: em.call("log", x), vjp=lambda n, g, a: [mk("Divide", g, a)])
+elementwise("XLogX", _ref_xlogx, _lower_xlogx,
+            vjp=lambda n, g, a: [mk("Mult", g, mk("Add", mk("Log", a), cst(1)))])
+elementwise("Sin", np.sin, lambda em, x: em.call("sin", x), vjp=lambda n, g, a: [mk("Mult", g, mk("Cos", a))])
+elementwise("SinXDivX", _ref_sinxdivx, _lower_sinxdivx,  # (cos a - sinc a) / a
+            vjp=lambda n, g, a: [mk("Mult", g, mk("Divide", mk("Subtract", mk("Cos", a), n), a))])
+elementwise("Asin", np.arcsin, lambda em, x: em.call("asin", x),
+            vjp=lambda n, g, a: [mk("Divide", g, mk("Sqrt", mk("Subtract", cst(1), mk("Square", a))))])
+elementwise("Cos", np.cos, lambda em, x: em.call("cos", x),
+            vjp=lambda n, g, a: [mk("Minus", mk("Mult", g, mk("Sin", a)))])
+elementwise("Acos", np.arccos, lambda em, x: em.call("acos", x),
+            vjp=lambda n, g, a: [mk("Minus", mk("Divide", g, mk("Sqrt", mk("Subtract", cst(1), mk("Square", a)))))])
+elementwise("Atan", np.arctan, lambda em, x: em.call("atan", x),
+            vjp=lambda n, g, a: [mk("Divide", g, mk("Add", cst(1), mk("Square", a)))])
+elementwise("Atan2", np.arctan2, lambda em, y, x: em.call("atan2", y, x), "ff", vjp=_vjp_atan2)
+elementwise("Inv", lambda x: 1.0 / x, lambda em, x: em.div(em.const(1), x),
+            vjp=lambda n, g, a: [mk("Minus", mk("Mult", g, mk("Square", n)))])
+elementwise("Square", np.square, lambda em, x: em.mul(x, x), simplify=_simplify_square,
+            vjp=lambda n, g, a: [mk("Mult", cst(2), mk("Mult", g, a))])
+elementwise("Sqrt", np.sqrt, lambda em, x: em.call("sqrt", x), simplify=_simplify_sqrt,
+            vjp=lambda n, g, a: [mk("Divide", g, mk("Mult", cst(2), n))])
+elementwise("Rsqrt", _ref_rsqrt, _lower_rsqrt,  # -n^3 / 2
+            vjp=lambda n, g, a: [mk("Mult", mk("IntInv", attrs=(-2,)), mk("Mult", g, mk("Pow", n, attrs=(3,))))])
+elementwise("Abs", np.abs, lambda em, x: em.call("fabs", x), simplify=_simplify_abs,
+            vjp=lambda n, g, a: [mk("Mult", g, mk("Sign", a))])
+elementwise("Floor", np.floor, lambda em, x: em.call("floor", x), vjp=no_derivative)
 elementwise(
     "Sign",
     lambda x: np.sign(x),
@@ -309,40 +335,51 @@ elementwise(
         em.select(em.cmp("<", x, em.const(0)), em.const(-1),
                   em.select(em.cmp("==", x, em.const(0)), em.const(0), x)),
     ),
+    vjp=no_derivative,
 )
 elementwise(
     "Step",
     lambda x: np.where(x < 0, 0.0, 1.0),
     lambda em, x: em.select(em.cmp("<", x, em.const(0)), em.const(0), em.const(1)),
+    vjp=no_derivative,
 )
 elementwise(
     "ReLU",
     lambda x: np.where(x < 0, 0.0, x),
     lambda em, x: em.select(em.cmp("<", x, em.const(0)), em.const(0), x),
+    vjp=lambda n, g, a: [mk("Mult", g, mk("Step", a))],
 )
 elementwise(
     "Powf",
     lambda x, y: np.power(x, y),
     lambda em, x, y: em.call("pow", x, y),
     "ff",
+    vjp=lambda n, g, a, b: [mk("Mult", g, mk("Mult", b, mk("Powf", a, mk("Subtract", b, cst(1))))),
+                            mk("Mult", g, mk("Mult", n, mk("Log", a)))],
 )
 elementwise(
     "Clamp",
     lambda x, a, b: np.where(x < a, a, np.where(x > b, b, x)),
     lambda em, x, a, b: em.select(em.cmp("<", x, a), a, em.select(em.cmp(">", x, b), b, x)),
     "fff",
+    vjp=lambda n, g, x, a, b: [mk("Mult", g, mk("Mult", mk("GreaterOrEqual", x, a), mk("LessOrEqual", x, b))),
+                               mk("Mult", g, mk("LessThan", x, a)),
+                               mk("Mult", g, mk("Mult", mk("GreaterOrEqual", x, a), mk("GreaterThan", x, b)))],
 )
 elementwise(
     "IfElse",
     lambda c, a, b: np.where(c >= 0, a, b),
     lambda em, c, a, b: em.select(em.cmp(">=", c, em.const(0)), a, b),
     "fff",
+    vjp=lambda n, g, c, a, b: [None, mk("Mult", g, mk("Step", c)), mk("Mult", g, mk("LessThan", c, cst(0)))],
 )
 elementwise(
     "Mod",
     lambda x, m, off: x - m * np.floor((x - off) / m),
     lambda em, x, m, off: em.sub(x, em.mul(m, em.call("floor", em.div(em.sub(x, off), m)))),
     "fff",
+    vjp=lambda n, g, x, m, off: [g, mk("Minus", mk("Mult", g, mk("Floor", mk("Divide", mk("Subtract", x, off), m)))),
+                                 None],
 )
 
 
@@ -359,6 +396,10 @@ class ClampInt(Elementwise):
     name, signature = "ClampInt", "fii"
     ref = staticmethod(_ref_clampint)
     lower1 = staticmethod(_lower_clampint)
+
+    def vjp(self, node, g):
+        (x,), (a, b) = node.args, node.attrs
+        return [mk("Mult", g, mk("Mult", mk("GreaterOrEqual", x, cst(a)), mk("LessOrEqual", x, cst(b))))]
 
 
 register(ClampInt)
@@ -378,6 +419,8 @@ class Round(Elementwise):
     def lower1(em, x, d):
         scale = em.const(10.0 ** d)
         return em.div(em.call("round", em.mul(x, scale)), scale)
+
+    vjp = staticmethod(no_derivative)
 
 
 register(Round)
@@ -409,6 +452,12 @@ class Pow(Elementwise):
         if v is not None and n >= 0:
             return make("IntCst", (), (v ** n,))
         return None
+
+    def vjp(self, node, g):
+        (a,), (n,) = node.args, node.attrs
+        if n == 0:
+            return [None]
+        return [mk("Mult", cst(n), mk("Mult", g, mk("Pow", a, attrs=(n - 1,))))]
 
 
 register(Pow)

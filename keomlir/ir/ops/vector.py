@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..node import DimensionError
-from .base import Op, broadcast_dim, register, require_dim, spread
+from .base import Op, broadcast_dim, cst, mk, no_derivative, register, require_dim, spread
 
 
 def _tree_sum(em, vals):
@@ -46,6 +46,9 @@ class Sum(Scalar):
     def reference(self, xs, attrs):
         return xs[0].sum(-1, keepdims=True)
 
+    def vjp(self, node, g):
+        return [mk("SumT", g, attrs=(node.args[0].dim,))]
+
     def lower(self, em, xs, attrs):
         return [_tree_sum(em, xs[0])]
 
@@ -60,6 +63,10 @@ class Max(Scalar):
     def reference(self, xs, attrs):
         return xs[0].max(-1, keepdims=True)
 
+    def vjp(self, node, g):  # through the selected component
+        (a,) = node.args
+        return [mk("Mult", g, mk("OneHot", mk("ArgMax", a), attrs=(a.dim,)))]
+
     def lower(self, em, xs, attrs):
         return [_arg_extreme(em, xs[0], ">")[0]]
 
@@ -70,6 +77,10 @@ class Min(Scalar):
 
     def reference(self, xs, attrs):
         return xs[0].min(-1, keepdims=True)
+
+    def vjp(self, node, g):  # through the selected component
+        (a,) = node.args
+        return [mk("Mult", g, mk("OneHot", mk("ArgMin", a), attrs=(a.dim,)))]
 
     def lower(self, em, xs, attrs):
         return [_arg_extreme(em, xs[0], "<")[0]]
@@ -82,6 +93,8 @@ class ArgMax(Scalar):
     def reference(self, xs, attrs):
         return xs[0].argmax(-1)[..., None].astype(np.float64)
 
+    vjp = staticmethod(no_derivative)
+
     def lower(self, em, xs, attrs):
         return [_arg_extreme(em, xs[0], ">")[1]]
 
@@ -92,6 +105,8 @@ class ArgMin(Scalar):
 
     def reference(self, xs, attrs):
         return xs[0].argmin(-1)[..., None].astype(np.float64)
+
+    vjp = staticmethod(no_derivative)
 
     def lower(self, em, xs, attrs):
         return [_arg_extreme(em, xs[0], "<")[1]]
@@ -104,6 +119,9 @@ class SqNorm2(Scalar):
     def reference(self, xs, attrs):
         return (xs[0] ** 2).sum(-1, keepdims=True)
 
+    def vjp(self, node, g):
+        return [mk("Mult", cst(2), mk("Mult", g, node.args[0]))]
+
     def lower(self, em, xs, attrs):
         return [_dot(em, xs[0], xs[0])]
 
@@ -114,6 +132,9 @@ class Norm2(Scalar):
 
     def reference(self, xs, attrs):
         return np.sqrt((xs[0] ** 2).sum(-1, keepdims=True))
+
+    def vjp(self, node, g):
+        return [mk("Mult", g, mk("Normalize", node.args[0]))]
 
     def lower(self, em, xs, attrs):
         return [em.call("sqrt", _dot(em, xs[0], xs[0]))]
@@ -133,6 +154,10 @@ class Scalprod(Scalar):
     def reference(self, xs, attrs):
         return (xs[0] * xs[1]).sum(-1, keepdims=True)
 
+    def vjp(self, node, g):
+        a, b = node.args
+        return [mk("Mult", g, b), mk("Mult", g, a)]
+
     def lower(self, em, xs, attrs):
         return [_dot(em, xs[0], xs[1])]
 
@@ -150,6 +175,11 @@ class SqDist(Scalar):
 
     def reference(self, xs, attrs):
         return ((xs[0] - xs[1]) ** 2).sum(-1, keepdims=True)
+
+    def vjp(self, node, g):
+        a, b = node.args
+        d = mk("Mult", cst(2), mk("Mult", g, mk("Subtract", a, b)))
+        return [d, mk("Minus", d)]
 
     def lower(self, em, xs, attrs):
         a, b = spread(xs, max(len(x) for x in xs))
@@ -170,6 +200,16 @@ def _ref_weighted(s, f):
         S = s.reshape(s.shape[:-1] + (d, d))
         return np.einsum("...k,...kl,...l->...", f, S, f)[..., None]
     return (s * f * f).sum(-1, keepdims=True)
+
+
+def _vjp_weighted(g, s, f):
+    """Adjoints of WeightedSqNorm(s, f) for a scalar, diagonal or full-matrix weight."""
+    d = f.dim
+    if s.dim == d * d and d > 1:
+        return [mk("Mult", g, mk("TensorProd", f, f)),
+                mk("Mult", g, mk("Add", mk("MatVecMult", s, f), mk("VecMatMult", f, s)))]
+    ds = mk("Mult", g, mk("SqNorm2", f)) if s.dim == 1 else mk("Mult", g, mk("Square", f))
+    return [ds, mk("Mult", cst(2), mk("Mult", g, mk("Mult", s, f)))]
 
 
 def _lower_weighted(em, s, f):
@@ -193,6 +233,9 @@ class WeightedSqNorm(Scalar):
     def reference(self, xs, attrs):
         return _ref_weighted(xs[0], xs[1])
 
+    def vjp(self, node, g):
+        return _vjp_weighted(g, *node.args)
+
     def lower(self, em, xs, attrs):
         return [_lower_weighted(em, xs[0], xs[1])]
 
@@ -208,6 +251,11 @@ class WeightedSqDist(Scalar):
 
     def reference(self, xs, attrs):
         return _ref_weighted(xs[0], xs[1] - xs[2])
+
+    def vjp(self, node, g):
+        s, a, b = node.args
+        ds, dd = _vjp_weighted(g, s, mk("Subtract", a, b))
+        return [ds, dd, mk("Minus", dd)]
 
     def lower(self, em, xs, attrs):
         a, b = spread(xs[1:], max(len(x) for x in xs[1:]))
@@ -228,6 +276,11 @@ class Normalize(Op):
         with np.errstate(divide="ignore", invalid="ignore"):
             return xs[0] * np.where(n2 == 0, 0.0, 1.0 / np.sqrt(n2))
 
+    def vjp(self, node, g):  # (g - n (n|g)) / |a|
+        (a,) = node.args
+        return [mk("Mult", mk("Rsqrt", mk("SqNorm2", a)),
+                   mk("Subtract", g, mk("Mult", node, mk("Scalprod", node, g))))]
+
     def lower(self, em, xs, attrs):
         n2 = _dot(em, xs[0], xs[0])
         r = em.select(em.cmp("==", n2, em.const(0)), em.const(0), em.div(em.const(1), em.call("sqrt", n2)))
@@ -246,6 +299,9 @@ class SumT(Op):
 
     def reference(self, xs, attrs):
         return np.repeat(xs[0], attrs[0], axis=-1)
+
+    def vjp(self, node, g):
+        return [mk("Sum", g)]
 
     def lower(self, em, xs, attrs):
         return xs[0] * attrs[0]
@@ -269,6 +325,9 @@ class Elem(Op):
     def reference(self, xs, attrs):
         return xs[0][..., attrs[0]:attrs[0] + 1]
 
+    def vjp(self, node, g):
+        return [mk("ElemT", g, attrs=(node.args[0].dim, node.attrs[0]))]
+
     def lower(self, em, xs, attrs):
         return [xs[0][attrs[0]]]
 
@@ -290,6 +349,9 @@ class ElemT(Op):
         out[..., m] = xs[0][..., 0]
         return out
 
+    def vjp(self, node, g):
+        return [mk("Elem", g, attrs=(node.attrs[1],))]
+
     def lower(self, em, xs, attrs):
         n, m = attrs
         return [xs[0][0] if k == m else em.const(0) for k in range(n)]
@@ -305,6 +367,9 @@ class Extract(Op):
 
     def reference(self, xs, attrs):
         return xs[0][..., attrs[0]:attrs[0] + attrs[1]]
+
+    def vjp(self, node, g):
+        return [mk("ExtractT", g, attrs=(node.attrs[0], node.args[0].dim))]
 
     def lower(self, em, xs, attrs):
         return xs[0][attrs[0]:attrs[0] + attrs[1]]
@@ -330,6 +395,9 @@ class ExtractT(Op):
         out[..., start:start + xs[0].shape[-1]] = xs[0]
         return out
 
+    def vjp(self, node, g):
+        return [mk("Extract", g, attrs=(node.attrs[0], node.args[0].dim))]
+
     def lower(self, em, xs, attrs):
         start, dim = attrs
         zero = em.const(0)
@@ -348,6 +416,10 @@ class Concat(Op):
         shape = a.shape[:-1]
         return np.concatenate([np.broadcast_to(xs[0], shape + xs[0].shape[-1:]),
                                np.broadcast_to(xs[1], shape + xs[1].shape[-1:])], axis=-1)
+
+    def vjp(self, node, g):
+        a, b = node.args
+        return [mk("Extract", g, attrs=(0, a.dim)), mk("Extract", g, attrs=(a.dim, b.dim))]
 
     def lower(self, em, xs, attrs):
         return list(xs[0]) + list(xs[1])
@@ -368,6 +440,8 @@ class OneHot(Op):
     def reference(self, xs, attrs):
         r = np.sign(xs[0]) * np.floor(np.abs(xs[0]) + 0.5)
         return (r == np.arange(attrs[0])).astype(np.float64)
+
+    vjp = staticmethod(no_derivative)
 
     def lower(self, em, xs, attrs):
         r = em.call("round", xs[0][0])
