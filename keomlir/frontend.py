@@ -24,6 +24,13 @@ def _check_str(value, what):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
 
 
+def check_backend(backend):
+    if backend == "GPU":
+        raise ValueError("backend='GPU': the GPU backend is not available in this version of keomlir")
+    if backend not in ("auto", "CPU", "reference"):
+        raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' or 'reference', got {backend!r}")
+
+
 class Reduction:
     """A parsed, verified and optimized reduction, compiled per dtype on demand."""
 
@@ -102,8 +109,8 @@ class Reduction:
         """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms."""
         n = len(self.arguments)
         if len(arrays) != n:
-            labels = ", ".join(self.arg_label(p).split(" ", 2)[-1] if "'" in self.arg_label(p) else str(p)
-                               for p in range(n))
+            names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
+            labels = ", ".join(names.get(p, f"#{p}") for p in range(n))
             raise ValueError(f"expected {n} arguments ({labels}), got {len(arrays)}")
         dtypes = {str(a.dtype) for a in arrays}
         if len(dtypes) > 1:
@@ -158,16 +165,13 @@ class Reduction:
 
     def run_numpy(self, arrays, backend="auto"):
         """Run on NumPy arrays; returns the list of outputs."""
+        check_backend(backend)
         dtype, n_i, n_j = self.check_arrays(arrays)
         if backend == "reference":
             from .backends import reference
 
             outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j)
             return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
-        if backend not in ("auto", "CPU"):
-            if backend == "GPU":
-                raise ValueError("backend='GPU': the GPU backend is not available in this version of keomlir")
-            raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' or 'reference', got {backend!r}")
         buffers = [np.ascontiguousarray(a) for a in arrays]  # a copy only where needed; never written
         outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
                 for shape, kind in self.output_shapes(n_i)]

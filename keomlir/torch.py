@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .frontend import Reduction
+from .frontend import Reduction, check_backend
 from .passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred"]
@@ -44,8 +44,7 @@ class Genred:
             if a.device.type != "cpu":
                 raise ValueError(f"{self.reduction.arg_label(k)}: tensors on {a.device} need the GPU backend, "
                                  "which is not available in this version of keomlir")
-        if backend not in ("auto", "CPU", "reference"):
-            self.reduction.run_numpy([], backend)  # raises the shared, descriptive error
+        check_backend(backend)
         outs = _GenredFunction.apply(self, backend, *args)
         return outs[0] if len(outs) == 1 else outs
 
