@@ -49,45 +49,52 @@ class Genred:
         return outs[0] if len(outs) == 1 else outs
 
     # ---- gradients ---------------------------------------------------------------
-    def gradient(self, pos):
-        """The Genred computing the vector-Jacobian product for argument `pos`, and how
-        to call it: extra argument names in order ('G' grad_output, 'O' output, 'L' lse)."""
-        found = self._gradients.get(pos)
+    def gradient(self, positions):
+        """One Genred computing the vector-Jacobian products of the arguments at
+        `positions` (which share the index reduced in backward) as one concatenated
+        output: a fused kernel, one pass over the data.  Returns (genred, the extra
+        arguments it takes: 'G' grad_output, 'O' output, 'L' log-normalizer, lse genred)."""
+        found = self._gradients.get(positions)
         if found is None:
-            found = self._gradients[pos] = self._build_gradient(pos)
+            found = self._gradients[positions] = self._build_gradient(positions)
         return found
 
-    def _build_gradient(self, pos):
+    def grad_axis(self, pos):
+        red = self.reduction
+        out_cat = 0 if red.axis == 1 else 1
+        return 1 - red.axis if red.arguments[pos][2] == 1 - out_cat else red.axis
+
+    def _build_gradient(self, positions):
         red = self.reduction
         name = red.reduction_op
         if name not in _DIFFERENTIABLE:
             raise NotImplementedError(f"reduction {name} has no gradient in this version of keomlir")
         n = len(red.arguments)
-        _, dim, cat = red.arguments[pos]
         out_cat = 0 if red.axis == 1 else 1
         F = f"({red.formula})"
-        V = f"Var({pos},{dim},{cat})"
+        F2 = f"({red.formula2})" if red.formula2 is not None else None
         dim_f = red.parsed.formula.dim
         dim_g = red.parsed.formula2.dim if red.parsed.formula2 is not None else None
-        if name == "Sum":
-            formula, extras = f"Grad({F}, {V}, Var({n},{dim_f},{out_cat}))", ["G"]
-        elif name == "LogSumExp" and red.formula2 is None:
-            G, O = f"Var({n},1,{out_cat})", f"Var({n + 1},1,{out_cat})"
-            formula, extras = f"Grad({F}, {V}, Exp({F} - {O}) * {G})", ["G", "O"]
-        elif name == "LogSumExp":
-            F2 = f"({red.formula2})"
+
+        def vjp(V):
+            if name == "Sum":
+                return f"Grad({F}, {V}, Var({n},{dim_f},{out_cat}))"
+            if name == "LogSumExp" and F2 is None:
+                return f"Grad({F}, {V}, Exp({F} - Var({n + 1},1,{out_cat})) * Var({n},1,{out_cat}))"
             G, O = f"Var({n},{dim_g},{out_cat})", f"Var({n + 1},{dim_g},{out_cat})"
-            W = f"(Exp({F} - {O}) * {G})"
-            formula, extras = f"Grad({F}, {V}, ({W} | {F2})) + Grad({F2}, {V}, {W})", ["G", "O"]
-        else:  # SumSoftMaxWeight: p_ij = exp(F_ij - L_i), dO = Σ_j p (dG + (G - O) dF)
-            F2 = f"({red.formula2})"
-            G, O, L = (f"Var({n},{dim_g},{out_cat})", f"Var({n + 1},{dim_g},{out_cat})",
-                       f"Var({n + 2},1,{out_cat})")
-            P = f"Exp({F} - {L})"
-            formula = f"Grad({F}, {V}, {P} * ({G} | {F2} - {O})) + Grad({F2}, {V}, {P} * {G})"
-            extras = ["G", "O", "L"]
-        grad_axis = 1 - red.axis if cat == 1 - out_cat else red.axis
-        genred = Genred(formula, list(red.aliases), "Sum", grad_axis, **self.options)
+            if name == "LogSumExp":
+                W = f"(Exp({F} - {O}) * {G})"
+                return f"Grad({F}, {V}, ({W} | {F2})) + Grad({F2}, {V}, {W})"
+            # SumSoftMaxWeight: p_ij = exp(F_ij - L_i), dO = Σ_j p (dG + (G - O) dF)
+            P = f"Exp({F} - Var({n + 2},1,{out_cat}))"
+            return f"Grad({F}, {V}, {P} * ({G} | {F2} - {O})) + Grad({F2}, {V}, {P} * {G})"
+
+        parts = [vjp("Var({},{},{})".format(*red.arguments[pos])) for pos in positions]
+        formula = parts[0]
+        for part in parts[1:]:
+            formula = f"Concat({formula}, {part})"
+        extras = {"Sum": ["G"], "LogSumExp": ["G", "O"], "SumSoftMaxWeight": ["G", "O", "L"]}[name]
+        genred = Genred(formula, list(red.aliases), "Sum", self.grad_axis(positions[0]), **self.options)
         lse = Genred(red.formula, list(red.aliases), "LogSumExp", red.axis, **self.options) if "L" in extras else None
         return genred, extras, lse
 
@@ -111,16 +118,25 @@ class _GenredFunction(torch.autograd.Function):
         genred = ctx.genred
         saved = ctx.saved_tensors
         args, results = saved[:ctx.n_args], saved[ctx.n_args:]
+        wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[2 + pos]]
+        groups = {}
+        for pos in wanted:  # arguments whose gradients reduce over the same index: one kernel
+            groups.setdefault(genred.grad_axis(pos), []).append(pos)
         grads = [None] * ctx.n_args
-        for pos in range(ctx.n_args):
-            if not ctx.needs_input_grad[2 + pos]:
-                continue
-            grad_genred, extras, lse = genred.gradient(pos)
+        lse_value = None
+        for positions in groups.values():
+            grad_genred, extras, lse = genred.gradient(tuple(positions))
             values = {"G": grad_outputs[0], "O": results[0]}
             if lse is not None:
-                values["L"] = lse(*args, backend=ctx.backend)
-            g = grad_genred(*args, *[values[e] for e in extras], backend=ctx.backend)
-            if genred.reduction.arguments[pos][2] == 2:  # a parameter: summed over both indices
-                g = g.sum(0).reshape(args[pos].shape)
-            grads[pos] = g
+                lse_value = lse(*args, backend=ctx.backend) if lse_value is None else lse_value
+                values["L"] = lse_value
+            fused = grad_genred(*args, *[values[e] for e in extras], backend=ctx.backend)
+            start = 0
+            for pos in positions:
+                _, dim, cat = genred.reduction.arguments[pos]
+                g = fused[:, start:start + dim]
+                start += dim
+                if cat == 2:  # a parameter: summed over both indices
+                    g = g.sum(0).reshape(args[pos].shape)
+                grads[pos] = g
         return (None, None, *grads)

@@ -98,3 +98,16 @@ def test_bad_inputs():
     with pytest.raises(NotImplementedError, match="no gradient"):
         out = Genred("SqDist(x,y)", ALIASES[1], "Min", axis=1)(x, y, b, p)
         out.sum().backward()
+
+
+def test_backward_fuses_gradients_sharing_an_index():
+    x, y, b, p = _inputs(2)
+    g = Genred("Exp(-p*SqDist(x,y)) * b", ALIASES[1], "Sum", axis=1)
+    out = g(x, y, b, p)
+    grads = torch.autograd.grad(out.sum(), [x, y, b, p])
+    # x and p reduce over j, y and b over i: two fused kernels instead of four
+    assert sorted(g._gradients) == [(0, 3), (1, 2)]
+    d2 = ((x[:, None] - y[None]) ** 2).sum(-1)
+    dense = torch.autograd.grad((torch.exp(-p * d2) @ b).sum(), [x, y, b, p])
+    for a, e in zip(grads, dense):
+        torch.testing.assert_close(a, e)
