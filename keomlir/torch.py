@@ -16,6 +16,8 @@ from .passes import DEFAULT_PIPELINE
 __all__ = ["Genred"]
 
 _DIFFERENTIABLE = ("Sum", "LogSumExp", "SumSoftMaxWeight")
+# reductions whose values are entries F_ij at selected j: differentiable through them
+_SELECTING = ("Min", "Max", "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin")
 
 
 class Genred:
@@ -57,6 +59,32 @@ class Genred:
         found = self._gradients.get(positions)
         if found is None:
             found = self._gradients[positions] = self._build_gradient(positions)
+        return found
+
+    def pair_gradient(self):
+        """For selecting reductions: a Genred of the vector-Jacobian product of F at
+        one (i, j) pair per row, all variables of the reduced index made row-indexed
+        (the caller gathers their selected rows and scatters the gradients back)."""
+        found = self._gradients.get("pair")
+        if found is None:
+            from .grammar import parse_alias
+
+            red = self.reduction
+            reduced = 1 if red.axis == 1 else 0
+            aliases = []
+            for k, text in enumerate(red.aliases):
+                name, var = parse_alias(text, k)
+                pos, dim, cat = var.attrs
+                aliases.append(f"{name} = Var({pos},{dim},{1 - reduced if cat == reduced else cat})")
+            n = len(red.arguments)
+            kept_cats = [(p, d, 1 - reduced if c == reduced else c) for p, d, c in red.arguments]
+            F = f"({red.formula})"
+            dim_f = red.parsed.formula.dim
+            parts = [f"Grad({F}, Var({p},{d},{c}), Var({n},{dim_f},{1 - reduced}))" for p, d, c in kept_cats]
+            formula = parts[0]
+            for part in parts[1:]:
+                formula = f"Concat({formula}, {part})"
+            found = self._gradients["pair"] = Genred(formula, aliases, "Sum", red.axis, **self.options)
         return found
 
     def grad_axis(self, pos):
@@ -118,6 +146,8 @@ class _GenredFunction(torch.autograd.Function):
         genred = ctx.genred
         saved = ctx.saved_tensors
         args, results = saved[:ctx.n_args], saved[ctx.n_args:]
+        if genred.reduction.reduction_op in _SELECTING:
+            return (None, None, *_selected_backward(genred, args, results, grad_outputs[0], ctx.backend))
         wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[2 + pos]]
         groups = {}
         for pos in wanted:  # arguments whose gradients reduce over the same index: one kernel
@@ -140,3 +170,42 @@ class _GenredFunction(torch.autograd.Function):
                     g = g.sum(0).reshape(args[pos].shape)
                 grads[pos] = g
         return (None, None, *grads)
+
+
+def _selected_backward(genred, args, results, grad_out, backend):
+    """Gradients of Min/Max/KMin values: the derivative of F at the selected (i, j)
+    pairs, as torch does for min and topk; each selected slot and component is one
+    call of the pair kernel on gathered rows."""
+    red = genred.reduction
+    reduced = 1 if red.axis == 1 else 0
+    values, indices = results[0], results[-1]
+    if indices.dtype != torch.int64:  # Min / Max / KMin alone: recompute the indices
+        arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
+        key = ("indices", arg_name)
+        if key not in genred._gradients:
+            genred._gradients[key] = Genred(red.formula, list(red.aliases), arg_name, red.axis,
+                                            opt_arg=red.opt_arg, **genred.options)
+        indices = genred._gradients[key](*args, backend=backend)
+    rows, dim_f = values.shape[0], red.parsed.formula.dim
+    idx = indices.reshape(rows, -1, dim_f)
+    gout = grad_out.reshape(rows, -1, dim_f)
+    pair = genred.pair_gradient()
+    grads = [torch.zeros_like(a) for a in args]
+    for slot in range(idx.shape[1]):
+        for c in range(dim_f):
+            sel = idx[:, slot, c]
+            gathered = [a[sel] if cat == reduced else a for a, (_, _, cat) in zip(args, red.arguments)]
+            cot = torch.zeros(rows, dim_f, dtype=values.dtype)
+            cot[:, c] = gout[:, slot, c]
+            fused = pair(*gathered, cot, backend=backend)
+            start = 0
+            for k, (_, dim, cat) in enumerate(red.arguments):
+                g = fused[:, start:start + dim]
+                start += dim
+                if cat == reduced:
+                    grads[k] = grads[k].index_add(0, sel, g)
+                elif cat == 2:
+                    grads[k] = grads[k] + g.sum(0).reshape(args[k].shape)
+                else:
+                    grads[k] = grads[k] + g
+    return grads

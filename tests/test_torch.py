@@ -95,9 +95,7 @@ def test_bad_inputs():
         g(x[:, :2], y, b, p)
     with pytest.raises(ValueError, match="backend"):
         g(x, y, b, p, backend="TPU")
-    with pytest.raises(NotImplementedError, match="no gradient"):
-        out = Genred("SqDist(x,y)", ALIASES[1], "Min", axis=1)(x, y, b, p)
-        out.sum().backward()
+    assert not Genred("SqDist(x,y)", ALIASES[1], "ArgMin", axis=1)(x, y, b, p).requires_grad
 
 
 def test_backward_fuses_gradients_sharing_an_index():
@@ -111,3 +109,27 @@ def test_backward_fuses_gradients_sharing_an_index():
     dense = torch.autograd.grad((torch.exp(-p * d2) @ b).sum(), [x, y, b, p])
     for a, e in zip(grads, dense):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("formula", ["p*SqDist(x,y)", "p*(x-y)"])
+@pytest.mark.parametrize("reduction", ["Min", "Max", "Min_ArgMin", "Max_ArgMax", "KMin", "KMin_ArgKMin"])
+def test_gradients_through_selected_indices(reduction, formula, axis):
+    """As torch.min / torch.topk: the derivative of F at the selected pairs."""
+    x, y, _, p = _inputs(3)
+    al = ["x = Vi(3)", "y = Vj(3)", "p = Pm(1)"] if axis == 1 else ["x = Vj(3)", "y = Vi(3)", "p = Pm(1)"]
+    K = 3 if "K" in reduction else None
+    g = Genred(formula, al, reduction, axis=axis, opt_arg=K)
+    values = lambda *a: (lambda o: o[0] if isinstance(o, tuple) else o)(g(*a))  # noqa: E731
+    out = values(x, y, p)
+    d = p * ((x[:, None] - y[None]) ** 2).sum(-1) if "Sq" in formula else p * (x[:, None] - y[None])
+    if K:
+        dense = torch.topk(d, K, dim=1, largest=False).values
+    else:
+        dense = d.min(1).values if "Min" in reduction else d.max(1).values
+    dense = dense.reshape(out.shape)
+    torch.testing.assert_close(out, dense)
+    w = torch.randn_like(dense)
+    for a, e in zip(torch.autograd.grad((out * w).sum(), [x, y, p]), torch.autograd.grad((dense * w).sum(), [x, y, p])):
+        torch.testing.assert_close(a, e)
+    assert torch.autograd.gradcheck(values, (x, y, p))
