@@ -473,3 +473,25 @@ def test_ssa_text_shares_between_formula_and_formula2():
 
 def test_ssa_text_differs_for_different_formulas():
     assert _program("SqDist(x,y) * b").text() != _program("SqDist(y,x) * b + 1").text()
+
+
+# ---- long formulas ------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the parser's tree walker (_Builder.visit) is recursive: "
+                   "a sum of ~250 terms or ~250 nested calls raises RecursionError")
+@pytest.mark.parametrize("text", ["+".join(f"{k % 7 + 1}*x" for k in range(1000)),
+                                  "Exp(" * 400 + "x" + ")" * 400, "-" * 1000 + "x"],
+                         ids=["sum of 1000 terms", "400 nested calls", "1000 minus signs"])
+def test_long_formulas_parse(text):
+    node = parse_formula(text, {"x": var(0, 3, 0)})
+    assert node.dim == 3
+
+
+def test_moderately_long_sum(rng):
+    text = "+".join(f"{k % 7 + 1}*x" for k in range(100))
+    g = Genred(text, ["x = Vi(2)"], reduction_op="Sum", axis=1)
+    x = rng.random((3, 2))
+    want = sum(k % 7 + 1 for k in range(100)) * x
+    assert_close(g(x, backend="reference"), want, "float64")
+    assert_close(g(x), want, "float64")

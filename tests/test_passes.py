@@ -88,7 +88,7 @@ def test_pass_manager_reports_each_stage_and_verifies():
 
 
 def test_unknown_pass_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown pass fold.*valid passes: simplify, cse"):
+    with pytest.raises(ValueError, match=r"unknown pass fold.*valid passes: autodiff, simplify, cse"):
         PassManager(["fold"])
 
 

@@ -1,0 +1,166 @@
+"""The `keomlir` command: watch a formula go through every stage of the compiler
+(as `mlir-opt` and LLVM's `opt`/`llc` do), inspect the kernel cache, and see
+what this machine offers.  A thin layer over `keomlir.explain`."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import os
+import platform
+import sys
+
+from . import __version__
+
+CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
+VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
+PROBED_TARGETS = ("x86_64-unknown-linux-gnu", "nvptx64-nvidia-cuda", "aarch64-unknown-linux-gnu",
+                  "amdgcn-amd-amdhsa")
+
+
+def build_parser():
+    from .ir.reductions import REDUCTIONS
+    from .passes import DEFAULT_PIPELINE, PASSES
+
+    parser = argparse.ArgumentParser(
+        prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.")
+    parser.add_argument("--version", action="version", version=f"keomlir {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ir,cache,info}")
+
+    ir = sub.add_parser(
+        "ir", help="show a formula's IR, LLVM IR, assembly, PTX or graph",
+        description="Compile a formula and print it after the stages asked for (default: the IR after the "
+                    "default pass pipeline).",
+        epilog='example: keomlir ir "Exp(-SqDist(x,y))*b" -a "x=Vi(3)" -a "y=Vj(3)" -a "b=Vj(1)" --emit asm')
+    ir.add_argument("formula", help='the formula F, e.g. "Exp(-SqDist(x,y))*b"')
+    ir.add_argument("-a", "--alias", action="append", default=[], metavar="ALIAS",
+                    help='a variable, e.g. "x = Vi(3)", "y = Vj(3)", "p = Pm(1)"; repeat for each, in argument order')
+    ir.add_argument("--reduction", default="Sum", metavar="NAME",
+                    help=f"the reduction: {', '.join(sorted(REDUCTIONS))} (default: Sum)")
+    ir.add_argument("--axis", type=int, choices=(0, 1), default=1,
+                    help="1: reduce over j, one output per i (default); 0: reduce over i")
+    ir.add_argument("--opt-arg", type=int, metavar="K", help="K of KMin, ArgKMin and KMin_ArgKMin")
+    ir.add_argument("--formula2", metavar="G", help="the second formula of weighted LogSumExp and SumSoftMaxWeight")
+    ir.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                    help="floating-point type of the generated code (default: float32)")
+    ir.add_argument("--passes", metavar="NAME,NAME,...",
+                    help=f"run exactly these passes, in order ('' for none); valid: {', '.join(PASSES)}; "
+                         f"default: {','.join(DEFAULT_PIPELINE)}")
+    ir.add_argument("--print-ir-after-all", action="store_true",
+                    help="print the IR after parsing and after each pass, each under a header naming the stage")
+    ir.add_argument("--emit", choices=CLI_FORMS, default="ir",
+                    help="what to print: ir (keomlir IR, default), llvm (LLVM IR as generated), llvm-opt (after "
+                         "LLVM's O3), asm (host assembly), ptx (NVPTX assembly, needs no GPU), dot (Graphviz "
+                         "graph of the IR, colored by index: render with dot -Tsvg)")
+    ir.add_argument("--time-passes", action="store_true",
+                    help="print to stderr the seconds spent in each stage: parse, each pass, LLVM IR rendering, "
+                         "LLVM optimization, machine code")
+
+    cache = sub.add_parser("cache", help="where the kernel cache is and how big",
+                           description="Show the on-disk kernel cache ($KEOMLIR_CACHE_DIR or ~/.cache/keomlir).")
+    cache.add_argument("--clear", action="store_true", help="remove every cached kernel")
+    sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
+                   description="Show versions, LLVM targets, host CPU features and whether a CUDA driver and "
+                               "GPU are visible.")
+    return parser
+
+
+def cmd_ir(args):
+    from .explain import explain
+
+    emit = [args.emit] + (["obj"] if args.time_passes else [])
+    passes = None if args.passes is None else args.passes.split(",")
+    ex = explain(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
+                 args.dtype, passes, emit)
+    if args.print_ir_after_all:
+        print(ex)
+        if args.emit != "ir":  # else the last stage printed is already the output
+            print(f"\n// ----- {args.emit} ----- //\n{ex.outputs[args.emit].rstrip()}")
+    else:
+        print(ex.outputs[args.emit].rstrip())
+    if args.time_passes:
+        width = max(len(name) for name, _ in ex.timings)
+        total = sum(s for _, s in ex.timings)
+        rows = [f"{'stage':<{width}}  {'seconds':>9}"] + [f"{n:<{width}}  {s:9.6f}" for n, s in ex.timings]
+        print("\n".join(rows + [f"{'total':<{width}}  {total:9.6f}"]), file=sys.stderr)
+
+
+def cmd_cache(args):
+    from .backends import cache
+
+    entries = cache.entries()
+    size = sum(p.stat().st_size for p in entries)
+    print(f"cache directory: {cache.cache_dir()}")
+    print(f"entries:         {len(entries)}")
+    print(f"size:            {size} bytes ({size / 2**20:.2f} MiB)")
+    if args.clear:
+        print(f"cleared:         {cache.clear()} entries removed")
+
+
+def cuda_status():
+    """The CUDA driver and its GPUs as seen through libcuda, never raising."""
+    lib = None
+    for name in filter(None, (ctypes.util.find_library("cuda"), "libcuda.so.1", "libcuda.so")):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        return "no CUDA driver (libcuda not found)", "none visible"
+    try:
+        rc = lib.cuInit(0)
+        if rc != 0:
+            return f"{name} loads, but cuInit failed (CUresult {rc})", "none visible"
+        version, count = ctypes.c_int(), ctypes.c_int()
+        lib.cuDriverGetVersion(ctypes.byref(version))
+        lib.cuDeviceGetCount(ctypes.byref(count))
+        gpus = []
+        for k in range(count.value):
+            dev, buf = ctypes.c_int(), ctypes.create_string_buffer(256)
+            lib.cuDeviceGet(ctypes.byref(dev), k)
+            lib.cuDeviceGetName(buf, 256, dev)
+            gpus.append(f"{k}: {buf.value.decode(errors='replace')}")
+    except (AttributeError, OSError) as e:
+        return f"{name} loads, but is not usable ({e})", "none visible"
+    v = version.value
+    return f"{name}, CUDA {v // 1000}.{v % 1000 // 10}", ", ".join(gpus) or "none visible"
+
+
+def cmd_info(args):
+    import llvmlite
+    import llvmlite.binding as llvm
+    import numpy
+
+    llvm.initialize_all_targets()
+    targets = []
+    for triple in PROBED_TARGETS:
+        try:
+            t = llvm.Target.from_triple(triple)
+            targets.append(f"{t.name} ({t.description})")
+        except RuntimeError:
+            pass
+    features = llvm.get_host_cpu_features()
+    vector = sorted(k for k, on in features.items() if on and k.startswith(VECTOR_PREFIXES))
+    driver, gpus = cuda_status()
+    rows = [("keomlir", __version__), ("python", platform.python_version()), ("numpy", numpy.__version__),
+            ("llvmlite", llvmlite.__version__), ("LLVM", ".".join(map(str, llvm.llvm_version_info))),
+            ("LLVM targets", ", ".join(targets)), ("host triple", llvm.get_process_triple()),
+            ("host CPU", llvm.get_host_cpu_name()), ("vector features", " ".join(vector)),
+            ("CUDA driver", driver), ("GPUs", gpus)]
+    for key, value in rows:
+        print(f"{key + ':':<17}{value}")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        {"ir": cmd_ir, "cache": cmd_cache, "info": cmd_info}[args.command](args)
+    except (SyntaxError, ValueError, TypeError, NotImplementedError) as e:
+        print(f"keomlir: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `keomlir ir ... | head`: stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0

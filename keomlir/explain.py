@@ -1,0 +1,163 @@
+"""Every stage of the compiler for one formula, as data: the IR after parsing and
+after each pass, the LLVM IR before and after LLVM's optimizer, the host
+assembly, NVPTX, a Graphviz graph, and the time each stage took.
+
+This is what the `keomlir ir` command prints; notebooks get the same object
+(it renders itself as Markdown) and `to_dict()` for anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from .frontend import DTYPES, Reduction
+from .ir.node import I, J, index_name
+from .passes import DEFAULT_PIPELINE, PassManager
+
+EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
+NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
+NEEDS_OPT = {"llvm-opt", "asm", "obj"}
+# Graphviz fill colors by node.cat, the indices a node depends on
+CAT_COLORS = {0: "#d9d9d9", I: "#9ecae1", J: "#a1d99b", I | J: "#fdae6b"}
+CAT_LEGEND = "grey: parameters and constants, blue: i, green: j, orange: i and j"
+
+
+@dataclasses.dataclass
+class Stage:
+    """The IR after one stage ("parse" or a pass name) and the seconds it took."""
+
+    name: str
+    text: str
+    seconds: float
+
+
+@dataclasses.dataclass
+class Explanation:
+    stages: list  # Stage after parse, then after each pass, in order
+    program: object  # the final Program
+    outputs: dict  # emitted form -> text (bytes for "obj")
+    timings: list  # (stage, seconds): parse, each pass, then the backend stages run
+
+    @property
+    def ir(self):
+        return self.stages[-1].text
+
+    def __str__(self):
+        return "\n\n".join(f"{stage_header(s.name)}\n{s.text}" for s in self.stages)
+
+    def _repr_markdown_(self):
+        parts = [f"**{s.name}** ({s.seconds * 1e3:.2f} ms)\n```\n{s.text}\n```" for s in self.stages]
+        parts += [f"**{form}**\n```\n{text}\n```" for form, text in self.outputs.items()
+                  if isinstance(text, str) and form != "ir"]
+        return "\n\n".join(parts)
+
+    def to_dict(self):
+        return {"stages": [dataclasses.asdict(s) for s in self.stages],
+                "outputs": dict(self.outputs), "timings": [list(t) for t in self.timings]}
+
+
+def stage_header(name):
+    return f"// ----- IR after {name} ----- //"
+
+
+def pass_names(passes):
+    """None: the default pipeline; "a,b" or a list of names: exactly those, in order."""
+    if passes is None:
+        return list(DEFAULT_PIPELINE)
+    if isinstance(passes, str):
+        passes = passes.split(",")
+    return [p.strip() for p in passes if p.strip()]
+
+
+def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2=None,
+            dtype="float32", passes=None, emit=("ir",)):
+    """Compile `formula` as far as the forms in `emit` require and return every stage.
+
+    Raises the library's SyntaxError/ValueError/TypeError for user errors and
+    NotImplementedError for a form whose backend is missing.
+    """
+    forms = (emit,) if isinstance(emit, str) else tuple(emit)
+    bad = [f for f in forms if f not in EMIT_FORMS]
+    if bad:
+        raise ValueError(f"emit: unknown form {', '.join(map(repr, bad))}; expected one of {', '.join(EMIT_FORMS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    stages = []
+    manager = PassManager(pass_names(passes),
+                          on_stage=lambda name, program, dt: stages.append(Stage(name, program.text(), dt)))
+    t0 = time.perf_counter()
+    red = Reduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=())
+    stages.append(Stage("parse", red.parsed.text(), time.perf_counter() - t0))
+    program = manager.run(red.parsed)
+    timings = [(s.name, s.seconds) for s in stages]
+    outputs = {"ir": stages[-1].text} if "ir" in forms else {}
+
+    def timed(stage, fn, *args):
+        t = time.perf_counter()
+        result = fn(*args)
+        timings.append((stage, time.perf_counter() - t))
+        return result
+
+    if NEEDS_LLVM.intersection(forms):
+        from .backends import cpu
+        from .backends.llvm.renderer import render
+
+        module = timed("LLVM IR rendering", render, program, dtype, red.acc_dtype(dtype), red.sum_scheme)
+        if "llvm" in forms:
+            outputs["llvm"] = str(module)
+        if NEEDS_OPT.intersection(forms):
+            mod = timed("LLVM optimization", cpu.optimize, str(module))
+            if "llvm-opt" in forms:
+                outputs["llvm-opt"] = str(mod)
+            if "obj" in forms:
+                outputs["obj"] = timed("machine code", cpu.target_machine().emit_object, mod)
+            if "asm" in forms:
+                outputs["asm"] = timed("assembly", cpu.target_machine().emit_assembly, mod)
+    if "ptx" in forms:
+        outputs["ptx"] = timed("NVPTX", _ptx_renderer(), program, dtype)
+    if "dot" in forms:
+        outputs["dot"] = to_dot(program)
+    return Explanation(stages, program, outputs, timings)
+
+
+def _ptx_renderer():
+    try:
+        from .backends.llvm.nvptx import render_ptx
+    except ModuleNotFoundError as e:
+        if e.name != "keomlir.backends.llvm.nvptx":
+            raise
+        raise NotImplementedError(
+            "emit 'ptx': the NVPTX backend is not built yet (no module keomlir.backends.llvm.nvptx)") from None
+    return render_ptx
+
+
+def _quote(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(program):
+    """A Graphviz digraph of the program: operands point to their users, nodes are
+    labelled with operation and dimension and colored by the indices they depend on."""
+    names = dict(program.names)
+    head = program.text().splitlines()[0]
+    lines = ["digraph keomlir {",
+             f"  label={_quote(head + chr(10) + CAT_LEGEND)}; labelloc=t; fontname=monospace;",
+             '  node [shape=box, style="rounded,filled", fontname=monospace];',
+             "  edge [fontsize=9];"]
+    ids = {}
+    for label, root in program.roots():
+        for n in root.walk():
+            if id(n) in ids:
+                continue
+            ids[id(n)] = f"n{len(ids)}"
+            attrs = n.op.format_attrs(n, names)
+            text = f"{n.name}{f'[{attrs}]' if attrs else ''}\ndim {n.dim}, {index_name(n.cat)}"
+            lines.append(f"  {ids[id(n)]} [label={_quote(text)}, fillcolor={_quote(CAT_COLORS[n.cat])}];")
+            for k, a in enumerate(n.args):
+                order = f" [label={k}]" if len(n.args) > 1 else ""
+                lines.append(f"  {ids[id(a)]} -> {ids[id(n)]}{order};")
+        lines.append(f"  {ids[id(root)]} -> reduction [label={label}];")
+    k = f", K={program.opt_arg}" if program.opt_arg is not None else ""
+    lines.append(f"  reduction [shape=doubleoctagon, label={_quote(f'{program.reduction}{k} over j')}];")
+    return "\n".join(lines + ["}"])
