@@ -112,16 +112,18 @@ def _literal_int(tree):
     return None
 
 
-def parse_formula(text, aliases):
-    """Parse `text` with `aliases` (name -> Var node) into an IR node."""
-    tree = _parse_tree(text, "formula", "formula")
-    return _Builder(text, aliases).formula(tree)
+def parse_formula(text, aliases, what="formula"):
+    """Parse `text` with `aliases` (name -> Var node) into an IR node; errors
+    name `what` (the argument the text came from)."""
+    tree = _parse_tree(text, "formula", what)
+    return _Builder(text, aliases, what).formula(tree)
 
 
 class _Builder:
-    def __init__(self, text, aliases):
+    def __init__(self, text, aliases, what="formula"):
         self.text = text
         self.aliases = aliases
+        self.what = what
 
     # ---- errors ------------------------------------------------------------------
     def fail(self, message, meta):
@@ -129,7 +131,7 @@ class _Builder:
         column = getattr(meta, "column", 1)
         source = self.text.splitlines()[line - 1] if self.text.splitlines() else ""
         raise FormulaError(
-            f"formula line {line}, column {column}: {message}\n    {source}\n    {' ' * (column - 1)}^"
+            f"{self.what} line {line}, column {column}: {message}\n    {source}\n    {' ' * (column - 1)}^"
         )
 
     def node(self, name, args, attrs, meta):
@@ -163,7 +165,7 @@ class _Builder:
         tok = tree.children[0]
         raise FormulaSyntaxError(
             f"decimal literal {str(tok)!r}: the formula language has integer literals only "
-            "(use IntInv(n), a ratio of integers, or a parameter Pm)", self.text, tok.line, tok.column)
+            "(use IntInv(n), a ratio of integers, or a parameter Pm)", self.text, tok.line, tok.column, self.what)
 
     def r_name(self, tree, meta):
         name = str(tree.children[0])

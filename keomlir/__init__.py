@@ -1,3 +1,5 @@
 """keomlir: a compiler for reductions of huge symbolic matrices (pykeops-compatible)."""
 
 __version__ = "0.1.0"
+
+from .explain import explain  # noqa: E402,F401  (cheap: the compiler is imported on first call)

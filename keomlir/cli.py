@@ -10,6 +10,7 @@ import ctypes.util
 import os
 import platform
 import sys
+import textwrap
 
 from . import __version__
 
@@ -24,7 +25,8 @@ def build_parser():
     from .passes import DEFAULT_PIPELINE, PASSES
 
     parser = argparse.ArgumentParser(
-        prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.")
+        prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"keomlir {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{ir,cache,info}")
 
@@ -60,9 +62,11 @@ def build_parser():
     cache = sub.add_parser("cache", help="where the kernel cache is and how big",
                            description="Show the on-disk kernel cache ($KEOMLIR_CACHE_DIR or ~/.cache/keomlir).")
     cache.add_argument("--clear", action="store_true", help="remove every cached kernel")
-    sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
+    info = sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
                    description="Show versions, LLVM targets, host CPU features and whether a CUDA driver and "
                                "GPU are visible.")
+    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, cache, info))
+    parser.epilog = f"commands:\n{usages}\n'keomlir COMMAND --help' explains each option."
     return parser
 
 
@@ -70,9 +74,8 @@ def cmd_ir(args):
     from .explain import explain
 
     emit = [args.emit] + (["obj"] if args.time_passes else [])
-    passes = None if args.passes is None else args.passes.split(",")
     ex = explain(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
-                 args.dtype, passes, emit)
+                 args.dtype, args.passes, emit)
     if args.print_ir_after_all:
         print(ex)
         if args.emit != "ir":  # else the last stage printed is already the output

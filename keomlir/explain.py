@@ -3,7 +3,8 @@ after each pass, the LLVM IR before and after LLVM's optimizer, the host
 assembly, NVPTX, a Graphviz graph, and the time each stage took.
 
 This is what the `keomlir ir` command prints; notebooks get the same object
-(it renders itself as Markdown) and `to_dict()` for anything else.
+(it renders itself as Markdown) and `to_dict()` for anything else.  Only the
+standard library is imported at module level, so `import keomlir` stays cheap.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .frontend import DTYPES, Reduction
-from .ir.node import I, J, index_name
-from .passes import DEFAULT_PIPELINE, PassManager
-
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
 NEEDS_OPT = {"llvm-opt", "asm", "obj"}
 # Graphviz fill colors by node.cat, the indices a node depends on
-CAT_COLORS = {0: "#d9d9d9", I: "#9ecae1", J: "#a1d99b", I | J: "#fdae6b"}
+CAT_COLORS = {0: "#d9d9d9", 1: "#9ecae1", 2: "#a1d99b", 3: "#fdae6b"}
 CAT_LEGEND = "grey: parameters and constants, blue: i, green: j, orange: i and j"
 
 
@@ -64,6 +61,8 @@ def stage_header(name):
 def pass_names(passes):
     """None: the default pipeline; "a,b" or a list of names: exactly those, in order."""
     if passes is None:
+        from .passes import DEFAULT_PIPELINE
+
         return list(DEFAULT_PIPELINE)
     if isinstance(passes, str):
         passes = passes.split(",")
@@ -77,6 +76,9 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
     Raises the library's SyntaxError/ValueError/TypeError for user errors and
     NotImplementedError for a form whose backend is missing.
     """
+    from .frontend import DTYPES, Reduction
+    from .passes import PassManager
+
     forms = (emit,) if isinstance(emit, str) else tuple(emit)
     bad = [f for f in forms if f not in EMIT_FORMS]
     if bad:
@@ -139,12 +141,16 @@ def _quote(text):
 def to_dot(program):
     """A Graphviz digraph of the program: operands point to their users, nodes are
     labelled with operation and dimension and colored by the indices they depend on."""
+    from .ir.node import index_name
+
     names = dict(program.names)
     head = program.text().splitlines()[0]
     lines = ["digraph keomlir {",
              f"  label={_quote(head + chr(10) + CAT_LEGEND)}; labelloc=t; fontname=monospace;",
              '  node [shape=box, style="rounded,filled", fontname=monospace];',
-             "  edge [fontsize=9];"]
+             "  edge [fontsize=9, fontname=monospace];"]
+    k = f", K={program.opt_arg}" if program.opt_arg is not None else ""
+    lines.append(f"  reduction [shape=doubleoctagon, label={_quote(f'{program.reduction}{k} over j')}];")
     ids = {}
     for label, root in program.roots():
         for n in root.walk():
@@ -158,6 +164,4 @@ def to_dot(program):
                 order = f" [label={k}]" if len(n.args) > 1 else ""
                 lines.append(f"  {ids[id(a)]} -> {ids[id(n)]}{order};")
         lines.append(f"  {ids[id(root)]} -> reduction [label={label}];")
-    k = f", K={program.opt_arg}" if program.opt_arg is not None else ""
-    lines.append(f"  reduction [shape=doubleoctagon, label={_quote(f'{program.reduction}{k} over j')}];")
     return "\n".join(lines + ["}"])

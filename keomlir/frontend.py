@@ -42,7 +42,7 @@ class Reduction:
             _check_str(formula2, "formula2")
         if isinstance(aliases, str) or not isinstance(aliases, (list, tuple)):
             raise TypeError(f"aliases must be a list of strings such as ['x = Vi(3)'], got {type(aliases).__name__}")
-        if isinstance(axis, bool) or axis not in (0, 1):
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
             raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
         if dtype_acc not in ACC_DTYPES:
             raise ValueError(f"dtype_acc must be one of {', '.join(ACC_DTYPES)}, got {dtype_acc!r}")
@@ -62,7 +62,7 @@ class Reduction:
                 raise ValueError(f"aliases[{index}]: alias {name!r} is defined twice")
             names[name] = var
         f = parse_formula(formula, names)
-        g = parse_formula(formula2, names) if formula2 is not None else None
+        g = parse_formula(formula2, names, "formula2") if formula2 is not None else None
         self.arguments = self._argument_table(list(names.values()) + variables(f, g))
         red.check(f.dim, None if g is None else g.dim, opt_arg)
 
@@ -114,7 +114,8 @@ class Reduction:
             raise ValueError(f"expected {n} arguments ({labels}), got {len(arrays)}")
         dtypes = {str(a.dtype) for a in arrays}
         if len(dtypes) > 1:
-            raise TypeError(f"all arguments must share one dtype, got {', '.join(sorted(dtypes))}")
+            detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
+            raise TypeError(f"all arguments must share one dtype: {detail}")
         dtype = dtypes.pop() if dtypes else "float64"
         if dtype not in DTYPES:
             raise TypeError(f"arguments must be float32 or float64 arrays, got {dtype}")

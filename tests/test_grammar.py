@@ -380,8 +380,6 @@ def test_formula2_syntax_error():
         Genred("x", ["x = Vi(1)", "y = Vj(2)"], reduction_op="SumSoftMaxWeight", axis=1, formula2="y +")
 
 
-@pytest.mark.xfail(strict=True, reason="errors in formula2 are reported as 'formula line L, column C', "
-                   "so the user cannot tell which of the two formulas is wrong")
 @pytest.mark.parametrize("formula2", ["y +", "y + w", "Elem(y, 9)"])
 def test_formula2_errors_name_formula2(formula2):
     with pytest.raises((SyntaxError, ValueError), match=r"formula2"):

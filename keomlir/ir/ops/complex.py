@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..node import DimensionError
-from .base import Op, register
+from .base import OPS, Op, cst, mk, register, spread
 
 
 def to_c(x):
@@ -182,24 +182,79 @@ def complex_binary(name, ref, fn, doc=""):
 
 
 complex_binary("ComplexMult", np.multiply, _mul)
-complex_binary("ComplexScal", np.multiply, _mul, doc="ComplexScal(f, g): a complex scalar f times a complex vector g.")
 complex_binary("ComplexDivide", np.divide, _div)
 
 
 @register
+class ComplexScal(ComplexBinary):
+    """ComplexScal(f, g): a complex scalar (dimension 2) times a complex vector, in either order (as KeOps)."""
+
+    name, ref, fn = "ComplexScal", staticmethod(np.multiply), staticmethod(_mul)
+
+    def infer_dim(self, dims, attrs):
+        if 2 not in dims:
+            raise DimensionError(f"ComplexScal: one operand must be a complex scalar (dimension 2), "
+                                 f"got dimensions {dims[0]} and {dims[1]}")
+        return super().infer_dim(dims, attrs)
+
+
+@register
 class ComplexRealScal(Op):
-    """ComplexRealScal(f, g): a real scalar f (dimension 1) times a complex vector g."""
+    """ComplexRealScal(f, g): a real scalar (dimension 1) times a complex vector, in either order (as KeOps)."""
 
     name, signature = "ComplexRealScal", "ff"
 
     def infer_dim(self, dims, attrs):
-        if dims[0] != 1:
-            raise DimensionError(f"ComplexRealScal: operand f must be a real scalar (dimension 1), got {dims[0]}")
-        _even(self.name, "g", dims[1])
-        return dims[1]
+        if 1 not in dims:
+            raise DimensionError(f"ComplexRealScal: one operand must be a real scalar (dimension 1), "
+                                 f"got dimensions {dims[0]} and {dims[1]}")
+        which, other = ("g", dims[1]) if dims[0] == 1 else ("f", dims[0])
+        _even(self.name, which, other)
+        return other
 
     def reference(self, xs, attrs):
         return xs[0] * xs[1]
 
     def lower(self, em, xs, attrs):
-        return [em.mul(xs[0][0], v) for v in xs[1]]
+        a, b = spread(xs, max(len(x) for x in xs))
+        return [em.mul(p, q) for p, q in zip(a, b)]
+
+
+# ---- derivative rules: vjp(node, g, *operands), g the adjoint of the node -------------
+# A holomorphic h has adjoint conj(h'(z)) * g; an operand broadcast from dimension 2 gets
+# its adjoint summed back with ComplexSum.
+
+
+def _fit(contribution, operand):
+    return mk("ComplexSum", contribution) if operand.dim < contribution.dim else contribution
+
+
+def _vjp_mult(n, g, a, b):
+    return [_fit(mk("ComplexMult", mk("Conj", b), g), a), _fit(mk("ComplexMult", mk("Conj", a), g), b)]
+
+
+def _vjp_divide(n, g, a, b):  # d(a/b) = da/b - (a/b) db/b
+    return [_fit(mk("ComplexDivide", g, mk("Conj", b)), a),
+            _fit(mk("Minus", mk("ComplexMult", mk("Conj", mk("ComplexDivide", n, b)), g)), b)]
+
+
+_VJP = {
+    "ComplexReal": lambda n, g, a: [mk("Real2Complex", g)],
+    "ComplexImag": lambda n, g, a: [mk("Imag2Complex", g)],
+    "Real2Complex": lambda n, g, a: [mk("ComplexReal", g)],
+    "Imag2Complex": lambda n, g, a: [mk("ComplexImag", g)],
+    "Conj": lambda n, g, a: [mk("Conj", g)],
+    "ComplexExp": lambda n, g, a: [mk("ComplexMult", mk("Conj", n), g)],
+    "ComplexExp1j": lambda n, g, a: [mk("ComplexImag", mk("ComplexMult", mk("Conj", n), g))],
+    "ComplexSquareAbs": lambda n, g, a: [mk("ComplexMult", mk("Real2Complex", mk("Mult", cst(2), g)), a)],
+    "ComplexAbs": lambda n, g, a: [mk("ComplexMult", mk("Real2Complex", mk("Divide", g, n)), a)],
+    "ComplexAngle": lambda n, g, a: [mk("ComplexMult", mk("Imag2Complex", mk("Divide", g, mk("ComplexSquareAbs", a))), a)],
+    "ComplexSum": lambda n, g, a: [mk("ComplexSumT", g, attrs=(a.dim,))],
+    "ComplexSumT": lambda n, g, a: [mk("ComplexSum", g)],
+    "ComplexMult": _vjp_mult,
+    "ComplexScal": _vjp_mult,
+    "ComplexDivide": _vjp_divide,
+    "ComplexRealScal": lambda n, g, a, b: [mk("Mult", b, g), mk("Mult", a, g)],  # the pass sums the scalar's
+}
+for _name, _rule in _VJP.items():
+    type(OPS[_name]).vjp = (lambda rule: lambda self, node, g: rule(node, g, *node.args))(_rule)
