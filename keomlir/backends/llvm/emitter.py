@@ -1,8 +1,10 @@
 """The value-level interface operations lower through.
 
-An `Emitter` wraps an llvmlite IRBuilder for one floating type.  Operations
-only ever call these methods, never the builder, so the same lowering code
-serves scalar code now and vector types (SIMD across j) or NVPTX later.
+An `Emitter` wraps an llvmlite IRBuilder for one floating type, scalar or
+vector (`<W x float>`: SIMD across j).  Operations only ever call these
+methods, never the builder, so the same lowering code serves scalar code,
+vector code and NVPTX.  Math functions come from `mathlib` (IR, vectorizable,
+known accuracy) or from LLVM intrinsics, as `IR_MATH` says.
 """
 
 from __future__ import annotations
@@ -21,15 +23,67 @@ _ORDERED = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 
 
 class Emitter:
+    # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU)
+    IR_MATH = frozenset({"exp", "log", "sin", "cos"})
+
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type):
         self.b = builder
         self.t = ftype
+        self.scalar = ftype.element if isinstance(ftype, ir.VectorType) else ftype
+        self.lanes = ftype.count if isinstance(ftype, ir.VectorType) else None
+        self.bits = 32 if isinstance(self.scalar, ir.FloatType) else 64
         self.module = builder.module
         self.entry = builder.function.entry_basic_block if builder.block is not None else None
 
+    def _typed(self, scalar_type, value):
+        if self.lanes is None:
+            return ir.Constant(scalar_type, value)
+        return ir.Constant(ir.VectorType(scalar_type, self.lanes), [ir.Constant(scalar_type, value)] * self.lanes)
+
+    def with_lanes(self, lanes):
+        """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
+        other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes))
+        other.entry = self.entry
+        return other
+
     # ---- constants and arithmetic ----------------------------------------------
     def const(self, v):
-        return ir.Constant(self.t, float(v))
+        return self._typed(self.scalar, float(v))
+
+    def fma(self, a, b, c):
+        """a*b + c, fused where the target has FMA."""
+        return self.b.call(self._intrinsic("llvm.fmuladd", 3), [a, b, c])
+
+    def _intrinsic(self, name, n_args):
+        """The declaration of an overloaded LLVM intrinsic on this emitter's type."""
+        suffix = f"f{self.bits}" if self.lanes is None else f"v{self.lanes}f{self.bits}"
+        full = f"{name}.{suffix}"
+        fn = self.module.globals.get(full)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(self.t, [self.t] * n_args), full)
+        return fn
+
+    # ---- the integer view of floats (exponent manipulation in mathlib) ------------
+    @property
+    def itype(self):
+        i = ir.IntType(self.bits)
+        return i if self.lanes is None else ir.VectorType(i, self.lanes)
+
+    def iconst(self, v):
+        return self._typed(ir.IntType(self.bits), v)
+
+    def as_int(self, x):
+        return self.b.bitcast(x, self.itype)
+
+    def as_float(self, i):
+        return self.b.bitcast(i, self.t)
+
+    def to_int(self, x):
+        """Truncation toward zero of an integral-valued float."""
+        return self.b.fptosi(x, self.itype)
+
+    def int_to_float(self, i):
+        return self.b.sitofp(i, self.t)
 
     def add(self, a, b):
         return self.b.fadd(a, b)
@@ -86,14 +140,21 @@ class Emitter:
 
     # ---- math ------------------------------------------------------------------
     def call(self, name, *args):
-        fnty = ir.FunctionType(self.t, [self.t] * len(args))
-        fn = self.module.declare_intrinsic(_INTRINSICS[name], [self.t], fnty)
-        return self.b.call(fn, list(args))
+        if name in self.IR_MATH:
+            from . import mathlib
+
+            return mathlib.call(self, name, *args)
+        return self.intrinsic(name, *args)
+
+    def intrinsic(self, name, *args):
+        return self.b.call(self._intrinsic(_INTRINSICS[name], len(args)), list(args))
 
     # ---- memory and types (reductions keep their state in slots) ----------------
     def with_type(self, ftype):
         """An emitter sharing this builder for another floating type (accumulators)."""
-        other = Emitter(self.b, ftype)
+        if self.lanes is not None and not isinstance(ftype, ir.VectorType):
+            ftype = ir.VectorType(ftype, self.lanes)
+        other = type(self)(self.b, ftype)
         other.entry = self.entry
         return other
 
@@ -101,7 +162,7 @@ class Emitter:
         """v (of this emitter's type) as a value of emitter `to`'s type."""
         if to.t == self.t:
             return v
-        widen = isinstance(to.t, ir.DoubleType)
+        widen = to.bits > self.bits
         return self.b.fpext(v, to.t) if widen else self.b.fptrunc(v, to.t)
 
     def slot(self, init, ty=None):
@@ -119,7 +180,7 @@ class Emitter:
         self.b.store(v, ptr)
 
     def index_const(self, v):
-        return ir.Constant(ir.IntType(64), v)
+        return self._typed(ir.IntType(64), v)
 
     def kahan_add(self, total_ptr, comp_ptr, term):
         """total += term with compensated (Kahan) summation; comp keeps the lost low bits."""

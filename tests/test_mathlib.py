@@ -1,0 +1,101 @@
+"""The IR math library against float64 NumPy: stated ulp bounds, special values,
+scalar and vector (SIMD) forms."""
+
+import ctypes
+
+import llvmlite.binding as llvm
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from keomlir.backends import cpu
+from keomlir.backends.llvm.emitter import Emitter
+from keomlir.backends.llvm.renderer import counted_loop
+
+# name: (sampling, range, float32 ulp bound, float64 ulp bound); sin/cos also get an
+# absolute bound on the whole range (their relative error grows near zeros of large x)
+CASES = {
+    "exp": ("uniform", (-110.0, 110.0), 1, 2),
+    "log": ("log", (1e-35, 1e35), 3, 3),
+    "sin": ("uniform", (-100.0, 100.0), 2, 8),
+    "cos": ("uniform", (-100.0, 100.0), 2, 8),
+}
+ABS_BOUND = {"float32": 1.2e-7, "float64": 2.3e-16}
+
+
+def _compile(name, dtype, lanes):
+    t = ir.FloatType() if dtype == "float32" else ir.DoubleType()
+    m = ir.Module()
+    m.triple = llvm.get_process_triple()
+    f = ir.Function(m, ir.FunctionType(ir.VoidType(), [t.as_pointer(), t.as_pointer(), ir.IntType(64)]), "f")
+    b = ir.IRBuilder(f.append_basic_block())
+    vt = t if lanes is None else ir.VectorType(t, lanes)
+    em = Emitter(b, vt)
+    with counted_loop(b, ir.Constant(ir.IntType(64), 0), f.args[2], "k", lanes or 1) as k:
+        src = b.bitcast(b.gep(f.args[0], [k]), vt.as_pointer())
+        dst = b.bitcast(b.gep(f.args[1], [k]), vt.as_pointer())
+        b.store(em.call(name, b.load(src, align=4)), dst, align=4)
+    b.ret_void()
+    obj = cpu.target_machine().emit_object(cpu.optimize(str(m)))
+    kernel = cpu.CpuKernel.__new__(cpu.CpuKernel)
+    kernel.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), cpu._new_target_machine())
+    kernel.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    kernel.engine.finalize_object()
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
+        kernel.engine.get_function_address("f"))
+
+    def run(x):
+        n = len(x) + (-len(x)) % (lanes or 1)
+        xp = np.zeros(n, dtype)
+        xp[:len(x)] = x
+        y = np.empty_like(xp)
+        fn(xp.ctypes.data, y.ctypes.data, n)
+        return y[:len(x)]
+
+    run.keep = kernel
+    return run
+
+
+def _ulp_error(y, ref64, dtype):
+    refc = ref64.astype(dtype)
+    return np.abs(y.astype(np.float64) - ref64) / np.spacing(np.abs(refc)).astype(np.float64)
+
+
+@pytest.mark.parametrize("lanes", [None, 8])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ulp_bound(name, dtype, lanes):
+    sampling, (lo, hi), ulp32, ulp64 = CASES[name]
+    r = np.random.default_rng(0)
+    n = 1 << 18
+    x = r.uniform(lo, hi, n) if sampling == "uniform" else np.exp(r.uniform(np.log(lo), np.log(hi), n))
+    x = x.astype(dtype)
+    f = _compile(name, dtype, lanes)
+    with np.errstate(all="ignore"):
+        ref = getattr(np, name)(x.astype(np.float64))
+    finite = np.isfinite(ref.astype(dtype)) & (np.abs(ref) > np.finfo(dtype).tiny)
+    err = _ulp_error(f(x)[finite], ref[finite], dtype)
+    assert err.max() <= (ulp32 if dtype == "float32" else ulp64)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_trig_absolute_bound_on_large_arguments(name, dtype):
+    x = np.random.default_rng(1).uniform(-1e4, 1e4, 1 << 16).astype(dtype)
+    got = _compile(name, dtype, 8)(x)
+    assert np.abs(got - getattr(np, name)(x.astype(np.float64))).max() <= ABS_BOUND[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_special_values(dtype):
+    fi = np.finfo(dtype)
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, fi.max, fi.tiny, fi.tiny / 8,
+                  88.7, 89.0, -87.0, -104.0, 709.0, 710.0, -745.0, -746.0], dtype)
+    for name in ("exp", "log", "sin", "cos"):
+        xs = x if name in ("exp", "log") else x[np.abs(x) != fi.max]  # trig: |x| <= 1e4 is the stated range
+        with np.errstate(all="ignore"):
+            ref = getattr(np, name)(xs.astype(np.float64)).astype(dtype)
+        got = _compile(name, dtype, None)(xs)
+        atol = 4 * fi.tiny if name in ("exp", "log") else ABS_BOUND[dtype]
+        close = np.isclose(got, ref, rtol=4 * fi.eps, atol=atol, equal_nan=True)
+        assert close.all(), (name, xs[~close], got[~close], ref[~close])
