@@ -173,7 +173,10 @@ class Reduction:
 
             outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j)
             return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
-        buffers = [np.ascontiguousarray(a) for a in arrays]  # a copy only where needed; never written
+        # j data transposed to (dim, rows) for contiguous vector loads; a copy only where
+        # needed, inputs never written
+        buffers = [np.ascontiguousarray(a.T if cat == 1 else a)
+                   for a, (_, _, cat) in zip(arrays, self.kernel_arguments)]
         outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
                 for shape, kind in self.output_shapes(n_i)]
         self.kernel(dtype)([b.ctypes.data for b in buffers], [o.ctypes.data for o in outs], n_i, n_j)

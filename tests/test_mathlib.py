@@ -10,7 +10,7 @@ from llvmlite import ir
 
 from keomlir.backends import cpu
 from keomlir.backends.llvm.emitter import Emitter
-from keomlir.backends.llvm.renderer import counted_loop
+from keomlir.backends.llvm.emitter import counted_loop
 
 # name: (sampling, range, float32 ulp bound, float64 ulp bound); sin/cos also get an
 # absolute bound on the whole range (their relative error grows near zeros of large x)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import functools
+import hashlib
 import os
+import pathlib
 import threading
 import time
 
@@ -20,7 +22,7 @@ import llvmlite.binding as llvm
 
 from .. import __version__
 from . import cache
-from .llvm.renderer import KERNEL_NAME, render
+from .llvm.renderer import KERNEL_NAME, Schedule, render
 
 _lock = threading.Lock()
 _kernels: dict[str, "CpuKernel"] = {}
@@ -111,19 +113,46 @@ class CpuKernel:
             f.result()
 
 
-def kernel_key(program, dtype, acc_dtype, sum_scheme):
+@functools.lru_cache(maxsize=None)
+def vector_bits():
+    """The host's SIMD register width, read from LLVM's view of the CPU features."""
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f"):
+        return 512
+    if features.get("avx") or features.get("avx2"):
+        return 256
+    return 128
+
+
+def schedule_for(program, dtype):
+    """SIMD across j at the host's width; rows per j load as the reduction's state allows."""
+    lanes = vector_bits() // (32 if dtype == "float32" else 64)
+    return Schedule(lanes=lanes, rows=program.red.tile_rows)
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_digest():
+    """A hash of the compiler's own source: a changed compiler never reuses old kernels."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.lark")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def kernel_key(program, dtype, acc_dtype, sum_scheme, schedule):
     return "\n".join([
-        f"keomlir {__version__} llvmlite {llvmlite.__version__}",
+        f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
         f"target {target_id()}",
-        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme}",
+        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme} {schedule}",
         program.text(),
     ])
 
 
-def _build(program, dtype, acc_dtype, sum_scheme):
+def _build(program, dtype, acc_dtype, sum_scheme, schedule):
     """Object code for `program`, with the time of each stage."""
     t0 = time.perf_counter()
-    module = render(program, dtype, acc_dtype, sum_scheme)
+    module = render(program, dtype, acc_dtype, sum_scheme, schedule)
     t1 = time.perf_counter()
     mod = optimize(str(module))
     t2 = time.perf_counter()
@@ -132,9 +161,10 @@ def _build(program, dtype, acc_dtype, sum_scheme):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
-def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum"):
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=None):
     """The CpuKernel of `program`: from memory, from disk, or freshly compiled."""
-    key = kernel_key(program, dtype, acc_dtype, sum_scheme)
+    schedule = schedule or schedule_for(program, dtype)
+    key = kernel_key(program, dtype, acc_dtype, sum_scheme, schedule)
     kernel = _kernels.get(key)
     if kernel is not None:
         return kernel
@@ -150,7 +180,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum"):
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(program, dtype, acc_dtype, sum_scheme)
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, schedule)
             cache.store(key, obj)
             kernel = CpuKernel(obj, stats)
         kernel.stats["total_s"] = time.perf_counter() - t0

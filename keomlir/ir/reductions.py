@@ -4,6 +4,8 @@ A reduction folds the values F_ij (and G_ij for the weighted ones) of one row
 i over j.  Its lowering keeps a state in slots, updated once per j; j is
 visited in blocks and `end_block` lets sums fold a block's partial result into
 a compensated total (float32 sums stay accurate for N in the millions).
+`merge` folds a second state (other j's: another SIMD lane, the tail, another
+thread) into the first, after `end_block` on both; ties go to the lower j.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Reduction:
     needs_k = False
     scalar_formula = False  # F must have dimension 1
     compensated = False  # uses the sum scheme
+    tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -90,6 +93,14 @@ class Sum(Reduction):
     def finalize(self, em, ea, st):
         return [[ea.convert(ea.load(p), em) for p in st["total"]]]
 
+    def merge(self, em, ea, st, other):
+        for c, total in enumerate(st["total"]):
+            if st["comp"] is None:
+                ea.store(total, ea.add(ea.load(total), ea.load(other["total"][c])))
+            else:  # the other sum is total - comp
+                ea.kahan_add(total, st["comp"][c], ea.load(other["total"][c]))
+                ea.kahan_add(total, st["comp"][c], ea.neg(ea.load(other["comp"][c])))
+
 
 # ---- LogSumExp family: running maximum m and sum s of exp(F - m) * G ------------------
 
@@ -145,6 +156,10 @@ class _ShiftedExpSum(Reduction):
         ea.store(st["bm"], ea.const(-_INF))
         for p in st["bs"]:
             ea.store(p, ea.const(0))
+
+    def merge(self, em, ea, st, other):
+        sums = [ea.sub(ea.load(p), ea.load(c)) for p, c in zip(other["s"], other["c"])]
+        self._absorb(ea, st["m"], st["s"], st["c"], ea.load(other["m"]), sums)
 
     def n_weights(self, dims):
         return 1 if dims[1] is None else dims[1]
@@ -217,6 +232,7 @@ class _Extreme(Reduction):
 
     better = "<"
     with_value, with_index = True, False
+    tile_rows = 2
 
     def outputs(self, dim_f, dim_g, k):
         out = []
@@ -240,6 +256,13 @@ class _Extreme(Reduction):
 
     def end_block(self, em, ea, st):
         pass
+
+    def merge(self, em, ea, st, other):
+        for vp, ip, ov, oi in zip(st["v"], st["i"], other["v"], other["i"]):
+            v, i, w, k = em.load(vp), em.load(ip), em.load(ov), em.load(oi)
+            take = em.and_(_filled(em, k), em.or_(em.not_(_filled(em, i)), _wins(em, self.better, w, k, v, i)))
+            em.store(vp, em.select(take, w, v))
+            em.store(ip, em.select(take, k, i))
 
     def finalize(self, em, ea, st):
         out = []
@@ -282,6 +305,7 @@ class _KMin(Reduction):
 
     needs_k = True
     with_value, with_index = True, False
+    tile_rows = 1
 
     def outputs(self, dim_f, dim_g, k):
         shape = (k,) if dim_f == 1 else (k, dim_f)
@@ -295,23 +319,37 @@ class _KMin(Reduction):
                 "i": [[em.slot(em.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
 
     def update(self, em, ea, st, f, g, j):
-        k = len(st["v"])
         for c, x in enumerate(f):
-            vals = [em.load(st["v"][r][c]) for r in range(k)]
-            idxs = [em.load(st["i"][r][c]) for r in range(k)]
-            # before[r]: x goes before slot r (empty slot, or x smaller with NaN last)
-            before = []
+            self._insert(em, st, c, x, j, tie_break=False)
+
+    @staticmethod
+    def _insert(em, st, c, x, xi, tie_break):
+        """Insert (x, xi) into the sorted list of component c (dropping the last)."""
+        k = len(st["v"])
+        vals = [em.load(st["v"][r][c]) for r in range(k)]
+        idxs = [em.load(st["i"][r][c]) for r in range(k)]
+        # before[r]: x goes before slot r (an empty slot, or x smaller: NaN last, then lower j)
+        before = [em.or_(em.not_(_filled(em, idxs[r])),
+                         _wins(em, "nan_last", x, xi, vals[r], idxs[r]) if tie_break else _less_nan_last(em, x, vals[r]))
+                  for r in range(k)]
+        if tie_break:  # an empty incoming entry inserts nothing
+            before = [em.and_(_filled(em, xi), b) for b in before]
+        for r in range(k):
+            new_v = em.select(before[r - 1], vals[r - 1], x) if r else x
+            new_i = em.select(before[r - 1], idxs[r - 1], xi) if r else xi
+            em.store(st["v"][r][c], em.select(before[r], new_v, vals[r]))
+            em.store(st["i"][r][c], em.select(before[r], new_i, idxs[r]))
+
+    def merge(self, em, ea, st, other):
+        # the other list goes through a stack array and a loop: one insertion body, not K
+        k = len(st["v"])
+        for c in range(len(st["v"][0])):
+            vals, idxs = em.array(em.t, k), em.array(em.index_const(0).type, k)
             for r in range(k):
-                empty = em.b.icmp_signed("<", idxs[r], em.index_const(0))
-                smaller = em.or_(em.cmp("<", x, vals[r]), em.and_(em.isnan(vals[r]), em.not_(em.isnan(x))))
-                before.append(em.or_(empty, smaller))
-            for r in range(k):
-                shifted_v = vals[r - 1] if r else x
-                shifted_i = idxs[r - 1] if r else j
-                new_v = em.select(before[r - 1], shifted_v, x) if r else x
-                new_i = em.select(before[r - 1], shifted_i, j) if r else j
-                em.store(st["v"][r][c], em.select(before[r], new_v, vals[r]))
-                em.store(st["i"][r][c], em.select(before[r], new_i, idxs[r]))
+                em.store(em.at(vals, em.index_const(r)), em.load(other["v"][r][c]))
+                em.store(em.at(idxs, em.index_const(r)), em.load(other["i"][r][c]))
+            with em.loop(em.index_const(0), em.index_const(k)) as r:
+                self._insert(em, st, c, em.load(em.at(vals, r)), em.load(em.at(idxs, r)), tie_break=True)
 
     def end_block(self, em, ea, st):
         pass
@@ -337,6 +375,29 @@ def _kmin(name, with_value, with_index):
 _kmin("KMin", True, False)
 _kmin("ArgKMin", False, True)
 _kmin("KMin_ArgKMin", True, True)
+
+
+def _filled(em, idx):
+    """The slot holds an entry (index >= 0)."""
+    return em.b.icmp_signed(">=", idx, em.index_const(0))
+
+
+def _less_nan_last(em, x, y):
+    return em.or_(em.cmp("<", x, y), em.and_(em.isnan(y), em.not_(em.isnan(x))))
+
+
+def _strictly(em, order, x, y):
+    """x strictly before y: order '<' or '>' with NaN first (as NumPy's min / max),
+    or 'nan_last' (ascending, NaN after every number, as np.sort)."""
+    if order == "nan_last":
+        return _less_nan_last(em, x, y)
+    return em.or_(em.cmp(order, x, y), em.and_(em.isnan(x), em.not_(em.isnan(y))))
+
+
+def _wins(em, order, x, xi, y, yi):
+    """(x, xi) before (y, yi): strictly before, or an equal value (NaN equal to NaN) at a lower j."""
+    same = em.or_(em.cmp("==", x, y), em.and_(em.isnan(x), em.isnan(y)))
+    return em.or_(_strictly(em, order, x, y), em.and_(same, em.b.icmp_signed("<", xi, yi)))
 
 
 def get(name):

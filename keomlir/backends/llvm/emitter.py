@@ -9,7 +9,30 @@ known accuracy) or from LLVM intrinsics, as `IR_MATH` says.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from llvmlite import ir
+
+I64 = ir.IntType(64)
+
+
+@contextmanager
+def counted_loop(b, start, stop, name, step=1):
+    """for (k = start; k < stop; k += step): yields the phi of k inside the body."""
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    k = b.phi(I64, name=name)
+    k.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", k, stop), body, done)
+    b.position_at_end(body)
+    yield k
+    k.add_incoming(b.add(k, ir.Constant(I64, step)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
 
 # math functions as LLVM intrinsics (lowered to libm calls or inline code by the target)
 _INTRINSICS = {
@@ -62,6 +85,20 @@ class Emitter:
         if fn is None:
             fn = ir.Function(self.module, ir.FunctionType(self.t, [self.t] * n_args), full)
         return fn
+
+    def splat(self, x):
+        """A scalar broadcast to every lane (itself for a scalar emitter)."""
+        if self.lanes is None:
+            return x
+        vec = ir.VectorType(x.type, self.lanes)
+        one = self.b.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+        return self.b.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
+
+    def lane_indices(self, start):
+        """<start, start+1, ..., start+W-1> as i64 lanes."""
+        steps = ir.Constant(ir.VectorType(ir.IntType(64), self.lanes), list(range(self.lanes)))
+        return self.b.add(self.splat(start), steps)
 
     # ---- the integer view of floats (exponent manipulation in mathlib) ------------
     @property
@@ -172,6 +209,18 @@ class Emitter:
             ptr = self.b.alloca(ty or self.t)
         self.b.store(init, ptr)
         return ptr
+
+    def array(self, ty, n):
+        """A stack array of n values of type ty (entry block), indexed with `at`."""
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            return self.b.alloca(ir.ArrayType(ty, n))
+
+    def at(self, array, k):
+        return self.b.gep(array, [ir.Constant(ir.IntType(32), 0), k])
+
+    def loop(self, start, stop, name="k"):
+        return counted_loop(self.b, start, stop, name)
 
     def load(self, ptr):
         return self.b.load(ptr)

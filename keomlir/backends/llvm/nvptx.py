@@ -1,0 +1,625 @@
+"""Program -> NVPTX kernels (PTX text, through llvmlite), for the CUDA runtime in `cuda.py`.
+
+One PTX module holds four kernels; every pointer is a device address, rows are
+row-major `(rows, dim)` for i- and j-variables alike (torch CUDA tensors are
+used in place), parameters one row, outputs one row per i:
+
+    keomlir_1d(i64 n_i, i64 n_j, T* arg_0, ..., out_0*, ...)
+        The 1-D scheme, KeOps's main kernel: grid (ceil(n_i / BLOCK), 1), one
+        thread per row i.  The block walks j in tiles of BLOCK rows; each tile of
+        every j-variable is staged in shared memory by the whole block (coalesced:
+        a tile of a row-major variable is one contiguous run), then each thread
+        folds the tile into its reduction state.  A tile is a block of the
+        compensated sum (`end_block`).
+    keomlir_partial(i64 n_i, i64 n_j, i64 chunk, T* arg_0, ..., i64* states)
+        The 2-D scheme, for few i and many j: grid (ceil(n_i / BLOCK), n_chunks);
+        block (x, c) runs the same loop over j in [c*chunk, min(n_j, (c+1)*chunk))
+        and writes its thread's raw state to states[(c*S + s) * n_i + i].
+    keomlir_merge(i64 n_i, i64 n_in, i64 fan, i64* src, i64* dst)
+        grid (ceil(n_i / MERGE_BLOCK), ceil(n_in / fan)): group g merges the states
+        [g*fan, (g+1)*fan) of src, in order, into state g of dst (`Reduction.merge`).
+    keomlir_final(i64 n_i, i64 n_in, i64* src, out_0*, ...)
+        merges the n_in states of src in order and finalizes them.
+
+The large-dimension path: when a tile of the j-variables does not fit the 48 KiB
+of static shared memory even at 64 threads, nothing is staged and each thread
+reads the j rows from global memory (one row serves the whole block through
+the L1 cache).  KeOps's further "chunked" mode (splitting a long formula
+dimension into slices, each with its own pass) is not implemented: register
+pressure then spills to local memory, slower but correct.
+
+Reductions are composed, not re-implemented: `Reduction.init/update/end_block/
+finalize/merge` run per thread on slots, exactly as on the CPU.  Math goes
+through `NVPTXEmitter.call`: `mathlib` (IR, accurate, any target) where it has
+the function, LLVM intrinsics that NVPTX selects (sqrt, fabs, floor, round),
+and the IR below for pow and the inverse trigonometric functions.
+
+The same kernels can be built for the host (`target="host-sim"`): thread and
+block ids and the shared tile become parameters, the barrier a call.  The CUDA
+runtime's simulator (`cuda.simulate`) runs them with one OS thread per GPU
+thread, so the tiling, the 2-D scheme and the merges are tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from ...ir.node import J
+from .emitter import Emitter
+from .renderer import FLOAT_TYPES, _Values, counted_loop
+
+try:  # the IR math library: exp, log, sin, cos on any target
+    from . import mathlib as _mathlib
+except ImportError:  # pragma: no cover - only before mathlib existed
+    _mathlib = None
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+TRIPLE = "nvptx64-nvidia-cuda"
+KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final")
+SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
+MERGE_BLOCK = 128
+ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120")
+
+
+# ---- math on NVPTX ------------------------------------------------------------------
+
+# LLVM intrinsics NVPTX selects for f32 and f64
+_SELECTED = frozenset({"sqrt", "fabs", "floor", "round"})
+
+
+def _mathlib_names():
+    if _mathlib is None:
+        return frozenset()
+    table = getattr(_mathlib, "FUNCTIONS", None) or getattr(_mathlib, "_FUNCTIONS", {})
+    return frozenset(table)
+
+
+class NVPTXEmitter(Emitter):
+    """The Emitter for GPU kernels: no libm exists on NVPTX, so every math
+    function is IR (mathlib, or the functions below) or a selected intrinsic."""
+
+    target_name = "NVPTX"
+    fast_math = False  # f32 exp/log through ex2.approx/lg2.approx (FastNVPTXEmitter)
+
+    def call(self, name, *args):
+        if self.fast_math and self.bits == 32 and name in _FAST:
+            return _FAST[name](self, *args)
+        if name in _mathlib_names():
+            return _mathlib.call(self, name, *args)
+        if name in _SELECTED:
+            return self.intrinsic(name, *args)
+        if name in _GPU_MATH:
+            return _GPU_MATH[name](self, *args)
+        raise NotImplementedError(f"{name} is not available on {self.target_name} for "
+                                  f"{'float32' if self.bits == 32 else 'float64'}")
+
+
+class FastNVPTXEmitter(NVPTXEmitter):
+    fast_math = True
+
+
+def _approx(em, name, x):
+    """An f32 NVVM approximate intrinsic (ex2.approx, lg2.approx: MUFU, ~2 ulp)."""
+    full = f"llvm.nvvm.{name}.approx.f"
+    fn = em.module.globals.get(full)
+    if fn is None:
+        fn = ir.Function(em.module, ir.FunctionType(em.t, [em.t]), full)
+    return em.b.call(fn, [x])
+
+
+def _fast_exp(em, x):
+    """exp(x) = 2^n 2^(r/ln 2), r = x - n ln 2 reduced exactly with two FMAs, then
+    one ex2.approx on |r / ln 2| <= 1/2 and an exact scaling by 2^n."""
+    n = em.call("floor", em.fma(x, em.const(1 / math.log(2)), em.const(0.5)))
+    n = em.select(em.isnan(n), em.const(0), n)
+    n = em.select(em.cmp(">", n, em.const(254)), em.const(254), n)
+    n = em.select(em.cmp("<", n, em.const(-254)), em.const(-254), n)
+    r = em.fma(n, em.const(-0.693145751953125), x)
+    r = em.fma(n, em.const(-1.428606765330187e-06), r)
+    y = _approx(em, "ex2", em.mul(r, em.const(1 / math.log(2))))
+    half = em.call("floor", em.mul(n, em.const(0.5)))
+    for part in (half, em.sub(n, half)):
+        y = em.mul(y, em.as_float(em.b.shl(em.b.add(em.to_int(part), em.iconst(127)), em.iconst(23))))
+    y = em.select(em.cmp(">", x, em.const(88.72283935546875)), em.const(math.inf), y)
+    y = em.select(em.cmp("<", x, em.const(-103.972084045410)), em.const(0), y)
+    return em.select(em.isnan(x), x, y)
+
+
+def _fast_log(em, x):
+    """log(x) = lg2.approx(x) * ln 2 (lg2.approx handles 0, inf, NaN and negatives)."""
+    return em.mul(_approx(em, "lg2", x), em.const(math.log(2)))
+
+
+_FAST = {"exp": _fast_exp, "log": _fast_log}
+
+
+# pow and the inverse trigonometric functions, in IR through the emitter (branch-free)
+def _atan_reduced(em, a):
+    """atan(a) for 0 <= a <= 1 (NaN passes): a = tan(pi/8) splits the range,
+    then an odd polynomial on |t| <= tan(pi/8) (Chebyshev fit, rel. error < 2^-54)."""
+    t8 = math.tan(math.pi / 8)
+    big = em.cmp(">", a, em.const(t8))
+    t = em.select(big, em.div(em.sub(a, em.const(1)), em.add(a, em.const(1))), a)
+    z = em.mul(t, t)
+    coeffs = _ATAN_COEFFS[em.bits]
+    p = em.const(coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        p = em.fma(p, z, em.const(c))
+    r = em.fma(em.mul(t, z), p, t)
+    return em.select(big, em.add(em.const(math.pi / 4), r), r)
+
+
+def _fit_atan(n_terms):
+    """Coefficients c_k of atan(t) ~ t + t^3 sum_k c_k t^(2k) on [0, tan(pi/8)]."""
+    import numpy as np
+
+    t8 = math.tan(math.pi / 8)
+    z = (np.cos(np.linspace(0, math.pi, 4000)) + 1) / 2 * t8 * t8  # Chebyshev nodes in z = t^2
+    z = z[z > 0]
+    t = np.sqrt(z)
+    g = (np.arctan(t) - t) / (t * z)
+    V = np.vander(z, n_terms, increasing=True)
+    return [float(c) for c in np.linalg.lstsq(V, g, rcond=None)[0]]
+
+
+_ATAN_COEFFS = {32: _fit_atan(5), 64: _fit_atan(11)}
+
+
+def _atan(em, x):
+    ax = em.call("fabs", x)
+    inv = em.cmp(">", ax, em.const(1))
+    a = em.select(inv, em.div(em.const(1), ax), ax)
+    r = _atan_reduced(em, a)
+    r = em.select(inv, em.sub(em.const(math.pi / 2), r), r)
+    return em.select(em.cmp("<", x, em.const(0)), em.neg(r), r)
+
+
+def _atan2(em, y, x):
+    ax, ay = em.call("fabs", x), em.call("fabs", y)
+    swap = em.cmp(">", ay, ax)
+    hi, lo = em.select(swap, ay, ax), em.select(swap, ax, ay)
+    both_inf = em.and_(em.cmp("==", ax, em.const(math.inf)), em.cmp("==", ay, em.const(math.inf)))
+    ratio = em.select(both_inf, em.const(1),
+                      em.select(em.cmp("==", hi, em.const(0)), em.const(0), em.div(lo, hi)))
+    r = _atan_reduced(em, ratio)
+    r = em.select(swap, em.sub(em.const(math.pi / 2), r), r)
+    neg_x = em.or_(em.cmp("<", x, em.const(0)),
+                   em.and_(em.cmp("==", x, em.const(0)), em.cmp("<", em.as_int(x), em.iconst(0))))
+    r = em.select(neg_x, em.sub(em.const(math.pi), r), r)
+    y_neg = em.cmp("<", em.as_int(y), em.iconst(0))  # the sign bit: atan2(-0, x) = -0 or -pi
+    r = em.select(y_neg, em.neg(r), r)
+    return em.select(em.or_(em.isnan(x), em.isnan(y)), em.add(x, y), r)
+
+
+def _asin(em, x):
+    # asin x = atan2(x, sqrt((1-x)(1+x))): accurate near |x| = 1, NaN outside [-1, 1]
+    c = em.call("sqrt", em.mul(em.sub(em.const(1), x), em.add(em.const(1), x)))
+    return em.select(em.cmp(">", em.call("fabs", x), em.const(1)), em.const(math.nan), _atan2(em, x, c))
+
+
+def _acos(em, x):
+    # acos x = 2 atan2(sqrt(1-x), sqrt(1+x))
+    r = em.mul(em.const(2), _atan2(em, em.call("sqrt", em.sub(em.const(1), x)),
+                                   em.call("sqrt", em.add(em.const(1), x))))
+    return em.select(em.cmp(">", em.call("fabs", x), em.const(1)), em.const(math.nan), r)
+
+
+def _pow(em, x, y):
+    """C's pow(x, y) as exp(y log|x|), the sign from an odd integer y.  float32
+    works in float64 (exact to the last bit of float32 but in rare ties); float64
+    loses about |y log x| ulp to the rounding of log."""
+    if em.bits == 32 and _mathlib_names() >= {"exp", "log"}:
+        wide = em.with_type(ir.DoubleType())
+        r = _pow(wide, em.convert(x, wide), em.convert(y, wide))
+        return wide.convert(r, em)
+    ax = em.call("fabs", x)
+    r = em.call("exp", em.mul(y, em.call("log", ax)))
+    y_int = em.cmp("==", em.call("floor", y), y)
+    y_half = em.mul(y, em.const(0.5))
+    y_odd = em.and_(y_int, em.cmp("!=", em.call("floor", y_half), y_half))
+    x_neg = em.cmp("<", x, em.const(0))
+    r = em.select(em.and_(x_neg, y_odd), em.neg(r), r)
+    r = em.select(em.and_(x_neg, em.not_(y_int)), em.const(math.nan), r)
+    r = em.select(em.and_(em.cmp("==", x, em.const(0)), em.cmp("<", y, em.const(0))),
+                  em.select(y_odd, em.div(em.const(1), x), em.const(math.inf)), r)
+    one = em.or_(em.cmp("==", y, em.const(0)), em.cmp("==", x, em.const(1)))
+    return em.select(one, em.const(1), r)
+
+
+_GPU_MATH = {"atan": _atan, "atan2": _atan2, "asin": _asin, "acos": _acos, "pow": _pow}
+
+
+# ---- configuration -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuConfig:
+    block: int = 256  # threads per block of the 1-D and partial kernels (= j rows per tile)
+    stage: bool = True  # j tiles in shared memory; False: the large-dimension path
+    fast_math: bool = False
+
+
+def _j_dims(program):
+    """(pos, dim) of every j-variable the formulas read, by position."""
+    found = {}
+    for _, root in program.roots():
+        for n in root.walk():
+            if n.name == "Var" and n.attrs[2] == 1:
+                found[n.attrs[0]] = n.attrs[1]
+    return sorted(found.items())
+
+
+def config_for(program, dtype, fast_math=False):
+    """The largest block whose j tile fits shared memory; none fits: no staging."""
+    row_bytes = sum(d for _, d in _j_dims(program)) * (4 if dtype == "float32" else 8)
+    for block in (256, 128, 64):
+        if block * row_bytes <= SHARED_BYTES:
+            return GpuConfig(block, True, fast_math)
+    return GpuConfig(128, False, fast_math)
+
+
+# ---- targets: where ids, barriers and shared memory come from ---------------------------
+
+
+class _NVPTXTarget:
+    name = "nvptx"
+
+    def kernel(self, module, name, param_types, block):
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), param_types), name)
+        fn.calling_convention = "ptx_kernel"
+        md = module.add_metadata([fn, ir.MetaDataString(module, "maxntidx"), ir.Constant(I32, block)])
+        module.add_named_metadata("nvvm.annotations", md)
+        self.fn = fn
+        return fn, list(fn.args)
+
+    def _sreg(self, b, reg):
+        full = f"llvm.nvvm.read.ptx.sreg.{reg}"
+        fn = b.module.globals.get(full) or ir.Function(b.module, ir.FunctionType(I32, []), full)
+        return b.zext(b.call(fn, []), I64)
+
+    def tid(self, b):
+        return self._sreg(b, "tid.x")
+
+    def ctaid(self, b, axis):
+        return self._sreg(b, f"ctaid.{axis}")
+
+    def barrier(self, b):
+        fn = b.module.globals.get("llvm.nvvm.barrier0") or \
+            ir.Function(b.module, ir.FunctionType(ir.VoidType(), []), "llvm.nvvm.barrier0")
+        b.call(fn, [])
+
+    def shared(self, b, elem, n):
+        ty = ir.ArrayType(elem, max(n, 1))
+        gv = ir.GlobalVariable(b.module, ty, f"{self.fn.name}.tile", addrspace=3)
+        gv.linkage = "internal"
+        gv.initializer = ir.Constant(ty, ir.Undefined)
+        gv.align = 16
+        return b.gep(gv, [ir.Constant(I32, 0), ir.Constant(I32, 0)])
+
+
+class _HostSimTarget:
+    """Host code with the GPU's ids as parameters: (tid, ctaid.x, ctaid.y,
+    void() *barrier, i8 *shared, kernel parameters...)."""
+
+    name = "host-sim"
+    hidden = 5
+
+    def kernel(self, module, name, param_types, block):
+        hidden = [I64, I64, I64, ir.FunctionType(ir.VoidType(), []).as_pointer(), ir.IntType(8).as_pointer()]
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), hidden + param_types), name)
+        self.fn = fn
+        return fn, list(fn.args[self.hidden:])
+
+    def tid(self, b):
+        return self.fn.args[0]
+
+    def ctaid(self, b, axis):
+        return self.fn.args[1 if axis == "x" else 2]
+
+    def barrier(self, b):
+        b.call(self.fn.args[3], [])
+
+    def shared(self, b, elem, n):
+        return b.bitcast(self.fn.args[4], elem.as_pointer())
+
+
+TARGETS = {"nvptx": _NVPTXTarget, "host-sim": _HostSimTarget}
+
+
+# ---- the kernels ------------------------------------------------------------------------
+
+
+def c64(v):
+    return ir.Constant(I64, v)
+
+
+def _leaves(state):
+    """The slot pointers of a reduction state, in a fixed order."""
+    if state is None:
+        return []
+    if isinstance(state, dict):
+        return [p for v in state.values() for p in _leaves(v)]
+    if isinstance(state, list):
+        return [p for v in state for p in _leaves(v)]
+    return [state]
+
+
+def _imin(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelInfo:
+    """What the runtime needs besides the code."""
+
+    block: int
+    merge_block: int
+    state_slots: int  # i64 words per thread state in the 2-D scheme's buffers
+    stage: bool
+    shared_bytes: int  # shared tile of the 1-D and partial kernels (host-sim: its size)
+
+    def header(self):
+        return (f"// keomlir: block={self.block} merge_block={self.merge_block} state_slots={self.state_slots} "
+                f"stage={int(self.stage)} shared_bytes={self.shared_bytes}")
+
+    @classmethod
+    def from_header(cls, line):
+        fields = dict(kv.split("=") for kv in line.split(":", 1)[1].split())
+        return cls(int(fields["block"]), int(fields["merge_block"]), int(fields["state_slots"]),
+                   bool(int(fields["stage"])), int(fields["shared_bytes"]))
+
+
+class _GpuModule:
+    def __init__(self, program, dtype, acc_dtype, sum_scheme, config, target):
+        for _, root in program.roots():
+            for n in root.walk():
+                if not n.op.lowers:
+                    raise NotImplementedError(
+                        f"{n.name} must be rewritten by the autodiff pass before code generation")
+        self.program, self.red, self.config = program, program.red, config
+        self.target = TARGETS[target]()
+        self.t = FLOAT_TYPES[dtype]
+        self.ta = FLOAT_TYPES[acc_dtype or dtype]
+        self.scheme = sum_scheme
+        self.emitter_class = FastNVPTXEmitter if config.fast_math else NVPTXEmitter
+        self.module = ir.Module(name="keomlir_gpu")
+        self.roots = [r for _, r in program.roots()]
+        nodes = [n for r in self.roots for n in r.walk()]
+        self.j_nodes = {id(n) for n in nodes if n.cat & J}
+        self.dims = (program.formula.dim, None if program.formula2 is None else program.formula2.dim)
+        self.outputs = self.red.outputs(*self.dims, program.opt_arg)
+        self.n_args = len(program.arguments)
+        self.j_vars = _j_dims(program)
+        self.tile_offsets, off = {}, 0
+        for pos, dim in self.j_vars:
+            self.tile_offsets[pos] = off
+            off += config.block * dim
+        self.tile_size = off
+        self.state_slots = None
+
+    # ---- helpers --------------------------------------------------------------------
+    def _start(self, name, params, block):
+        fn, args = self.target.kernel(self.module, name, params, block)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        em = self.emitter_class(b, self.t)
+        ea = em.with_type(self.ta)
+        em.scheme = ea.scheme = self.scheme
+        return fn, args, b, em, ea
+
+    def _arg_types(self):
+        return [self.t.as_pointer()] * self.n_args
+
+    def _out_types(self):
+        return [(I64 if kind == "index" else self.t).as_pointer() for _, kind in self.outputs]
+
+    def _new_state(self, em, ea):
+        st = self.red.init(em, ea, self.dims, self.program.opt_arg)
+        n = len(_leaves(st))
+        assert self.state_slots in (None, n)
+        self.state_slots = n
+        return st
+
+    def _store_state(self, b, st, buf, chunk, n_i, i):
+        """buf[(chunk*S + s) * n_i + i] = slot s, as raw bits in an i64 word."""
+        for s, ptr in enumerate(_leaves(st)):
+            v = b.load(ptr)
+            ty = ptr.type.pointee
+            if ty != I64:
+                v = b.bitcast(v, ir.IntType(ty.width if isinstance(ty, ir.IntType) else
+                                            (32 if isinstance(ty, ir.FloatType) else 64)))
+                if v.type != I64:
+                    v = b.zext(v, I64)
+            idx = b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), c64(s)), n_i), i)
+            b.store(v, b.gep(buf, [idx]))
+
+    def _load_state(self, b, st, buf, chunk, n_i, i):
+        for s, ptr in enumerate(_leaves(st)):
+            idx = b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), c64(s)), n_i), i)
+            v = b.load(b.gep(buf, [idx]))
+            ty = ptr.type.pointee
+            if ty != I64:
+                if isinstance(ty, ir.FloatType):
+                    v = b.trunc(v, I32)
+                v = b.bitcast(v, ty)
+            b.store(v, ptr)
+
+    def _write_outputs(self, b, em, ea, st, outs, i):
+        for (shape, _), ptr, vals in zip(self.outputs, outs, self.red.finalize(em, ea, st)):
+            width = math.prod(shape)
+            start = b.mul(i, c64(width))
+            for c, v in enumerate(vals):
+                b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
+
+    # ---- the 1-D and partial kernels ---------------------------------------------------------
+    def tiles_kernel(self, partial):
+        cfg, tgt = self.config, self.target
+        B = cfg.block
+        head = [I64, I64] + ([I64] if partial else [])
+        tail = [I64.as_pointer()] if partial else self._out_types()
+        name = "keomlir_partial" if partial else "keomlir_1d"
+        fn, args, b, em, ea = self._start(name, head + self._arg_types() + tail, B)
+        n_i, n_j = args[0], args[1]
+        data = args[len(head):len(head) + self.n_args]
+        for p in data:
+            p.add_attribute("noalias")
+        rest = args[len(head) + self.n_args:]
+
+        tid = tgt.tid(b)
+        i = b.add(b.mul(tgt.ctaid(b, "x"), c64(B)), tid)
+        active = b.icmp_signed("<", i, n_i)
+        row = b.select(active, i, b.sub(n_i, c64(1)))  # inactive threads read a valid row, store nothing
+        if partial:
+            chunk = tgt.ctaid(b, "y")
+            j_lo = b.mul(chunk, args[2])
+            j_hi = _imin(b, n_j, b.add(j_lo, args[2]))
+        else:
+            j_lo, j_hi = c64(0), n_j
+        stage = cfg.stage and self.tile_size > 0
+        tile = tgt.shared(b, self.t, self.tile_size) if stage else None
+        cursor = {}  # the current tile start and j
+
+        def load_var(n, em_):
+            pos, dim, cat = n.attrs
+            if cat == 1:
+                if stage:
+                    jj = b.sub(cursor["j"], cursor["jt"])
+                    base = b.add(c64(self.tile_offsets[pos]), b.mul(jj, c64(dim)))
+                    return [b.load(b.gep(tile, [b.add(base, c64(c))])) for c in range(dim)]
+                base = b.mul(cursor["j"], c64(dim))
+            else:
+                base = b.mul(row, c64(dim)) if cat == 0 else c64(0)
+            return [b.load(b.gep(data[pos], [b.add(base, c64(c))])) for c in range(dim)]
+
+        values = _Values(em, load_var)
+        for r in self.roots:  # everything that does not depend on j: once per thread
+            for n in r.walk():
+                if n.cat & J == 0:
+                    values.get(n)
+        st = self._new_state(em, ea)
+
+        with counted_loop(b, j_lo, j_hi, "jt", B) as jt:
+            cursor["jt"] = jt
+            tile_end = _imin(b, j_hi, b.add(jt, c64(B)))
+            if stage:
+                tgt.barrier(b)  # the previous tile is no longer read
+                rows = b.sub(tile_end, jt)
+                for pos, dim in self.j_vars:  # one contiguous run per variable
+                    src = b.mul(jt, c64(dim))
+                    off = c64(self.tile_offsets[pos])
+                    with counted_loop(b, tid, b.mul(rows, c64(dim)), f"ld{pos}", B) as e:
+                        v = b.load(b.gep(data[pos], [b.add(src, e)]))
+                        b.store(v, b.gep(tile, [b.add(off, e)]))
+                tgt.barrier(b)
+            with b.if_then(active):
+                with counted_loop(b, jt, tile_end, "j") as j:
+                    cursor["j"] = j
+                    f = values.get(self.program.formula)
+                    g = values.get(self.program.formula2) if self.program.formula2 is not None else None
+                    self.red.update(em, ea, st, f, g, j)
+                    values.forget(self.j_nodes)
+                self.red.end_block(em, ea, st)
+        with b.if_then(active):
+            if partial:
+                self._store_state(b, st, rest[0], chunk, n_i, i)
+            else:
+                self._write_outputs(b, em, ea, st, rest, i)
+        b.ret_void()
+
+    # ---- the merges of the 2-D scheme ------------------------------------------------------
+    def merge_kernel(self, final):
+        tgt = self.target
+        if final:
+            params = [I64, I64, I64.as_pointer()] + self._out_types()
+        else:
+            params = [I64, I64, I64, I64.as_pointer(), I64.as_pointer()]
+        fn, args, b, em, ea = self._start("keomlir_final" if final else "keomlir_merge", params, MERGE_BLOCK)
+        n_i, n_in = args[0], args[1]
+        i = b.add(b.mul(tgt.ctaid(b, "x"), c64(MERGE_BLOCK)), tgt.tid(b))
+        st, other = self._new_state(em, ea), self._new_state(em, ea)
+        with b.if_then(b.icmp_signed("<", i, n_i)):
+            if final:
+                lo, hi, src = c64(0), n_in, args[2]
+            else:
+                fan, src, dst = args[2], args[3], args[4]
+                group = tgt.ctaid(b, "y")
+                lo = b.mul(group, fan)
+                hi = _imin(b, n_in, b.add(lo, fan))
+            self._load_state(b, st, src, lo, n_i, i)
+            with counted_loop(b, b.add(lo, c64(1)), hi, "c") as c:
+                self._load_state(b, other, src, c, n_i, i)
+                self.red.merge(em, ea, st, other)
+            if final:
+                self._write_outputs(b, em, ea, st, args[3:], i)
+            else:
+                self._store_state(b, st, dst, group, n_i, i)
+        b.ret_void()
+
+    def build(self):
+        self.tiles_kernel(partial=False)
+        self.tiles_kernel(partial=True)
+        self.merge_kernel(final=False)
+        self.merge_kernel(final=True)
+        elem = 4 if self.t == ir.FloatType() else 8
+        stage = self.config.stage and self.tile_size > 0
+        info = KernelInfo(self.config.block, MERGE_BLOCK, self.state_slots, stage,
+                          self.tile_size * elem if stage else 0)
+        return self.module, info
+
+
+def render_module(program, dtype, acc_dtype=None, sum_scheme="block_sum", config=None, target="nvptx"):
+    """(llvmlite module of the four kernels, KernelInfo) for `program` and `dtype`."""
+    config = config or config_for(program, dtype)
+    return _GpuModule(program, dtype, acc_dtype, sum_scheme, config, target).build()
+
+
+# ---- PTX -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def target_machine(arch):
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=arch, opt=3)
+
+
+def check_arch(arch):
+    if not (isinstance(arch, str) and arch.startswith("sm_") and arch[3:].rstrip("af").isdigit()):
+        raise ValueError(f"arch: expected an NVIDIA architecture such as 'sm_80' or 'sm_90', got {arch!r}")
+    return arch
+
+
+def optimize_module(module, tm):
+    module.triple = TRIPLE
+    module.data_layout = str(tm.target_data)
+    mod = llvm.parse_assembly(str(module))
+    mod.verify()
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+def compile_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", config=None):
+    """(PTX text, KernelInfo): the text starts with the KernelInfo header comment."""
+    tm = target_machine(check_arch(arch))
+    module, info = render_module(program, dtype, acc_dtype, sum_scheme, config)
+    ptx = tm.emit_assembly(optimize_module(module, tm))
+    return info.header() + "\n" + ptx, info
+
+
+def render_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", fast_math=False):
+    """PTX assembly of `program`'s GPU kernels for `dtype` ('float32'/'float64') and `arch`."""
+    config = config_for(program, dtype, fast_math)
+    return compile_ptx(program, dtype, arch, acc_dtype, sum_scheme, config)[0]
+
+
+def arch_for(major, minor):
+    """The newest architecture LLVM knows that a device of compute capability
+    major.minor runs (PTX is JIT-compiled forward by the driver)."""
+    cc = major * 10 + minor
+    known = [a for a in ARCHS if int(a[3:]) <= cc]
+    return known[-1] if known else ARCHS[0]
