@@ -25,10 +25,68 @@ def _check_str(value, what):
 
 
 def check_backend(backend):
-    if backend == "GPU":
-        raise ValueError("backend='GPU': the GPU backend is not available in this version of keomlir")
-    if backend not in ("auto", "CPU", "reference"):
+    if backend not in ("auto", "CPU", "GPU", "reference"):
         raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' or 'reference', got {backend!r}")
+    if backend == "GPU":
+        from .backends import cuda
+
+        if not cuda.available():
+            raise ValueError(f"backend='GPU': the GPU backend is not available on this machine "
+                             f"({cuda.unavailable_reason()}); use backend='CPU' or 'auto'")
+
+
+def batch_plan(reduction, shapes):
+    """Leading batch dimensions of a call, pykeops's convention: i/j variables are
+    `(..., n, d)` arrays and parameters `(..., d)`; batch dimensions broadcast (1
+    stretches, missing leading ones count as 1).  Returns None for a plain call (2-d
+    variables, parameters `(d,)` or `(1, d)`), else (batch shape, each argument's
+    batch shape left-padded to it, each argument's own number of batch dimensions).
+    Shapes that fit neither are left to `check_arrays`, which names the argument."""
+    if len(shapes) != len(reduction.arguments):
+        return None
+    leads, batched = [], False
+    for (_, _, cat), shape in zip(reduction.kernel_arguments, shapes):
+        core = 1 if cat == 2 else 2
+        if len(shape) < core:
+            return None
+        lead = tuple(int(s) for s in shape[:len(shape) - core])
+        leads.append(lead)
+        if (cat != 2 and lead) or len(lead) > 1 or any(s != 1 for s in lead):
+            batched = True
+    if not batched:
+        return None
+    nb = max(len(lead) for lead in leads)
+    own = [len(lead) for lead in leads]
+    leads = [(1,) * (nb - len(lead)) + lead for lead in leads]
+    batch = []
+    for t in range(nb):
+        sizes = {lead[t] for lead in leads} - {1}
+        if len(sizes) > 1:
+            detail = ", ".join(f"{reduction.arg_label(p)} has {lead[nb - n:]}"
+                               for p, (lead, n) in enumerate(zip(leads, own)))
+            raise ValueError(f"batch dimensions do not broadcast: {detail}")
+        batch.append(sizes.pop() if sizes else 1)
+    return tuple(batch), leads, own
+
+
+def run_batched(plan, args, call_one, stack):
+    """Run a batched call one batch element at a time: `call_one(elements)` is the
+    plain call (returning an array or a tuple of arrays), `stack` np.stack or
+    torch.stack.  Reshaping, indexing and stacking are ordinary array operations, so
+    torch autograd flows through them (a broadcast argument gets the sum of its
+    elements' gradients)."""
+    batch, leads, own = plan
+    if any(s == 0 for s in batch):
+        raise ValueError(f"batch dimensions {batch} hold no element")
+    padded = [a.reshape((1,) * (len(lead) - n) + tuple(a.shape)) for a, lead, n in zip(args, leads, own)]
+    results = []
+    for idx in np.ndindex(*batch):
+        elements = [a[tuple(0 if s == 1 else i for s, i in zip(lead, idx))] for a, lead in zip(padded, leads)]
+        results.append(call_one(elements))
+    if isinstance(results[0], tuple):
+        return tuple(stack([r[k] for r in results]).reshape(batch + tuple(results[0][k].shape))
+                     for k in range(len(results[0])))
+    return stack(results).reshape(batch + tuple(results[0].shape))
 
 
 class Reduction:
@@ -164,7 +222,7 @@ class Reduction:
     def output_shapes(self, n_i):
         return [((n_i,) + shape, kind) for shape, kind in self.outputs]
 
-    def run_numpy(self, arrays, backend="auto"):
+    def run_numpy(self, arrays, backend="auto", device_id=-1):
         """Run on NumPy arrays; returns the list of outputs."""
         check_backend(backend)
         dtype, n_i, n_j = self.check_arrays(arrays)
@@ -173,6 +231,14 @@ class Reduction:
 
             outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j)
             return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
+        from .backends import cuda
+
+        if backend == "GPU" or (backend == "auto" and cuda.wants_gpu(n_i, n_j)):
+            try:
+                return cuda.run_numpy(self, arrays, dtype, n_i, n_j, device_id)
+            except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
+                if backend == "GPU":
+                    raise
         # j data transposed to (dim, rows) for contiguous vector loads; a copy only where
         # needed, inputs never written
         buffers = [np.ascontiguousarray(a.T if cat == 1 else a)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frontend import Reduction
+from .frontend import Reduction, batch_plan, run_batched
 from .passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred"]
@@ -41,7 +41,13 @@ class Genred:
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a NumPy array, got {type(a).__name__}")
             arrays.append(a)
-        outs = self.reduction.run_numpy(arrays, backend)
+        plan = batch_plan(self.reduction, [a.shape for a in arrays])
+        if plan is not None:  # leading batch dimensions: one plain call per batch element
+            res = run_batched(plan, arrays, lambda elements: self(*elements, backend=backend, device_id=device_id),
+                              np.stack)
+            outs = list(res) if isinstance(res, tuple) else [res]
+        else:
+            outs = self.reduction.run_numpy(arrays, backend)
         if out is not None:
             if len(outs) != 1 or not isinstance(out, np.ndarray) or out.shape != outs[0].shape \
                     or out.dtype != outs[0].dtype:

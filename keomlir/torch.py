@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .frontend import Reduction, check_backend
+from .frontend import Reduction, batch_plan, check_backend, run_batched
 from .passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred"]
@@ -43,11 +43,13 @@ class Genred:
         for k, a in enumerate(args):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a torch tensor, got {type(a).__name__}")
-            if a.device.type != "cpu":
-                raise ValueError(f"{self.reduction.arg_label(k)}: tensors on {a.device} need the GPU backend, "
-                                 "which is not available in this version of keomlir")
         check_backend(backend)
-        outs = _GenredFunction.apply(self, backend, *args)
+        _check_devices(self.reduction, args, backend)
+        plan = batch_plan(self.reduction, [tuple(a.shape) for a in args])
+        if plan is not None:  # leading batch dimensions: one plain call per batch element
+            return run_batched(plan, args, lambda elements: self(*elements, backend=backend, device_id=device_id),
+                               torch.stack)
+        outs = _GenredFunction.apply(self, backend, device_id, *args)
         return outs[0] if len(outs) == 1 else outs
 
     # ---- gradients ---------------------------------------------------------------
@@ -127,12 +129,33 @@ class Genred:
         return genred, extras, lse
 
 
+def _check_devices(reduction, args, backend):
+    """CUDA tensors run on the GPU backend, in place; CPU and CUDA tensors do not mix."""
+    devices = {a.device for a in args}
+    if all(d.type == "cpu" for d in devices):
+        return
+    if len(devices) > 1:
+        detail = ", ".join(f"{reduction.arg_label(k)} is on {a.device}" for k, a in enumerate(args))
+        raise ValueError(f"all tensors must be on one device: {detail}")
+    device = devices.pop()
+    if device.type != "cuda":
+        raise ValueError(f"{reduction.arg_label(0)}: tensors on {device} are not supported; use CPU or CUDA tensors")
+    if backend not in ("auto", "GPU"):
+        raise ValueError(f"backend={backend!r} cannot run tensors on {device}: use backend='auto' or 'GPU', "
+                         "or move the tensors to the CPU")
+
+
 class _GenredFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, genred, backend, *args):
-        arrays = [a.detach().contiguous().numpy() for a in args]
-        outs = genred.reduction.run_numpy(arrays, backend)
-        results = tuple(torch.from_numpy(o) for o in outs)
+    def forward(ctx, genred, backend, device_id, *args):
+        if args and args[0].device.type == "cuda":
+            from .backends import cuda
+
+            results = tuple(cuda.run_torch(genred.reduction, args, device_id))
+        else:
+            arrays = [a.detach().contiguous().numpy() for a in args]
+            outs = genred.reduction.run_numpy(arrays, backend, device_id)
+            results = tuple(torch.from_numpy(o) for o in outs)
         ctx.genred, ctx.backend = genred, backend
         ctx.save_for_backward(*args, *results)
         ctx.n_args = len(args)
@@ -147,8 +170,8 @@ class _GenredFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         args, results = saved[:ctx.n_args], saved[ctx.n_args:]
         if genred.reduction.reduction_op in _SELECTING:
-            return (None, None, *_selected_backward(genred, args, results, grad_outputs[0], ctx.backend))
-        wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[2 + pos]]
+            return (None, None, None, *_selected_backward(genred, args, results, grad_outputs[0], ctx.backend))
+        wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[3 + pos]]
         groups = {}
         for pos in wanted:  # arguments whose gradients reduce over the same index: one kernel
             groups.setdefault(genred.grad_axis(pos), []).append(pos)
@@ -169,7 +192,7 @@ class _GenredFunction(torch.autograd.Function):
                 if cat == 2:  # a parameter: summed over both indices
                     g = g.sum(0).reshape(args[pos].shape)
                 grads[pos] = g
-        return (None, None, *grads)
+        return (None, None, None, *grads)
 
 
 def _selected_backward(genred, args, results, grad_out, backend):
@@ -195,7 +218,7 @@ def _selected_backward(genred, args, results, grad_out, backend):
         for c in range(dim_f):
             sel = idx[:, slot, c]
             gathered = [a[sel] if cat == reduced else a for a, (_, _, cat) in zip(args, red.arguments)]
-            cot = torch.zeros(rows, dim_f, dtype=values.dtype)
+            cot = torch.zeros(rows, dim_f, dtype=values.dtype, device=values.device)
             cot[:, c] = gout[:, slot, c]
             fused = pair(*gathered, cot, backend=backend)
             start = 0

@@ -34,6 +34,7 @@ class Reduction:
     scalar_formula = False  # F must have dimension 1
     compensated = False  # uses the sum scheme
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
+    lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -301,26 +302,45 @@ _extreme("Max_ArgMax", ">", True, True)
 
 class _KMin(Reduction):
     """The K smallest values per component, sorted, NaN after every number and ties
-    in order of j: an unrolled branch-free insertion into a sorted list."""
+    in order of j: an unrolled branch-free insertion into a sorted list.
+
+    In SIMD code every lane feeds one scalar list (`lanes_share_state`): a vector
+    compare against the current K-th value lets most j pass at once, and the few
+    lanes that enter are inserted one by one, in order of j."""
 
     needs_k = True
     with_value, with_index = True, False
-    tile_rows = 1
+    tile_rows = 4
+    lanes_share_state = True
 
     def outputs(self, dim_f, dim_g, k):
         shape = (k,) if dim_f == 1 else (k, dim_f)
         return ([(shape, "float")] if self.with_value else []) + ([(shape, "index")] if self.with_index else [])
 
     def init(self, em, ea, dims, k):
+        es = em.with_lanes(None)  # one scalar list, whatever the SIMD width
         d = dims[0]
-        nan = em.const(float("nan"))
-        ity = em.index_const(0).type
-        return {"v": [[em.slot(nan) for _ in range(d)] for _ in range(k)],
-                "i": [[em.slot(em.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
+        nan = es.const(float("nan"))
+        ity = es.index_const(0).type
+        return {"v": [[es.slot(nan) for _ in range(d)] for _ in range(k)],
+                "i": [[es.slot(es.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
 
     def update(self, em, ea, st, f, g, j):
+        es = em.with_lanes(None)
+        k = len(st["v"])
         for c, x in enumerate(f):
-            self._insert(em, st, c, x, j, tie_break=False)
+            # most candidates do not beat the current K-th: test that first, insert rarely
+            last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
+            enters = em.or_(em.splat(es.not_(_filled(es, last_i))), _less_nan_last(em, x, em.splat(last_v)))
+            with em.b.if_then(em.any(enters)):
+                if em.lanes is None:
+                    self._insert(es, st, c, x, j, tie_break=False)
+                    continue
+                with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
+                    xl, jl = em.b.extract_element(x, lane), em.b.extract_element(j, lane)
+                    last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
+                    with es.b.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
+                        self._insert(es, st, c, xl, jl, tie_break=False)
 
     @staticmethod
     def _insert(em, st, c, x, xi, tie_break):

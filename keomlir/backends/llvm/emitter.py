@@ -95,6 +95,15 @@ class Emitter:
         return self.b.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
                                      ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
 
+    def any(self, mask):
+        """One i1: is the condition true in some lane."""
+        if self.lanes is None:
+            return mask
+        vt = ir.VectorType(ir.IntType(1), self.lanes)
+        name = f"llvm.vector.reduce.or.v{self.lanes}i1"
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ir.IntType(1), [vt]), name)
+        return self.b.call(fn, [mask])
+
     def lane_indices(self, start):
         """<start, start+1, ..., start+W-1> as i64 lanes."""
         steps = ir.Constant(ir.VectorType(ir.IntType(64), self.lanes), list(range(self.lanes)))

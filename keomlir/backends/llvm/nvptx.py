@@ -50,8 +50,8 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from ...ir.node import J
-from .emitter import Emitter
-from .renderer import FLOAT_TYPES, _Values, counted_loop
+from .emitter import Emitter, counted_loop
+from .renderer import FLOAT_TYPES, _Values
 
 try:  # the IR math library: exp, log, sin, cos on any target
     from . import mathlib as _mathlib
@@ -141,12 +141,12 @@ _FAST = {"exp": _fast_exp, "log": _fast_log}
 # pow and the inverse trigonometric functions, in IR through the emitter (branch-free)
 def _atan_reduced(em, a):
     """atan(a) for 0 <= a <= 1 (NaN passes): a = tan(pi/8) splits the range,
-    then an odd polynomial on |t| <= tan(pi/8) (Chebyshev fit, rel. error < 2^-54)."""
+    then an odd polynomial on |t| <= tan(pi/8) (fit error 6e-8 in float32, 1.4e-16 in float64)."""
     t8 = math.tan(math.pi / 8)
     big = em.cmp(">", a, em.const(t8))
     t = em.select(big, em.div(em.sub(a, em.const(1)), em.add(a, em.const(1))), a)
     z = em.mul(t, t)
-    coeffs = _ATAN_COEFFS[em.bits]
+    coeffs = _fit_atan(5 if em.bits == 32 else 11)
     p = em.const(coeffs[-1])
     for c in reversed(coeffs[:-1]):
         p = em.fma(p, z, em.const(c))
@@ -154,20 +154,21 @@ def _atan_reduced(em, a):
     return em.select(big, em.add(em.const(math.pi / 4), r), r)
 
 
+@functools.lru_cache(maxsize=None)
 def _fit_atan(n_terms):
-    """Coefficients c_k of atan(t) ~ t + t^3 sum_k c_k t^(2k) on [0, tan(pi/8)]."""
+    """Coefficients c_k of atan(t) ~ t + t^3 sum_k c_k z^k, z = t^2 <= tan(pi/8)^2: a
+    least-squares fit on Chebyshev nodes of g(z) = (atan(t) - t) / t^3, itself summed
+    from its series (no cancellation), in the scaled variable u = z / z_max."""
     import numpy as np
 
-    t8 = math.tan(math.pi / 8)
-    z = (np.cos(np.linspace(0, math.pi, 4000)) + 1) / 2 * t8 * t8  # Chebyshev nodes in z = t^2
-    z = z[z > 0]
-    t = np.sqrt(z)
-    g = (np.arctan(t) - t) / (t * z)
-    V = np.vander(z, n_terms, increasing=True)
-    return [float(c) for c in np.linalg.lstsq(V, g, rcond=None)[0]]
+    z_max = math.tan(math.pi / 8) ** 2
+    u = (np.cos(np.linspace(0, math.pi, 2000)) + 1) / 2
+    z = u * z_max
+    g = sum((-1) ** (k + 1) * z ** k / (2 * k + 3) for k in range(40))
+    a = np.linalg.lstsq(np.vander(u, n_terms, increasing=True), g, rcond=None)[0]
+    return [float(a[k] / z_max ** k) for k in range(n_terms)]
 
 
-_ATAN_COEFFS = {32: _fit_atan(5), 64: _fit_atan(11)}
 
 
 def _atan(em, x):
@@ -189,9 +190,9 @@ def _atan2(em, y, x):
     r = _atan_reduced(em, ratio)
     r = em.select(swap, em.sub(em.const(math.pi / 2), r), r)
     neg_x = em.or_(em.cmp("<", x, em.const(0)),
-                   em.and_(em.cmp("==", x, em.const(0)), em.cmp("<", em.as_int(x), em.iconst(0))))
+                   em.and_(em.cmp("==", x, em.const(0)), em.b.icmp_signed("<", em.as_int(x), em.iconst(0))))
     r = em.select(neg_x, em.sub(em.const(math.pi), r), r)
-    y_neg = em.cmp("<", em.as_int(y), em.iconst(0))  # the sign bit: atan2(-0, x) = -0 or -pi
+    y_neg = em.b.icmp_signed("<", em.as_int(y), em.iconst(0))  # the sign bit: atan2(-0, x) = -0 or -pi
     r = em.select(y_neg, em.neg(r), r)
     return em.select(em.or_(em.isnan(x), em.isnan(y)), em.add(x, y), r)
 

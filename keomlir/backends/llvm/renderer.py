@@ -224,6 +224,9 @@ class _Kernel:
             if vec_states is None:
                 states.append(red.init(self.em, self.ea, self.dims, k))
                 continue
+            if red.lanes_share_state:  # already one scalar state
+                states.append(vec_states[r])
+                continue
             merged = self._lane_state(vec_states[r], c64(0))
             # a loop, not W copies: the bound is W (n_j >= 0) in a form LLVM cannot
             # constant-fold, so it does not unroll the merge W times (compile time)
