@@ -7,7 +7,7 @@ import numpy as np
 from .frontend import Reduction, batch_plan, run_batched
 from .passes import DEFAULT_PIPELINE
 
-__all__ = ["Genred"]
+__all__ = ["Genred", "KernelSolve", "LazyTensor", "Vi", "Vj", "Pm", "Var"]
 
 
 class Genred:
@@ -55,3 +55,17 @@ class Genred:
             out[...] = outs[0]
             return out
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+# ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
+from .lazy import NUMPY_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from .solve import ConvergenceError, KernelSolve  # noqa: E402,F401
+
+
+class LazyTensor(GenericLazyTensor):
+    """A symbolic (M, N, D) tensor of NumPy arrays; see keomlir.lazy.GenericLazyTensor."""
+
+    _tools = NUMPY_TOOLS
+
+
+Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)

@@ -223,3 +223,32 @@ def test_parameters_and_no_i_variable():
     out = Genred("(p|y)", ["p = Pm(3)", "y = Vj(3)"], "Sum", axis=1)(p, y)
     assert out.shape == (1, 1)
     assert_close(out, [[(y @ p).sum()]], "float64")
+
+
+@pytest.mark.parametrize("reduction", ["Sum", "LogSumExp", "SumSoftMaxWeight", "Min_ArgMin", "Max_ArgMax",
+                                       "KMin_ArgKMin"])
+@DTYPES
+def test_few_rows_split_j_across_threads(reduction, dtype):
+    """M small, N large: threads take parts of j and their states are merged."""
+    r = np.random.default_rng(13)
+    x = r.normal(size=(3, 2)).astype(dtype)
+    y = np.round(r.normal(size=(150001, 2)), 1).astype(dtype)  # ties across the parts
+    b = r.uniform(0.5, 2, size=(150001, 1)).astype(dtype)
+    g = Genred("-SqDist(x,y)" if "Soft" in reduction or "Log" in reduction else "SqDist(x,y)",
+               ["x = Vi(2)", "y = Vj(2)", "b = Vj(1)"], reduction, axis=1,
+               opt_arg=5 if "K" in reduction else None, formula2="b" if "Soft" in reduction else None)
+    try:
+        cpu.set_num_threads(1)
+        one = g(x, y, b)
+        cpu.set_num_threads(2)
+        two = g(x, y, b)
+    finally:
+        cpu.set_num_threads(None)
+    ref = g(x, y, b, backend="reference")
+    for a, c, e in zip(*(v if isinstance(v, tuple) else (v,) for v in (one, two, ref))):
+        if a.dtype == np.int64:
+            np.testing.assert_array_equal(a, e)
+            np.testing.assert_array_equal(c, e)
+        else:
+            assert_close(a, e, dtype, rtol=1e-5 if dtype == "float32" else 1e-12)
+            assert_close(c, e, dtype, rtol=1e-5 if dtype == "float32" else 1e-12)

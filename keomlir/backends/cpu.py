@@ -22,13 +22,16 @@ import llvmlite.binding as llvm
 
 from .. import __version__
 from . import cache
-from .llvm.renderer import KERNEL_NAME, Schedule, render
+from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, Schedule, render
 
 _lock = threading.Lock()
 _kernels: dict[str, "CpuKernel"] = {}
-_KERNEL_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                ctypes.c_void_p, ctypes.c_void_p)
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`
+_COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
+_CELLS_TYPE = ctypes.CFUNCTYPE(_I64)
 MIN_PAIRS_PER_THREAD = 1 << 16
+SPLIT_J_BELOW_ROWS = 64  # fewer rows than this per thread: split j instead
 
 _num_threads = None
 
@@ -89,28 +92,48 @@ def optimize(llvm_ir: str):
 
 
 class CpuKernel:
-    """A loaded kernel; `stats` says how it was obtained and how long that took."""
+    """A loaded kernel; `stats` says how it was obtained and how long that took.
+    The functions that split j across threads are compiled on first need."""
 
-    def __init__(self, obj: bytes, stats):
+    def __init__(self, obj: bytes, stats, split_j=None):
         # an engine owns (and frees) its target machine: give it one of its own
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
-        self.fn = _KERNEL_TYPE(self.engine.get_function_address(KERNEL_NAME))
         self.stats = stats
+        self.split_j = split_j  # () -> the CpuKernel of partial/combine
+        address = self.engine.get_function_address
+        if address(KERNEL_NAME):
+            self.fn = _KERNEL_TYPE(address(KERNEL_NAME))
+        else:
+            self.partial = _KERNEL_TYPE(address(PARTIAL_NAME))
+            self.combine = _COMBINE_TYPE(address(COMBINE_NAME))
+            self.state_cells = _CELLS_TYPE(address(CELLS_NAME))()
 
     def __call__(self, arg_ptrs, out_ptrs, n_i, n_j):
         args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
         outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
-        threads = min(num_threads(), max(1, (n_i * max(n_j, 1)) // MIN_PAIRS_PER_THREAD), n_i)
+        threads = min(num_threads(), max(1, (n_i * max(n_j, 1)) // MIN_PAIRS_PER_THREAD))
         if threads <= 1:
-            self.fn(0, n_i, n_j, args, outs)
-            return
-        bounds = [n_i * t // threads for t in range(threads + 1)]
-        futures = [_pool(threads).submit(self.fn, lo, hi, n_j, args, outs)
-                   for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-        for f in futures:
-            f.result()
+            self.fn(0, n_i, 0, n_j, n_j, args, outs)
+        elif n_i >= threads * SPLIT_J_BELOW_ROWS:  # rows over threads
+            bounds = [n_i * t // threads for t in range(threads + 1)]
+            _run(self.fn, [(lo, hi, 0, n_j, n_j, args, outs) for lo, hi in zip(bounds[:-1], bounds[1:])])
+        else:  # few rows: j over threads, partial states merged in order of j
+            split = self.split_j()
+            bounds = [n_j * t // threads for t in range(threads + 1)]
+            part_bytes = n_i * split.state_cells * 8
+            parts = ctypes.create_string_buffer(part_bytes * threads)
+            base = ctypes.addressof(parts)
+            _run(split.partial, [(0, n_i, lo, hi, n_j, args, base + t * part_bytes)
+                                 for t, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))])
+            split.combine(0, n_i, n_i, threads, base, outs)
+
+
+def _run(fn, calls):
+    futures = [_pool(len(calls)).submit(fn, *c) for c in calls]
+    for f in futures:
+        f.result()
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,19 +163,19 @@ def compiler_digest():
     return h.hexdigest()[:16]
 
 
-def kernel_key(program, dtype, acc_dtype, sum_scheme, schedule):
+def kernel_key(program, dtype, acc_dtype, sum_scheme, schedule, split_j=False):
     return "\n".join([
         f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
         f"target {target_id()}",
-        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme} {schedule}",
+        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme} {schedule}{' split-j' if split_j else ''}",
         program.text(),
     ])
 
 
-def _build(program, dtype, acc_dtype, sum_scheme, schedule):
+def _build(program, dtype, acc_dtype, sum_scheme, schedule, split_j):
     """Object code for `program`, with the time of each stage."""
     t0 = time.perf_counter()
-    module = render(program, dtype, acc_dtype, sum_scheme, schedule)
+    module = render(program, dtype, acc_dtype, sum_scheme, schedule, split_j)
     t1 = time.perf_counter()
     mod = optimize(str(module))
     t2 = time.perf_counter()
@@ -161,10 +184,10 @@ def _build(program, dtype, acc_dtype, sum_scheme, schedule):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
-def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=None):
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=None, split_j=False):
     """The CpuKernel of `program`: from memory, from disk, or freshly compiled."""
     schedule = schedule or schedule_for(program, dtype)
-    key = kernel_key(program, dtype, acc_dtype, sum_scheme, schedule)
+    key = kernel_key(program, dtype, acc_dtype, sum_scheme, schedule, split_j)
     kernel = _kernels.get(key)
     if kernel is not None:
         return kernel
@@ -173,16 +196,18 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", sche
         if kernel is not None:
             return kernel
         t0 = time.perf_counter()
+        split = None if split_j else (
+            lambda: compile_program(program, dtype, acc_dtype, sum_scheme, schedule, split_j=True))
         obj = cache.load(key)
         if obj is not None:
             try:
-                kernel = CpuKernel(obj, {"source": "disk"})
+                kernel = CpuKernel(obj, {"source": "disk"}, split)
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, schedule)
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, schedule, split_j)
             cache.store(key, obj)
-            kernel = CpuKernel(obj, stats)
+            kernel = CpuKernel(obj, stats, split)
         kernel.stats["total_s"] = time.perf_counter() - t0
         _kernels[key] = kernel
         return kernel

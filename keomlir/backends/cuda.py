@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import os
 import sys
 import threading
 
@@ -30,6 +31,8 @@ from . import cache
 CUresult = ctypes.c_int
 FAN = 32  # states merged per thread in one merge pass of the 2-D scheme
 AUTO_MIN_PAIRS = 1 << 26  # backend='auto' sends NumPy problems at least this big to a present GPU
+# float32 exp/log through the GPU's approximate ex2/lg2 (not yet measured on hardware: off by default)
+FAST_MATH = os.environ.get("KEOMLIR_GPU_FAST_MATH", "") == "1"
 
 _CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
 _CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR = 39
@@ -172,14 +175,17 @@ class Device:
             call("cuCtxPopCurrent_v2", ctypes.byref(ctypes.c_void_p()))
 
     def kernels(self, program, dtype, acc_dtype, sum_scheme):
-        key = kernel_key(program, dtype, acc_dtype, sum_scheme, self.arch)
+        from .llvm.nvptx import config_for
+
+        config = config_for(program, dtype, FAST_MATH)
+        key = kernel_key(program, dtype, acc_dtype, sum_scheme, self.arch, config)
         found = self._modules.get(key)
         if found is not None:
             return found
         with self._lock:
             found = self._modules.get(key)
             if found is None:
-                ptx, info = ptx_for(key, program, dtype, acc_dtype, sum_scheme, self.arch)
+                ptx, info = ptx_for(key, program, dtype, acc_dtype, sum_scheme, self.arch, config)
                 with self.current():
                     found = self._modules[key] = GpuKernels(_load_module(ptx), info)
             return found
@@ -239,14 +245,16 @@ def kernel_key(program, dtype, acc_dtype, sum_scheme, arch, config=None):
     import llvmlite
 
     from .. import __version__
+    from .cpu import compiler_digest
     from .llvm.nvptx import config_for
 
     config = config or config_for(program, dtype)
-    return "\n".join([f"keomlir {__version__} llvmlite {llvmlite.__version__}", f"target nvptx64 {arch}",
+    return "\n".join([f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
+                      f"target nvptx64 {arch}",
                       f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme} {config}", program.text()])
 
 
-def ptx_for(key, program, dtype, acc_dtype, sum_scheme, arch):
+def ptx_for(key, program, dtype, acc_dtype, sum_scheme, arch, config=None):
     """(PTX, KernelInfo) from memory, from the disk cache, or freshly generated."""
     from .llvm.nvptx import KernelInfo, compile_ptx
 
@@ -260,7 +268,7 @@ def ptx_for(key, program, dtype, acc_dtype, sum_scheme, arch):
             except (UnicodeDecodeError, ValueError, KeyError, IndexError):
                 found = None
         if found is None:
-            found = compile_ptx(program, dtype, arch, acc_dtype, sum_scheme)
+            found = compile_ptx(program, dtype, arch, acc_dtype, sum_scheme, config)
             cache.store(key, found[0].encode())
         _ptx[key] = found
     return found
@@ -498,7 +506,8 @@ def _simulate_steps(sim, steps, buffers):
 _sims = {}
 
 
-def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_count=1, stage=None):
+def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_count=1, stage=None,
+             fast_math=False):
     """Run a frontend Reduction's GPU kernels on the host: the kernels of
     `nvptx.py` built for the host with `block` threads per block, the launch
     plan of `plan`, every GPU thread an OS thread.  For tests; slow."""
@@ -506,7 +515,7 @@ def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_
 
     dtype, n_i, n_j = reduction.check_arrays(arrays)
     base = config_for(reduction.program, dtype)
-    config = GpuConfig(block, base.stage if stage is None else stage, False)
+    config = GpuConfig(block, base.stage if stage is None else stage, fast_math)
     key = (kernel_key(reduction.program, dtype, reduction.acc_dtype(dtype), reduction.sum_scheme, "host-sim",
                       config))
     sim = _sims.get(key)

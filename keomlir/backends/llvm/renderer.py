@@ -1,6 +1,14 @@
 """Program -> LLVM IR (llvmlite.ir): the loop nest of one reduction kernel.
 
-    void keomlir_kernel(i64 i_begin, i64 i_end, i64 n_j, T** args, i8** outs)
+    void keomlir_kernel(i64 i0, i64 i1, i64 j0, i64 j1, i64 n_j, T** args, i8** outs)
+    void keomlir_partial(i64 i0, i64 i1, i64 j0, i64 j1, i64 n_j, T** args, i8* part)
+    void keomlir_combine(i64 i0, i64 i1, i64 n_rows, i64 n_parts, i8* parts, i8** outs)
+    i64  keomlir_state_cells()
+
+The kernel reduces rows [i0, i1) over j in [j0, j1).  When there are few rows
+and many j, threads run `partial` on parts of j, each writing its rows' raw
+reduction states (8-byte cells) to its part buffer, and `combine` merges the
+parts in order of j and finalizes: correct for every reduction, as `merge` is.
 
 Layout: args[p] points to argument p: i-variables row-major (rows, dim),
 j-variables transposed (dim, n_j) so that W consecutive j of one component are
@@ -25,6 +33,9 @@ from ...ir.node import I, J
 from .emitter import Emitter, counted_loop
 
 KERNEL_NAME = "keomlir_kernel"
+PARTIAL_NAME = "keomlir_partial"
+COMBINE_NAME = "keomlir_combine"
+CELLS_NAME = "keomlir_state_cells"
 BLOCK = 512  # j per block: a multiple of every vector width
 I64 = ir.IntType(64)
 FLOAT_TYPES = {"float32": ir.FloatType(), "float64": ir.DoubleType()}
@@ -88,27 +99,29 @@ class _Kernel:
                     raise NotImplementedError(
                         f"{n.name} must be rewritten by the autodiff pass before code generation")
         self.program, self.red, self.schedule = program, program.red, schedule
-        t = FLOAT_TYPES[dtype]
+        self.t, self.acc_t, self.sum_scheme = FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme
         self.module = ir.Module(name="keomlir")
-        fn_type = ir.FunctionType(ir.VoidType(), [I64, I64, I64, t.as_pointer().as_pointer(),
-                                                  ir.IntType(8).as_pointer().as_pointer()])
-        self.fn = ir.Function(self.module, fn_type, KERNEL_NAME)
-        self.i_begin, self.i_end, self.n_j, self.args_ptr, self.outs_ptr = self.fn.args
-        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
-        self.em = Emitter(self.b, t)
-        self.ea = self.em.with_type(FLOAT_TYPES[acc_dtype or dtype])
-        self.em_v = self.em.with_lanes(schedule.lanes) if schedule.lanes else None
-        self.ea_v = self.ea.with_lanes(schedule.lanes) if schedule.lanes else None
-        for e in (self.em, self.ea, self.em_v, self.ea_v):
-            if e is not None:
-                e.scheme = sum_scheme
         self.roots = [r for _, r in program.roots()]
         nodes = [n for r in self.roots for n in r.walk()]
         self.j_nodes = {id(n) for n in nodes if n.cat & J}
         self.row_nodes = {id(n) for n in nodes if n.cat & (I | J)}
         self.dims = (program.formula.dim, None if program.formula2 is None else program.formula2.dim)
-        self.bases = {}
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
+
+    def _function(self, name, arg_types):
+        """Start a function: builder and emitters for the data type and the accumulators."""
+        self.fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name)
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self.em = Emitter(self.b, self.t)
+        self.ea = self.em.with_type(self.acc_t)
+        lanes = self.schedule.lanes
+        self.em_v = self.em.with_lanes(lanes) if lanes else None
+        self.ea_v = self.ea.with_lanes(lanes) if lanes else None
+        for e in (self.em, self.ea, self.em_v, self.ea_v):
+            if e is not None:
+                e.scheme = self.sum_scheme
+        self.bases = {}
+        return self.fn.args
 
     # ---- data access -------------------------------------------------------------
     def base(self, pos):
@@ -140,8 +153,44 @@ class _Kernel:
             return b.load(ptr)
         return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
 
-    # ---- the kernel --------------------------------------------------------------
-    def build(self):
+    def _out_rows(self, outs_ptr):
+        rows = []
+        for k, (shape, kind) in enumerate(self.red.outputs(*self.dims, self.program.opt_arg)):
+            width = 1
+            for s in shape:
+                width *= s
+            ty = I64 if kind == "index" else self.t
+            raw = self.b.load(self.b.gep(outs_ptr, [c64(k)]))
+            rows.append((self.b.bitcast(raw, ty.as_pointer()), width))
+        return rows
+
+    def _store_outputs(self, out_rows, row, state):
+        b = self.b
+        for (ptr, width), vals in zip(out_rows, self.red.finalize(self.em, self.ea, state)):
+            start = b.mul(row, c64(width))
+            for c, v in enumerate(vals):
+                b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
+
+    # ---- entry points --------------------------------------------------------------
+    def build(self, split_j=False):
+        """The module: `keomlir_kernel`, or (split_j) `partial`, `combine` and `state_cells`."""
+        ptr_t = self.t.as_pointer().as_pointer()
+        i8p = ir.IntType(8).as_pointer()
+        if not split_j:  # the whole reduction of rows [i0, i1) over j in [j0, j1), finalized into outs
+            i0, i1, j0, j1, self.n_j, self.args_ptr, outs = self._function(
+                KERNEL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p.as_pointer()])
+            out_rows = self._out_rows(outs)
+            self._reduce_rows(i0, i1, j0, j1, lambda row, st: self._store_outputs(out_rows, row, st))
+            return self.module
+        # the same over a part of j, states written (not finalized) to part[row]
+        i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
+            PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
+        self._reduce_rows(i0, i1, j0, j1, lambda row, st: self._save_state(part, row, st))
+        self._combine()
+        self._cells()
+        return self.module
+
+    def _reduce_rows(self, i0, i1, j0, j1, emit_result):
         b = self.b
         params = _Values(self.em, self.loader(None))
         for r in self.roots:
@@ -149,29 +198,65 @@ class _Kernel:
                 if n.cat == 0:
                     params.get(n)  # once per call, shared below
         self.param_memo = params.memo
-        self.out_rows = []
-        for k, (shape, kind) in enumerate(self.red.outputs(*self.dims, self.program.opt_arg)):
-            width = 1
-            for s in shape:
-                width *= s
-            ty = I64 if kind == "index" else self.em.t
-            raw = b.load(b.gep(self.outs_ptr, [c64(k)]))
-            self.out_rows.append((b.bitcast(raw, ty.as_pointer()), width))
-
         rows = self.schedule.rows
+        start = i0
         if rows > 1:  # full tiles of rows, then the remaining rows one by one
-            count = b.sub(self.i_end, self.i_begin)
-            tiled_end = b.sub(self.i_end, b.srem(count, c64(rows)))
-            with counted_loop(b, self.i_begin, tiled_end, "i", rows) as i:
-                self.rows_body([b.add(i, c64(r)) for r in range(rows)])
+            tiled_end = b.sub(i1, b.srem(b.sub(i1, i0), c64(rows)))
+            with counted_loop(b, i0, tiled_end, "i", rows) as i:
+                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j0, j1, emit_result)
             start = tiled_end
-        else:
-            start = self.i_begin
-        with counted_loop(b, start, self.i_end, "i1") as i:
-            self.rows_body([i])
+        with counted_loop(b, start, i1, "i1") as i:
+            self.rows_body([i], j0, j1, emit_result)
         b.ret_void()
-        return self.module
 
+    # ---- partial states: j split across threads --------------------------------------
+    def _state_slots(self, state):
+        slots = []
+        _map_state(state, slots.append)
+        return slots
+
+    def _cell(self, buf, row, n_cells, k, ty):
+        b = self.b
+        offset = b.mul(b.add(b.mul(row, c64(n_cells)), c64(k)), c64(8))
+        return b.bitcast(b.gep(buf, [offset]), ty.as_pointer())
+
+    def _save_state(self, buf, row, state):
+        slots = self._state_slots(state)
+        for k, slot in enumerate(slots):
+            self.b.store(self.b.load(slot), self._cell(buf, row, len(slots), k, slot.type.pointee))
+
+    def _fresh_state(self):
+        return self.red.init(self.em, self.ea, self.dims, self.program.opt_arg)
+
+    def _load_state(self, buf, row):
+        state = self._fresh_state()
+        slots = self._state_slots(state)
+        for k, slot in enumerate(slots):
+            self.b.store(self.b.load(self._cell(buf, row, len(slots), k, slot.type.pointee)), slot)
+        return state
+
+    def _combine(self):
+        """combine(i0, i1, n_rows, n_parts, parts, outs): merge the parts in order of j, finalize."""
+        i0, i1, n_rows, n_parts, parts, outs = self._function(
+            COMBINE_NAME, [I64, I64, I64, I64, ir.IntType(8).as_pointer(), ir.IntType(8).as_pointer().as_pointer()])
+        b = self.b
+        out_rows = self._out_rows(outs)
+        self.n_cells = n_cells = len(self._state_slots(self._fresh_state()))
+        part_bytes = b.mul(n_rows, c64(8 * n_cells))
+        with counted_loop(b, i0, i1, "i") as i:
+            state = self._load_state(parts, i)
+            with counted_loop(b, c64(1), n_parts, "part") as p:
+                other = self._load_state(b.gep(parts, [b.mul(p, part_bytes)]), i)
+                self.red.merge(self.em, self.ea, state, other)
+            self._store_outputs(out_rows, i, state)
+        b.ret_void()
+
+    def _cells(self):
+        """cells() -> i64: the 8-byte cells of one row's state in a part buffer."""
+        fn = ir.Function(self.module, ir.FunctionType(I64, []), CELLS_NAME)
+        ir.IRBuilder(fn.append_basic_block("entry")).ret(c64(self.n_cells))
+
+    # ---- one tile of rows ------------------------------------------------------------
     def _row_values(self, em, row):
         v = _Values(em, self.loader(row))
         if em.lanes is None:
@@ -195,22 +280,22 @@ class _Kernel:
             values.forget(self.j_nodes)
         self.j_loads.clear()
 
-    def rows_body(self, row_ids):
+    def rows_body(self, row_ids, j0, j1, emit_result):
         b, red, k = self.b, self.red, self.program.opt_arg
         lanes = self.schedule.lanes
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
             self._emit_row_scope(v)
-        n_vec = c64(0)
+        vec_end = j0
         vec_states = None
         if lanes:
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             for v in vec_rows:
                 self._emit_row_scope(v)
             vec_states = [red.init(self.em_v, self.ea_v, self.dims, k) for _ in row_ids]
-            n_vec = b.sub(self.n_j, b.srem(self.n_j, c64(lanes)))
-            with counted_loop(b, c64(0), n_vec, "jb", BLOCK) as jb:
-                room = b.sub(n_vec, jb)
+            vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
+            with counted_loop(b, j0, vec_end, "jvb", BLOCK) as jb:
+                room = b.sub(vec_end, jb)
                 block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(BLOCK)), room, c64(BLOCK)))
                 with counted_loop(b, jb, block_end, "jv", lanes) as jv:
                     self.j = jv
@@ -235,8 +320,8 @@ class _Kernel:
                 red.merge(self.em, self.ea, merged, self._lane_state(vec_states[r], lane))
             states.append(merged)
         # the scalar j: all of them without SIMD, the tail with it (blocked as above)
-        with counted_loop(b, n_vec, self.n_j, "jt", BLOCK) as jb:
-            room = b.sub(self.n_j, jb)
+        with counted_loop(b, vec_end, j1, "jtb", BLOCK) as jb:
+            room = b.sub(j1, jb)
             block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(BLOCK)), room, c64(BLOCK)))
             with counted_loop(b, jb, block_end, "j") as j:
                 self.j = j
@@ -244,10 +329,7 @@ class _Kernel:
             for st in states:
                 red.end_block(self.em, self.ea, st)
         for row, st in zip(row_ids, states):
-            for (ptr, width), vals in zip(self.out_rows, red.finalize(self.em, self.ea, st)):
-                start = b.mul(row, c64(width))
-                for c, v in enumerate(vals):
-                    b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
+            emit_result(row, st)
         for v in scalar_rows:
             v.forget(self.row_nodes)
 
@@ -266,6 +348,7 @@ class _Kernel:
         return _map_state(vec_state, one)
 
 
-def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=Schedule()):
-    """An llvmlite module holding the kernel of `program` for `dtype`."""
-    return _Kernel(program, dtype, acc_dtype, sum_scheme, schedule).build()
+def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=Schedule(), split_j=False):
+    """An llvmlite module holding the kernel of `program` for `dtype` (or, split_j, the
+    functions that reduce parts of j and combine them)."""
+    return _Kernel(program, dtype, acc_dtype, sum_scheme, schedule).build(split_j)
