@@ -105,9 +105,7 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         from .backends import cpu
         from .backends.llvm.renderer import render
 
-        from .backends.cpu import schedule_for
-        module = timed("LLVM IR rendering", render, program, dtype, red.acc_dtype(dtype), red.sum_scheme,
-                       schedule_for(program, dtype))
+        module = timed("LLVM IR rendering", render, program, dtype, red.acc_dtype(dtype), red.sum_scheme)
         if "llvm" in forms:
             outputs["llvm"] = str(module)
         if NEEDS_OPT.intersection(forms):

@@ -134,10 +134,11 @@ class _Renderer:
     variables keep their index, arrays and Python-number parameters are numbered
     after them, in order of first appearance."""
 
-    def __init__(self, first_position):
-        self.next = first_position
+    def __init__(self, first_position, named=False):
+        self.next, self.named = first_position, named
         self.positions = {}
         self.leaves = []  # ('data', array) or ('float', values), by position
+        self.declared = []  # (pos, dim, cat) of each of them
 
     def position(self, sym):
         key = (id(sym.data), sym.cat) if sym.kind == "data" else ("float", sym.value)
@@ -146,6 +147,7 @@ class _Renderer:
             pos = self.positions[key] = self.next
             self.next += 1
             self.leaves.append((sym.kind, sym.data if sym.kind == "data" else sym.value))
+            self.declared.append((pos, sym.dim, sym.cat))
         return pos
 
     def text(self, sym, memo=None):
@@ -153,10 +155,9 @@ class _Renderer:
         found = memo.get(id(sym))
         if found is not None:
             return found
-        if sym.kind == "symb":
-            res = f"Var({sym.value},{sym.dim},{sym.cat})"
-        elif sym.kind in ("data", "float"):
-            res = f"Var({self.position(sym)},{sym.dim},{sym.cat})"
+        if sym.kind in ("symb", "data", "float"):
+            pos = sym.value if sym.kind == "symb" else self.position(sym)
+            res = f"v{pos}" if self.named else f"Var({pos},{sym.dim},{sym.cat})"
         elif sym.kind == "int":
             res = f"IntCst({sym.value})"
         elif sym.name in _INFIX:
@@ -485,17 +486,23 @@ class GenericLazyTensor:
     @property
     def variables(self):
         """The arrays behind this LazyTensor, in argument order."""
-        formula, _, leaves, _ = self._render()
+        formula, _, leaves, _, _ = self._render()
         return tuple(self._materialize(leaves, self._dtype, self._device))
 
-    def _render(self, other=None):
+    def _render(self, other=None, named=False):
+        """(formula, formula2, leaves, symbolic variables, aliases).  With `named`, the
+        variables are written `vK` and every argument is declared as an alias `vK =
+        Var(K,dim,cat)` (what the Genreds get: their gradient Genreds, rebuilt from the
+        formula alone or with rewritten aliases, then still know every argument)."""
         symbolic = _symbolic_leaves(self._sym, other)
         first = 1 + max(symbolic) if symbolic else 0
-        r = _Renderer(first)
+        r = _Renderer(first, named)
         memo = {}
         f = r.text(self._sym, memo)
         g = r.text(other, memo) if other is not None else None
-        return f, g, r.leaves, symbolic
+        declared = sorted([(k, v.dim, v.cat) for k, v in symbolic.items()] + r.declared)
+        aliases = tuple(f"v{k} = Var({k},{d},{c})" for k, d, c in declared)
+        return f, g, r.leaves, symbolic, aliases
 
     def _materialize(self, leaves, dtype, device):
         out = []
@@ -509,7 +516,7 @@ class GenericLazyTensor:
         return out
 
     def __str__(self):
-        f, _, _, symbolic = self._render()
+        f, _, _, symbolic, _ = self._render()
         text = f"KeOps LazyTensor\n    formula: {f}"
         if symbolic:
             text += "\n    symbolic variables: " + ", ".join(
@@ -889,9 +896,12 @@ class GenericLazyTensor:
             other = self._lazy(other, what)
             meta = self._join([other], what)
         init, call_kwargs = _split_kwargs(kwargs)
-        formula, formula2, leaves, symbolic = self._render(other._sym if other is not None else None)
-        red = LazyReduction(self._tools, formula, formula2, op, int(axis - nb), opt_arg, init, call_kwargs,
-                            leaves, len(symbolic), meta, self.ndim, self)
+        other_sym = other._sym if other is not None else None
+        formula, formula2, leaves, symbolic, aliases = self._render(other_sym, named=True)
+        shown = self._render(other_sym)[:2]
+        red = LazyReduction(self._tools, formula, formula2, aliases, op, int(axis - nb), opt_arg, init,
+                            call_kwargs, leaves, len(symbolic), meta, self.ndim, self)
+        red.shown = shown
         if call and not symbolic and meta[3] is not None:
             return red()
         return red
@@ -1076,10 +1086,10 @@ class GenericLazyTensor:
         ni, nj = meta[0], meta[1]
         if ni is not None and nj is not None and ni != nj:
             raise ValueError(f"solve: the kernel matrix must be square, got shape {self.shape}")
-        formula, _, leaves, symbolic = system._render()
+        formula, _, leaves, symbolic, aliases = system._render(named=True)
         varind = var._sym.value
         init, call_kwargs = _split_kwargs(kwargs)
-        solver = _cached_solver(self._tools, formula, f"Var({varind},{var.ndim},{axis})", axis, init)
+        solver = _cached_solver(self._tools, formula, aliases, f"v{varind}", axis, init)
         red = LazySolve(self._tools, solver, formula, varind, axis, b_lazy._sym.data, leaves, symbolic, meta,
                         dict(call_kwargs, alpha=alpha, eps=eps, maxiter=maxiter, x0=x0, verbose=verbose), self)
         if call and len(symbolic) == 1 and meta[3] is not None:
@@ -1140,20 +1150,21 @@ def _split_kwargs(kwargs):
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_genred(tools, formula, formula2, op, axis, opt_arg, init):
-    return tools.genred(formula, [], reduction_op=op, axis=axis, opt_arg=opt_arg, formula2=formula2, **dict(init))
+def _cached_genred(tools, formula, formula2, aliases, op, axis, opt_arg, init):
+    return tools.genred(formula, list(aliases), reduction_op=op, axis=axis, opt_arg=opt_arg, formula2=formula2,
+                        **dict(init))
 
 
 @functools.lru_cache(maxsize=128)
-def _cached_solver(tools, formula, varinv, axis, init):
-    return tools.kernel_solve(formula, [], varinv, axis=axis, **dict(init))
+def _cached_solver(tools, formula, aliases, varinv, axis, init):
+    return tools.kernel_solve(formula, list(aliases), varinv, axis=axis, **dict(init))
 
 
 class LazyReduction:
     """A reduction of a LazyTensor that still has symbolic variables (or no dtype yet):
     call it with one array per symbolic variable, in the order of their indices."""
 
-    def __init__(self, tools, formula, formula2, op, axis, opt_arg, init, call_kwargs, leaves, n_symbolic,
+    def __init__(self, tools, formula, formula2, aliases, op, axis, opt_arg, init, call_kwargs, leaves, n_symbolic,
                  meta, ndim, source):
         self._tools = tools
         self.formula, self.formula2, self.reduction_op, self.axis, self.opt_arg = formula, formula2, op, axis, opt_arg
@@ -1164,7 +1175,8 @@ class LazyReduction:
         self._meta = meta
         self.ndim = ndim
         self._source = source
-        self.callfun = _cached_genred(tools, formula, formula2, op, axis, opt_arg, init)
+        self.aliases = aliases
+        self.callfun = _cached_genred(tools, formula, formula2, aliases, op, axis, opt_arg, init)
 
     @property
     def dtype(self):
@@ -1183,10 +1195,11 @@ class LazyReduction:
         return self.callfun(*args, *data, **dict(self.kwargs, **kwargs))
 
     def __str__(self):
-        text = f"KeOps LazyTensor\n    formula: {self.formula}\n    shape: {self._source.shape}\n" \
+        f, g = getattr(self, "shown", (self.formula, self.formula2))
+        text = f"KeOps LazyTensor\n    formula: {f}\n    shape: {self._source.shape}\n" \
                f"    reduction: {self.reduction_op} (axis={self.axis})"
-        if self.formula2 is not None:
-            text += f"\n        formula2: {self.formula2}"
+        if g is not None:
+            text += f"\n        formula2: {g}"
         if self.opt_arg is not None:
             text += f"\n        opt_arg: {self.opt_arg}"
         return text
@@ -1216,7 +1229,7 @@ class LazySolve:
         return self.callfun(*filled, *data, **dict(self.kwargs, **kwargs))
 
     def __str__(self):
-        return f"KeOps LazyTensor\n    formula: {self.formula}\n    shape: {self._source.shape}\n" \
+        return f"KeOps LazyTensor\n    formula: {self._source.formula}\n    shape: {self._source.shape}\n" \
                f"    reduction: Solve (axis={self.axis}, unknown Var({self.varind},...))"
 
     __repr__ = __str__

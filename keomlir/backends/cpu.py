@@ -22,7 +22,7 @@ import llvmlite.binding as llvm
 
 from .. import __version__
 from . import cache
-from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, Schedule, render
+from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, render
 
 _lock = threading.Lock()
 _kernels: dict[str, "CpuKernel"] = {}
@@ -137,23 +137,6 @@ def _run(fn, calls):
 
 
 @functools.lru_cache(maxsize=None)
-def vector_bits():
-    """The host's SIMD register width, read from LLVM's view of the CPU features."""
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        return 512
-    if features.get("avx") or features.get("avx2"):
-        return 256
-    return 128
-
-
-def schedule_for(program, dtype):
-    """SIMD across j at the host's width; rows per j load as the reduction's state allows."""
-    lanes = vector_bits() // (32 if dtype == "float32" else 64)
-    return Schedule(lanes=lanes, rows=program.red.tile_rows)
-
-
-@functools.lru_cache(maxsize=None)
 def compiler_digest():
     """A hash of the compiler's own source: a changed compiler never reuses old kernels."""
     root = pathlib.Path(__file__).resolve().parent.parent
@@ -163,19 +146,19 @@ def compiler_digest():
     return h.hexdigest()[:16]
 
 
-def kernel_key(program, dtype, acc_dtype, sum_scheme, schedule, split_j=False):
+def kernel_key(program, dtype, acc_dtype, sum_scheme, split_j=False):
     return "\n".join([
         f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
         f"target {target_id()}",
-        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme} {schedule}{' split-j' if split_j else ''}",
+        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme}{' split-j' if split_j else ''}",
         program.text(),
     ])
 
 
-def _build(program, dtype, acc_dtype, sum_scheme, schedule, split_j):
+def _build(program, dtype, acc_dtype, sum_scheme, split_j):
     """Object code for `program`, with the time of each stage."""
     t0 = time.perf_counter()
-    module = render(program, dtype, acc_dtype, sum_scheme, schedule, split_j)
+    module = render(program, dtype, acc_dtype, sum_scheme, split_j)
     t1 = time.perf_counter()
     mod = optimize(str(module))
     t2 = time.perf_counter()
@@ -184,10 +167,9 @@ def _build(program, dtype, acc_dtype, sum_scheme, schedule, split_j):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
-def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=None, split_j=False):
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", split_j=False):
     """The CpuKernel of `program`: from memory, from disk, or freshly compiled."""
-    schedule = schedule or schedule_for(program, dtype)
-    key = kernel_key(program, dtype, acc_dtype, sum_scheme, schedule, split_j)
+    key = kernel_key(program, dtype, acc_dtype, sum_scheme, split_j)
     kernel = _kernels.get(key)
     if kernel is not None:
         return kernel
@@ -197,7 +179,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", sche
             return kernel
         t0 = time.perf_counter()
         split = None if split_j else (
-            lambda: compile_program(program, dtype, acc_dtype, sum_scheme, schedule, split_j=True))
+            lambda: compile_program(program, dtype, acc_dtype, sum_scheme, split_j=True))
         obj = cache.load(key)
         if obj is not None:
             try:
@@ -205,7 +187,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", sche
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, schedule, split_j)
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, split_j)
             cache.store(key, obj)
             kernel = CpuKernel(obj, stats, split)
         kernel.stats["total_s"] = time.perf_counter() - t0

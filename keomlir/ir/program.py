@@ -15,6 +15,22 @@ from .reductions import get as get_reduction
 
 
 @dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How the loop nest is tiled (set by the tiling pass, read by code generators)."""
+
+    vector_bits: int | None = None  # SIMD register width across j; None: scalar code
+    rows: int = 1  # i rows sharing each load of j data (register tiling)
+    block: int = 512  # j per block: the unit of compensated summation
+
+    def lanes(self, scalar_bits):
+        return self.vector_bits // scalar_bits if self.vector_bits else None
+
+    def text(self):
+        simd = f"SIMD {self.vector_bits}-bit across j" if self.vector_bits else "scalar j"
+        return f"tiling: {simd}, {self.rows} row(s) of i per load of j, blocks of {self.block} j"
+
+
+@dataclasses.dataclass(frozen=True)
 class Program:
     reduction: str
     formula: object  # Node
@@ -22,6 +38,7 @@ class Program:
     opt_arg: int | None = None
     arguments: tuple = ()  # (pos, dim, cat) of every argument, by position
     names: tuple = ()  # ((pos, dim, cat), alias) pairs, for printing only
+    tiling: Tiling | None = None
 
     @property
     def red(self):
@@ -41,6 +58,8 @@ class Program:
         )
         k = f", K={self.opt_arg}" if self.opt_arg is not None else ""
         head = f"reduce {self.reduction}{k} over j  args({args})"
+        if self.tiling is not None:
+            head += "\n  " + self.tiling.text()
         return head + "\n" + print_ssa(self.roots(), names)
 
     def formula_text(self):

@@ -15,9 +15,10 @@ j-variables transposed (dim, n_j) so that W consecutive j of one component are
 one contiguous vector load, parameters a single row.  outs[k] is output k,
 row-major with one row per i.
 
-Schedule (`Schedule`): rows i are taken `rows` at a time (register tiling: one
-load of j data serves every row); j runs in vectors of `lanes` (SIMD across j)
-inside blocks of BLOCK (the unit of compensated summation), then a scalar tail.
+Schedule (`program.tiling`, chosen by the tiling pass): rows i are taken `rows`
+at a time (register tiling: one load of j data serves every row); j runs in
+vectors of `lanes` (SIMD across j) inside blocks (the unit of compensated
+summation), then a scalar tail.
 Per row, the lane states are merged into one scalar state (`Reduction.merge`),
 the tail j are added to it, and it is finalized.  Nodes that do not depend on j
 are emitted before the j loops (parameter-only nodes once per call).  Each
@@ -30,21 +31,15 @@ import dataclasses
 from llvmlite import ir
 
 from ...ir.node import I, J
+from ...ir.program import Tiling
 from .emitter import Emitter, counted_loop
 
 KERNEL_NAME = "keomlir_kernel"
 PARTIAL_NAME = "keomlir_partial"
 COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
-BLOCK = 512  # j per block: a multiple of every vector width
 I64 = ir.IntType(64)
 FLOAT_TYPES = {"float32": ir.FloatType(), "float64": ir.DoubleType()}
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    lanes: int | None = None  # SIMD width across j (None: scalar code)
-    rows: int = 1  # i rows sharing each load of j data
 
 
 def c64(v):
@@ -92,14 +87,17 @@ def _map_state(state, fn):
 
 
 class _Kernel:
-    def __init__(self, program, dtype, acc_dtype, sum_scheme, schedule):
+    def __init__(self, program, dtype, acc_dtype, sum_scheme):
         for _, root in program.roots():
             for n in root.walk():
                 if not n.op.lowers:
                     raise NotImplementedError(
                         f"{n.name} must be rewritten by the autodiff pass before code generation")
-        self.program, self.red, self.schedule = program, program.red, schedule
+        self.program, self.red = program, program.red
         self.t, self.acc_t, self.sum_scheme = FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme
+        tiling = program.tiling or Tiling()
+        self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
+        self.rows, self.block = tiling.rows, tiling.block
         self.module = ir.Module(name="keomlir")
         self.roots = [r for _, r in program.roots()]
         nodes = [n for r in self.roots for n in r.walk()]
@@ -114,7 +112,7 @@ class _Kernel:
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.em = Emitter(self.b, self.t)
         self.ea = self.em.with_type(self.acc_t)
-        lanes = self.schedule.lanes
+        lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
         for e in (self.em, self.ea, self.em_v, self.ea_v):
@@ -198,7 +196,7 @@ class _Kernel:
                 if n.cat == 0:
                     params.get(n)  # once per call, shared below
         self.param_memo = params.memo
-        rows = self.schedule.rows
+        rows = self.rows
         start = i0
         if rows > 1:  # full tiles of rows, then the remaining rows one by one
             tiled_end = b.sub(i1, b.srem(b.sub(i1, i0), c64(rows)))
@@ -282,7 +280,7 @@ class _Kernel:
 
     def rows_body(self, row_ids, j0, j1, emit_result):
         b, red, k = self.b, self.red, self.program.opt_arg
-        lanes = self.schedule.lanes
+        lanes, block = self.lanes, self.block
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
             self._emit_row_scope(v)
@@ -294,9 +292,9 @@ class _Kernel:
                 self._emit_row_scope(v)
             vec_states = [red.init(self.em_v, self.ea_v, self.dims, k) for _ in row_ids]
             vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
-            with counted_loop(b, j0, vec_end, "jvb", BLOCK) as jb:
+            with counted_loop(b, j0, vec_end, "jvb", block) as jb:
                 room = b.sub(vec_end, jb)
-                block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(BLOCK)), room, c64(BLOCK)))
+                block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
                 with counted_loop(b, jb, block_end, "jv", lanes) as jv:
                     self.j = jv
                     self._update(vec_rows, self.em_v, self.ea_v, vec_states, self.em_v.lane_indices(jv))
@@ -320,9 +318,9 @@ class _Kernel:
                 red.merge(self.em, self.ea, merged, self._lane_state(vec_states[r], lane))
             states.append(merged)
         # the scalar j: all of them without SIMD, the tail with it (blocked as above)
-        with counted_loop(b, vec_end, j1, "jtb", BLOCK) as jb:
+        with counted_loop(b, vec_end, j1, "jtb", block) as jb:
             room = b.sub(j1, jb)
-            block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(BLOCK)), room, c64(BLOCK)))
+            block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
             with counted_loop(b, jb, block_end, "j") as j:
                 self.j = j
                 self._update(scalar_rows, self.em, self.ea, states, j)
@@ -348,7 +346,8 @@ class _Kernel:
         return _map_state(vec_state, one)
 
 
-def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=Schedule(), split_j=False):
-    """An llvmlite module holding the kernel of `program` for `dtype` (or, split_j, the
-    functions that reduce parts of j and combine them)."""
-    return _Kernel(program, dtype, acc_dtype, sum_scheme, schedule).build(split_j)
+def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", split_j=False):
+    """An llvmlite module holding the kernel of `program` for `dtype`, tiled as
+    `program.tiling` says (or, split_j, the functions that reduce parts of j and
+    combine them)."""
+    return _Kernel(program, dtype, acc_dtype, sum_scheme).build(split_j)
