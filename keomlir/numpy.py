@@ -47,7 +47,7 @@ class Genred:
                               np.stack)
             outs = list(res) if isinstance(res, tuple) else [res]
         else:
-            outs = self.reduction.run_numpy(arrays, backend)
+            outs = self.reduction.run_numpy(arrays, backend, device_id=device_id)
         if out is not None:
             if len(outs) != 1 or not isinstance(out, np.ndarray) or out.shape != outs[0].shape \
                     or out.dtype != outs[0].dtype:

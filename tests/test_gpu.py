@@ -544,3 +544,13 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     out = tg(*[torch.from_numpy(a) for a in (x, y, b)], backend="GPU")  # CPU tensors, computed on the GPU
     assert isinstance(out, torch.Tensor) and out.device.type == "cpu"
     assert_close(out.numpy(), want, "float64")
+
+
+def test_ptx_cache_key_ignores_the_host_tiling():
+    r = _reduction("Sum", 1)
+    assert r.program.tiling is not None
+    import dataclasses
+
+    untiled = dataclasses.replace(r.program, tiling=None)
+    assert cuda.kernel_key(r.program, "float32", None, "block_sum", "sm_80") == \
+        cuda.kernel_key(untiled, "float32", None, "block_sum", "sm_80")

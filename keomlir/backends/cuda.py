@@ -249,6 +249,8 @@ def kernel_key(program, dtype, acc_dtype, sum_scheme, arch, config=None):
     from .llvm.nvptx import config_for
 
     config = config or config_for(program, dtype)
+    if getattr(program, "tiling", None) is not None:  # the host CPU's schedule: not the GPU's
+        program = dataclasses.replace(program, tiling=None)
     return "\n".join([f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
                       f"target nvptx64 {arch}",
                       f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme} {config}", program.text()])
