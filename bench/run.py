@@ -18,7 +18,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# OpenMP threads (torch, pykeops) spin after each call by default, stealing the cores
+# from whichever implementation runs next in the alternation: make them sleep instead
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
