@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import sys
 
 import lark
 
@@ -25,11 +26,16 @@ class FormulaSyntaxError(SyntaxError):
     def __init__(self, message, text, line, column, what="formula"):
         source = text.splitlines()[line - 1] if text.splitlines() else ""
         self.message = message
-        self.detail = f"{what} line {line}, column {column}: {message}\n    {source}\n    {' ' * (column - 1)}^"
+        self.detail = f"{what} line {line}, column {column}: {message}\n    {source}\n    {_caret(source, column)}"
         super().__init__(self.detail, (what, line, column, source))
 
     def __str__(self):
         return self.detail
+
+
+def _caret(source, column):
+    """A caret under `column` of `source`, keeping its tabs so it lines up."""
+    return "".join(c if c == "\t" else " " for c in source[:column - 1]) + "^"
 
 
 class FormulaError(ValueError):
@@ -116,7 +122,14 @@ def parse_formula(text, aliases, what="formula"):
     """Parse `text` with `aliases` (name -> Var node) into an IR node; errors
     name `what` (the argument the text came from)."""
     tree = _parse_tree(text, "formula", what)
-    return _Builder(text, aliases, what).formula(tree)
+    # the tree walk recurses once per nesting level (a sum of n terms nests n deep):
+    # leave room for as many levels as the text has characters
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * len(text) + 1000))
+    try:
+        return _Builder(text, aliases, what).formula(tree)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 class _Builder:
@@ -131,7 +144,7 @@ class _Builder:
         column = getattr(meta, "column", 1)
         source = self.text.splitlines()[line - 1] if self.text.splitlines() else ""
         raise FormulaError(
-            f"{self.what} line {line}, column {column}: {message}\n    {source}\n    {' ' * (column - 1)}^"
+            f"{self.what} line {line}, column {column}: {message}\n    {source}\n    {_caret(source, column)}"
         )
 
     def node(self, name, args, attrs, meta):

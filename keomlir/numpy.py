@@ -49,8 +49,10 @@ class Genred:
         else:
             outs = self.reduction.run_numpy(arrays, backend, device_id=device_id)
         if out is not None:
-            if len(outs) != 1 or not isinstance(out, np.ndarray) or out.shape != outs[0].shape \
-                    or out.dtype != outs[0].dtype:
+            if len(outs) != 1:
+                raise ValueError(f"out: reduction {self.reduction.reduction_op} returns {len(outs)} outputs "
+                                 "(a tuple); out= takes a single output array")
+            if not isinstance(out, np.ndarray) or out.shape != outs[0].shape or out.dtype != outs[0].dtype:
                 raise ValueError(f"out: expected an array of shape {outs[0].shape} and dtype {outs[0].dtype}")
             out[...] = outs[0]
             return out

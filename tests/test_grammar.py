@@ -386,8 +386,6 @@ def test_formula2_errors_name_formula2(formula2):
         Genred("x", ["x = Vi(1)", "y = Vj(2)"], reduction_op="SumSoftMaxWeight", axis=1, formula2=formula2)
 
 
-@pytest.mark.xfail(strict=True, reason="the caret line pads with spaces while the echoed source keeps its "
-                   "tabs, so the caret is not under the fault on tab-indented lines")
 def test_caret_lines_up_on_a_tab_indented_line():
     with pytest.raises(SyntaxError) as info:
         parse_formula("x +\n\t\t* y", {"x": var(0, 3, 0), "y": var(1, 3, 1)})
@@ -476,8 +474,6 @@ def test_ssa_text_differs_for_different_formulas():
 # ---- long formulas ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the parser's tree walker (_Builder.visit) is recursive: "
-                   "a sum of ~250 terms or ~250 nested calls raises RecursionError")
 @pytest.mark.parametrize("text", ["+".join(f"{k % 7 + 1}*x" for k in range(1000)),
                                   "Exp(" * 400 + "x" + ")" * 400, "-" * 1000 + "x"],
                          ids=["sum of 1000 terms", "400 nested calls", "1000 minus signs"])

@@ -410,6 +410,11 @@ class Round(Elementwise):
 
     name, signature = "Round", "fi"
 
+    def infer_dim(self, dims, attrs):
+        if abs(attrs[0]) > 300:  # 10**d must stay a finite double
+            raise DimensionError(f"Round: the number of decimals must be between -300 and 300, got {attrs[0]}")
+        return super().infer_dim(dims, attrs)
+
     @staticmethod
     def ref(x, d):
         scale = 10.0 ** d
