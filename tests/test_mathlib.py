@@ -99,3 +99,12 @@ def test_special_values(dtype):
         atol = 4 * fi.tiny if name in ("exp", "log") else ABS_BOUND[dtype]
         close = np.isclose(got, ref, rtol=4 * fi.eps, atol=atol, equal_nan=True)
         assert close.all(), (name, xs[~close], got[~close], ref[~close])
+
+
+@pytest.mark.parametrize("lanes", [None, 8])
+@pytest.mark.parametrize("dtype,bound", [("float32", 4), ("float64", 6)])
+@pytest.mark.parametrize("name,lo,hi", [("atan", -50.0, 50.0), ("asin", -1.0, 1.0), ("acos", -1.0, 1.0)])
+def test_inverse_trig_ulp_bound(name, lo, hi, dtype, bound, lanes):
+    x = np.random.default_rng(2).uniform(lo, hi, 1 << 16).astype(dtype)
+    ref = {"atan": np.arctan, "asin": np.arcsin, "acos": np.arccos}[name](x.astype(np.float64))
+    assert _ulp_error(_compile(name, dtype, lanes)(x), ref, dtype).max() <= bound

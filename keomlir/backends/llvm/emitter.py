@@ -46,8 +46,9 @@ _ORDERED = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 
 
 class Emitter:
-    # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU)
-    IR_MATH = frozenset({"exp", "log", "sin", "cos"})
+    # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU,
+    # scalarized in vector code); pow stays with libm for its float64 accuracy
+    IR_MATH = frozenset({"exp", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
 
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type):
         self.b = builder

@@ -50,13 +50,10 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from ...ir.node import J
+from . import mathlib
 from .emitter import Emitter, counted_loop
 from .renderer import FLOAT_TYPES, _Values
 
-try:  # the IR math library: exp, log, sin, cos on any target
-    from . import mathlib as _mathlib
-except ImportError:  # pragma: no cover - only before mathlib existed
-    _mathlib = None
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 TRIPLE = "nvptx64-nvidia-cuda"
@@ -72,13 +69,6 @@ ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120
 _SELECTED = frozenset({"sqrt", "fabs", "floor", "round"})
 
 
-def _mathlib_names():
-    if _mathlib is None:
-        return frozenset()
-    table = getattr(_mathlib, "FUNCTIONS", None) or getattr(_mathlib, "_FUNCTIONS", {})
-    return frozenset(table)
-
-
 class NVPTXEmitter(Emitter):
     """The Emitter for GPU kernels: no libm exists on NVPTX, so every math
     function is IR (mathlib, or the functions below) or a selected intrinsic."""
@@ -89,12 +79,10 @@ class NVPTXEmitter(Emitter):
     def call(self, name, *args):
         if self.fast_math and self.bits == 32 and name in _FAST:
             return _FAST[name](self, *args)
-        if name in _mathlib_names():
-            return _mathlib.call(self, name, *args)
+        if name in mathlib.FUNCTIONS:
+            return mathlib.call(self, name, *args)
         if name in _SELECTED:
             return self.intrinsic(name, *args)
-        if name in _GPU_MATH:
-            return _GPU_MATH[name](self, *args)
         raise NotImplementedError(f"{name} is not available on {self.target_name} for "
                                   f"{'float32' if self.bits == 32 else 'float64'}")
 
@@ -142,101 +130,6 @@ def _fast_log(em, x):
 _FAST = {"exp": _fast_exp, "log": _fast_log}
 
 
-# pow and the inverse trigonometric functions, in IR through the emitter (branch-free)
-def _atan_reduced(em, a):
-    """atan(a) for 0 <= a <= 1 (NaN passes): a = tan(pi/8) splits the range,
-    then an odd polynomial on |t| <= tan(pi/8) (fit error 6e-8 in float32, 1.4e-16 in float64)."""
-    t8 = math.tan(math.pi / 8)
-    big = em.cmp(">", a, em.const(t8))
-    t = em.select(big, em.div(em.sub(a, em.const(1)), em.add(a, em.const(1))), a)
-    z = em.mul(t, t)
-    coeffs = _fit_atan(5 if em.bits == 32 else 11)
-    p = em.const(coeffs[-1])
-    for c in reversed(coeffs[:-1]):
-        p = em.fma(p, z, em.const(c))
-    r = em.fma(em.mul(t, z), p, t)
-    return em.select(big, em.add(em.const(math.pi / 4), r), r)
-
-
-@functools.lru_cache(maxsize=None)
-def _fit_atan(n_terms):
-    """Coefficients c_k of atan(t) ~ t + t^3 sum_k c_k z^k, z = t^2 <= tan(pi/8)^2: a
-    least-squares fit on Chebyshev nodes of g(z) = (atan(t) - t) / t^3, itself summed
-    from its series (no cancellation), in the scaled variable u = z / z_max."""
-    import numpy as np
-
-    z_max = math.tan(math.pi / 8) ** 2
-    u = (np.cos(np.linspace(0, math.pi, 2000)) + 1) / 2
-    z = u * z_max
-    g = sum((-1) ** (k + 1) * z ** k / (2 * k + 3) for k in range(40))
-    a = np.linalg.lstsq(np.vander(u, n_terms, increasing=True), g, rcond=None)[0]
-    return [float(a[k] / z_max ** k) for k in range(n_terms)]
-
-
-
-
-def _atan(em, x):
-    ax = em.call("fabs", x)
-    inv = em.cmp(">", ax, em.const(1))
-    a = em.select(inv, em.div(em.const(1), ax), ax)
-    r = _atan_reduced(em, a)
-    r = em.select(inv, em.sub(em.const(math.pi / 2), r), r)
-    return em.select(em.cmp("<", x, em.const(0)), em.neg(r), r)
-
-
-def _atan2(em, y, x):
-    ax, ay = em.call("fabs", x), em.call("fabs", y)
-    swap = em.cmp(">", ay, ax)
-    hi, lo = em.select(swap, ay, ax), em.select(swap, ax, ay)
-    both_inf = em.and_(em.cmp("==", ax, em.const(math.inf)), em.cmp("==", ay, em.const(math.inf)))
-    ratio = em.select(both_inf, em.const(1),
-                      em.select(em.cmp("==", hi, em.const(0)), em.const(0), em.div(lo, hi)))
-    r = _atan_reduced(em, ratio)
-    r = em.select(swap, em.sub(em.const(math.pi / 2), r), r)
-    neg_x = em.or_(em.cmp("<", x, em.const(0)),
-                   em.and_(em.cmp("==", x, em.const(0)), em.b.icmp_signed("<", em.as_int(x), em.iconst(0))))
-    r = em.select(neg_x, em.sub(em.const(math.pi), r), r)
-    y_neg = em.b.icmp_signed("<", em.as_int(y), em.iconst(0))  # the sign bit: atan2(-0, x) = -0 or -pi
-    r = em.select(y_neg, em.neg(r), r)
-    return em.select(em.or_(em.isnan(x), em.isnan(y)), em.add(x, y), r)
-
-
-def _asin(em, x):
-    # asin x = atan2(x, sqrt((1-x)(1+x))): accurate near |x| = 1, NaN outside [-1, 1]
-    c = em.call("sqrt", em.mul(em.sub(em.const(1), x), em.add(em.const(1), x)))
-    return em.select(em.cmp(">", em.call("fabs", x), em.const(1)), em.const(math.nan), _atan2(em, x, c))
-
-
-def _acos(em, x):
-    # acos x = 2 atan2(sqrt(1-x), sqrt(1+x))
-    r = em.mul(em.const(2), _atan2(em, em.call("sqrt", em.sub(em.const(1), x)),
-                                   em.call("sqrt", em.add(em.const(1), x))))
-    return em.select(em.cmp(">", em.call("fabs", x), em.const(1)), em.const(math.nan), r)
-
-
-def _pow(em, x, y):
-    """C's pow(x, y) as exp(y log|x|), the sign from an odd integer y.  float32
-    works in float64 (exact to the last bit of float32 but in rare ties); float64
-    loses about |y log x| ulp to the rounding of log."""
-    if em.bits == 32 and _mathlib_names() >= {"exp", "log"}:
-        wide = em.with_type(ir.DoubleType())
-        r = _pow(wide, em.convert(x, wide), em.convert(y, wide))
-        return wide.convert(r, em)
-    ax = em.call("fabs", x)
-    r = em.call("exp", em.mul(y, em.call("log", ax)))
-    y_int = em.cmp("==", em.call("floor", y), y)
-    y_half = em.mul(y, em.const(0.5))
-    y_odd = em.and_(y_int, em.cmp("!=", em.call("floor", y_half), y_half))
-    x_neg = em.cmp("<", x, em.const(0))
-    r = em.select(em.and_(x_neg, y_odd), em.neg(r), r)
-    r = em.select(em.and_(x_neg, em.not_(y_int)), em.const(math.nan), r)
-    r = em.select(em.and_(em.cmp("==", x, em.const(0)), em.cmp("<", y, em.const(0))),
-                  em.select(y_odd, em.div(em.const(1), x), em.const(math.inf)), r)
-    one = em.or_(em.cmp("==", y, em.const(0)), em.cmp("==", x, em.const(1)))
-    return em.select(one, em.const(1), r)
-
-
-_GPU_MATH = {"atan": _atan, "atan2": _atan2, "asin": _asin, "acos": _acos, "pow": _pow}
 
 
 # ---- configuration -------------------------------------------------------------------

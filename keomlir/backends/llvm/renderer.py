@@ -27,7 +27,6 @@ operation's `lower` makes the values; this module only places them.
 
 from __future__ import annotations
 
-import dataclasses
 from llvmlite import ir
 
 from ...ir.node import I, J
