@@ -38,8 +38,9 @@ def check_backend(backend):
 def batch_plan(reduction, shapes):
     """Leading batch dimensions of a call, pykeops's convention: i/j variables are
     `(..., n, d)` arrays and parameters `(..., d)`; batch dimensions broadcast (1
-    stretches, missing leading ones count as 1).  Returns None for a plain call (2-d
-    variables, parameters `(d,)` or `(1, d)`), else (batch shape, each argument's
+    stretches, missing leading ones count as 1).  A call is batched when an i/j variable
+    has more than 2 dimensions or a parameter more than 2.  Returns None for a plain
+    call (2-d variables, parameters `(d,)` or `(1, d)`), else (batch shape, each argument's
     batch shape left-padded to it, each argument's own number of batch dimensions).
     Shapes that fit neither are left to `check_arrays`, which names the argument."""
     if len(shapes) != len(reduction.arguments):
@@ -51,7 +52,7 @@ def batch_plan(reduction, shapes):
             return None
         lead = tuple(int(s) for s in shape[:len(shape) - core])
         leads.append(lead)
-        if (cat != 2 and lead) or len(lead) > 1 or any(s != 1 for s in lead):
+        if lead and (cat != 2 or len(lead) > 1):  # as pykeops: a (n, d) parameter alone is no batch
             batched = True
     if not batched:
         return None

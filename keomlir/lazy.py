@@ -146,7 +146,7 @@ class _Renderer:
         if pos is None:
             pos = self.positions[key] = self.next
             self.next += 1
-            self.leaves.append((sym.kind, sym.data if sym.kind == "data" else sym.value))
+            self.leaves.append((sym.kind, sym.data if sym.kind == "data" else sym.value, sym.cat))
             self.declared.append((pos, sym.dim, sym.cat))
         return pos
 
@@ -426,7 +426,7 @@ class GenericLazyTensor:
 
     def unary(self, operation, dimres=None, opt_arg=None, opt_arg2=None):
         """`Operation(self[, opt_arg[, opt_arg2]])` for any operation of the formula language."""
-        attrs = [a for a in (opt_arg, opt_arg2) if a is not None]
+        attrs = [a._sym if isinstance(a, GenericLazyTensor) else a for a in (opt_arg, opt_arg2) if a is not None]
         res = self._op(_check_op(operation), [], attrs)
         _check_dimres(res, dimres, operation)
         return res
@@ -445,6 +445,34 @@ class GenericLazyTensor:
         res = a._op(name, [b], attrs)
         _check_dimres(res, dimres, operation)
         return res
+
+    def ternary(self, other1, other2, operation, dimres=None, dimcheck="sameor1", opt_arg=None):
+        """`Operation(self, other1, other2[, opt_arg])`."""
+        attrs = [] if opt_arg is None else [opt_arg]
+        res = self._op(_check_op(operation), [other1, other2], attrs)
+        _check_dimres(res, dimres, operation)
+        return res
+
+    def addop(self, other, **kwargs):
+        return self.binary(other, "+", is_operator=True, **kwargs)
+
+    def subop(self, other, **kwargs):
+        return self.binary(other, "-", is_operator=True, **kwargs)
+
+    def mulop(self, other, **kwargs):
+        return self.binary(other, "*", is_operator=True, **kwargs)
+
+    def divop(self, other, **kwargs):
+        return self.binary(other, "/", is_operator=True, **kwargs)
+
+    def new_variable_index(self):
+        """The first index free for a new symbolic variable."""
+        symbolic = _symbolic_leaves(self._sym)
+        return 1 + max(symbolic) if symbolic else 0
+
+    def reduction(self, reduction_op, other=None, opt_arg=None, axis=None, dim=None, call=True, **kwargs):
+        """Any reduction by name (`Sum`, `LogSumExp`, `KMin`...), `other` its formula2."""
+        return self._reduce(reduction_op, axis, dim, other=other, opt_arg=opt_arg, call=call, **kwargs)
 
     # ---- properties --------------------------------------------------------------------------
     @property
@@ -504,15 +532,21 @@ class GenericLazyTensor:
         aliases = tuple(f"v{k} = Var({k},{d},{c})" for k, d, c in declared)
         return f, g, r.leaves, symbolic, aliases
 
-    def _materialize(self, leaves, dtype, device):
+    def _materialize(self, leaves, dtype, device, nbatch=0):
+        """The arrays of the leaves (numbers made arrays of `dtype`), each given the
+        full number of batch dimensions (leading 1s), as the batched Genred call wants."""
         out = []
-        for kind, value in leaves:
+        for kind, value, cat in leaves:
             if kind == "data":
-                out.append(value)
+                a = value
             else:
                 if dtype is None:
                     raise ValueError("this LazyTensor holds no array: its dtype is unknown")
-                out.append(self._tools.array(value, dtype, device))
+                a = self._tools.array(value, dtype, device)
+            want = nbatch + (1 if cat == 2 else 2)
+            if len(a.shape) < want:
+                a = a.reshape((1,) * (want - len(a.shape)) + tuple(a.shape))
+            out.append(a)
         return out
 
     def __str__(self):
@@ -531,9 +565,6 @@ class GenericLazyTensor:
     def __call__(self, *args, **kwargs):
         raise ValueError("a LazyTensor is called only after a reduction (e.g. K.sum(dim=1) with symbolic "
                          "variables); reduce it first")
-
-    def __bool__(self):
-        raise TypeError("the truth value of a LazyTensor is symbolic; reduce it first")
 
     # ---- arithmetic -------------------------------------------------------------------------
     def __add__(self, other):
@@ -1069,6 +1100,9 @@ class GenericLazyTensor:
         axis = 1 - b_lazy._sym.cat  # b indexed by i: the unknown is indexed by j, reduced over j
         symbolic = _symbolic_leaves(self._sym)
         if var is None:
+            if self.ndim not in (1, b_lazy.ndim):
+                raise ValueError(f"solve: the system has dimension {self.ndim} but b has dimension {b_lazy.ndim} "
+                                 "(K must have inner dimension 1 or that of b)")
             index = 1 + max(symbolic) if symbolic else 0
             var = self.lt_constructor((index, b_lazy.ndim, axis))
             system = self * var
@@ -1143,7 +1177,7 @@ def _split_kwargs(kwargs):
     for key, value in kwargs.items():
         if key in _INIT_KWARGS:
             if key not in _IGNORED_INIT:
-                init[key] = value
+                init[key] = tuple(value) if isinstance(value, list) else value
         else:
             call[key] = value
     return tuple(sorted(init.items())), call
@@ -1191,7 +1225,8 @@ class LazyReduction:
             if not self._tools.is_array(args[0]):
                 raise TypeError(f"expected {self._tools.name} arrays, got {type(args[0]).__name__}")
             dtype, device = self._tools.dtype(args[0]), self._tools.device(args[0])
-        data = self._source._materialize(self._leaves, dtype, device)
+        batch = self._meta[2]
+        data = self._source._materialize(self._leaves, dtype, device, len(batch) if batch else 0)
         return self.callfun(*args, *data, **dict(self.kwargs, **kwargs))
 
     def __str__(self):
@@ -1225,7 +1260,8 @@ class LazySolve:
         it = iter(args)
         filled = [self._b if k == self.varind else next(it) for k in slots]
         dtype, device = self._meta[3], self._meta[4]
-        data = self._source._materialize(self._leaves, dtype, device)
+        batch = self._meta[2]
+        data = self._source._materialize(self._leaves, dtype, device, len(batch) if batch else 0)
         return self.callfun(*filled, *data, **dict(self.kwargs, **kwargs))
 
     def __str__(self):

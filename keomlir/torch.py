@@ -89,6 +89,14 @@ class Genred:
             found = self._gradients["pair"] = Genred(formula, aliases, "Sum", red.axis, **self.options)
         return found
 
+    def declared_aliases(self):
+        """The aliases, plus one for every argument only written inline, so that a Genred
+        of part of the formulas still takes every argument."""
+        red = self.reduction
+        named = {p for (p, _, _), _ in red.parsed.names}
+        extra = [f"_arg{p} = Var({p},{d},{c})" for p, d, c in red.arguments if p not in named]
+        return list(red.aliases) + extra
+
     def grad_axis(self, pos):
         red = self.reduction
         out_cat = 0 if red.axis == 1 else 1
@@ -124,8 +132,9 @@ class Genred:
         for part in parts[1:]:
             formula = f"Concat({formula}, {part})"
         extras = {"Sum": ["G"], "LogSumExp": ["G", "O"], "SumSoftMaxWeight": ["G", "O", "L"]}[name]
-        genred = Genred(formula, list(red.aliases), "Sum", self.grad_axis(positions[0]), **self.options)
-        lse = Genred(red.formula, list(red.aliases), "LogSumExp", red.axis, **self.options) if "L" in extras else None
+        aliases = self.declared_aliases()
+        genred = Genred(formula, aliases, "Sum", self.grad_axis(positions[0]), **self.options)
+        lse = Genred(red.formula, aliases, "LogSumExp", red.axis, **self.options) if "L" in extras else None
         return genred, extras, lse
 
 
@@ -206,7 +215,7 @@ def _selected_backward(genred, args, results, grad_out, backend):
         arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
         key = ("indices", arg_name)
         if key not in genred._gradients:
-            genred._gradients[key] = Genred(red.formula, list(red.aliases), arg_name, red.axis,
+            genred._gradients[key] = Genred(red.formula, genred.declared_aliases(), arg_name, red.axis,
                                             opt_arg=red.opt_arg, **genred.options)
         indices = genred._gradients[key](*args, backend=backend)
     rows, dim_f = values.shape[0], red.parsed.formula.dim

@@ -1,6 +1,8 @@
 """Every derivative rule against central finite differences of the independent
 NumPy oracles of test_ops, and the derivative forms against torch.autograd."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,7 @@ def test_derivative_rule(case, var):
         pytest.skip(SKIP[case])
     formula, oracle = CASES[case]
     dim = 3
-    x, y, s, t = _inputs(dim, seed=hash(case) % 1000)
+    x, y, s, t = _inputs(dim, seed=zlib.crc32(case.encode()) % 1000)  # stable across runs
     dF = _out_dim(oracle, x, y, s, t)
     r = np.random.default_rng(2)
     axis = 0 if var == "y" else 1

@@ -2,6 +2,8 @@
 interpreter, and an independent NumPy expression written here, in float32 and
 float64 and several dimensions."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -102,7 +104,7 @@ def test_operation(case, dtype, dim):
     formula, oracle = CASES[case]
     if case in ("SumT", "ElemT", "ExtractT", "OneHot", "Extract", "Zero") and dim == 1:
         pytest.skip("fixed-dimension case")
-    x, y, s, t = _inputs(dim, seed=hash(case) % 1000)
+    x, y, s, t = _inputs(dim, seed=zlib.crc32(case.encode()) % 1000)  # stable across runs
     g = Genred(formula, ALIASES(dim), reduction_op="Sum", axis=1)
     dense = np.asarray(oracle(x[:, None, :], y[None], s[:, None, :], t[None]), dtype=np.float64)
     expected = np.broadcast_to(dense, (M, N, dense.shape[-1])).sum(axis=1)

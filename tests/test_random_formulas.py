@@ -205,7 +205,7 @@ class Gen:
 
     def two_dims(self, d):
         """Operand dimensions broadcasting to d (scalars broadcast)."""
-        return (d, d) if d == 1 else self.pick([(d, d), (d, 1), (1, d)])
+        return (d, d) if d == 1 else self.pick([(d, 1), (1, d), (d, d)])
 
     def some_dim(self):
         return self.pick(sorted({1, 2, 3, self.dims["x"], self.dims["y"], self.dims["p"]}))
@@ -743,7 +743,7 @@ class Case:
 
 @st.composite
 def cases(draw, max_depth=MAX_DEPTH, min_parts=3, max_parts=5):
-    dims = {"x": draw(st.integers(1, 4)), "y": draw(st.integers(1, 4)), "p": draw(st.integers(1, 3)), "s": 1, "t": 1}
+    dims = {"x": draw(st.integers(1, 3)), "y": draw(st.integers(1, 3)), "p": draw(st.integers(1, 3)), "s": 1, "t": 1}
     gen = Gen(draw, dims)
     exprs = []
     for _ in range(draw(st.integers(min_parts, max_parts))):
@@ -871,7 +871,7 @@ COMMON = dict(deadline=None, derandomize=True, database=None, print_blob=True,
 
 
 # each example compiles 4 kernels of a few hundred characters (~0.1-1 s each, SIMD across j)
-@settings(max_examples=30, **COMMON)
+@settings(max_examples=40, **COMMON)
 @given(case=cases(min_parts=2, max_parts=3), extra=st.sampled_from(EXTRA_REDUCTIONS), axis=st.sampled_from([0, 1]),
        dtypes=st.tuples(*[st.sampled_from(["float32", "float64"])] * 2))
 def test_compiled_matches_reference_and_numpy(case, extra, axis, dtypes):
@@ -883,12 +883,12 @@ def test_compiled_matches_reference_and_numpy(case, extra, axis, dtypes):
     check_reduction(case, extra, axis, dtypes=(dtypes[1],))
 
 
-@settings(max_examples=150, **COMMON)
-@given(case=cases())
-def test_reference_and_passes_match_numpy(case):
-    """Many more formulas without compiling: the reference interpreter on the optimized program equals
-    the independent NumPy evaluator, and equals itself on the parsed program, for every reduction."""
+@settings(max_examples=600, **COMMON)
+@given(case=cases(), extra=st.sampled_from(EXTRA_REDUCTIONS), axis=st.sampled_from([0, 1]))
+def test_reference_and_passes_match_numpy(case, extra, axis):
+    """Many more formulas, without compiling: the reference interpreter on the optimized program equals
+    the independent NumPy evaluator, and equals itself on the parsed program."""
     note(f"formula: {case.expr.text}")
-    for red in ["Sum"] + EXTRA_REDUCTIONS:
-        for axis in (0, 1):
-            check_reduction(case, red, axis)
+    check_reduction(case, "Sum", 1)
+    check_reduction(case, "Sum", 0)
+    check_reduction(case, extra, axis)

@@ -133,3 +133,10 @@ def test_gradients_through_selected_indices(reduction, formula, axis):
     for a, e in zip(torch.autograd.grad((out * w).sum(), [x, y, p]), torch.autograd.grad((dense * w).sum(), [x, y, p])):
         torch.testing.assert_close(a, e)
     assert torch.autograd.gradcheck(values, (x, y, p))
+
+
+def test_softmax_gradient_with_a_weight_written_inline():
+    g = Genred("-SqDist(Var(0,2,0),Var(1,2,1))", [], "SumSoftMaxWeight", axis=1, formula2="Var(2,3,1)")
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    y, b = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: g(x, y, b), (x,))
