@@ -29,10 +29,12 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from keomlir.numpy import Genred as KGenred  # noqa: E402
 
+from keomlir.numpy import KernelSolve as KKernelSolve  # noqa: E402
+
 try:
-    from pykeops.numpy import Genred as PGenred
+    from pykeops.numpy import Genred as PGenred, KernelSolve as PKernelSolve
 except ImportError:  # pragma: no cover - reported in the table
-    PGenred = None
+    PGenred = PKernelSolve = None
 try:
     import torch
 except ImportError:  # pragma: no cover
@@ -146,6 +148,23 @@ def knn_case(n, reps, k=10):
     return alternate(impls, reps)
 
 
+def kernel_solve_case(n, reps, alpha=1.0):
+    """(alpha Id + K) a = b for a Gaussian K on n points of R^3, by conjugate gradient."""
+    x, _, b = data(n, n, 3)
+    g = np.array([2.0], np.float32)
+    formula, aliases = "Exp(-g * SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)", "g = Pm(1)"]
+    ks = KKernelSolve(formula, aliases, "b", axis=1)
+    impls = {"keomlir": warm(lambda: ks(x, x, b, g, alpha=alpha))}
+    if PKernelSolve is not None:
+        pks = PKernelSolve(formula, aliases, "b", axis=1)
+        impls["pykeops"] = warm(lambda: pks(x, x, b, g, alpha=alpha, backend="CPU"))
+    if torch is not None and n <= 10000:
+        X, B = torch.from_numpy(x), torch.from_numpy(b)
+        impls["torch dense"] = warm(lambda: torch.linalg.solve(
+            alpha * torch.eye(n) + torch.exp(-2.0 * torch.cdist(X, X) ** 2), B))
+    return alternate(impls, reps)
+
+
 def first_call_case():
     """An unseen formula (a fresh constant each run) compiled and run once, M = N = 1000."""
     salt = int(time.time() * 1000) % 100000 + 7
@@ -218,7 +237,9 @@ def main():
     for label, case in [("gradient in x", gradient_case), ("LogSumExp", lse_case), ("ArgKMin K=10", knn_case)]:
         lines.append(row(f"{label}, D=3, M=N={n}", case(n, reps), n * n))
         print(lines[-1], flush=True)
-    tiny = {}
+    n = 2000 if args.quick else 5000
+    lines.append(row(f"KernelSolve Gaussian, alpha=1, D=3, N={n}", kernel_solve_case(n, 1 if args.quick else 3)))
+    print(lines[-1], flush=True)
     x, y, b = data(100, 100, 3)
     tiny_impls = {"keomlir": warm(lambda g=KGenred(GAUSS, ALIASES(3), "Sum", axis=1): g(x, y, b))}
     if PGenred is not None:

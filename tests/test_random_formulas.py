@@ -211,12 +211,13 @@ class Gen:
         return self.pick(sorted({1, 2, 3, self.dims["x"], self.dims["y"], self.dims["p"]}))
 
     # -- entry point
-    def expr(self, dim, depth, exact=False):
+    def expr(self, dim, depth, exact=False, family=None):
         if depth <= 0:
             return self.leaf(dim, exact)
         families = [f for f, w in FAMILY_WEIGHTS.items() for _ in range(w)
                     if not (exact and f == "math") and not (f == "vector" and dim != 1)]
-        options = [o.rstrip("*") for o in FAMILIES[self.pick(families)]
+        family = family or self.pick(families)
+        options = [o.rstrip("*") for o in FAMILIES[family]
                    if not (exact and o.endswith("*")) and not (o.rstrip("*") in VECTOR_ONLY and dim == 1)]
         op = self.pick(options)
         e = self.leaf(dim, exact) if op == "leaf" else getattr(self, "op_" + op)(dim, depth - 1, exact)
@@ -747,7 +748,10 @@ def cases(draw, max_depth=MAX_DEPTH, min_parts=3, max_parts=5):
     gen = Gen(draw, dims)
     exprs = []
     for _ in range(draw(st.integers(min_parts, max_parts))):
-        e = gen.expr(gen.pick(sorted({1, 2, dims["x"], dims["y"]})), draw(st.integers(2, max_depth)))
+        # the top operation of each part is drawn by family, vector -> scalar ones first
+        family = gen.pick(["vector", "discontinuous", "math", "shape", "arith", None])
+        dim = 1 if family == "vector" else gen.pick(sorted({1, 2, dims["x"], dims["y"]} - {1 if family == "shape" else 0}))
+        e = gen.expr(dim, draw(st.integers(2, max_depth)), family=family)
         if exprs and sum(len(f.text) for f in exprs) + len(e.text) > MAX_TEXT:
             break  # keep compilations short
         exprs.append(e)
