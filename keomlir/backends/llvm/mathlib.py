@@ -49,27 +49,25 @@ def _params(em):
                 ln2_hi=0.6931471803691238, ln2_lo=1.9082149292705877e-10, log_terms=11, trig_terms=10)
 
 
-def _scale2(em, x, n_float, p):
-    """x * 2**n for an integral float n in [-2*bias, 2*bias]: two steps, each a valid exponent."""
-    half = em.call("floor", em.mul(n_float, em.const(0.5)))
-    rest = em.sub(n_float, half)
-    for part in (half, rest):
-        bits = em.b.shl(em.b.add(em.to_int(part), em.iconst(p["bias"])), em.iconst(p["mant"]))
-        x = em.mul(x, em.as_float(bits))
+def _scale2(em, x, n, p):
+    """x * 2**n for an integer n in [-2*bias, 2*bias]: two steps, each a valid exponent."""
+    half = em.b.ashr(n, em.iconst(1))
+    for part in (half, em.b.sub(n, half)):
+        x = em.mul(x, em.as_float(em.b.shl(em.b.add(part, em.iconst(p["bias"])), em.iconst(p["mant"]))))
     return x
 
 
 def exp(em, x):
     p = _params(em)
-    n = em.call("floor", em.fma(x, em.const(1 / math.log(2)), em.const(0.5)))
-    n = em.select(em.isnan(n), em.const(0), n)
-    n = em.select(em.cmp(">", n, em.const(2 * p["bias"])), em.const(2 * p["bias"]), n)
-    n = em.select(em.cmp("<", n, em.const(-2 * p["bias"])), em.const(-2 * p["bias"]), n)
-    r = em.fma(n, em.const(-p["ln2_hi"]), x)
+    lo, hi = em.const(p["min_exp"]), em.const(p["max_exp"])
+    # clamp first, so n stays within the exponent range; a NaN passes both selects
+    xc = em.select(em.cmp("<", x, lo), lo, em.select(em.cmp(">", x, hi), hi, x))
+    n = em.call("floor", em.fma(xc, em.const(1 / math.log(2)), em.const(0.5)))
+    r = em.fma(n, em.const(-p["ln2_hi"]), xc)
     r = em.fma(n, em.const(-p["ln2_lo"]), r)
-    y = _scale2(em, _poly(em, r, _taylor(p["exp_terms"])), n, p)
-    y = em.select(em.cmp(">", x, em.const(p["max_exp"])), em.const(math.inf), y)
-    y = em.select(em.cmp("<", x, em.const(p["min_exp"])), em.const(0), y)
+    y = _scale2(em, _poly(em, r, _taylor(p["exp_terms"])), em.to_int(n), p)
+    y = em.select(em.cmp(">", x, hi), em.const(math.inf), y)
+    y = em.select(em.cmp("<", x, lo), em.const(0), y)
     return em.select(em.isnan(x), x, y)
 
 
