@@ -195,7 +195,22 @@ class _SolveCore:
         return float(alpha)
 
 
-class KernelSolve:
+class _KernelSolveBase:
+    """What both front ends' KernelSolve share: the signature and the solver core."""
+
+    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
+                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
+                 rec_multVar_highdim=None, **kwargs):
+        self.core = _SolveCore(self._genred_class(), formula, aliases, varinvalias, axis,
+                               dict(dtype_acc=dtype_acc, use_double_acc=use_double_acc, sum_scheme=sum_scheme,
+                                    **kwargs))
+
+    @property
+    def program(self):
+        return self.core.genred.program
+
+
+class KernelSolve(_KernelSolveBase):
     """The NumPy KernelSolve (call-compatible with `pykeops.numpy.KernelSolve`).
 
     >>> Kinv = KernelSolve("Exp(-g*SqDist(x,y)) * b", ["x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)"],
@@ -203,18 +218,10 @@ class KernelSolve:
     >>> a = Kinv(x, x, b, g, alpha=0.01)       # (alpha Id + K_xx) a = b
     """
 
-    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
-                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
-                 rec_multVar_highdim=None, **kwargs):
+    def _genred_class(self):
         from .numpy import Genred
 
-        self.core = _SolveCore(Genred, formula, aliases, varinvalias, axis,
-                               dict(dtype_acc=dtype_acc, use_double_acc=use_double_acc, sum_scheme=sum_scheme,
-                                    **kwargs))
-
-    @property
-    def program(self):
-        return self.core.genred.program
+        return Genred
 
     def __call__(self, *args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None, maxiter=None,
                  x0=None, verbose=False):
@@ -321,22 +328,14 @@ def _torch_function():
     return KernelSolveFunction
 
 
-class TorchKernelSolve:
+class TorchKernelSolve(_KernelSolveBase):
     """The torch KernelSolve (call-compatible with `pykeops.torch.KernelSolve`),
     differentiable with respect to every tensor argument and to alpha (a tensor)."""
 
-    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
-                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
-                 rec_multVar_highdim=None, **kwargs):
+    def _genred_class(self):
         from .torch import Genred
 
-        self.core = _SolveCore(Genred, formula, aliases, varinvalias, axis,
-                               dict(dtype_acc=dtype_acc, use_double_acc=use_double_acc, sum_scheme=sum_scheme,
-                                    **kwargs))
-
-    @property
-    def program(self):
-        return self.core.genred.program
+        return Genred
 
     def __call__(self, *args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None, maxiter=None,
                  x0=None, verbose=False):
