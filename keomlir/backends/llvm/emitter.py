@@ -50,7 +50,8 @@ class Emitter:
     # scalarized in vector code); pow stays with libm for its float64 accuracy
     IR_MATH = frozenset({"exp", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
 
-    def __init__(self, builder: ir.IRBuilder, ftype: ir.Type):
+    def __init__(self, builder: ir.IRBuilder, ftype: ir.Type, scheme="block_sum"):
+        self.scheme = scheme  # the sum scheme reductions follow (direct_sum, block_sum, kahan_scheme)
         self.b = builder
         self.t = ftype
         self.scalar = ftype.element if isinstance(ftype, ir.VectorType) else ftype
@@ -66,7 +67,7 @@ class Emitter:
 
     def with_lanes(self, lanes):
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
-        other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes))
+        other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
         other.entry = self.entry
         return other
 
@@ -201,7 +202,7 @@ class Emitter:
         """An emitter sharing this builder for another floating type (accumulators)."""
         if self.lanes is not None and not isinstance(ftype, ir.VectorType):
             ftype = ir.VectorType(ftype, self.lanes)
-        other = type(self)(self.b, ftype)
+        other = type(self)(self.b, ftype, self.scheme)
         other.entry = self.entry
         return other
 

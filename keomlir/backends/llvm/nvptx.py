@@ -305,9 +305,8 @@ class _GpuModule:
     def _start(self, name, params, block):
         fn, args = self.target.kernel(self.module, name, params, block)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        em = self.emitter_class(b, self.t)
+        em = self.emitter_class(b, self.t, self.scheme)
         ea = em.with_type(self.ta)
-        em.scheme = ea.scheme = self.scheme
         return fn, args, b, em, ea
 
     def _arg_types(self):

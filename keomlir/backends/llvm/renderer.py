@@ -109,14 +109,11 @@ class _Kernel:
         """Start a function: builder and emitters for the data type and the accumulators."""
         self.fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name)
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
-        self.em = Emitter(self.b, self.t)
+        self.em = Emitter(self.b, self.t, self.sum_scheme)
         self.ea = self.em.with_type(self.acc_t)
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
-        for e in (self.em, self.ea, self.em_v, self.ea_v):
-            if e is not None:
-                e.scheme = self.sum_scheme
         self.bases = {}
         return self.fn.args
 
