@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .frontend import Reduction, batch_plan, check_backend, run_batched
-from .passes import DEFAULT_PIPELINE
+from ..frontend import Reduction, batch_plan, check_backend, run_batched
+from ..passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "Vi", "Vj", "Pm", "Var"]
 
@@ -69,7 +69,7 @@ class Genred:
         (the caller gathers their selected rows and scatters the gradients back)."""
         found = self._gradients.get("pair")
         if found is None:
-            from .grammar import parse_alias
+            from ..grammar import parse_alias
 
             red = self.reduction
             reduced = 1 if red.axis == 1 else 0
@@ -158,7 +158,7 @@ class _GenredFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, genred, backend, device_id, *args):
         if args and args[0].device.type == "cuda":
-            from .backends import cuda
+            from ..backends import cuda
 
             results = tuple(cuda.run_torch(genred.reduction, args, device_id))
         else:
@@ -244,8 +244,8 @@ def _selected_backward(genred, args, results, grad_out, backend):
 
 
 # ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from .lazy import TORCH_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
-from .solve import ConvergenceError, TorchKernelSolve as KernelSolve  # noqa: E402,F401
+from ..lazy import TORCH_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..solve import ConvergenceError, TorchKernelSolve as KernelSolve  # noqa: E402,F401
 
 
 class LazyTensor(GenericLazyTensor):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frontend import Reduction, batch_plan, run_batched
-from .passes import DEFAULT_PIPELINE
+from ..frontend import Reduction, batch_plan, run_batched
+from ..passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "Vi", "Vj", "Pm", "Var"]
 
@@ -60,8 +60,8 @@ class Genred:
 
 
 # ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from .lazy import NUMPY_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
-from .solve import ConvergenceError, KernelSolve  # noqa: E402,F401
+from ..lazy import NUMPY_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..solve import ConvergenceError, KernelSolve  # noqa: E402,F401
 
 
 class LazyTensor(GenericLazyTensor):
