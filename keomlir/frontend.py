@@ -35,6 +35,80 @@ def check_backend(backend):
                              f"({cuda.unavailable_reason()}); use backend='CPU' or 'auto'")
 
 
+RANGES_NAMES = ("ranges_i", "slices_i", "redranges_j", "ranges_j", "slices_j", "redranges_i")
+
+
+def _integer_array(value, what):
+    """A NumPy int64 copy of an integer array (NumPy, torch on any device, nested lists)."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    a = np.asarray(value)
+    if a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f"):
+        raise TypeError(f"{what}: expected an integer array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _check_half(arrays, names, n_rows, n_cols, rows_word, cols_word):
+    """One direction of a ranges 6-tuple: blocks of rows, their slices, their intervals."""
+    ranges, slices, red = arrays
+    (rn, sn, dn) = names
+    if ranges.ndim != 2 or ranges.shape[1] != 2:
+        raise ValueError(f"{rn}: expected an integer array of shape (n_blocks, 2), got shape {ranges.shape}")
+    if slices.shape != (ranges.shape[0],):
+        raise ValueError(f"{sn}: expected shape ({ranges.shape[0]},), one end per block of {rn}, "
+                         f"got shape {slices.shape}")
+    if red.ndim != 2 or red.shape[1] != 2:
+        raise ValueError(f"{dn}: expected an integer array of shape (n_intervals, 2), got shape {red.shape}")
+    for a, name, limit, word in ((ranges, rn, n_rows, rows_word), (red, dn, n_cols, cols_word)):
+        bad = np.flatnonzero((a[:, 0] < 0) | (a[:, 0] > a[:, 1]) | (a[:, 1] > limit))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"{name}[{k}] = [{a[k, 0]}, {a[k, 1]}) is not an interval of the {limit} {word} "
+                             f"(need 0 <= start <= end <= {limit})")
+    if slices.size:
+        bad = np.flatnonzero((slices < 0) | (slices > red.shape[0]) | (np.diff(slices, prepend=0) < 0))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"{sn} must be non-decreasing ends in [0, {red.shape[0]}] (the length of {dn}); "
+                             f"{sn}[{k}] = {slices[k]}")
+        order = np.argsort(ranges[:, 0], kind="stable")
+        starts, ends = ranges[order, 0], ranges[order, 1]
+        overlap = np.flatnonzero(starts[1:] < ends[:-1])
+        if overlap.size:
+            a, b = int(order[overlap[0]]), int(order[overlap[0] + 1])
+            raise ValueError(f"{rn}: blocks {a} and {b} share {rows_word} (each output row must belong to at "
+                             f"most one block)")
+
+
+def check_ranges(ranges, n_rows_i, n_rows_j):
+    """pykeops's block-sparse `ranges`: a 6-tuple (ranges_i, slices_i, redranges_j,
+    ranges_j, slices_j, redranges_i) of integer arrays, checked against M = n_rows_i
+    and N = n_rows_j so that no kernel reads out of bounds.  Returns int64 arrays."""
+    if not isinstance(ranges, (tuple, list)) or len(ranges) != 6:
+        raise ValueError("ranges: expected None or a 6-tuple (ranges_i, slices_i, redranges_j, ranges_j, "
+                         f"slices_j, redranges_i) of integer arrays, got {type(ranges).__name__}"
+                         f"{' of length ' + str(len(ranges)) if isinstance(ranges, (tuple, list)) else ''}")
+    arrays = [_integer_array(a, f"ranges[{k}] ({name})") for k, (a, name) in enumerate(zip(ranges, RANGES_NAMES))]
+    names = [f"ranges[{k}] ({name})" for k, name in enumerate(RANGES_NAMES)]
+    _check_half(arrays[:3], names[:3], n_rows_i, n_rows_j, "i rows", "j rows")
+    _check_half(arrays[3:], names[3:], n_rows_j, n_rows_i, "j rows", "i rows")
+    return arrays
+
+
+def coalesce_intervals(slices, redranges):
+    """Join each block's consecutive j intervals that touch ([a, b) then [b, c) -> [a, c)),
+    as from_matrix makes them for neighbouring clusters: the same j in the same order."""
+    n_blocks = len(slices)
+    block_of = np.repeat(np.arange(n_blocks), np.diff(slices, prepend=0))
+    joins = np.zeros(len(redranges), bool)
+    joins[1:] = (block_of[1:] == block_of[:-1]) & (redranges[1:, 0] == redranges[:-1, 1])
+    first = ~joins
+    last = np.append(first[1:], True)[:len(first)]
+    joined = np.ascontiguousarray(np.stack([redranges[first, 0], redranges[last, 1]], axis=1))
+    new_slices = np.searchsorted(block_of[first], np.arange(n_blocks), side="right").astype(np.int64)
+    return [new_slices, joined.reshape(-1, 2)]
+
+
 def batch_plan(reduction, shapes):
     """Leading batch dimensions of a call, pykeops's convention: i/j variables are
     `(..., n, d)` arrays and parameters `(..., d)`; batch dimensions broadcast (1
@@ -223,18 +297,34 @@ class Reduction:
     def output_shapes(self, n_i):
         return [((n_i,) + shape, kind) for shape, kind in self.outputs]
 
-    def run_numpy(self, arrays, backend="auto", device_id=-1):
+    def kernel_ranges(self, ranges, n_i, n_j):
+        """The checked half of a `ranges` 6-tuple this reduction's kernel uses: the
+        blocks of its output rows, their slices and the intervals they reduce over
+        (consecutive intervals that touch joined: longer SIMD runs, fewer tails)."""
+        if self.axis == 1:
+            half = check_ranges(ranges, n_i, n_j)[:3]
+        else:
+            half = check_ranges(ranges, n_j, n_i)[3:]
+        return half[:1] + coalesce_intervals(*half[1:])
+
+    def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
         """Run on NumPy arrays; returns the list of outputs."""
         check_backend(backend)
         dtype, n_i, n_j = self.check_arrays(arrays)
+        if ranges is not None:
+            ranges = self.kernel_ranges(ranges, n_i, n_j)
         if backend == "reference":
             from .backends import reference
 
-            outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j)
+            outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j, ranges)
             return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
         from .backends import cuda
 
-        if backend == "GPU" or (backend == "auto" and cuda.wants_gpu(n_i, n_j)):
+        if ranges is not None:
+            if backend == "GPU":
+                raise ValueError("ranges: block-sparse reductions run on the CPU backend only in this version; "
+                                 "use backend='CPU' or 'auto'")
+        elif backend == "GPU" or (backend == "auto" and cuda.wants_gpu(n_i, n_j)):
             try:
                 return cuda.run_numpy(self, arrays, dtype, n_i, n_j, device_id)
             except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
@@ -246,5 +336,9 @@ class Reduction:
                    for a, (_, _, cat) in zip(arrays, self.kernel_arguments)]
         outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
                 for shape, kind in self.output_shapes(n_i)]
-        self.kernel(dtype)([b.ctypes.data for b in buffers], [o.ctypes.data for o in outs], n_i, n_j)
+        pointers = ([b.ctypes.data for b in buffers], [o.ctypes.data for o in outs], n_i, n_j)
+        if ranges is None:
+            self.kernel(dtype)(*pointers)
+        else:
+            self.kernel(dtype).run_ranges(*pointers, *ranges)
         return outs

@@ -272,6 +272,7 @@ class GenericLazyTensor:
     """
 
     _tools = None  # NUMPY_TOOLS or TORCH_TOOLS, set by the NumPy / torch subclasses
+    ranges = None  # block-sparse `ranges` 6-tuple for reductions (pykeops's `K_ij.ranges = ...`)
     __array_ufunc__ = None  # NumPy defers `array + lazy` to LazyTensor.__radd__
     __GenericLazyTensor__ = True
 
@@ -417,7 +418,9 @@ class GenericLazyTensor:
         except DimensionError as e:
             dims = ", ".join(str(o.ndim) for o in all_ops)
             raise ValueError(f"{what}: incompatible dimensions ({dims}): {e}") from None
-        return self._wrap(sym, meta)
+        res = self._wrap(sym, meta)
+        res.ranges = next((o.ranges for o in all_ops if o.ranges is not None), None)
+        return res
 
     def _op_first(self, name, first, rest=(), attrs=(), what=None):
         """An operation whose first operand is `first` (for reflected operators)."""
@@ -927,6 +930,8 @@ class GenericLazyTensor:
             other = self._lazy(other, what)
             meta = self._join([other], what)
         init, call_kwargs = _split_kwargs(kwargs)
+        if self.ranges is not None:
+            call_kwargs.setdefault("ranges", self.ranges)
         other_sym = other._sym if other is not None else None
         formula, formula2, leaves, symbolic, aliases = self._render(other_sym, named=True)
         shown = self._render(other_sym)[:2]
@@ -1068,7 +1073,10 @@ class GenericLazyTensor:
     def t(self):
         """The transposed symbolic matrix: i- and j-variables exchanged, shape (..., N, M, D)."""
         ni, nj, batch, dtype, device = self._meta()
-        return self._wrap(_swap_ij(self._sym), (nj, ni, batch, dtype, device))
+        res = self._wrap(_swap_ij(self._sym), (nj, ni, batch, dtype, device))
+        if self.ranges is not None:  # the two halves of the 6-tuple exchanged
+            res.ranges = tuple(self.ranges[3:]) + tuple(self.ranges[:3])
+        return res
 
     @property
     def T(self):
@@ -1123,6 +1131,8 @@ class GenericLazyTensor:
         formula, _, leaves, symbolic, aliases = system._render(named=True)
         varind = var._sym.value
         init, call_kwargs = _split_kwargs(kwargs)
+        if system.ranges is not None:
+            call_kwargs.setdefault("ranges", system.ranges)
         solver = _cached_solver(self._tools, formula, aliases, f"v{varind}", axis, init)
         red = LazySolve(self._tools, solver, formula, varind, axis, b_lazy._sym.data, leaves, symbolic, meta,
                         dict(call_kwargs, alpha=alpha, eps=eps, maxiter=maxiter, x0=x0, verbose=verbose), self)

@@ -226,8 +226,6 @@ class KernelSolve(_KernelSolveBase):
     def __call__(self, *args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None, maxiter=None,
                  x0=None, verbose=False):
         core = self.core
-        if ranges is not None:
-            raise ValueError("ranges: block-sparse reductions are not supported yet; pass ranges=None")
         red = core.genred.reduction
         for k, a in enumerate(args):
             if not isinstance(a, np.ndarray):
@@ -235,8 +233,8 @@ class KernelSolve(_KernelSolveBase):
         alpha = core.check_alpha(alpha)
         plan = batch_plan(red, [a.shape for a in args])
         if plan is not None:
-            if x0 is not None:
-                raise ValueError("x0 is not supported with batch dimensions")
+            if x0 is not None or ranges is not None:
+                raise ValueError("x0 and ranges are not supported with batch dimensions")
             return run_batched(plan, args, lambda el: self(*el, backend=backend, device_id=device_id, alpha=alpha,
                                                            eps=eps, maxiter=maxiter, verbose=verbose), np.stack)
         dtype, _, _ = red.check_arrays(list(args))
@@ -247,7 +245,7 @@ class KernelSolve(_KernelSolveBase):
         def linop(p):
             full = list(args)
             full[pos] = p.astype(dtype)
-            return core.genred(*full, backend=backend, device_id=device_id).astype(np.float64) + alpha * p
+            return core.genred(*full, backend=backend, device_id=device_id, ranges=ranges).astype(np.float64) + alpha * p
 
         if x0 is not None:
             x0 = np.asarray(x0, dtype=np.float64)
@@ -264,7 +262,7 @@ def _torch_function():
     class KernelSolveFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, solver, alpha, opts, *args):
-            backend, device_id, eps, maxiter, x0, verbose = opts
+            backend, device_id, eps, maxiter, x0, verbose, ranges = opts
             core = solver.core
             pos = core.varinvpos
             alpha_f = float(alpha)
@@ -274,7 +272,7 @@ def _torch_function():
             def linop(p):
                 full = list(detached)
                 full[pos] = p.to(dtype)
-                out = core.genred(*full, backend=backend, device_id=device_id)
+                out = core.genred(*full, backend=backend, device_id=device_id, ranges=ranges)
                 return out.to(torch.float64) + alpha_f * p
 
             b = detached[pos].to(torch.float64)
@@ -291,7 +289,7 @@ def _torch_function():
 
         @staticmethod
         def backward(ctx, G):
-            solver, (backend, device_id, eps, maxiter, _, _) = ctx.solver, ctx.opts
+            solver, (backend, device_id, eps, maxiter, _, _, ranges) = ctx.solver, ctx.opts
             saved = ctx.saved_tensors
             n = ctx.n_args
             args, a = saved[:n], saved[n]
@@ -303,7 +301,8 @@ def _torch_function():
             # the adjoint system: (alpha Id + K)^T KinvG = G, K symmetric
             args_g = list(args)
             args_g[pos] = G
-            KinvG = solver(*args_g, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter)
+            KinvG = solver(*args_g, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
+                           ranges=ranges)
             grads = [None] * n
             if needs[pos]:
                 grads[pos] = KinvG
@@ -315,7 +314,7 @@ def _torch_function():
                     for k in others:
                         proxies[k] = args[k].view_as(args[k])
                     proxies[pos] = a if create else a.detach()
-                    out = core.genred(*proxies, backend=backend, device_id=device_id)
+                    out = core.genred(*proxies, backend=backend, device_id=device_id, ranges=ranges)
                     found = torch.autograd.grad(out, [proxies[k] for k in others], -KinvG, create_graph=create,
                                                 allow_unused=True)
                 for k, g in zip(others, found):
@@ -342,8 +341,6 @@ class TorchKernelSolve(_KernelSolveBase):
         import torch
 
         core = self.core
-        if ranges is not None:
-            raise ValueError("ranges: block-sparse reductions are not supported yet; pass ranges=None")
         red = core.genred.reduction
         if len(args) != len(red.arguments):
             red.check_arrays(list(args))  # raises: the wrong number of arguments
@@ -357,10 +354,10 @@ class TorchKernelSolve(_KernelSolveBase):
             alpha = core.check_alpha(alpha)
         plan = batch_plan(red, [tuple(a.shape) for a in args])
         if plan is not None:
-            if x0 is not None:
-                raise ValueError("x0 is not supported with batch dimensions")
+            if x0 is not None or ranges is not None:
+                raise ValueError("x0 and ranges are not supported with batch dimensions")
             return run_batched(plan, args, lambda el: self(*el, backend=backend, device_id=device_id, alpha=alpha,
                                                            eps=eps, maxiter=maxiter, verbose=verbose), torch.stack)
         core.check_square([tuple(a.shape) for a in args])
-        opts = (backend, device_id, eps, maxiter, x0, verbose)
+        opts = (backend, device_id, eps, maxiter, x0, verbose, ranges)
         return _torch_function().apply(self, alpha, opts, *args)

@@ -376,8 +376,8 @@ def test_gpu_backend_is_not_available_yet(xyb):
         gauss()(*xyb, backend="GPU")
 
 
-def test_ranges_are_not_supported_yet(xyb):
-    with expect(ValueError, r"ranges", r"not supported"):
+def test_float_ranges_are_refused(xyb):  # the full list of ranges errors is in test_ranges.py
+    with expect(TypeError, r"ranges\[0\] \(ranges_i\)", r"integer array"):
         gauss()(*xyb, ranges=(np.zeros((1, 2)),) * 6)
 
 

@@ -19,10 +19,11 @@ import time
 
 import llvmlite
 import llvmlite.binding as llvm
+import numpy as np
 
 from .. import __version__
 from . import cache
-from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, render
+from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, RANGES_NAME, render
 
 _lock = threading.Lock()
 _kernels: dict[str, "CpuKernel"] = {}
@@ -30,6 +31,7 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
 _CELLS_TYPE = ctypes.CFUNCTYPE(_I64)
+_RANGES_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR)
 MIN_PAIRS_PER_THREAD = 1 << 16
 SPLIT_J_BELOW_ROWS = 64  # fewer rows than this per thread: split j instead
 
@@ -93,18 +95,21 @@ def optimize(llvm_ir: str):
 
 class CpuKernel:
     """A loaded kernel; `stats` says how it was obtained and how long that took.
-    The functions that split j across threads are compiled on first need."""
+    The other variants of the program (the functions that split j across
+    threads, the block-sparse kernel) are compiled on first need."""
 
-    def __init__(self, obj: bytes, stats, split_j=None):
+    def __init__(self, obj: bytes, stats, variant_of=None):
         # an engine owns (and frees) its target machine: give it one of its own
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.stats = stats
-        self.split_j = split_j  # () -> the CpuKernel of partial/combine
+        self.variant_of = variant_of  # variant name -> the CpuKernel of that variant
         address = self.engine.get_function_address
         if address(KERNEL_NAME):
             self.fn = _KERNEL_TYPE(address(KERNEL_NAME))
+        elif address(RANGES_NAME):
+            self.blocks = _RANGES_TYPE(address(RANGES_NAME))
         else:
             self.partial = _KERNEL_TYPE(address(PARTIAL_NAME))
             self.combine = _COMBINE_TYPE(address(COMBINE_NAME))
@@ -120,7 +125,7 @@ class CpuKernel:
             bounds = [n_i * t // threads for t in range(threads + 1)]
             _run(self.fn, [(lo, hi, 0, n_j, n_j, args, outs) for lo, hi in zip(bounds[:-1], bounds[1:])])
         else:  # few rows: j over threads, partial states merged in order of j
-            split = self.split_j()
+            split = self.variant_of("split_j")
             bounds = [n_j * t // threads for t in range(threads + 1)]
             part_bytes = n_i * split.state_cells * 8
             parts = ctypes.create_string_buffer(part_bytes * threads)
@@ -128,6 +133,31 @@ class CpuKernel:
             _run(split.partial, [(0, n_i, lo, hi, n_j, args, base + t * part_bytes)
                                  for t, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))])
             split.combine(0, n_i, n_i, threads, base, outs)
+
+    def run_ranges(self, arg_ptrs, out_ptrs, n_i, n_j, ranges_i, slices_i, redranges_j):
+        """The block-sparse reduction: int64 C-contiguous ranges, checked by the caller.
+        Rows of no block get the reduction of an empty set; blocks run in parallel,
+        split into parts of about equal work."""
+        args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
+        outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
+        self.fn(0, n_i, 0, 0, n_j, args, outs)  # every row: the empty reduction
+        n_blocks = len(ranges_i)
+        if n_blocks == 0:
+            return
+        lengths = redranges_j[:, 1] - redranges_j[:, 0]
+        done = np.concatenate([[0], np.cumsum(lengths)])
+        starts = np.concatenate([[0], slices_i[:-1]])
+        work = (ranges_i[:, 1] - ranges_i[:, 0]) * (done[slices_i] - done[starts]) + 1
+        cumulative = np.cumsum(work)
+        threads = int(min(num_threads(), n_blocks, max(1, cumulative[-1] // MIN_PAIRS_PER_THREAD)))
+        cuts = [0] + [int(np.searchsorted(cumulative, cumulative[-1] * t / threads)) for t in range(1, threads)] + [n_blocks]
+        blocks = self.variant_of("ranges").blocks
+        pointers = (ranges_i.ctypes.data, slices_i.ctypes.data, redranges_j.ctypes.data)
+        calls = [(lo, hi, *pointers, n_j, args, outs) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+        if len(calls) == 1:
+            blocks(*calls[0])
+        else:
+            _run(blocks, calls)
 
 
 def _run(fn, calls):
@@ -146,19 +176,19 @@ def compiler_digest():
     return h.hexdigest()[:16]
 
 
-def kernel_key(program, dtype, acc_dtype, sum_scheme, split_j=False):
+def kernel_key(program, dtype, acc_dtype, sum_scheme, variant="kernel"):
     return "\n".join([
         f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
         f"target {target_id()}",
-        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme}{' split-j' if split_j else ''}",
+        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme}{'' if variant == 'kernel' else ' ' + variant}",
         program.text(),
     ])
 
 
-def _build(program, dtype, acc_dtype, sum_scheme, split_j):
+def _build(program, dtype, acc_dtype, sum_scheme, variant):
     """Object code for `program`, with the time of each stage."""
     t0 = time.perf_counter()
-    module = render(program, dtype, acc_dtype, sum_scheme, split_j)
+    module = render(program, dtype, acc_dtype, sum_scheme, variant)
     t1 = time.perf_counter()
     mod = optimize(str(module))
     t2 = time.perf_counter()
@@ -167,9 +197,10 @@ def _build(program, dtype, acc_dtype, sum_scheme, split_j):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
-def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", split_j=False):
-    """The CpuKernel of `program`: from memory, from disk, or freshly compiled."""
-    key = kernel_key(program, dtype, acc_dtype, sum_scheme, split_j)
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
+    """The CpuKernel of `program` (one variant, see renderer.VARIANTS): from memory,
+    from disk, or freshly compiled."""
+    key = kernel_key(program, dtype, acc_dtype, sum_scheme, variant)
     kernel = _kernels.get(key)
     if kernel is not None:
         return kernel
@@ -178,18 +209,17 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", spli
         if kernel is not None:
             return kernel
         t0 = time.perf_counter()
-        split = None if split_j else (
-            lambda: compile_program(program, dtype, acc_dtype, sum_scheme, split_j=True))
+        siblings = functools.partial(compile_program, program, dtype, acc_dtype, sum_scheme)
         obj = cache.load(key)
         if obj is not None:
             try:
-                kernel = CpuKernel(obj, {"source": "disk"}, split)
+                kernel = CpuKernel(obj, {"source": "disk"}, siblings)
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, split_j)
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, variant)
             cache.store(key, obj)
-            kernel = CpuKernel(obj, stats, split)
+            kernel = CpuKernel(obj, stats, siblings)
         kernel.stats["total_s"] = time.perf_counter() - t0
         _kernels[key] = kernel
         return kernel

@@ -26,11 +26,24 @@ def evaluate_formula(root, arrays):
     return memo[id(root)]
 
 
-def run(program, arrays, n_i, n_j):
-    """The reduction outputs (float64 values, int64 indices), one row per i."""
+def run(program, arrays, n_i, n_j, ranges=None):
+    """The reduction outputs (float64 values, int64 indices), one row per i; with
+    `ranges` (the kernel's half of a block-sparse 6-tuple), each row over its own j."""
     f = np.broadcast_to(evaluate_formula(program.formula, arrays), (n_i, n_j, program.formula.dim))
     g = None
     if program.formula2 is not None:
         g = np.broadcast_to(evaluate_formula(program.formula2, arrays), (n_i, n_j, program.formula2.dim))
+    red, k = program.red, program.opt_arg
     with np.errstate(all="ignore"):
-        return program.red.reference(f, g, program.opt_arg)
+        if ranges is None:
+            return red.reference(f, g, k)
+        outs = red.reference(f[:, :0], None if g is None else g[:, :0], k)  # rows of no block: empty
+        kinds = [kind for _, kind in red.outputs(program.formula.dim, None if g is None else g.shape[2], k)]
+        ranges_i, slices_i, redranges_j = ranges
+        for block, (start, end) in enumerate(ranges_i):
+            first = slices_i[block - 1] if block else 0
+            js = np.concatenate([np.arange(a, b) for a, b in redranges_j[first:slices_i[block]]] + [[]]).astype(int)
+            part = red.reference(f[start:end, js], None if g is None else g[start:end, js], k)
+            for out, value, kind in zip(outs, part, kinds):
+                out[start:end] = np.append(js, -1)[value] if kind == "index" else value  # -1 stays -1
+        return outs

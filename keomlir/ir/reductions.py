@@ -375,14 +375,19 @@ class _KMin(Reduction):
         pass
 
     def finalize(self, em, ea, st):
-        flat_v = [em.load(p) for row in st["v"] for p in row]
         flat_i = [em.load(p) for row in st["i"] for p in row]
+        # a slot no j filled (fewer j than K, in a block-sparse row) reads +inf at index -1
+        flat_v = [em.select(_filled(em, i), em.load(p), em.const(_INF))
+                  for i, p in zip(flat_i, (p for row in st["v"] for p in row))]
         return ([flat_v] if self.with_value else []) + ([flat_i] if self.with_index else [])
 
     def reference(self, F, G, k):
         M, N, d = F.shape
+        if N < k:  # fewer j than K (a block-sparse row): the missing slots stay empty, +inf at index -1
+            F = np.concatenate([F, np.full((M, k - N, d), np.inf)], axis=1)
         order = np.argsort(F, axis=1, kind="stable")[:, :k, :]
         vals = np.take_along_axis(F, order, axis=1)
+        order = np.where(order < N, order, -1)
         if d == 1:
             order, vals = order[:, :, 0], vals[:, :, 0]
         return ([vals] if self.with_value else []) + ([order.astype(np.int64)] if self.with_index else [])

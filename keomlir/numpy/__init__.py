@@ -34,8 +34,6 @@ class Genred:
         return self.reduction.program
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
-        if ranges is not None:
-            raise ValueError("ranges: block-sparse reductions are not supported yet; pass ranges=None")
         arrays = []
         for k, a in enumerate(args):
             if not isinstance(a, np.ndarray):
@@ -43,11 +41,14 @@ class Genred:
             arrays.append(a)
         plan = batch_plan(self.reduction, [a.shape for a in arrays])
         if plan is not None:  # leading batch dimensions: one plain call per batch element
+            if ranges is not None:
+                raise ValueError("ranges: block-sparse reductions with batch dimensions are not supported; "
+                                 "call once per batch element")
             res = run_batched(plan, arrays, lambda elements: self(*elements, backend=backend, device_id=device_id),
                               np.stack)
             outs = list(res) if isinstance(res, tuple) else [res]
         else:
-            outs = self.reduction.run_numpy(arrays, backend, device_id=device_id)
+            outs = self.reduction.run_numpy(arrays, backend, device_id=device_id, ranges=ranges)
         if out is not None:
             if len(outs) != 1:
                 raise ValueError(f"out: reduction {self.reduction.reduction_op} returns {len(outs)} outputs "

@@ -38,8 +38,6 @@ class Genred:
         return self.reduction.program
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None):
-        if ranges is not None:
-            raise ValueError("ranges: block-sparse reductions are not supported yet; pass ranges=None")
         for k, a in enumerate(args):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a torch tensor, got {type(a).__name__}")
@@ -47,9 +45,12 @@ class Genred:
         _check_devices(self.reduction, args, backend)
         plan = batch_plan(self.reduction, [tuple(a.shape) for a in args])
         if plan is not None:  # leading batch dimensions: one plain call per batch element
+            if ranges is not None:
+                raise ValueError("ranges: block-sparse reductions with batch dimensions are not supported; "
+                                 "call once per batch element")
             return run_batched(plan, args, lambda elements: self(*elements, backend=backend, device_id=device_id),
                                torch.stack)
-        outs = _GenredFunction.apply(self, backend, device_id, *args)
+        outs = _GenredFunction.apply(self, (backend, device_id, ranges), *args)
         return outs[0] if len(outs) == 1 else outs
 
     # ---- gradients ---------------------------------------------------------------
@@ -156,16 +157,21 @@ def _check_devices(reduction, args, backend):
 
 class _GenredFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, genred, backend, device_id, *args):
+    def forward(ctx, genred, call, *args):
+        """call = (backend, device_id, ranges): how to run, passed on to the gradients."""
+        backend, device_id, ranges = call
         if args and args[0].device.type == "cuda":
             from ..backends import cuda
 
+            if ranges is not None:
+                raise ValueError("ranges: block-sparse reductions run on the CPU backend only in this version; "
+                                 "move the tensors to the CPU")
             results = tuple(cuda.run_torch(genred.reduction, args, device_id))
         else:
             arrays = [a.detach().contiguous().numpy() for a in args]
-            outs = genred.reduction.run_numpy(arrays, backend, device_id)
+            outs = genred.reduction.run_numpy(arrays, backend, device_id, ranges)
             results = tuple(torch.from_numpy(o) for o in outs)
-        ctx.genred, ctx.backend = genred, backend
+        ctx.genred, ctx.backend, ctx.ranges = genred, backend, ranges
         ctx.save_for_backward(*args, *results)
         ctx.n_args = len(args)
         for r in results:
@@ -179,8 +185,9 @@ class _GenredFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         args, results = saved[:ctx.n_args], saved[ctx.n_args:]
         if genred.reduction.reduction_op in _SELECTING:
-            return (None, None, None, *_selected_backward(genred, args, results, grad_outputs[0], ctx.backend))
-        wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[3 + pos]]
+            return (None, None, *_selected_backward(genred, args, results, grad_outputs[0], ctx.backend,
+                                                    ctx.ranges))
+        wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[2 + pos]]
         groups = {}
         for pos in wanted:  # arguments whose gradients reduce over the same index: one kernel
             groups.setdefault(genred.grad_axis(pos), []).append(pos)
@@ -190,9 +197,9 @@ class _GenredFunction(torch.autograd.Function):
             grad_genred, extras, lse = genred.gradient(tuple(positions))
             values = {"G": grad_outputs[0], "O": results[0]}
             if lse is not None:
-                lse_value = lse(*args, backend=ctx.backend) if lse_value is None else lse_value
+                lse_value = lse(*args, backend=ctx.backend, ranges=ctx.ranges) if lse_value is None else lse_value
                 values["L"] = lse_value
-            fused = grad_genred(*args, *[values[e] for e in extras], backend=ctx.backend)
+            fused = grad_genred(*args, *[values[e] for e in extras], backend=ctx.backend, ranges=ctx.ranges)
             start = 0
             for pos in positions:
                 _, dim, cat = genred.reduction.arguments[pos]
@@ -201,13 +208,14 @@ class _GenredFunction(torch.autograd.Function):
                 if cat == 2:  # a parameter: summed over both indices
                     g = g.sum(0).reshape(args[pos].shape)
                 grads[pos] = g
-        return (None, None, None, *grads)
+        return (None, None, *grads)
 
 
-def _selected_backward(genred, args, results, grad_out, backend):
+def _selected_backward(genred, args, results, grad_out, backend, ranges):
     """Gradients of Min/Max/KMin values: the derivative of F at the selected (i, j)
     pairs, as torch does for min and topk; each selected slot and component is one
-    call of the pair kernel on gathered rows."""
+    call of the pair kernel on gathered rows.  Slots with no j (index -1: an empty
+    block-sparse row, or fewer j than K) have no gradient."""
     red = genred.reduction
     reduced = 1 if red.axis == 1 else 0
     values, indices = results[0], results[-1]
@@ -217,7 +225,7 @@ def _selected_backward(genred, args, results, grad_out, backend):
         if key not in genred._gradients:
             genred._gradients[key] = Genred(red.formula, genred.declared_aliases(), arg_name, red.axis,
                                             opt_arg=red.opt_arg, **genred.options)
-        indices = genred._gradients[key](*args, backend=backend)
+        indices = genred._gradients[key](*args, backend=backend, ranges=ranges)
     rows, dim_f = values.shape[0], red.parsed.formula.dim
     idx = indices.reshape(rows, -1, dim_f)
     gout = grad_out.reshape(rows, -1, dim_f)
@@ -226,10 +234,13 @@ def _selected_backward(genred, args, results, grad_out, backend):
     for slot in range(idx.shape[1]):
         for c in range(dim_f):
             sel = idx[:, slot, c]
+            found = sel >= 0
+            sel = sel.clamp(min=0)
             gathered = [a[sel] if cat == reduced else a for a, (_, _, cat) in zip(args, red.arguments)]
             cot = torch.zeros(rows, dim_f, dtype=values.dtype, device=values.device)
-            cot[:, c] = gout[:, slot, c]
+            cot[:, c] = torch.where(found, gout[:, slot, c], torch.zeros((), dtype=values.dtype, device=values.device))
             fused = pair(*gathered, cot, backend=backend)
+            fused = torch.where(found[:, None], fused, torch.zeros((), dtype=fused.dtype, device=fused.device))
             start = 0
             for k, (_, dim, cat) in enumerate(red.arguments):
                 g = fused[:, start:start + dim]

@@ -4,11 +4,17 @@
     void keomlir_partial(i64 i0, i64 i1, i64 j0, i64 j1, i64 n_j, T** args, i8* part)
     void keomlir_combine(i64 i0, i64 i1, i64 n_rows, i64 n_parts, i8* parts, i8** outs)
     i64  keomlir_state_cells()
+    void keomlir_ranges(i64 k0, i64 k1, i64* ranges_i, i64* slices_i, i64* redranges_j,
+                        i64 n_j, T** args, i8** outs)
 
 The kernel reduces rows [i0, i1) over j in [j0, j1).  When there are few rows
 and many j, threads run `partial` on parts of j, each writing its rows' raw
 reduction states (8-byte cells) to its part buffer, and `combine` merges the
 parts in order of j and finalizes: correct for every reduction, as `merge` is.
+`ranges` is the block-sparse kernel (pykeops's `ranges`): for each block k in
+[k0, k1), rows [ranges_i[k,0], ranges_i[k,1]) reduce over the union of the j
+intervals redranges_j[l] for l in [slices_i[k-1], slices_i[k]) (slices_i[-1] = 0);
+the front end has checked every index against the array sizes.
 
 Layout: args[p] points to argument p: i-variables row-major (rows, dim),
 j-variables transposed (dim, n_j) so that W consecutive j of one component are
@@ -27,6 +33,8 @@ operation's `lower` makes the values; this module only places them.
 
 from __future__ import annotations
 
+import contextlib
+
 from llvmlite import ir
 
 from ...ir.node import I, J
@@ -37,6 +45,8 @@ KERNEL_NAME = "keomlir_kernel"
 PARTIAL_NAME = "keomlir_partial"
 COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
+RANGES_NAME = "keomlir_ranges"
+VARIANTS = ("kernel", "split_j", "ranges")
 I64 = ir.IntType(64)
 FLOAT_TYPES = {"float32": ir.FloatType(), "float64": ir.DoubleType()}
 
@@ -72,6 +82,20 @@ class _Values:
     def forget(self, keys):
         for k in keys:
             self.memo.pop(k, None)
+
+
+class _Intervals:
+    """The j intervals redranges[l] = (start, end), l in [first, last): a block's j set."""
+
+    def __init__(self, redranges, first, last):
+        self.redranges, self.first, self.last = redranges, first, last
+
+    @contextlib.contextmanager
+    def loop(self, b):
+        with counted_loop(b, self.first, self.last, "range") as l:
+            start = b.load(b.gep(self.redranges, [b.mul(l, c64(2))]))
+            end = b.load(b.gep(self.redranges, [b.add(b.mul(l, c64(2)), c64(1))]))
+            yield start, end
 
 
 def _map_state(state, fn):
@@ -166,41 +190,69 @@ class _Kernel:
                 b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
 
     # ---- entry points --------------------------------------------------------------
-    def build(self, split_j=False):
-        """The module: `keomlir_kernel`, or (split_j) `partial`, `combine` and `state_cells`."""
+    def build(self, variant="kernel"):
+        """The module of one variant: `keomlir_kernel`; `partial`, `combine` and
+        `state_cells` (split_j); or the block-sparse `keomlir_ranges`."""
         ptr_t = self.t.as_pointer().as_pointer()
         i8p = ir.IntType(8).as_pointer()
-        if not split_j:  # the whole reduction of rows [i0, i1) over j in [j0, j1), finalized into outs
+        if variant == "kernel":  # the whole reduction of rows [i0, i1) over j in [j0, j1), finalized into outs
             i0, i1, j0, j1, self.n_j, self.args_ptr, outs = self._function(
                 KERNEL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p.as_pointer()])
             out_rows = self._out_rows(outs)
-            self._reduce_rows(i0, i1, j0, j1, lambda row, st: self._store_outputs(out_rows, row, st))
-            return self.module
-        # the same over a part of j, states written (not finalized) to part[row]
-        i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
-            PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
-        self._reduce_rows(i0, i1, j0, j1, lambda row, st: self._save_state(part, row, st))
-        self._combine()
-        self._cells()
+            self._hoist_params()
+            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self._store_outputs(out_rows, row, st))
+            self.b.ret_void()
+        elif variant == "split_j":  # the same over a part of j, states written (not finalized) to part[row]
+            i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
+                PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
+            self._hoist_params()
+            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self._save_state(part, row, st))
+            self.b.ret_void()
+            self._combine()
+            self._cells()
+        elif variant == "ranges":
+            self._ranges(ptr_t, i8p)
+        else:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         return self.module
 
-    def _reduce_rows(self, i0, i1, j0, j1, emit_result):
-        b = self.b
+    def _hoist_params(self):
+        """Parameter-only nodes, emitted once per call and shared by every row."""
         params = _Values(self.em, self.loader(None))
         for r in self.roots:
             for n in r.walk():
                 if n.cat == 0:
-                    params.get(n)  # once per call, shared below
+                    params.get(n)
         self.param_memo = params.memo
-        rows = self.rows
+
+    def _row_tiles(self, i0, i1, j_span, emit_result):
+        """Rows [i0, i1) in full tiles of `rows`, then one by one, each reduced over j_span."""
+        b, rows = self.b, self.rows
         start = i0
-        if rows > 1:  # full tiles of rows, then the remaining rows one by one
+        if rows > 1:
             tiled_end = b.sub(i1, b.srem(b.sub(i1, i0), c64(rows)))
             with counted_loop(b, i0, tiled_end, "i", rows) as i:
-                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j0, j1, emit_result)
+                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j_span, emit_result)
             start = tiled_end
         with counted_loop(b, start, i1, "i1") as i:
-            self.rows_body([i], j0, j1, emit_result)
+            self.rows_body([i], j_span, emit_result)
+
+    def _ranges(self, ptr_t, i8p):
+        """ranges(k0, k1, ranges_i, slices_i, redranges_j, n_j, args, outs): blocks [k0, k1)."""
+        i64p = I64.as_pointer()
+        k0, k1, ranges_i, slices_i, redranges, self.n_j, self.args_ptr, outs = self._function(
+            RANGES_NAME, [I64, I64, i64p, i64p, i64p, I64, ptr_t, i8p.as_pointer()])
+        b = self.b
+        out_rows = self._out_rows(outs)
+        self._hoist_params()
+        with counted_loop(b, k0, k1, "block") as k:
+            i0 = b.load(b.gep(ranges_i, [b.mul(k, c64(2))]))
+            i1 = b.load(b.gep(ranges_i, [b.add(b.mul(k, c64(2)), c64(1))]))
+            first = b.icmp_signed("==", k, c64(0))
+            s0 = b.select(first, c64(0), b.load(b.gep(slices_i, [b.select(first, k, b.sub(k, c64(1)))])))
+            s1 = b.load(b.gep(slices_i, [k]))
+            self._row_tiles(i0, i1, _Intervals(redranges, s0, s1),
+                            lambda row, st: self._store_outputs(out_rows, row, st))
         b.ret_void()
 
     # ---- partial states: j split across threads --------------------------------------
@@ -274,58 +326,84 @@ class _Kernel:
             values.forget(self.j_nodes)
         self.j_loads.clear()
 
-    def rows_body(self, row_ids, j0, j1, emit_result):
-        b, red, k = self.b, self.red, self.program.opt_arg
-        lanes, block = self.lanes, self.block
+    def rows_body(self, row_ids, j_span, emit_result):
+        """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or `_Intervals`."""
+        red, k = self.red, self.program.opt_arg
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
             self._emit_row_scope(v)
-        vec_end = j0
-        vec_states = None
-        if lanes:
+        vec_rows, vec_states = [], None
+        if self.lanes:
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             for v in vec_rows:
                 self._emit_row_scope(v)
             vec_states = [red.init(self.em_v, self.ea_v, self.dims, k) for _ in row_ids]
-            vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
-            with counted_loop(b, j0, vec_end, "jvb", block) as jb:
-                room = b.sub(vec_end, jb)
-                block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
-                with counted_loop(b, jb, block_end, "jv", lanes) as jv:
-                    self.j = jv
-                    self._update(vec_rows, self.em_v, self.ea_v, vec_states, self.em_v.lane_indices(jv))
-                for st in vec_states:
-                    red.end_block(self.em_v, self.ea_v, st)
-            for v in vec_rows:
-                v.forget(self.row_nodes)
+        if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
+            j0, j1 = j_span
+            vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
+            states = self._merged_lanes(vec_states, len(row_ids))
+            self._scalar_part(scalar_rows, states, vec_end, j1)
+        else:  # many intervals: each one's SIMD part and tail, in order; lanes and tails merged last
+            tails = (vec_states if vec_states is not None and red.lanes_share_state
+                     else [red.init(self.em, self.ea, self.dims, k) for _ in row_ids])
+            with j_span.loop(self.b) as (j0, j1):
+                vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
+                self._scalar_part(scalar_rows, tails, vec_end, j1)
+            states = tails
+            if vec_states is not None and not red.lanes_share_state:
+                states = self._merged_lanes(vec_states, len(row_ids))
+                for st, tail in zip(states, tails):
+                    red.merge(self.em, self.ea, st, tail)
+        for v in vec_rows:
+            v.forget(self.row_nodes)
+        for row, st in zip(row_ids, states):
+            emit_result(row, st)
+        for v in scalar_rows:
+            v.forget(self.row_nodes)
+
+    def _vector_part(self, vec_rows, vec_states, j0, j1):
+        """SIMD over the whole vectors of [j0, j1), in blocks; returns where the tail starts."""
+        b, lanes, block = self.b, self.lanes, self.block
+        vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
+        with counted_loop(b, j0, vec_end, "jvb", block) as jb:
+            room = b.sub(vec_end, jb)
+            block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
+            with counted_loop(b, jb, block_end, "jv", lanes) as jv:
+                self.j = jv
+                self._update(vec_rows, self.em_v, self.ea_v, vec_states, self.em_v.lane_indices(jv))
+            for st in vec_states:
+                self.red.end_block(self.em_v, self.ea_v, st)
+        return vec_end
+
+    def _merged_lanes(self, vec_states, n_rows):
+        """One scalar state per row: the lane states merged (fresh states without SIMD)."""
+        b, red, lanes = self.b, self.red, self.lanes
+        if vec_states is None:
+            return [red.init(self.em, self.ea, self.dims, self.program.opt_arg) for _ in range(n_rows)]
+        if red.lanes_share_state:  # already one scalar state
+            return vec_states
         states = []
-        for r, _ in enumerate(row_ids):
-            if vec_states is None:
-                states.append(red.init(self.em, self.ea, self.dims, k))
-                continue
-            if red.lanes_share_state:  # already one scalar state
-                states.append(vec_states[r])
-                continue
-            merged = self._lane_state(vec_states[r], c64(0))
+        for vec_state in vec_states:
+            merged = self._lane_state(vec_state, c64(0))
             # a loop, not W copies: the bound is W (n_j >= 0) in a form LLVM cannot
             # constant-fold, so it does not unroll the merge W times (compile time)
             lane_end = b.add(c64(lanes), b.ashr(self.n_j, c64(63)))
             with counted_loop(b, c64(1), lane_end, "lane") as lane:
-                red.merge(self.em, self.ea, merged, self._lane_state(vec_states[r], lane))
+                red.merge(self.em, self.ea, merged, self._lane_state(vec_state, lane))
             states.append(merged)
-        # the scalar j: all of them without SIMD, the tail with it (blocked as above)
-        with counted_loop(b, vec_end, j1, "jtb", block) as jb:
+        return states
+
+    def _scalar_part(self, scalar_rows, states, j0, j1):
+        """The j of [j0, j1) one at a time (all of them without SIMD, else the tail), in blocks."""
+        b, block = self.b, self.block
+        with counted_loop(b, j0, j1, "jtb", block) as jb:
             room = b.sub(j1, jb)
             block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
             with counted_loop(b, jb, block_end, "j") as j:
                 self.j = j
                 self._update(scalar_rows, self.em, self.ea, states, j)
             for st in states:
-                red.end_block(self.em, self.ea, st)
-        for row, st in zip(row_ids, states):
-            emit_result(row, st)
-        for v in scalar_rows:
-            v.forget(self.row_nodes)
+                self.red.end_block(self.em, self.ea, st)
 
     def _lane_state(self, vec_state, lane):
         """A scalar state holding lane `lane` (an i64 value) of a vector state."""
@@ -342,8 +420,8 @@ class _Kernel:
         return _map_state(vec_state, one)
 
 
-def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", split_j=False):
+def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
     """An llvmlite module holding the kernel of `program` for `dtype`, tiled as
-    `program.tiling` says (or, split_j, the functions that reduce parts of j and
-    combine them)."""
-    return _Kernel(program, dtype, acc_dtype, sum_scheme).build(split_j)
+    `program.tiling` says: the plain kernel, the functions that reduce parts of j
+    and combine them (split_j), or the block-sparse kernel (ranges)."""
+    return _Kernel(program, dtype, acc_dtype, sum_scheme).build(variant)
