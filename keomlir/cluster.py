@@ -16,10 +16,18 @@ redranges_i)`: for axis=1, the rows of cluster `k` (`ranges_i[k]`) reduce
 over the union of the column intervals `redranges_j[slices_i[k-1]:slices_i[k]]`
 (with `slices_i[-1]` read as 0); the last three arrays say the same with
 `i` and `j` exchanged, for axis=0.
+
+    >>> from keomlir.torch.cluster import grid_cluster, sort_clusters, cluster_ranges_centroids, from_matrix
+    >>> x_lab = grid_cluster(x, 0.1)                          # (M,) voxel labels
+    >>> x, x_lab = sort_clusters(x, x_lab)                    # contiguous clusters
+    >>> x_ranges, x_centroids, _ = cluster_ranges_centroids(x, x_lab)
+    >>> keep = ((x_centroids[:, None] - y_centroids[None]) ** 2).sum(-1) < 0.2 ** 2
+    >>> ranges = from_matrix(x_ranges, y_ranges, keep)        # Genred(...)(x, y, b, ranges=ranges)
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -510,3 +518,28 @@ def swap_axes(ranges):
         raise ValueError(f"ranges: expected a 6-tuple (ranges_i, slices_i, redranges_j, ranges_j, slices_j, "
                          f"redranges_i), got {len(ranges)} items")
     return (*ranges[3:], *ranges[:3])
+
+
+PUBLIC = ("cluster_centroids", "cluster_ranges", "cluster_ranges_centroids", "from_matrix", "grid_cluster",
+          "sort_clusters", "swap_axes")
+
+
+def front_end(xp):
+    """{name: helper} for one front end: each helper of PUBLIC with its namespace
+    argument bound to `xp`, so it has pykeops's signature (and its own docstring)."""
+    helpers = {}
+    for name in PUBLIC:
+        fn = globals()[name]
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or params[0].name != "xp":  # swap_axes: the same for every array library
+            helpers[name] = fn
+            continue
+
+        def bound(*args, _fn=fn, **kwargs):
+            return _fn(xp, *args, **kwargs)
+
+        bound.__name__ = bound.__qualname__ = name
+        bound.__doc__ = fn.__doc__
+        bound.__signature__ = inspect.Signature(params[1:])
+        helpers[name] = bound
+    return helpers
