@@ -5,7 +5,8 @@
 
 Covers: every reduction on both axes, float32 and float64, odd sizes that no
 tile divides, the 1-D and the 2-D scheme (forced, and as 'auto' picks); the
-large-dimension path; gradients (torch autograd on CUDA tensors against torch
+large-dimension path; block-sparse reductions (`ranges`, the keomlir_ranges
+kernel, and torch gradients through it); gradients (torch autograd on CUDA tensors against torch
 on CPU tensors, first and second order); torch CUDA tensors in and out (device,
 dtype, no copy of contiguous inputs, torch's current stream).  Exit status 0
 when every row passes, 1 otherwise, 2 without a usable GPU.
@@ -63,7 +64,8 @@ def max_error(got, want, dtype):
         g64, w64 = g.astype(np.float64), w.astype(np.float64)
         same = (g64 == w64) | (np.isnan(g64) & np.isnan(w64))
         scale = np.maximum(np.abs(w64), 1.0)
-        diff = np.where(same, 0.0, np.abs(g64 - w64) / scale)
+        with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity
+            diff = np.where(same, 0.0, np.abs(g64 - w64) / scale)
         worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)))
     return worst
 
@@ -122,6 +124,48 @@ def check_special(rng):
                            f"{type(e).__name__}: {e}")
 
 
+def block_ranges(m, n, rng, size=97):
+    """A block-sparse 6-tuple: blocks of `size` rows and columns (the last ones
+    ragged), about half of the block pairs kept, one block of rows with none."""
+    def cuts(k):
+        return [[a, min(a + size, k)] for a in range(0, k, size)]
+
+    bi, bj = cuts(m), cuts(n)
+    keep = rng.random((len(bi), len(bj))) < 0.5
+    keep[min(1, len(bi) - 1)] = False
+
+    def half(rows, cols, keep):
+        red = [cols[l] for k in range(len(rows)) for l in range(len(cols)) if keep[k, l]]
+        return (np.array(rows, np.int64), np.cumsum(keep.sum(1)).astype(np.int64),
+                np.array(red, np.int64).reshape(-1, 2))
+
+    return half(bi, bj, keep) + half(bj, bi, keep.T)
+
+
+def check_block_sparse(rng, quick):
+    m, n = (37, 101) if SIMULATE else (3001, 5003)
+    for name, formula, formula2, k in REDUCTIONS[:5] + REDUCTIONS[-1:]:
+        for axis in (1, 0):
+            r = Reduction(formula, ALIASES[axis], name, axis, k, formula2)
+            for dtype in ("float32", "float64"):
+                args = [rng.standard_normal(s).astype(dtype) for s in [(m, 3), (n, 3), (n, 2)]]
+                _, n_i, n_j = r.check_arrays(args)
+                users = (n_i, n_j) if axis == 1 else (n_j, n_i)
+                ranges = block_ranges(*users, rng, size=7 if SIMULATE else 97)
+                label = f"ranges {name}{'+G' if formula2 else ''} axis={axis}"
+                t0 = time.perf_counter()
+                try:
+                    want = r.run_numpy(args, "CPU", ranges=ranges)
+                    got = cuda.run_numpy(r, args, dtype, n_i, n_j, ranges=r.kernel_ranges(ranges, n_i, n_j))
+                    err = max_error(got, want, dtype)
+                    ok = err <= (TOL[dtype] if not any(o.dtype == np.int64 for o in want) else
+                                 (0 if dtype == "float64" else 3))
+                    record(label, dtype, "rng", err, ok, time.perf_counter() - t0)
+                except Exception as e:  # noqa: BLE001
+                    record(label, dtype, "rng", float("nan"), False, time.perf_counter() - t0,
+                           f"{type(e).__name__}: {e}")
+
+
 def check_torch(quick):
     try:
         import torch
@@ -162,6 +206,22 @@ def check_torch(quick):
                 except Exception as e:  # noqa: BLE001
                     record(label, dname, "auto", float("nan"), False, time.perf_counter() - t0,
                            f"{type(e).__name__}: {e}")
+        t0 = time.perf_counter()
+        try:  # block-sparse: the forward and the gradients of i- and j-variables use the two halves
+            g = Genred("Exp(-SqDist(x,y)) * b", ALIASES[1], "Sum", 1)
+            cpu = [torch.randn(*s, dtype=dtype, requires_grad=True) for s in [(1001, 3), (2003, 3), (2003, 2)]]
+            gpu = [t.detach().cuda().requires_grad_(True) for t in cpu]
+            ranges = block_ranges(1001, 2003, np.random.default_rng(1))
+            out_c, out_g = g(*cpu, ranges=ranges), g(*gpu, ranges=ranges)
+            w = torch.randn_like(out_c)
+            grads_c = torch.autograd.grad((out_c * w).sum(), cpu)
+            grads_g = torch.autograd.grad((out_g * w.cuda()).sum(), gpu)
+            err = max_error([out_g.detach().cpu().numpy()] + [x.cpu().numpy() for x in grads_g],
+                            [out_c.detach().numpy()] + [x.numpy() for x in grads_c], dname)
+            record("torch grad Sum with ranges", dname, "rng", err, err <= TOL[dname] * 10, time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001
+            record("torch grad Sum with ranges", dname, "rng", float("nan"), False, time.perf_counter() - t0,
+                   f"{type(e).__name__}: {e}")
         # second order, in place, streams
         t0 = time.perf_counter()
         try:
@@ -214,6 +274,7 @@ def main(argv=None):
     try:
         check_reductions(rng, args.quick)
         check_special(rng)
+        check_block_sparse(rng, args.quick)
         check_torch(args.quick)
     except Exception:  # an error outside a case: say where
         traceback.print_exc()
@@ -233,12 +294,14 @@ def simulate_main():
     global SIMULATE
     SIMULATE = True
 
-    def run_numpy(r, args, dtype, n_i, n_j, device_id=-1, scheme="auto"):
-        return cuda.simulate(r, args, block=8, scheme="2d" if scheme == "2d" else "1d", chunk=16, fan=3)
+    def run_numpy(r, args, dtype, n_i, n_j, device_id=-1, scheme="auto", ranges=None):
+        return cuda.simulate(r, args, block=8, scheme="2d" if scheme == "2d" else "1d", chunk=16, fan=3,
+                             ranges=ranges)
 
     cuda.run_numpy = run_numpy
     print("host simulator (no GPU): reductions only, small sizes")
     check_reductions(np.random.default_rng(0), True)
+    check_block_sparse(np.random.default_rng(0), True)
     failed = [r for r in rows if not r[4]]
     print(f"\n{len(rows) - len(failed)}/{len(rows)} passed")
     return 1 if failed else 0

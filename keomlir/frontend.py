@@ -320,13 +320,9 @@ class Reduction:
             return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
         from .backends import cuda
 
-        if ranges is not None:
-            if backend == "GPU":
-                raise ValueError("ranges: block-sparse reductions run on the CPU backend only in this version; "
-                                 "use backend='CPU' or 'auto'")
-        elif backend == "GPU" or (backend == "auto" and cuda.wants_gpu(n_i, n_j)):
+        if backend == "GPU" or (backend == "auto" and cuda.wants_gpu(n_i, n_j)):
             try:
-                return cuda.run_numpy(self, arrays, dtype, n_i, n_j, device_id)
+                return cuda.run_numpy(self, arrays, dtype, n_i, n_j, device_id, ranges=ranges)
             except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
                 if backend == "GPU":
                     raise

@@ -512,9 +512,9 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     monkeypatch.setattr(cuda, "_driver", (_FakeDriver(), ""))
     calls = []
 
-    def fake_run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto"):
+    def fake_run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto", ranges=None):
         calls.append((n_i, n_j, device_id))
-        return cuda.simulate(reduction, arrays, block=8)
+        return cuda.simulate(reduction, arrays, block=8, ranges=ranges)
 
     monkeypatch.setattr(cuda, "run_numpy", fake_run_numpy)
     g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
@@ -522,6 +522,11 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     want = g(x, y, b, backend="CPU")
     assert_close(g(x, y, b, backend="GPU"), want, "float64")
     assert calls == [(13, 21, -1)]
+    from test_ranges import ranges_from_keep
+
+    ranges = ranges_from_keep([[0, 5], [5, 13]], [[0, 9], [9, 21]], [[1, 0], [1, 1]])
+    assert_close(g(x, y, b, backend="GPU", ranges=ranges), g(x, y, b, backend="CPU", ranges=ranges), "float64")
+    calls.pop()
     g(x, y, b)  # small: 'auto' stays on the CPU
     assert len(calls) == 1
     monkeypatch.setattr(cuda, "AUTO_MIN_PAIRS", 100)
@@ -554,3 +559,23 @@ def test_ptx_cache_key_ignores_the_host_tiling():
     untiled = dataclasses.replace(r.program, tiling=None)
     assert cuda.kernel_key(r.program, "float32", None, "block_sum", "sm_80") == \
         cuda.kernel_key(untiled, "float32", None, "block_sum", "sm_80")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("name", ["Sum", "LogSumExp", "Min_ArgMin", "KMin_ArgKMin", "SumSoftMaxWeight"])
+def test_simulated_block_sparse_kernel_matches_cpu(name, axis, dtype, rng):
+    """keomlir_ranges: chunks of `block` rows per block of ranges_i, each over its intervals
+    (tiles that no block divides, a block of rows with no interval, rows in no block)."""
+    from test_ranges import ranges_from_keep
+
+    r = _reduction(name, axis)
+    args = _args(rng, dtype)
+    _, n_i, n_j = r.check_arrays(args)
+    m, n = (n_i, n_j) if axis == 1 else (n_j, n_i)
+    cut = lambda size: [[0, size // 3], [size // 3 + 2, size // 2], [size // 2, size]]  # noqa: E731
+    ranges = ranges_from_keep(cut(m), cut(n), [[1, 0, 1], [0, 0, 0], [1, 1, 1]])
+    want = r.run_numpy(args, "CPU", ranges=ranges)
+    half = r.kernel_ranges(ranges, n_i, n_j)
+    for block in (4, 8):
+        _compare(cuda.simulate(r, args, block=block, ranges=half), want, dtype)

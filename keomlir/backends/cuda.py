@@ -331,6 +331,31 @@ def plan(n_i, n_j, n_in, n_out, info, sm_count, threads_per_sm=2048, scheme="aut
     return steps, buffers
 
 
+def ranges_plan(ranges_i, slices_i, block):
+    """The (n_chunks, 4) int64 launch plan of the block-sparse kernel: every block
+    of ranges_i cut into chunks of at most `block` rows, each with its slice of
+    intervals: (first row, end row, first interval, end interval)."""
+    starts = np.concatenate([[0], slices_i[:-1]]).astype(np.int64)
+    rows = []
+    for (lo, hi), first, last in zip(ranges_i.tolist(), starts.tolist(), slices_i.tolist()):
+        for start in range(lo, hi, block):
+            rows.append((start, min(start + block, hi), first, last))
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def ranges_steps(n_i, n_j, n_in, n_out, info, n_chunks):
+    """Launches of a block-sparse reduction: every row gets the empty reduction
+    (keomlir_1d over no j), then the blocks' rows are reduced over their intervals."""
+    if n_i == 0:
+        return []
+    ins = tuple(f"in{k}" for k in range(n_in))
+    outs = tuple(f"out{k}" for k in range(n_out))
+    steps = [Step("keomlir_1d", (_cdiv(n_i, info.block), 1), info.block, (n_i, 0) + ins + outs)]
+    if n_chunks:
+        steps.append(Step("keomlir_ranges", (n_chunks, 1), info.block, (n_i, n_j, "plan", "redranges") + ins + outs))
+    return steps
+
+
 # ---- running on a GPU -------------------------------------------------------------------------
 
 
@@ -365,25 +390,38 @@ class _DeviceMemory:
             call("cuMemFree_v2", ctypes.c_uint64(self.ptrs.pop()))
 
 
-def run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto"):
-    """Run a frontend Reduction on NumPy arrays on a GPU; returns NumPy outputs."""
+def _steps_and_tables(dev, kernels, n_i, n_j, n_in, n_out, scheme, ranges):
+    """(launches, scratch state buffers {name: i64 words}, int64 tables to upload {name: array})."""
+    if ranges is None:
+        return (*_plan_for(dev, kernels, n_i, n_j, n_in, n_out, scheme), {})
+    ranges_i, slices_i, redranges = ranges
+    chunks = ranges_plan(ranges_i, slices_i, kernels.info.block)
+    tables = {"plan": chunks, "redranges": np.ascontiguousarray(redranges, dtype=np.int64)}
+    return ranges_steps(n_i, n_j, n_in, n_out, kernels.info, len(chunks)), {}, tables
+
+
+def run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto", ranges=None):
+    """Run a frontend Reduction on NumPy arrays on a GPU; returns NumPy outputs.
+    `ranges`: the kernel's checked half of a block-sparse 6-tuple, or None."""
     dev = device(device_id)
     program = reduction.program
     kernels = dev.kernels(program, dtype, reduction.acc_dtype(dtype), reduction.sum_scheme)
     outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
             for shape, kind in reduction.output_shapes(n_i)]
-    steps, scratch = _plan_for(dev, kernels, n_i, n_j, len(arrays), len(outs), scheme)
+    steps, scratch, tables = _steps_and_tables(dev, kernels, n_i, n_j, len(arrays), len(outs), scheme, ranges)
     if not steps:
         return outs
     host = [np.ascontiguousarray(a, dtype=dtype) for a in arrays]  # row-major; inputs never written
+    uploads = {f"in{k}": a for k, a in enumerate(host)}
+    uploads.update(tables)
     mem = _DeviceMemory()
     with dev.current():
         try:
             buffers = {}
-            for k, a in enumerate(host):
-                buffers[f"in{k}"] = mem.alloc(a.nbytes)
+            for name, a in uploads.items():
+                buffers[name] = mem.alloc(a.nbytes)
                 if a.nbytes:
-                    call("cuMemcpyHtoD_v2", ctypes.c_uint64(buffers[f"in{k}"]), a.ctypes.data_as(ctypes.c_void_p),
+                    call("cuMemcpyHtoD_v2", ctypes.c_uint64(buffers[name]), a.ctypes.data_as(ctypes.c_void_p),
                          ctypes.c_size_t(a.nbytes))
             for k, o in enumerate(outs):
                 buffers[f"out{k}"] = mem.alloc(o.nbytes)
@@ -409,9 +447,10 @@ class _Meta:
         self.dtype = str(t.dtype).replace("torch.", "")
 
 
-def run_torch(reduction, tensors, device_id=-1, scheme="auto"):
+def run_torch(reduction, tensors, device_id=-1, scheme="auto", ranges=None):
     """Run on torch CUDA tensors (all on one device), in place, on torch's
-    current stream of that device; returns CUDA tensors."""
+    current stream of that device; returns CUDA tensors.  `ranges`: unchecked
+    6-tuple (checked here against the sizes), or None."""
     import torch
 
     devices = {t.device for t in tensors}
@@ -423,18 +462,21 @@ def run_torch(reduction, tensors, device_id=-1, scheme="auto"):
     if device_id not in (-1, ordinal):
         raise ValueError(f"device_id={device_id} but the tensors are on {tdev}: move them or pass device_id=-1")
     dtype, n_i, n_j = reduction.check_arrays([_Meta(t) for t in tensors])
+    if ranges is not None:
+        ranges = reduction.kernel_ranges(ranges, n_i, n_j)
     dev = device(ordinal)
     kernels = dev.kernels(reduction.program, dtype, reduction.acc_dtype(dtype), reduction.sum_scheme)
     tdtype = getattr(torch, dtype)
     outs = [torch.empty(shape, dtype=torch.int64 if kind == "index" else tdtype, device=tdev)
             for shape, kind in reduction.output_shapes(n_i)]
-    steps, scratch = _plan_for(dev, kernels, n_i, n_j, len(tensors), len(outs), scheme)
+    steps, scratch, tables = _steps_and_tables(dev, kernels, n_i, n_j, len(tensors), len(outs), scheme, ranges)
     if not steps:
         return outs
     inputs = [t.detach().contiguous() for t in tensors]  # a copy only where needed; never written
     buffers = {f"in{k}": t.data_ptr() for k, t in enumerate(inputs)}
     buffers.update({f"out{k}": o.data_ptr() for k, o in enumerate(outs)})
     states = {name: torch.empty(max(words, 1), dtype=torch.int64, device=tdev) for name, words in scratch.items()}
+    states.update({name: torch.from_numpy(a).to(tdev) for name, a in tables.items()})
     buffers.update({name: s.data_ptr() for name, s in states.items()})
     stream = torch.cuda.current_stream(tdev).cuda_stream
     with dev.current():
@@ -509,7 +551,7 @@ _sims = {}
 
 
 def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_count=1, stage=None,
-             fast_math=False):
+             fast_math=False, ranges=None):
     """Run a frontend Reduction's GPU kernels on the host: the kernels of
     `nvptx.py` built for the host with `block` threads per block, the launch
     plan of `plan`, every GPU thread an OS thread.  For tests; slow."""
@@ -526,9 +568,16 @@ def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_
                                        reduction.sum_scheme, config)
     outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
             for shape, kind in reduction.output_shapes(n_i)]
-    steps, scratch = plan(n_i, n_j, len(arrays), len(outs), sim.info, sm_count, 2048, scheme, chunk, fan)
+    if ranges is None:
+        steps, scratch = plan(n_i, n_j, len(arrays), len(outs), sim.info, sm_count, 2048, scheme, chunk, fan)
+    else:
+        ranges_i, slices_i, redranges = ranges  # as run_numpy: the kernel's checked half
+        chunks = ranges_plan(ranges_i, slices_i, block)
+        steps, scratch = ranges_steps(n_i, n_j, len(arrays), len(outs), sim.info, len(chunks)), {}
     host = [np.ascontiguousarray(a) for a in arrays]
     states = {name: np.zeros(max(words, 1), dtype=np.int64) for name, words in scratch.items()}
+    if ranges is not None:
+        states.update(plan=chunks, redranges=redranges)
     buffers = {f"in{k}": a.ctypes.data for k, a in enumerate(host)}
     buffers.update({f"out{k}": o.ctypes.data for k, o in enumerate(outs)})
     buffers.update({name: s.ctypes.data for name, s in states.items()})

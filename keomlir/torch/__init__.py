@@ -163,10 +163,7 @@ class _GenredFunction(torch.autograd.Function):
         if args and args[0].device.type == "cuda":
             from ..backends import cuda
 
-            if ranges is not None:
-                raise ValueError("ranges: block-sparse reductions run on the CPU backend only in this version; "
-                                 "move the tensors to the CPU")
-            results = tuple(cuda.run_torch(genred.reduction, args, device_id))
+            results = tuple(cuda.run_torch(genred.reduction, args, device_id, ranges=ranges))
         else:
             arrays = [a.detach().contiguous().numpy() for a in args]
             outs = genred.reduction.run_numpy(arrays, backend, device_id, ranges)

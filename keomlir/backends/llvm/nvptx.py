@@ -20,6 +20,12 @@ used in place), parameters one row, outputs one row per i:
         [g*fan, (g+1)*fan) of src, in order, into state g of dst (`Reduction.merge`).
     keomlir_final(i64 n_i, i64 n_in, i64* src, out_0*, ...)
         merges the n_in states of src in order and finalizes them.
+    keomlir_ranges(i64 n_i, i64 n_j, i64* plan, i64* redranges, T* arg_0, ..., out_0*, ...)
+        Block-sparse reductions (`ranges`): grid (n_chunks, 1); block b owns the rows
+        [plan[4b], plan[4b+1]) (at most BLOCK rows of one block of ranges_i) and runs
+        the 1-D loop over each j interval redranges[l], l in [plan[4b+2], plan[4b+3]).
+        Every thread of a block sees the same intervals, so the tiles and barriers
+        stay uniform.  Rows of no block are written first by keomlir_1d with n_j = 0.
 
 The large-dimension path: when a tile of the j-variables does not fit the 48 KiB
 of static shared memory even at 64 threads, nothing is staged and each thread
@@ -57,7 +63,7 @@ from .renderer import FLOAT_TYPES, _Values
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
 TRIPLE = "nvptx64-nvidia-cuda"
-KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final")
+KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
 SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
 MERGE_BLOCK = 128
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120")
@@ -354,13 +360,13 @@ class _GpuModule:
                 b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
 
     # ---- the 1-D and partial kernels ---------------------------------------------------------
-    def tiles_kernel(self, partial):
+    def tiles_kernel(self, kind):
+        """kind: '1d', 'partial' (the 2-D scheme's first pass) or 'ranges' (block-sparse)."""
         cfg, tgt = self.config, self.target
         B = cfg.block
-        head = [I64, I64] + ([I64] if partial else [])
-        tail = [I64.as_pointer()] if partial else self._out_types()
-        name = "keomlir_partial" if partial else "keomlir_1d"
-        fn, args, b, em, ea = self._start(name, head + self._arg_types() + tail, B)
+        head = {"1d": [I64, I64], "partial": [I64, I64, I64], "ranges": [I64, I64, I64.as_pointer(), I64.as_pointer()]}[kind]
+        tail = [I64.as_pointer()] if kind == "partial" else self._out_types()
+        fn, args, b, em, ea = self._start(f"keomlir_{kind}", head + self._arg_types() + tail, B)
         n_i, n_j = args[0], args[1]
         data = args[len(head):len(head) + self.n_args]
         for p in data:
@@ -368,15 +374,17 @@ class _GpuModule:
         rest = args[len(head) + self.n_args:]
 
         tid = tgt.tid(b)
-        i = b.add(b.mul(tgt.ctaid(b, "x"), c64(B)), tid)
-        active = b.icmp_signed("<", i, n_i)
-        row = b.select(active, i, b.sub(n_i, c64(1)))  # inactive threads read a valid row, store nothing
-        if partial:
-            chunk = tgt.ctaid(b, "y")
-            j_lo = b.mul(chunk, args[2])
-            j_hi = _imin(b, n_j, b.add(j_lo, args[2]))
+        if kind == "ranges":
+            plan, redranges = args[2], args[3]
+            entry = [b.load(b.gep(plan, [b.add(b.mul(tgt.ctaid(b, "x"), c64(4)), c64(k))])) for k in range(4)]
+            row_lo, row_hi, first, last = entry
+            i = b.add(row_lo, tid)
+            active = b.icmp_signed("<", i, row_hi)
+            row = b.select(active, i, row_lo)  # a chunk holds at least one row
         else:
-            j_lo, j_hi = c64(0), n_j
+            i = b.add(b.mul(tgt.ctaid(b, "x"), c64(B)), tid)
+            active = b.icmp_signed("<", i, n_i)
+            row = b.select(active, i, b.sub(n_i, c64(1)))  # inactive threads read a valid row, store nothing
         stage = cfg.stage and self.tile_size > 0
         tile = tgt.shared(b, self.t, self.tile_size) if stage else None
         cursor = {}  # the current tile start and j
@@ -400,29 +408,41 @@ class _GpuModule:
                     values.get(n)
         st = self._new_state(em, ea)
 
-        with counted_loop(b, j_lo, j_hi, "jt", B) as jt:
-            cursor["jt"] = jt
-            tile_end = _imin(b, j_hi, b.add(jt, c64(B)))
-            if stage:
-                tgt.barrier(b)  # the previous tile is no longer read
-                rows = b.sub(tile_end, jt)
-                for pos, dim in self.j_vars:  # one contiguous run per variable
-                    src = b.mul(jt, c64(dim))
-                    off = c64(self.tile_offsets[pos])
-                    with counted_loop(b, tid, b.mul(rows, c64(dim)), f"ld{pos}", B) as e:
-                        v = b.load(b.gep(data[pos], [b.add(src, e)]))
-                        b.store(v, b.gep(tile, [b.add(off, e)]))
-                tgt.barrier(b)
-            with b.if_then(active):
-                with counted_loop(b, jt, tile_end, "j") as j:
-                    cursor["j"] = j
-                    f = values.get(self.program.formula)
-                    g = values.get(self.program.formula2) if self.program.formula2 is not None else None
-                    self.red.update(em, ea, st, f, g, j)
-                    values.forget(self.j_nodes)
-                self.red.end_block(em, ea, st)
+        def tiles(j_lo, j_hi):
+            with counted_loop(b, j_lo, j_hi, "jt", B) as jt:
+                cursor["jt"] = jt
+                tile_end = _imin(b, j_hi, b.add(jt, c64(B)))
+                if stage:
+                    tgt.barrier(b)  # the previous tile is no longer read
+                    rows = b.sub(tile_end, jt)
+                    for pos, dim in self.j_vars:  # one contiguous run per variable
+                        src = b.mul(jt, c64(dim))
+                        off = c64(self.tile_offsets[pos])
+                        with counted_loop(b, tid, b.mul(rows, c64(dim)), f"ld{pos}", B) as e:
+                            v = b.load(b.gep(data[pos], [b.add(src, e)]))
+                            b.store(v, b.gep(tile, [b.add(off, e)]))
+                    tgt.barrier(b)
+                with b.if_then(active):
+                    with counted_loop(b, jt, tile_end, "j") as j:
+                        cursor["j"] = j
+                        f = values.get(self.program.formula)
+                        g = values.get(self.program.formula2) if self.program.formula2 is not None else None
+                        self.red.update(em, ea, st, f, g, j)
+                        values.forget(self.j_nodes)
+                    self.red.end_block(em, ea, st)
+
+        if kind == "ranges":
+            with counted_loop(b, first, last, "range") as l:
+                tiles(b.load(b.gep(redranges, [b.mul(l, c64(2))])),
+                      b.load(b.gep(redranges, [b.add(b.mul(l, c64(2)), c64(1))])))
+        elif kind == "partial":
+            chunk = tgt.ctaid(b, "y")
+            j_lo = b.mul(chunk, args[2])
+            tiles(j_lo, _imin(b, n_j, b.add(j_lo, args[2])))
+        else:
+            tiles(c64(0), n_j)
         with b.if_then(active):
-            if partial:
+            if kind == "partial":
                 self._store_state(b, st, rest[0], chunk, n_i, i)
             else:
                 self._write_outputs(b, em, ea, st, rest, i)
@@ -458,8 +478,8 @@ class _GpuModule:
         b.ret_void()
 
     def build(self):
-        self.tiles_kernel(partial=False)
-        self.tiles_kernel(partial=True)
+        for kind in ("1d", "partial", "ranges"):
+            self.tiles_kernel(kind)
         self.merge_kernel(final=False)
         self.merge_kernel(final=True)
         elem = 4 if self.t == ir.FloatType() else 8
