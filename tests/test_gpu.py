@@ -441,6 +441,37 @@ def test_device_id_checked(monkeypatch):
             cuda.device(bad)
 
 
+class _OldGpuDriver(_FakeDriver):
+    """A driver that answers for one Volta GPU (compute capability 7.0)."""
+
+    def cuDeviceGetCount(self, out):
+        out._obj.value = 1
+        return 0
+
+    def cuDeviceGet(self, out, ordinal):
+        out._obj.value = 0
+        return 0
+
+    def cuDeviceGetName(self, buf, size, dev):
+        buf.value = b"Tesla V100"
+        return 0
+
+    def cuDeviceGetAttribute(self, out, attr, dev):
+        out._obj.value = {cuda._CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: 7}.get(attr, 0)
+        return 0
+
+
+def test_gpus_older_than_turing_are_refused_and_auto_stays_on_the_cpu(monkeypatch, rng):
+    monkeypatch.setattr(cuda, "_driver", (_OldGpuDriver(), ""))
+    monkeypatch.setattr(cuda, "_devices", {})
+    monkeypatch.setattr(cuda, "AUTO_MIN_PAIRS", 1)
+    g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
+    x, y, b = _args(rng, "float64", 13, 21)
+    with pytest.raises(NotImplementedError, match=r"Tesla V100\) has compute capability 7.0.*7.5 or newer"):
+        g(x, y, b, backend="GPU")
+    assert_close(g(x, y, b), g(x, y, b, backend="CPU"), "float64")  # 'auto': the CPU
+
+
 def test_torch_cpu_and_cuda_do_not_mix():
     torch = pytest.importorskip("torch")
     from keomlir.torch import Genred as TorchGenred

@@ -30,6 +30,7 @@ from . import cache
 
 CUresult = ctypes.c_int
 FAN = 32  # states merged per thread in one merge pass of the 2-D scheme
+MIN_COMPUTE_CAPABILITY = (7, 5)  # the oldest GPU the PTX (sm_75) runs on
 AUTO_MIN_PAIRS = 1 << 26  # backend='auto' sends NumPy problems at least this big to a present GPU
 # float32 exp/log through the GPU's approximate ex2/lg2 (not yet measured on hardware: off by default)
 FAST_MATH = os.environ.get("KEOMLIR_GPU_FAST_MATH", "") == "1"
@@ -149,6 +150,11 @@ class Device:
         self.name = buf.value.decode(errors="replace")
         self.cc = (self._attr(_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
                    self._attr(_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR))
+        if self.cc < MIN_COMPUTE_CAPABILITY:  # PTX is JIT-compiled forward only, never to older GPUs
+            raise NotImplementedError(
+                f"GPU {ordinal} ({self.name}) has compute capability {self.cc[0]}.{self.cc[1]}; keomlir's GPU "
+                f"backend needs {MIN_COMPUTE_CAPABILITY[0]}.{MIN_COMPUTE_CAPABILITY[1]} or newer (its PTX "
+                "targets sm_75+): use backend='CPU'")
         self.sm_count = self._attr(_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
         self.threads_per_sm = self._attr(_CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)
         from .llvm.nvptx import arch_for
@@ -171,8 +177,10 @@ class Device:
         call("cuCtxPushCurrent_v2", self.ctx)
         try:
             yield self
-        finally:
-            call("cuCtxPopCurrent_v2", ctypes.byref(ctypes.c_void_p()))
+        except BaseException:  # the first error is the one to see: the pop's is dropped
+            _lib().cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+            raise
+        call("cuCtxPopCurrent_v2", ctypes.byref(ctypes.c_void_p()))
 
     def kernels(self, program, dtype, acc_dtype, sum_scheme):
         from .llvm.nvptx import config_for
@@ -385,9 +393,15 @@ class _DeviceMemory:
         self.ptrs.append(p.value)
         return p.value
 
-    def free(self):
+    def free(self, check=True):
+        """Free every buffer; check=False (on an error path): ignore the driver's answers,
+        so that the first error stays the one raised."""
+        lib, failed = _lib(), 0
         while self.ptrs:
-            call("cuMemFree_v2", ctypes.c_uint64(self.ptrs.pop()))
+            rc = lib.cuMemFree_v2(ctypes.c_uint64(self.ptrs.pop()))
+            failed = failed or rc
+        if check and failed:
+            raise CudaError(f"cuMemFree_v2 failed: {_error_text(lib, failed)}")
 
 
 def _steps_and_tables(dev, kernels, n_i, n_j, n_in, n_out, scheme, ranges):
@@ -432,9 +446,13 @@ def run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto", r
                 if o.nbytes:
                     call("cuMemcpyDtoH_v2", o.ctypes.data_as(ctypes.c_void_p), ctypes.c_uint64(buffers[f"out{k}"]),
                          ctypes.c_size_t(o.nbytes))
-            call("cuCtxSynchronize")
-        finally:
-            mem.free()
+            # the copies are synchronous on the legacy default stream: the results are ready, and
+            # a kernel's asynchronous error surfaces here (no context-wide synchronize, which
+            # would also wait for other threads' torch streams)
+        except BaseException:
+            mem.free(check=False)
+            raise
+        mem.free()
     return outs
 
 
