@@ -3,3 +3,4 @@
 __version__ = "0.1.0"
 
 from .explain import explain  # noqa: E402,F401  (cheap: the compiler is imported on first call)
+from .checks import clean_pykeops, test_numpy_bindings, test_torch_bindings  # noqa: E402,F401

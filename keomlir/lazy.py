@@ -19,6 +19,7 @@ import numpy as np
 
 from .ir.node import DimensionError
 from .ir.ops import OPS, make
+from .lazy_complex import ComplexMixin, is_complex_operand  # noqa: F401 - ComplexMixin: for the front ends
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 _INFIX = {"Add": "+", "Subtract": "-", "Mult": "*", "Divide": "/"}
@@ -202,6 +203,16 @@ class NumpyTools:
     def array(self, values, dtype, device):
         return np.asarray(values, dtype=dtype)
 
+    def is_complex(self, x):
+        return isinstance(x, np.ndarray) and x.dtype.kind == "c"
+
+    def complex_to_real(self, z):
+        """(..., D) complex -> (..., 2D) interleaved real pairs."""
+        return np.ascontiguousarray(z).view(np.float32 if z.dtype == np.complex64 else np.float64)
+
+    def real_to_complex(self, a):
+        return np.ascontiguousarray(a).view(np.complex64 if a.dtype == np.float32 else np.complex128)
+
     def genred(self, *args, **kwargs):
         from .numpy import Genred
 
@@ -232,6 +243,21 @@ class TorchTools(NumpyTools):
 
         return torch.tensor(values, dtype=getattr(torch, dtype), device=device)
 
+    def is_complex(self, x):
+        import torch
+
+        return isinstance(x, torch.Tensor) and x.is_complex()
+
+    def complex_to_real(self, z):
+        import torch
+
+        return torch.view_as_real(z).reshape(tuple(z.shape[:-1]) + (2 * z.shape[-1],))
+
+    def real_to_complex(self, a):
+        import torch
+
+        return torch.view_as_complex(a.reshape(tuple(a.shape[:-1]) + (-1, 2)).contiguous())
+
     def genred(self, *args, **kwargs):
         from .torch import Genred
 
@@ -258,6 +284,17 @@ def _scalar_equals(x, value):
     return _is_number(x) and not isinstance(x, np.ndarray) and x == value
 
 
+def _promotes_to_complex(method):
+    """A real LazyTensor's operator met with a complex operand: made complex first."""
+    @functools.wraps(method)
+    def run(self, other):
+        if not self.is_complex and self._complex_class is not None and is_complex_operand(self._tools, other):
+            return getattr(self.real2complex(), method.__name__)(other)
+        return method(self, other)
+
+    return run
+
+
 # ---- LazyTensor ---------------------------------------------------------------------------
 
 
@@ -275,6 +312,21 @@ class GenericLazyTensor:
     ranges = None  # block-sparse `ranges` 6-tuple for reductions (pykeops's `K_ij.ranges = ...`)
     __array_ufunc__ = None  # NumPy defers `array + lazy` to LazyTensor.__radd__
     __GenericLazyTensor__ = True
+
+    _real_class = _complex_class = None  # set by the front ends: LazyTensor, ComplexLazyTensor
+    is_complex = False
+
+    def __new__(cls, x=None, axis=None):
+        """A complex array makes a ComplexLazyTensor, anything else a (real) LazyTensor."""
+        if cls._complex_class is not None:
+            complex_data = cls._tools.is_complex(x)
+            if cls is cls._complex_class and not complex_data:
+                raise TypeError(f"ComplexLazyTensor: expected a complex array, got {type(x).__name__}"
+                                f"{' of dtype ' + str(x.dtype) if hasattr(x, 'dtype') else ''}; real data makes a "
+                                "LazyTensor (then .real2complex())")
+            if complex_data:
+                cls = cls._complex_class
+        return object.__new__(cls)
 
     def __init__(self, x=None, axis=None):
         self._sym = None
@@ -315,6 +367,8 @@ class GenericLazyTensor:
                 raise TypeError("LazyTensor(list): expected a non-empty list of numbers")
             self._sym = _leaf_float(x)
             return
+        if tools.is_complex(x):  # interleaved real pairs: a complex (..., D) is a real (..., 2D)
+            x = tools.complex_to_real(x)
         if not tools.is_array(x):
             other = " (mixing NumPy and torch is not supported)" if _is_foreign_array(x) else ""
             raise TypeError(f"{type(self).__module__}.LazyTensor: expected a {tools.name} array, a number, a list "
@@ -364,7 +418,7 @@ class GenericLazyTensor:
     # ---- construction helpers -----------------------------------------------------------
     @classmethod
     def _wrap(cls, sym, meta):
-        res = cls.__new__(cls)
+        res = object.__new__(cls)
         res._sym = sym
         res.ni, res.nj, res.batchdims, res._dtype, res._device = meta
         return res
@@ -373,7 +427,8 @@ class GenericLazyTensor:
         return (self.ni, self.nj, self.batchdims, self._dtype, self._device)
 
     def lt_constructor(self, x=None, axis=None):
-        return type(self)(x, axis)
+        """A LazyTensor of x: complex when x is complex, whatever self is."""
+        return (self._real_class if self.is_complex else type(self))(x, axis)
 
     def _lazy(self, x, what="operand"):
         if isinstance(x, GenericLazyTensor):
@@ -570,26 +625,31 @@ class GenericLazyTensor:
                          "variables); reduce it first")
 
     # ---- arithmetic -------------------------------------------------------------------------
+    @_promotes_to_complex
     def __add__(self, other):
         if _scalar_equals(other, 0):
             return self
         return self._op("Add", [other], what="+")
 
+    @_promotes_to_complex
     def __radd__(self, other):
         if _scalar_equals(other, 0):
             return self
         return self._op_first("Add", other, what="+")
 
+    @_promotes_to_complex
     def __sub__(self, other):
         if _scalar_equals(other, 0):
             return self
         return self._op("Subtract", [other], what="-")
 
+    @_promotes_to_complex
     def __rsub__(self, other):
         if _scalar_equals(other, 0):
             return -self
         return self._op_first("Subtract", other, what="-")
 
+    @_promotes_to_complex
     def __mul__(self, other):
         if _scalar_equals(other, 1):
             return self
@@ -597,6 +657,7 @@ class GenericLazyTensor:
             return -self
         return self._op("Mult", [other], what="*")
 
+    @_promotes_to_complex
     def __rmul__(self, other):
         if _scalar_equals(other, 1):
             return self
@@ -604,11 +665,13 @@ class GenericLazyTensor:
             return -self
         return self._op_first("Mult", other, what="*")
 
+    @_promotes_to_complex
     def __truediv__(self, other):
         if _scalar_equals(other, 1):
             return self
         return self._op("Divide", [other], what="/")
 
+    @_promotes_to_complex
     def __rtruediv__(self, other):
         if _scalar_equals(other, 1):
             return self._op("Inv")
@@ -687,6 +750,30 @@ class GenericLazyTensor:
         return self._op("GreaterOrEqual", [other], what=">=")
 
     __hash__ = object.__hash__
+
+    # ---- complex numbers (keomlir/lazy_complex.py) -------------------------------------------------
+    def _made_complex(self, name):
+        if self._complex_class is None:
+            raise TypeError("this LazyTensor class has no complex counterpart")
+        res = self._op(name)
+        out = self._complex_class._wrap(res._sym, res._meta())
+        out.ranges = res.ranges
+        return out
+
+    def real2complex(self):
+        """x + 0i: a complex LazyTensor of the same dimension."""
+        return self._made_complex("Real2Complex")
+
+    def imag2complex(self):
+        """0 + xi."""
+        return self._made_complex("Imag2Complex")
+
+    def exp1j(self):
+        """exp(i x) = cos x + i sin x."""
+        return self._made_complex("ComplexExp1j")
+
+    def _reduction_output(self, out):
+        return out
 
     # ---- element-wise functions -----------------------------------------------------------------
     def exp(self):
@@ -938,6 +1025,7 @@ class GenericLazyTensor:
         red = LazyReduction(self._tools, formula, formula2, aliases, op, int(axis - nb), opt_arg, init,
                             call_kwargs, leaves, len(symbolic), meta, self.ndim, self)
         red.shown = shown
+        red.post = self._reduction_output
         if call and not symbolic and meta[3] is not None:
             return red()
         return red
@@ -1204,6 +1292,10 @@ def _cached_solver(tools, formula, aliases, varinv, axis, init):
     return tools.kernel_solve(formula, list(aliases), varinv, axis=axis, **dict(init))
 
 
+def _identity(x):
+    return x
+
+
 class LazyReduction:
     """A reduction of a LazyTensor that still has symbolic variables (or no dtype yet):
     call it with one array per symbolic variable, in the order of their indices."""
@@ -1221,6 +1313,7 @@ class LazyReduction:
         self._source = source
         self.aliases = aliases
         self.callfun = _cached_genred(tools, formula, formula2, aliases, op, axis, opt_arg, init)
+        self.post = _identity  # complex LazyTensors: real pairs back to complex arrays
 
     @property
     def dtype(self):
@@ -1237,7 +1330,7 @@ class LazyReduction:
             dtype, device = self._tools.dtype(args[0]), self._tools.device(args[0])
         batch = self._meta[2]
         data = self._source._materialize(self._leaves, dtype, device, len(batch) if batch else 0)
-        return self.callfun(*args, *data, **dict(self.kwargs, **kwargs))
+        return self.post(self.callfun(*args, *data, **dict(self.kwargs, **kwargs)))
 
     def __str__(self):
         f, g = getattr(self, "shown", (self.formula, self.formula2))

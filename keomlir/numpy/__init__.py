@@ -7,7 +7,7 @@ import numpy as np
 from ..frontend import Reduction, batch_plan, run_batched
 from ..passes import DEFAULT_PIPELINE
 
-__all__ = ["Genred", "KernelSolve", "LazyTensor", "Vi", "Vj", "Pm", "Var"]
+__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var"]
 
 
 class Genred:
@@ -61,7 +61,7 @@ class Genred:
 
 
 # ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from ..lazy import NUMPY_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..lazy import NUMPY_TOOLS, ComplexMixin, GenericLazyTensor, make_variable_helpers  # noqa: E402
 from ..solve import ConvergenceError, KernelSolve  # noqa: E402,F401
 
 
@@ -69,6 +69,13 @@ class LazyTensor(GenericLazyTensor):
     """A symbolic (M, N, D) tensor of NumPy arrays; see keomlir.lazy.GenericLazyTensor."""
 
     _tools = NUMPY_TOOLS
+
+
+class ComplexLazyTensor(ComplexMixin, LazyTensor):
+    """A symbolic (M, N, D) tensor of complex NumPy arrays; see keomlir.lazy_complex."""
+
+
+LazyTensor._real_class, LazyTensor._complex_class = LazyTensor, ComplexLazyTensor
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)

@@ -13,7 +13,7 @@ import torch
 from ..frontend import Reduction, batch_plan, check_backend, run_batched
 from ..passes import DEFAULT_PIPELINE
 
-__all__ = ["Genred", "KernelSolve", "LazyTensor", "Vi", "Vj", "Pm", "Var"]
+__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var"]
 
 _DIFFERENTIABLE = ("Sum", "LogSumExp", "SumSoftMaxWeight")
 # reductions whose values are entries F_ij at selected j: differentiable through them
@@ -252,7 +252,7 @@ def _selected_backward(genred, args, results, grad_out, backend, ranges):
 
 
 # ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from ..lazy import TORCH_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..lazy import TORCH_TOOLS, ComplexMixin, GenericLazyTensor, make_variable_helpers  # noqa: E402
 from ..solve import ConvergenceError, TorchKernelSolve as KernelSolve  # noqa: E402,F401
 
 
@@ -260,6 +260,13 @@ class LazyTensor(GenericLazyTensor):
     """A symbolic (M, N, D) tensor of torch arrays; see keomlir.lazy.GenericLazyTensor."""
 
     _tools = TORCH_TOOLS
+
+
+class ComplexLazyTensor(ComplexMixin, LazyTensor):
+    """A symbolic (M, N, D) tensor of complex torch tensors; see keomlir.lazy_complex."""
+
+
+LazyTensor._real_class, LazyTensor._complex_class = LazyTensor, ComplexLazyTensor
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)

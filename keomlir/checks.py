@@ -1,0 +1,53 @@
+"""pykeops's top-level helpers under keomlir (`import keomlir as pykeops` keeps such calls working):
+`test_numpy_bindings()` / `test_torch_bindings()` check an installation by running one
+Gaussian kernel sum and comparing it with a dense evaluation; `clean_pykeops()` empties the
+kernel cache."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FORMULA = "Exp(-SqDist(x,y)) * b"
+_ALIASES = ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"]
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((100, 3)), rng.standard_normal((150, 3)), rng.standard_normal((150, 1))
+
+
+def _report(error, front_end):
+    if not error < 1e-10:
+        raise RuntimeError(f"keomlir's {front_end} bindings disagree with a dense evaluation: max error {error:.3g}")
+    print(f"keomlir is working with {front_end} (max error {error:.1e} against a dense evaluation).")
+
+
+def test_numpy_bindings():
+    """Compile and run a Gaussian sum on NumPy arrays; raise unless it matches NumPy."""
+    from .numpy import Genred
+
+    x, y, b = _data()
+    got = Genred(_FORMULA, _ALIASES, reduction_op="Sum", axis=1)(x, y, b)
+    want = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1)) @ b
+    _report(float(np.abs(got - want).max()), "NumPy")
+
+
+def test_torch_bindings():
+    """The same on torch tensors (on the GPU when torch has CUDA and keomlir a driver)."""
+    import torch
+
+    from .torch import Genred
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, y, b = (torch.from_numpy(a).to(device) for a in _data())
+    got = Genred(_FORMULA, _ALIASES, reduction_op="Sum", axis=1)(x, y, b)
+    want = torch.exp(-torch.cdist(x, y) ** 2) @ b
+    _report(float((got - want).abs().max()), f"torch ({device})")
+
+
+def clean_pykeops():
+    """Delete the compiled kernels of keomlir's disk cache (kernels already loaded stay
+    usable); returns how many were deleted."""
+    from .backends import cache
+
+    return cache.clear()
