@@ -896,3 +896,43 @@ def test_reference_and_passes_match_numpy(case, extra, axis):
     check_reduction(case, "Sum", 1)
     check_reduction(case, "Sum", 0)
     check_reduction(case, extra, axis)
+
+
+# ---- block-sparse reductions (ranges) on random formulas -------------------------------------------
+
+
+def _random_blocks(draw, size):
+    """Consecutive blocks covering [0, size)."""
+    cuts = sorted(draw(st.sets(st.integers(1, size - 1), max_size=4))) if size > 1 else []
+    bounds = [0, *cuts, size]
+    return [[a, b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@settings(max_examples=25, **COMMON)
+@given(case=cases(min_parts=2, max_parts=3), extra=st.sampled_from(["Max_ArgMax", "Min_ArgMin", "LogSumExp"]),
+       axis=st.sampled_from([0, 1]), shape=st.tuples(st.integers(1, 40), st.integers(1, 90)), data=st.data())
+def test_block_sparse_compiled_matches_masked_numpy(case, extra, axis, shape, data):
+    """Random formulas reduced over random block-sparse `ranges` (intervals long enough for SIMD
+    and short ones, every row with at least one interval): the machine code equals the
+    independent NumPy evaluation with the pairs outside the blocks left out."""
+    import dataclasses
+
+    from test_ranges import mask_of, ranges_from_keep
+
+    case = dataclasses.replace(case, m=shape[0], n=shape[1])
+    bi, bj = _random_blocks(data.draw, case.m), _random_blocks(data.draw, case.n)
+    keep = np.array([[data.draw(st.booleans()) for _ in bj] for _ in bi])
+    keep[np.arange(len(bi)), data.draw(st.lists(st.integers(0, len(bj) - 1), min_size=len(bi), max_size=len(bi)))] = True
+    keep[data.draw(st.lists(st.integers(0, len(bi) - 1), min_size=len(bj), max_size=len(bj))), np.arange(len(bj))] = True
+    ranges = ranges_from_keep(bi, bj, keep)
+    mask = mask_of(ranges, case.m, case.n)[:, :, None]
+    note(f"formula: {case.expr.text}\nblocks i {bi}, j {bj}, keep {keep.astype(int).tolist()}")
+    arrays = case.arrays()
+    for red, ax in (("Sum", 1), ("Sum", 0), (extra, axis)):
+        e, parts = (total(case.expr), None) if red == "LogSumExp" else (case.expr, case.exprs)
+        F = dense(e, arrays)
+        fill = {"Sum": 0.0, "Max_ArgMax": -np.inf}.get(red, np.inf if red == "Min_ArgMin" else -np.inf)
+        masked = np.where(mask, F, fill)
+        out = Genred(e.text, case.aliases, reduction_op=red, axis=ax)(*arrays, ranges=ranges)
+        check_outputs(out, np_reduce(red, masked, ax), red, parts or [e], masked, ax, "float64",
+                      f"ranges {red}, axis={ax}: {e.text}")
