@@ -350,3 +350,20 @@ def test_float32_sums_stay_accurate_over_many_intervals(scheme):
     ref = np.exp(-(x.astype(np.float64) - y[:, 0].astype(np.float64)[None]) ** 2).sum(1, keepdims=True)
     error = np.abs(out / ref - 1).max()
     assert error < (1e-4 if scheme == "direct_sum" else 2e-7)  # here: direct 1.3e-6, compensated 3.7e-8
+
+
+def test_few_large_blocks_are_cut_into_parts_of_rows():
+    """One or two blocks of many rows still use every thread (parts of rows, each with the
+    block's intervals): the result is the oracle's."""
+    from keomlir.backends import cpu
+
+    old = cpu._num_threads
+    cpu.set_num_threads(3)
+    try:
+        m, n = 1000, 900
+        for blocks_i, keep in (([[0, 1000]], [[1, 0, 1]]), ([[0, 400], [400, 1000]], [[1, 1, 0], [0, 1, 1]])):
+            ranges = ranges_from_keep(blocks_i, [[0, 300], [300, 500], [500, 900]], keep)
+            for name in ("Sum", "Min_ArgMin"):
+                _run_case(name, 1, "float32", m, n, ranges)
+    finally:
+        cpu._num_threads = old

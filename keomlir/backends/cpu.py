@@ -144,13 +144,19 @@ class CpuKernel:
         n_blocks = len(ranges_i)
         if n_blocks == 0:
             return
+        if n_blocks < 4 * num_threads():  # few blocks: cut them into parts of rows, so every core has work
+            ranges_i, slices_i, redranges_j = _split_rows(ranges_i, slices_i, redranges_j,
+                                                          -(-4 * num_threads() // n_blocks))
+            n_blocks = len(ranges_i)
         lengths = redranges_j[:, 1] - redranges_j[:, 0]
         done = np.concatenate([[0], np.cumsum(lengths)])
         starts = np.concatenate([[0], slices_i[:-1]])
         work = (ranges_i[:, 1] - ranges_i[:, 0]) * (done[slices_i] - done[starts]) + 1
         cumulative = np.cumsum(work)
         threads = int(min(num_threads(), n_blocks, max(1, cumulative[-1] // MIN_PAIRS_PER_THREAD)))
-        cuts = [0] + [int(np.searchsorted(cumulative, cumulative[-1] * t / threads)) for t in range(1, threads)] + [n_blocks]
+        # part t ends after the block whose cumulative work is closest to t/threads of the total
+        cuts = [0] + [int(np.abs(cumulative - cumulative[-1] * t / threads).argmin()) + 1
+                      for t in range(1, threads)] + [n_blocks]
         blocks = self.variant_of("ranges").blocks
         pointers = (ranges_i.ctypes.data, slices_i.ctypes.data, redranges_j.ctypes.data)
         calls = [(lo, hi, *pointers, n_j, args, outs) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
@@ -158,6 +164,25 @@ class CpuKernel:
             blocks(*calls[0])
         else:
             _run(blocks, calls)
+
+
+def _split_rows(ranges_i, slices_i, redranges_j, parts):
+    """The same block-sparse reduction with every block cut into up to `parts` blocks of
+    consecutive rows, each with a copy of the block's j intervals."""
+    new_ranges, new_slices, new_intervals, end = [], [], [], 0
+    first = 0
+    for (lo, hi), last in zip(ranges_i.tolist(), slices_i.tolist()):
+        intervals = redranges_j[first:last]
+        first = last
+        pieces = max(1, min(parts, hi - lo))
+        bounds = [lo + (hi - lo) * p // pieces for p in range(pieces + 1)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            new_ranges.append((a, b))
+            new_intervals.append(intervals)
+            end += len(intervals)
+            new_slices.append(end)
+    return (np.array(new_ranges, dtype=np.int64).reshape(-1, 2), np.array(new_slices, dtype=np.int64),
+            np.ascontiguousarray(np.concatenate(new_intervals), dtype=np.int64).reshape(-1, 2))
 
 
 def _run(fn, calls):
