@@ -343,12 +343,13 @@ def ranges_plan(ranges_i, slices_i, block):
     """The (n_chunks, 4) int64 launch plan of the block-sparse kernel: every block
     of ranges_i cut into chunks of at most `block` rows, each with its slice of
     intervals: (first row, end row, first interval, end interval)."""
-    starts = np.concatenate([[0], slices_i[:-1]]).astype(np.int64)
-    rows = []
-    for (lo, hi), first, last in zip(ranges_i.tolist(), starts.tolist(), slices_i.tolist()):
-        for start in range(lo, hi, block):
-            rows.append((start, min(start + block, hi), first, last))
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+    first = np.concatenate([[0], slices_i[:-1]]).astype(np.int64)
+    chunks = -(-(ranges_i[:, 1] - ranges_i[:, 0]) // block)  # per block of rows (0 when empty)
+    owner = np.repeat(np.arange(len(ranges_i)), chunks)
+    index = np.arange(len(owner)) - np.repeat(np.cumsum(chunks) - chunks, chunks)
+    start = ranges_i[owner, 0] + index * block
+    end = np.minimum(start + block, ranges_i[owner, 1])
+    return np.ascontiguousarray(np.stack([start, end, first[owner], slices_i[owner]], axis=1), dtype=np.int64)
 
 
 def ranges_steps(n_i, n_j, n_in, n_out, info, n_chunks):
