@@ -338,3 +338,43 @@ class Reduction:
         else:
             self.kernel(dtype).run_ranges(*pointers, *ranges)
         return outs
+
+
+def generic_reductions(genred_cls):
+    """pykeops's `generic_sum`, `generic_logsumexp`, `generic_argmin` and `generic_argkmin`
+    for one front end: a Genred whose axis (and K) come from an output alias such as
+    `"a = Vi(1)"` (indexed by i: reduce over j) written before the input aliases."""
+
+    def make(reduction_op, formula, output, aliases, kwargs):
+        _check_str(output, "output")
+        _, var = parse_alias(output, 0)
+        _, dim, cat = var.attrs
+        if cat == 2:
+            raise ValueError(f"output {output!r}: the output is indexed by i or j, write Vi(...) or Vj(...)")
+        if reduction_op == "ArgKMin":
+            kwargs = dict(kwargs, opt_arg=dim)
+        genred = genred_cls(formula, list(aliases), reduction_op=reduction_op, axis=1 if cat == 0 else 0, **kwargs)
+        if reduction_op != "ArgKMin":
+            width = int(np.prod(genred.reduction.outputs[0][0]))
+            if width != dim:
+                raise ValueError(f"output {output!r}: the {reduction_op} reduction of this formula has dimension "
+                                 f"{width}, not {dim}")
+        return genred
+
+    def generic_sum(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "Sum", axis from `output`)."""
+        return make("Sum", formula, output, aliases, kwargs)
+
+    def generic_logsumexp(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "LogSumExp", axis from `output`)."""
+        return make("LogSumExp", formula, output, aliases, kwargs)
+
+    def generic_argmin(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "ArgMin", axis from `output`)."""
+        return make("ArgMin", formula, output, aliases, kwargs)
+
+    def generic_argkmin(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "ArgKMin", axis from `output`, K = its dimension)."""
+        return make("ArgKMin", formula, output, aliases, kwargs)
+
+    return generic_sum, generic_logsumexp, generic_argmin, generic_argkmin

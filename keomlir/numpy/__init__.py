@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend import Reduction, batch_plan, run_batched
+from ..frontend import Reduction, batch_plan, generic_reductions, run_batched
 from ..passes import DEFAULT_PIPELINE
 
-__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var"]
+__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
+           "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
 
 
 class Genred:
@@ -79,3 +80,4 @@ LazyTensor._real_class, LazyTensor._complex_class = LazyTensor, ComplexLazyTenso
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)
+generic_sum, generic_logsumexp, generic_argmin, generic_argkmin = generic_reductions(Genred)

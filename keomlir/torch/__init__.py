@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from ..frontend import Reduction, batch_plan, check_backend, run_batched
+from ..frontend import Reduction, batch_plan, check_backend, generic_reductions, run_batched
 from ..passes import DEFAULT_PIPELINE
 
-__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var"]
+__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
+           "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
 
 _DIFFERENTIABLE = ("Sum", "LogSumExp", "SumSoftMaxWeight")
 # reductions whose values are entries F_ij at selected j: differentiable through them
@@ -270,3 +271,4 @@ LazyTensor._real_class, LazyTensor._complex_class = LazyTensor, ComplexLazyTenso
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)
+generic_sum, generic_logsumexp, generic_argmin, generic_argkmin = generic_reductions(Genred)
