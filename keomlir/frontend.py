@@ -238,8 +238,9 @@ class Reduction:
                 return f"argument {pos} ('{name}')"
         return f"argument {pos}"
 
-    def check_arrays(self, arrays):
-        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms."""
+    def check_arrays(self, arrays, gpu=False):
+        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms.
+        float16 is accepted for the GPU backend only (`gpu`)."""
         n = len(self.arguments)
         if len(arrays) != n:
             names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
@@ -250,8 +251,11 @@ class Reduction:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
         dtype = dtypes.pop() if dtypes else "float64"
-        if dtype not in DTYPES:
-            raise TypeError(f"arguments must be float32 or float64 arrays, got {dtype}")
+        if dtype == "float16" and not gpu:
+            raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
+                            "on the CPU, arguments must be float32 or float64 arrays")
+        if dtype not in DTYPES + ("float16",):
+            raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
         rows = {0: {}, 1: {}}
         for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
             label = self.arg_label(pos)
@@ -283,7 +287,9 @@ class Reduction:
         return dtype, n_i, n_j
 
     def acc_dtype(self, dtype):
-        return dtype if self.dtype_acc == "auto" else self.dtype_acc
+        if self.dtype_acc == "auto":
+            return "float32" if dtype == "float16" else dtype  # float16 data is summed in float32
+        return self.dtype_acc
 
     def kernel(self, dtype):
         k = self._kernels.get(dtype)
@@ -310,7 +316,10 @@ class Reduction:
     def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
         """Run on NumPy arrays; returns the list of outputs."""
         check_backend(backend)
-        dtype, n_i, n_j = self.check_arrays(arrays)
+        from .backends import cuda
+
+        half = any(str(a.dtype) == "float16" for a in arrays)
+        dtype, n_i, n_j = self.check_arrays(arrays, gpu=half and backend in ("GPU", "auto") and cuda.available())
         if ranges is not None:
             ranges = self.kernel_ranges(ranges, n_i, n_j)
         if backend == "reference":
@@ -318,13 +327,11 @@ class Reduction:
 
             outs = reference.run(self.program, [np.asarray(a, np.float64) for a in arrays], n_i, n_j, ranges)
             return [o.astype(dtype) if o.dtype.kind == "f" else o for o in outs]
-        from .backends import cuda
-
-        if backend == "GPU" or (backend == "auto" and cuda.wants_gpu(n_i, n_j)):
+        if backend == "GPU" or (backend == "auto" and (dtype == "float16" or cuda.wants_gpu(n_i, n_j))):
             try:
                 return cuda.run_numpy(self, arrays, dtype, n_i, n_j, device_id, ranges=ranges)
             except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
-                if backend == "GPU":
+                if backend == "GPU" or dtype == "float16":  # (float16 has no CPU backend)
                     raise
         # j data transposed to (dim, rows) for contiguous vector loads; a copy only where
         # needed, inputs never written

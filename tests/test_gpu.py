@@ -610,3 +610,57 @@ def test_simulated_block_sparse_kernel_matches_cpu(name, axis, dtype, rng):
     half = r.kernel_ranges(ranges, n_i, n_j)
     for block in (4, 8):
         _compare(cuda.simulate(r, args, block=block, ranges=half), want, dtype)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("name", ["Sum", "LogSumExp", "Min_ArgMin", "KMin_ArgKMin", "SumSoftMaxWeight"])
+def test_simulated_float16_kernels_match_cpu_float32(name, axis, rng):
+    """float16 (SPEC: on the GPU): half in memory and shared tiles, float32 arithmetic and
+    sums; the results are the float32 CPU results rounded to half."""
+    r = _reduction(name, axis)
+    args = [a.astype(np.float16) for a in _args(rng, "float32")]
+    want = r.run_numpy([a.astype(np.float32) for a in args], "CPU")
+    for scheme in ("1d", "2d"):
+        got = cuda.simulate(r, args, block=8, scheme=scheme, chunk=16)
+        for g, w in zip(got, want):
+            if w.dtype == np.int64:
+                np.testing.assert_array_equal(g, w)
+            else:
+                assert g.dtype == np.float16
+                np.testing.assert_allclose(g.astype(np.float32), w, rtol=1e-3, atol=1e-3 * np.abs(w).max())
+    _, n_i, n_j = r.check_arrays(args, gpu=True)
+    ranges = _half_ranges(r, n_i, n_j)
+    got = cuda.simulate(r, args, block=8, ranges=r.kernel_ranges(ranges, n_i, n_j))
+    want = r.run_numpy([a.astype(np.float32) for a in args], "CPU", ranges=ranges)
+    for g, w in zip(got, want):
+        if w.dtype == np.int64:
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g.astype(np.float32), w, rtol=1e-3, atol=1e-3 * np.abs(w[np.isfinite(w)]).max())
+
+
+def _half_ranges(r, n_i, n_j):
+    from test_ranges import ranges_from_keep
+
+    m, n = (n_i, n_j) if r.axis == 1 else (n_j, n_i)
+    return ranges_from_keep([[0, m // 2], [m // 2, m]], [[0, n // 3], [n // 3, n]], [[1, 0], [1, 1]])
+
+
+def test_float16_needs_the_gpu(rng):
+    g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
+    x, y, b = (a.astype(np.float16) for a in _args(rng, "float32"))
+    if not cuda.available():
+        with pytest.raises(TypeError, match="float16 arguments run on the GPU backend only"):
+            g(x, y, b)
+    with pytest.raises(TypeError, match="float16 arguments run on the GPU backend only"):
+        g(x, y, b, backend="CPU")
+
+
+@needs_ptxas
+@pytest.mark.parametrize("name", ["Sum", "LogSumExp", "KMin_ArgKMin", "SumSoftMaxWeight"])
+def test_ptxas_assembles_float16(name, tmp_path):
+    r = _reduction(name, 1)
+    for arch in ARCHS:
+        ptx = nvptx.render_ptx(r.program, "float16", arch)
+        assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx  # half loads widened, results narrowed
+        assemble(ptx, arch, tmp_path, f"{name}-float16")

@@ -480,7 +480,7 @@ def run_torch(reduction, tensors, device_id=-1, scheme="auto", ranges=None):
     ordinal = tdev.index if tdev.index is not None else torch.cuda.current_device()
     if device_id not in (-1, ordinal):
         raise ValueError(f"device_id={device_id} but the tensors are on {tdev}: move them or pass device_id=-1")
-    dtype, n_i, n_j = reduction.check_arrays([_Meta(t) for t in tensors])
+    dtype, n_i, n_j = reduction.check_arrays([_Meta(t) for t in tensors], gpu=True)
     if ranges is not None:
         ranges = reduction.kernel_ranges(ranges, n_i, n_j)
     dev = device(ordinal)
@@ -526,7 +526,6 @@ class _SimKernels:
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.addresses = {name: self.engine.get_function_address(name) for name in KERNELS}
-        self.elem = 4 if dtype == "float32" else 8
 
 
 _BARRIER_FN = ctypes.CFUNCTYPE(None)
@@ -576,7 +575,7 @@ def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_
     plan of `plan`, every GPU thread an OS thread.  For tests; slow."""
     from .llvm.nvptx import GpuConfig, config_for
 
-    dtype, n_i, n_j = reduction.check_arrays(arrays)
+    dtype, n_i, n_j = reduction.check_arrays(arrays, gpu=True)
     base = config_for(reduction.program, dtype)
     config = GpuConfig(block, base.stage if stage is None else stage, fast_math)
     key = (kernel_key(reduction.program, dtype, reduction.acc_dtype(dtype), reduction.sum_scheme, "host-sim",

@@ -62,6 +62,9 @@ from .renderer import FLOAT_TYPES, _Values
 
 
 I32, I64 = ir.IntType(32), ir.IntType(64)
+# float16 data (SPEC: on the GPU) is loaded, staged and stored as half and computed in float32
+DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
+DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 TRIPLE = "nvptx64-nvidia-cuda"
 KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
 SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
@@ -160,7 +163,7 @@ def _j_dims(program):
 
 def config_for(program, dtype, fast_math=False):
     """The largest block whose j tile fits shared memory; none fits: no staging."""
-    row_bytes = sum(d for _, d in _j_dims(program)) * (4 if dtype == "float32" else 8)
+    row_bytes = sum(d for _, d in _j_dims(program)) * DATA_BYTES[dtype]
     for block in (256, 128, 64):
         if block * row_bytes <= SHARED_BYTES:
             return GpuConfig(block, True, fast_math)
@@ -287,8 +290,9 @@ class _GpuModule:
                         f"{n.name} must be rewritten by the autodiff pass before code generation")
         self.program, self.red, self.config = program, program.red, config
         self.target = TARGETS[target]()
-        self.t = FLOAT_TYPES[dtype]
-        self.ta = FLOAT_TYPES[acc_dtype or dtype]
+        self.t_data = DATA_TYPES[dtype]  # arrays, tiles and outputs
+        self.t = FLOAT_TYPES["float32" if dtype == "float16" else dtype]  # arithmetic
+        self.ta = FLOAT_TYPES[acc_dtype or ("float32" if dtype == "float16" else dtype)]
         self.scheme = sum_scheme
         self.emitter_class = NVPTXEmitter if not config.fast_math else \
             _HostFastEmitter if target == "host-sim" else FastNVPTXEmitter
@@ -316,10 +320,10 @@ class _GpuModule:
         return fn, args, b, em, ea
 
     def _arg_types(self):
-        return [self.t.as_pointer()] * self.n_args
+        return [self.t_data.as_pointer()] * self.n_args
 
     def _out_types(self):
-        return [(I64 if kind == "index" else self.t).as_pointer() for _, kind in self.outputs]
+        return [(I64 if kind == "index" else self.t_data).as_pointer() for _, kind in self.outputs]
 
     def _new_state(self, em, ea):
         st = self.red.init(em, ea, self.dims, self.program.opt_arg)
@@ -352,11 +356,16 @@ class _GpuModule:
                 v = b.bitcast(v, ty)
             b.store(v, ptr)
 
+    def _widen(self, b, v):
+        return b.fpext(v, self.t) if self.t_data != self.t else v
+
     def _write_outputs(self, b, em, ea, st, outs, i):
-        for (shape, _), ptr, vals in zip(self.outputs, outs, self.red.finalize(em, ea, st)):
+        for (shape, kind), ptr, vals in zip(self.outputs, outs, self.red.finalize(em, ea, st)):
             width = math.prod(shape)
             start = b.mul(i, c64(width))
             for c, v in enumerate(vals):
+                if kind != "index" and self.t_data != self.t:
+                    v = b.fptrunc(v, self.t_data)
                 b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
 
     # ---- the 1-D and partial kernels ---------------------------------------------------------
@@ -386,7 +395,7 @@ class _GpuModule:
             active = b.icmp_signed("<", i, n_i)
             row = b.select(active, i, b.sub(n_i, c64(1)))  # inactive threads read a valid row, store nothing
         stage = cfg.stage and self.tile_size > 0
-        tile = tgt.shared(b, self.t, self.tile_size) if stage else None
+        tile = tgt.shared(b, self.t_data, self.tile_size) if stage else None
         cursor = {}  # the current tile start and j
 
         def load_var(n, em_):
@@ -395,11 +404,11 @@ class _GpuModule:
                 if stage:
                     jj = b.sub(cursor["j"], cursor["jt"])
                     base = b.add(c64(self.tile_offsets[pos]), b.mul(jj, c64(dim)))
-                    return [b.load(b.gep(tile, [b.add(base, c64(c))])) for c in range(dim)]
+                    return [self._widen(b, b.load(b.gep(tile, [b.add(base, c64(c))]))) for c in range(dim)]
                 base = b.mul(cursor["j"], c64(dim))
             else:
                 base = b.mul(row, c64(dim)) if cat == 0 else c64(0)
-            return [b.load(b.gep(data[pos], [b.add(base, c64(c))])) for c in range(dim)]
+            return [self._widen(b, b.load(b.gep(data[pos], [b.add(base, c64(c))]))) for c in range(dim)]
 
         values = _Values(em, load_var)
         for r in self.roots:  # everything that does not depend on j: once per thread
@@ -482,7 +491,7 @@ class _GpuModule:
             self.tiles_kernel(kind)
         self.merge_kernel(final=False)
         self.merge_kernel(final=True)
-        elem = 4 if self.t == ir.FloatType() else 8
+        elem = {ir.HalfType(): 2, ir.FloatType(): 4, ir.DoubleType(): 8}[self.t_data]
         stage = self.config.stage and self.tile_size > 0
         info = KernelInfo(self.config.block, MERGE_BLOCK, self.state_slots, stage,
                           self.tile_size * elem if stage else 0)
@@ -530,7 +539,7 @@ def compile_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_
 
 
 def render_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", fast_math=False):
-    """PTX assembly of `program`'s GPU kernels for `dtype` ('float32'/'float64') and `arch`."""
+    """PTX assembly of `program`'s GPU kernels for `dtype` ('float16'/'float32'/'float64') and `arch`."""
     config = config_for(program, dtype, fast_math)
     return compile_ptx(program, dtype, arch, acc_dtype, sum_scheme, config)[0]
 
