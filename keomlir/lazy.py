@@ -426,6 +426,12 @@ class GenericLazyTensor:
     def _meta(self):
         return (self.ni, self.nj, self.batchdims, self._dtype, self._device)
 
+    def _with_meta(self, meta):
+        """self with the metadata `meta` (joined with a derivative's variable), ranges kept."""
+        res = self._wrap(self._sym, meta)
+        res.ranges = self.ranges
+        return res
+
     def lt_constructor(self, x=None, axis=None):
         """A LazyTensor of x: complex when x is complex, whatever self is."""
         return (self._real_class if self.is_complex else type(self))(x, axis)
@@ -977,29 +983,29 @@ class GenericLazyTensor:
             raise ValueError(f"grad: gradin must have the dimension of the formula ({self.ndim}), "
                              f"got {gradin.ndim}")
         meta = self._join([v], "grad")
-        res = self._wrap(self._sym, meta)._op("Grad", [gradin], [v._sym], what="grad")
+        res = self._with_meta(meta)._op("Grad", [gradin], [v._sym], what="grad")
         return res
 
     def diff(self, other, diffin):
         """Diff(self, other, diffin): the differential of self in `other`, applied to `diffin`."""
         v = self._variable(other, "diff")
         meta = self._join([v], "diff")
-        return self._wrap(self._sym, meta)._op("Diff", [diffin], [v._sym], what="diff")
+        return self._with_meta(meta)._op("Diff", [diffin], [v._sym], what="diff")
 
     def grad_matrix(self, other):
         v = self._variable(other, "grad_matrix")
         meta = self._join([v], "grad_matrix")
-        return self._wrap(self._sym, meta)._op("GradMatrix", [], [v._sym], what="grad_matrix")
+        return self._with_meta(meta)._op("GradMatrix", [], [v._sym], what="grad_matrix")
 
     def divergence(self, var):
         v = self._variable(var, "divergence")
         meta = self._join([v], "divergence")
-        return self._wrap(self._sym, meta)._op("Divergence", [], [v._sym], what="divergence")
+        return self._with_meta(meta)._op("Divergence", [], [v._sym], what="divergence")
 
     def laplacian(self, var):
         v = self._variable(var, "laplacian")
         meta = self._join([v], "laplacian")
-        return self._wrap(self._sym, meta)._op("Laplacian", [], [v._sym], what="laplacian")
+        return self._with_meta(meta)._op("Laplacian", [], [v._sym], what="laplacian")
 
     # ---- reductions --------------------------------------------------------------------------------
     def _reduce(self, op, axis, dim, other=None, opt_arg=None, call=True, what=None, **kwargs):

@@ -367,3 +367,18 @@ def test_few_large_blocks_are_cut_into_parts_of_rows():
                 _run_case(name, 1, "float32", m, n, ranges)
     finally:
         cpu._num_threads = old
+
+
+def test_lazytensor_gradient_keeps_ranges():
+    """K.grad(x, e) of a LazyTensor with ranges reduces over the same blocks."""
+    rng = np.random.default_rng(8)
+    m, n = 60, 70
+    ranges = random_ranges(rng, m, n)
+    x, y, e = rng.standard_normal((m, 2)), rng.standard_normal((n, 2)), rng.standard_normal((m, 1))
+    xi = Vi(x)
+    K = (-((xi - Vj(y)) ** 2).sum(-1)).exp()
+    K.ranges = ranges
+    got = K.grad(xi, Vi(e)).sum(axis=1)
+    Kd = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1)) * mask_of(ranges, m, n)
+    want = (-2 * Kd[:, :, None] * (x[:, None] - y[None]) * e[:, :, None]).sum(1)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
