@@ -156,8 +156,28 @@ def cmd_info(args):
         print(f"{key + ':':<17}{value}")
 
 
+def _option_strings(parser):
+    """Every option string of the parser and its subcommands."""
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
+def _formulas_as_operands(parser, argv):
+    """A formula may start with '-' ("-SqDist(x,y)", "-x"): argparse would read it as an
+    option.  A word with one leading '-' that does not start with a short option (-a, -h)
+    is passed with a leading space (the grammar ignores it), so argparse takes it as an operand."""
+    options = _option_strings(parser)
+    return [" " + w if w.startswith("-") and not w.startswith("--") and w[:2] not in options else w for w in argv]
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_formulas_as_operands(parser, sys.argv[1:] if argv is None else list(argv)))
     try:
         {"ir": cmd_ir, "cache": cmd_cache, "info": cmd_info}[args.command](args)
     except (SyntaxError, ValueError, TypeError, NotImplementedError) as e:

@@ -181,3 +181,12 @@ def test_explain_from_python():
         keomlir.explain("x", ["x = Vi(3)"], passes=["fusion"])
     with pytest.raises(ValueError, match="emit"):
         keomlir.explain("x", ["x = Vi(3)"], emit="svg")
+
+
+def test_formulas_starting_with_a_minus_sign_are_operands():
+    """`keomlir ir "-SqDist(x,y)"` and `--formula2 "-x"`: not read as options."""
+    res = subprocess.run([sys.executable, "-m", "keomlir", "ir", "-a", "x = Vi(3)", "-a", "y = Vj(3)",
+                          "--reduction", "LogSumExp", "--formula2", "-x", "-SqDist(x,y)"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Minus(%2)" in res.stdout and "G = " in res.stdout
