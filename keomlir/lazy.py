@@ -19,7 +19,7 @@ import numpy as np
 
 from .ir.node import DimensionError
 from .ir.ops import OPS, make
-from .lazy_complex import ComplexMixin, is_complex_operand  # noqa: F401 - ComplexMixin: for the front ends
+from .lazy_complex import is_complex_operand
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 _INFIX = {"Add": "+", "Subtract": "-", "Mult": "*", "Divide": "/"}

@@ -62,7 +62,8 @@ class Genred:
 
 
 # ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from ..lazy import NUMPY_TOOLS, ComplexMixin, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..lazy import NUMPY_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..lazy_complex import ComplexMixin  # noqa: E402
 from ..solve import ConvergenceError, KernelSolve  # noqa: E402,F401
 
 

@@ -253,7 +253,8 @@ def _selected_backward(genred, args, results, grad_out, backend, ranges):
 
 
 # ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from ..lazy import TORCH_TOOLS, ComplexMixin, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..lazy import TORCH_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
+from ..lazy_complex import ComplexMixin  # noqa: E402
 from ..solve import ConvergenceError, TorchKernelSolve as KernelSolve  # noqa: E402,F401
 
 
