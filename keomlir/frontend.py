@@ -238,9 +238,9 @@ class Reduction:
                 return f"argument {pos} ('{name}')"
         return f"argument {pos}"
 
-    def check_arrays(self, arrays, gpu=False):
-        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms.
-        float16 is accepted for the GPU backend only (`gpu`)."""
+    def check_arrays(self, arrays):
+        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms
+        (float16 passes: `run_numpy` decides whether a GPU can take it)."""
         n = len(self.arguments)
         if len(arrays) != n:
             names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
@@ -251,9 +251,6 @@ class Reduction:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
         dtype = dtypes.pop() if dtypes else "float64"
-        if dtype == "float16" and not gpu:
-            raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
-                            "on the CPU, arguments must be float32 or float64 arrays")
         if dtype not in DTYPES + ("float16",):
             raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
         rows = {0: {}, 1: {}}
@@ -318,8 +315,10 @@ class Reduction:
         check_backend(backend)
         from .backends import cuda
 
-        half = any(str(a.dtype) == "float16" for a in arrays)
-        dtype, n_i, n_j = self.check_arrays(arrays, gpu=half and backend in ("GPU", "auto") and cuda.available())
+        dtype, n_i, n_j = self.check_arrays(arrays)
+        if dtype == "float16" and not (backend in ("GPU", "auto") and cuda.available()):
+            raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
+                            "on the CPU, arguments must be float32 or float64 arrays")
         if ranges is not None:
             ranges = self.kernel_ranges(ranges, n_i, n_j)
         if backend == "reference":

@@ -313,8 +313,15 @@ class GenericLazyTensor:
     __array_ufunc__ = None  # NumPy defers `array + lazy` to LazyTensor.__radd__
     __GenericLazyTensor__ = True
 
-    _real_class = _complex_class = None  # set by the front ends: LazyTensor, ComplexLazyTensor
+    _real_class = _complex_class = None  # a front end's LazyTensor and ComplexLazyTensor
     is_complex = False
+
+    def __init_subclass__(cls, **kwargs):
+        """A complex subclass (ComplexMixin) registers itself with its real base class."""
+        super().__init_subclass__(**kwargs)
+        if cls.is_complex:
+            real = next(b for b in cls.__mro__[1:] if issubclass(b, GenericLazyTensor) and not b.is_complex)
+            real._real_class, real._complex_class = real, cls
 
     def __new__(cls, x=None, axis=None):
         """A complex array makes a ComplexLazyTensor, anything else a (real) LazyTensor."""
@@ -417,20 +424,15 @@ class GenericLazyTensor:
 
     # ---- construction helpers -----------------------------------------------------------
     @classmethod
-    def _wrap(cls, sym, meta):
+    def _wrap(cls, sym, meta, ranges=None):
         res = object.__new__(cls)
         res._sym = sym
         res.ni, res.nj, res.batchdims, res._dtype, res._device = meta
+        res.ranges = ranges
         return res
 
     def _meta(self):
         return (self.ni, self.nj, self.batchdims, self._dtype, self._device)
-
-    def _with_meta(self, meta):
-        """self with the metadata `meta` (joined with a derivative's variable), ranges kept."""
-        res = self._wrap(self._sym, meta)
-        res.ranges = self.ranges
-        return res
 
     def lt_constructor(self, x=None, axis=None):
         """A LazyTensor of x: complex when x is complex, whatever self is."""
@@ -479,9 +481,7 @@ class GenericLazyTensor:
         except DimensionError as e:
             dims = ", ".join(str(o.ndim) for o in all_ops)
             raise ValueError(f"{what}: incompatible dimensions ({dims}): {e}") from None
-        res = self._wrap(sym, meta)
-        res.ranges = next((o.ranges for o in all_ops if o.ranges is not None), None)
-        return res
+        return self._wrap(sym, meta, next((o.ranges for o in all_ops if o.ranges is not None), None))
 
     def _op_first(self, name, first, rest=(), attrs=(), what=None):
         """An operation whose first operand is `first` (for reflected operators)."""
@@ -762,9 +762,7 @@ class GenericLazyTensor:
         if self._complex_class is None:
             raise TypeError("this LazyTensor class has no complex counterpart")
         res = self._op(name)
-        out = self._complex_class._wrap(res._sym, res._meta())
-        out.ranges = res.ranges
-        return out
+        return self._complex_class._wrap(res._sym, res._meta(), res.ranges)
 
     def real2complex(self):
         """x + 0i: a complex LazyTensor of the same dimension."""
@@ -983,29 +981,29 @@ class GenericLazyTensor:
             raise ValueError(f"grad: gradin must have the dimension of the formula ({self.ndim}), "
                              f"got {gradin.ndim}")
         meta = self._join([v], "grad")
-        res = self._with_meta(meta)._op("Grad", [gradin], [v._sym], what="grad")
+        res = self._wrap(self._sym, meta, self.ranges)._op("Grad", [gradin], [v._sym], what="grad")
         return res
 
     def diff(self, other, diffin):
         """Diff(self, other, diffin): the differential of self in `other`, applied to `diffin`."""
         v = self._variable(other, "diff")
         meta = self._join([v], "diff")
-        return self._with_meta(meta)._op("Diff", [diffin], [v._sym], what="diff")
+        return self._wrap(self._sym, meta, self.ranges)._op("Diff", [diffin], [v._sym], what="diff")
 
     def grad_matrix(self, other):
         v = self._variable(other, "grad_matrix")
         meta = self._join([v], "grad_matrix")
-        return self._with_meta(meta)._op("GradMatrix", [], [v._sym], what="grad_matrix")
+        return self._wrap(self._sym, meta, self.ranges)._op("GradMatrix", [], [v._sym], what="grad_matrix")
 
     def divergence(self, var):
         v = self._variable(var, "divergence")
         meta = self._join([v], "divergence")
-        return self._with_meta(meta)._op("Divergence", [], [v._sym], what="divergence")
+        return self._wrap(self._sym, meta, self.ranges)._op("Divergence", [], [v._sym], what="divergence")
 
     def laplacian(self, var):
         v = self._variable(var, "laplacian")
         meta = self._join([v], "laplacian")
-        return self._with_meta(meta)._op("Laplacian", [], [v._sym], what="laplacian")
+        return self._wrap(self._sym, meta, self.ranges)._op("Laplacian", [], [v._sym], what="laplacian")
 
     # ---- reductions --------------------------------------------------------------------------------
     def _reduce(self, op, axis, dim, other=None, opt_arg=None, call=True, what=None, **kwargs):
@@ -1167,10 +1165,8 @@ class GenericLazyTensor:
     def t(self):
         """The transposed symbolic matrix: i- and j-variables exchanged, shape (..., N, M, D)."""
         ni, nj, batch, dtype, device = self._meta()
-        res = self._wrap(_swap_ij(self._sym), (nj, ni, batch, dtype, device))
-        if self.ranges is not None:  # the two halves of the 6-tuple exchanged
-            res.ranges = tuple(self.ranges[3:]) + tuple(self.ranges[:3])
-        return res
+        ranges = None if self.ranges is None else tuple(self.ranges[3:]) + tuple(self.ranges[:3])  # halves swapped
+        return self._wrap(_swap_ij(self._sym), (nj, ni, batch, dtype, device), ranges)
 
     @property
     def T(self):

@@ -40,9 +40,7 @@ class ComplexMixin:
         return self._sym.dim // 2
 
     def _retype(self, lt, cls):
-        res = cls._wrap(lt._sym, lt._meta())
-        res.ranges = lt.ranges
-        return res
+        return cls._wrap(lt._sym, lt._meta(), lt.ranges)
 
     def _real(self, lt):
         return self._retype(lt, self._real_class)

@@ -352,17 +352,20 @@ def ranges_plan(ranges_i, slices_i, block):
     return np.ascontiguousarray(np.stack([start, end, first[owner], slices_i[owner]], axis=1), dtype=np.int64)
 
 
-def ranges_steps(n_i, n_j, n_in, n_out, info, n_chunks):
-    """Launches of a block-sparse reduction: every row gets the empty reduction
+def ranges_steps(n_i, n_j, n_in, n_out, info, ranges):
+    """Launches of a block-sparse reduction (`ranges`: the kernel's checked half of the
+    6-tuple) and the int64 tables they read: every row gets the empty reduction
     (keomlir_1d over no j), then the blocks' rows are reduced over their intervals."""
     if n_i == 0:
-        return []
+        return [], {}
+    ranges_i, slices_i, redranges = ranges
+    chunks = ranges_plan(ranges_i, slices_i, info.block)
     ins = tuple(f"in{k}" for k in range(n_in))
     outs = tuple(f"out{k}" for k in range(n_out))
     steps = [Step("keomlir_1d", (_cdiv(n_i, info.block), 1), info.block, (n_i, 0) + ins + outs)]
-    if n_chunks:
-        steps.append(Step("keomlir_ranges", (n_chunks, 1), info.block, (n_i, n_j, "plan", "redranges") + ins + outs))
-    return steps
+    if len(chunks):
+        steps.append(Step("keomlir_ranges", (len(chunks), 1), info.block, (n_i, n_j, "plan", "redranges") + ins + outs))
+    return steps, {"plan": chunks, "redranges": np.ascontiguousarray(redranges, dtype=np.int64)}
 
 
 # ---- running on a GPU -------------------------------------------------------------------------
@@ -409,10 +412,8 @@ def _steps_and_tables(dev, kernels, n_i, n_j, n_in, n_out, scheme, ranges):
     """(launches, scratch state buffers {name: i64 words}, int64 tables to upload {name: array})."""
     if ranges is None:
         return (*_plan_for(dev, kernels, n_i, n_j, n_in, n_out, scheme), {})
-    ranges_i, slices_i, redranges = ranges
-    chunks = ranges_plan(ranges_i, slices_i, kernels.info.block)
-    tables = {"plan": chunks, "redranges": np.ascontiguousarray(redranges, dtype=np.int64)}
-    return ranges_steps(n_i, n_j, n_in, n_out, kernels.info, len(chunks)), {}, tables
+    steps, tables = ranges_steps(n_i, n_j, n_in, n_out, kernels.info, ranges)
+    return steps, {}, tables
 
 
 def run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto", ranges=None):
@@ -480,7 +481,7 @@ def run_torch(reduction, tensors, device_id=-1, scheme="auto", ranges=None):
     ordinal = tdev.index if tdev.index is not None else torch.cuda.current_device()
     if device_id not in (-1, ordinal):
         raise ValueError(f"device_id={device_id} but the tensors are on {tdev}: move them or pass device_id=-1")
-    dtype, n_i, n_j = reduction.check_arrays([_Meta(t) for t in tensors], gpu=True)
+    dtype, n_i, n_j = reduction.check_arrays([_Meta(t) for t in tensors])
     if ranges is not None:
         ranges = reduction.kernel_ranges(ranges, n_i, n_j)
     dev = device(ordinal)
@@ -575,7 +576,7 @@ def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_
     plan of `plan`, every GPU thread an OS thread.  For tests; slow."""
     from .llvm.nvptx import GpuConfig, config_for
 
-    dtype, n_i, n_j = reduction.check_arrays(arrays, gpu=True)
+    dtype, n_i, n_j = reduction.check_arrays(arrays)
     base = config_for(reduction.program, dtype)
     config = GpuConfig(block, base.stage if stage is None else stage, fast_math)
     key = (kernel_key(reduction.program, dtype, reduction.acc_dtype(dtype), reduction.sum_scheme, "host-sim",
@@ -586,16 +587,14 @@ def simulate(reduction, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_
                                        reduction.sum_scheme, config)
     outs = [np.empty(shape, dtype=np.int64 if kind == "index" else dtype)
             for shape, kind in reduction.output_shapes(n_i)]
+    tables = {}
     if ranges is None:
         steps, scratch = plan(n_i, n_j, len(arrays), len(outs), sim.info, sm_count, 2048, scheme, chunk, fan)
-    else:
-        ranges_i, slices_i, redranges = ranges  # as run_numpy: the kernel's checked half
-        chunks = ranges_plan(ranges_i, slices_i, block)
-        steps, scratch = ranges_steps(n_i, n_j, len(arrays), len(outs), sim.info, len(chunks)), {}
+    else:  # as run_numpy: the kernel's checked half of the 6-tuple
+        (steps, tables), scratch = ranges_steps(n_i, n_j, len(arrays), len(outs), sim.info, ranges), {}
     host = [np.ascontiguousarray(a) for a in arrays]
     states = {name: np.zeros(max(words, 1), dtype=np.int64) for name, words in scratch.items()}
-    if ranges is not None:
-        states.update(plan=chunks, redranges=redranges)
+    states.update(tables)
     buffers = {f"in{k}": a.ctypes.data for k, a in enumerate(host)}
     buffers.update({f"out{k}": o.ctypes.data for k, o in enumerate(outs)})
     buffers.update({name: s.ctypes.data for name, s in states.items()})

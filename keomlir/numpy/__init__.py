@@ -77,8 +77,5 @@ class ComplexLazyTensor(ComplexMixin, LazyTensor):
     """A symbolic (M, N, D) tensor of complex NumPy arrays; see keomlir.lazy_complex."""
 
 
-LazyTensor._real_class, LazyTensor._complex_class = LazyTensor, ComplexLazyTensor
-
-
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)
 generic_sum, generic_logsumexp, generic_argmin, generic_argkmin = generic_reductions(Genred)
