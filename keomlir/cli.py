@@ -12,7 +12,7 @@ import platform
 import sys
 import textwrap
 
-from . import __version__
+from ._version import __version__
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
 VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
@@ -22,7 +22,7 @@ PROBED_TARGETS = ("x86_64-unknown-linux-gnu", "nvptx64-nvidia-cuda", "aarch64-un
 
 def build_parser():
     from .ir.reductions import REDUCTIONS
-    from .passes import DEFAULT_PIPELINE, PASSES
+    from .passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
 
     parser = argparse.ArgumentParser(
         prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.",
@@ -48,7 +48,7 @@ def build_parser():
                     help="floating-point type of the generated code (default: float32)")
     ir.add_argument("--passes", metavar="NAME,NAME,...",
                     help=f"run exactly these passes, in order ('' for none); valid: {', '.join(PASSES)}; "
-                         f"default: {','.join(DEFAULT_PIPELINE)}")
+                         f"default: {','.join(DEFAULT_PIPELINE + TARGET_PIPELINE)}")
     ir.add_argument("--print-ir-after-all", action="store_true",
                     help="print the IR after parsing and after each pass, each under a header naming the stage")
     ir.add_argument("--emit", choices=CLI_FORMS, default="ir",

@@ -3,14 +3,21 @@ after each pass, the LLVM IR before and after LLVM's optimizer, the host
 assembly, NVPTX, a Graphviz graph, and the time each stage took.
 
 This is what the `keomlir ir` command prints; notebooks get the same object
-(it renders itself as Markdown) and `to_dict()` for anything else.  Only the
-standard library is imported at module level, so `import keomlir` stays cheap.
+(it renders itself as Markdown) and `to_dict()` for anything else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+
+from .backends import cpu
+from .backends.llvm import toolchain
+from .backends.llvm.nvptx import render_ptx
+from .backends.llvm.renderer import render
+from .compile import DTYPES, CompiledReduction
+from .ir.node import index_name
+from .passes import DEFAULT_PIPELINE, TARGET_PIPELINE, PassManager
 
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
@@ -59,11 +66,10 @@ def stage_header(name):
 
 
 def pass_names(passes):
-    """None: the default pipeline; "a,b" or a list of names: exactly those, in order."""
+    """None: the default pipeline, then the host's scheduling (tiling); "a,b" or a list
+    of names: exactly those, in order."""
     if passes is None:
-        from .passes import DEFAULT_PIPELINE
-
-        return list(DEFAULT_PIPELINE)
+        return list(DEFAULT_PIPELINE + TARGET_PIPELINE)
     if isinstance(passes, str):
         passes = passes.split(",")
     return [p.strip() for p in passes if p.strip()]
@@ -76,9 +82,6 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
     Raises the library's SyntaxError/ValueError/TypeError for user errors and
     NotImplementedError for a form whose backend is missing.
     """
-    from .frontend import DTYPES, Reduction
-    from .passes import PassManager
-
     forms = (emit,) if isinstance(emit, str) else tuple(emit)
     bad = [f for f in forms if f not in EMIT_FORMS]
     if bad:
@@ -86,10 +89,10 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     stages = []
-    manager = PassManager(pass_names(passes),
+    manager = PassManager(pass_names(passes), target=cpu.host_target(),
                           on_stage=lambda name, program, dt: stages.append(Stage(name, program.text(), dt)))
     t0 = time.perf_counter()
-    red = Reduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=())
+    red = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=())
     stages.append(Stage("parse", red.parsed.text(), time.perf_counter() - t0))
     program = manager.run(red.parsed)
     timings = [(s.name, s.seconds) for s in stages]
@@ -102,36 +105,22 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         return result
 
     if NEEDS_LLVM.intersection(forms):
-        from .backends import cpu
-        from .backends.llvm.renderer import render
-
         module = timed("LLVM IR rendering", render, program, dtype, red.acc_dtype(dtype), red.sum_scheme)
         if "llvm" in forms:
             outputs["llvm"] = str(module)
         if NEEDS_OPT.intersection(forms):
-            mod = timed("LLVM optimization", cpu.optimize, str(module))
+            mod = timed("LLVM optimization", toolchain.optimize, module)
             if "llvm-opt" in forms:
                 outputs["llvm-opt"] = str(mod)
             if "obj" in forms:
-                outputs["obj"] = timed("machine code", cpu.target_machine().emit_object, mod)
+                outputs["obj"] = timed("machine code", toolchain.host_target_machine().emit_object, mod)
             if "asm" in forms:
-                outputs["asm"] = timed("assembly", cpu.target_machine().emit_assembly, mod)
+                outputs["asm"] = timed("assembly", toolchain.host_target_machine().emit_assembly, mod)
     if "ptx" in forms:
-        outputs["ptx"] = timed("NVPTX", _ptx_renderer(), program, dtype)
+        outputs["ptx"] = timed("NVPTX", render_ptx, program, dtype)
     if "dot" in forms:
         outputs["dot"] = to_dot(program)
     return Explanation(stages, program, outputs, timings)
-
-
-def _ptx_renderer():
-    try:
-        from .backends.llvm.nvptx import render_ptx
-    except ModuleNotFoundError as e:
-        if e.name != "keomlir.backends.llvm.nvptx":
-            raise
-        raise NotImplementedError(
-            "emit 'ptx': the NVPTX backend is not built yet (no module keomlir.backends.llvm.nvptx)") from None
-    return render_ptx
 
 
 def _quote(text):
@@ -141,8 +130,6 @@ def _quote(text):
 def to_dot(program):
     """A Graphviz digraph of the program: operands point to their users, nodes are
     labelled with operation and dimension and colored by the indices they depend on."""
-    from .ir.node import index_name
-
     names = dict(program.names)
     head = program.text().splitlines()[0]
     lines = ["digraph keomlir {",

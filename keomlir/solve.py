@@ -25,7 +25,7 @@ import functools
 
 import numpy as np
 
-from .frontend import batch_plan, run_batched
+from .calls import batch_plan, run_batched
 
 __all__ = ["ConvergenceError", "KernelSolve", "conjugate_gradient"]
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import keomlir
-from keomlir.passes import DEFAULT_PIPELINE, PASSES
+from keomlir.passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GAUSS = ["Exp(-SqDist(x,y))*b", "-a", "x = Vi(3)", "-a", "y = Vj(3)", "-a", "b = Vj(1)"]
@@ -86,8 +86,8 @@ def test_emit_ptx_without_the_backend_says_so():
 
 def test_print_ir_after_all_has_one_header_per_stage():
     out = ok("ir", *GAUSS, "--print-ir-after-all")
-    assert HEADER.findall(out) == ["parse", *DEFAULT_PIPELINE]
-    assert out.count("reduce Sum over j") == 1 + len(DEFAULT_PIPELINE)
+    assert HEADER.findall(out) == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE]
+    assert out.count("reduce Sum over j") == 1 + len(DEFAULT_PIPELINE + TARGET_PIPELINE)
 
 
 def test_passes_runs_exactly_the_named_passes():
@@ -124,7 +124,7 @@ def test_time_passes_table():
     r = keomlir_cmd("ir", *GAUSS, "--time-passes")
     assert r.returncode == 0 and r.stdout.startswith("reduce Sum")
     stages = [line.split("  ")[0] for line in r.stderr.splitlines()[1:]]
-    assert stages == ["parse", *DEFAULT_PIPELINE, "LLVM IR rendering", "LLVM optimization", "machine code",
+    assert stages == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE, "LLVM IR rendering", "LLVM optimization", "machine code",
                       "total"]
 
 
@@ -162,11 +162,11 @@ def test_info():
 def test_explain_from_python():
     ex = keomlir.explain("Exp(-SqDist(x,y))*b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=0,
                          emit=("ir", "llvm", "dot"))
-    assert [s.name for s in ex.stages] == ["parse", *DEFAULT_PIPELINE]
+    assert [s.name for s in ex.stages] == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE]
     assert ex.ir == ex.program.text() == ex.outputs["ir"]
     assert "x=Var(0,3,j)" in ex.ir  # axis 0: the kernel reduces over the x_i
     assert "define" in ex.outputs["llvm"] and ex.outputs["dot"].startswith("digraph")
-    assert [name for name, _ in ex.timings] == ["parse", *DEFAULT_PIPELINE, "LLVM IR rendering"]
+    assert [name for name, _ in ex.timings] == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE, "LLVM IR rendering"]
     assert str(ex).startswith("// ----- IR after parse ----- //")
     assert "**cse**" in ex._repr_markdown_()
     d = ex.to_dict()

@@ -72,8 +72,8 @@ def test_passes_preserve_meaning(formula):
     r = np.random.default_rng(0)
     args = [r.normal(size=(6, 3)), r.normal(size=(7, 3)), r.normal(size=(6, 1))]
     g = Genred(formula, ALIASES, axis=1)
-    before = reference.run(g.reduction.parsed, args, 6, 7)[0]
-    after = reference.run(g.program, args, 6, 7)[0]
+    before = reference.evaluate(g.reduction.parsed, args, 6, 7)[0]
+    after = reference.evaluate(g.program, args, 6, 7)[0]
     np.testing.assert_allclose(after, before, rtol=1e-13)
     np.testing.assert_allclose(g(*args), before, rtol=1e-12)
 

@@ -856,8 +856,8 @@ def check_reduction(case, red, axis, dtypes=()):
 
     # the passes keep meaning: the reference interpreter on the parsed and on the optimized program
     n_i, n_j = (case.m, case.n) if axis == 1 else (case.n, case.m)
-    before = reference.run(g.reduction.parsed, arrays, n_i, n_j)
-    after = reference.run(g.program, arrays, n_i, n_j)
+    before = reference.evaluate(g.reduction.parsed, arrays, n_i, n_j)
+    after = reference.evaluate(g.program, arrays, n_i, n_j)
     check_outputs(after, before, red, parts, F, axis, "float64", "optimized vs parsed program, " + tag)
 
     for dtype in dtypes:

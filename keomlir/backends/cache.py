@@ -1,5 +1,5 @@
-"""On-disk cache of compiled kernels (object code), keyed by everything that
-determines the machine code.
+"""On-disk cache of compiled kernels (object code or PTX), keyed by everything
+that determines the machine code (`kernel_key`, the one key every backend uses).
 
 An entry is `MAGIC | len(key) | key | sha256(payload) | payload`, written to a
 temporary file and renamed into place (atomic on POSIX).  An entry whose magic,
@@ -9,13 +9,37 @@ crash.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
 import struct
 import tempfile
 
+import llvmlite
+
+from .._version import __version__
+
 MAGIC = b"KEOMLIR-OBJ-1\n"
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_digest():
+    """A hash of the compiler's own source: a changed compiler never reuses old kernels."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.lark")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def kernel_key(program, target, **options):
+    """The cache key of `program` compiled for `target` (a string naming the machine)
+    with `options` (dtype, accumulator, sum scheme, variant, GPU configuration...):
+    the versions, a hash of the compiler, the options and the program's IR text."""
+    settings = " ".join(f"{k}={options[k]}" for k in sorted(options))
+    return "\n".join([f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
+                      f"target {target}", settings, program.text()])
 
 
 def cache_dir():

@@ -11,22 +11,19 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import functools
-import hashlib
 import os
-import pathlib
 import threading
 import time
 
-import llvmlite
-import llvmlite.binding as llvm
 import numpy as np
 
-from .. import __version__
+from ..passes import TARGET_PIPELINE, PassManager, Target
 from . import cache
+from .llvm import toolchain
 from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, RANGES_NAME, render
 
 _lock = threading.Lock()
-_kernels: dict[str, "CpuKernel"] = {}
+_kernels: dict[tuple, "CpuKernel"] = {}  # (program, dtype, acc, scheme, variant) -> kernel
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
@@ -61,36 +58,14 @@ def _pool(n):
 
 
 @functools.lru_cache(maxsize=None)
-def target_machine():
-    """The host's target machine, shared by compilations (never given to an engine)."""
-    return _new_target_machine()
+def host_target():
+    """The host CPU as the tiling pass sees it (its SIMD width) and as cache keys name it."""
+    return Target(toolchain.host_target_id(), toolchain.host_vector_bits())
 
 
-def _new_target_machine():
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    triple = llvm.get_process_triple()
-    target = llvm.Target.from_triple(triple)
-    return target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-        opt=3, reloc="pic", codemodel="default",
-    )
-
-
-def target_id():
-    tm = target_machine()
-    return f"{tm.triple}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}"
-
-
-def optimize(llvm_ir: str):
-    """Parse, verify and run LLVM's O3 pipeline; returns the ModuleRef."""
-    mod = llvm.parse_assembly(llvm_ir)
-    mod.verify()
-    tm = target_machine()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    return mod
+def schedule(program):
+    """`program` tiled for the host (the target-aware end of the pass pipeline)."""
+    return PassManager(list(TARGET_PIPELINE), target=host_target()).run(program)
 
 
 class CpuKernel:
@@ -99,10 +74,7 @@ class CpuKernel:
     threads, the block-sparse kernel) are compiled on first need."""
 
     def __init__(self, obj: bytes, stats, variant_of=None):
-        # an engine owns (and frees) its target machine: give it one of its own
-        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine())
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-        self.engine.finalize_object()
+        self.engine = toolchain.host_engine(obj)
         self.stats = stats
         self.variant_of = variant_of  # variant name -> the CpuKernel of that variant
         address = self.engine.get_function_address
@@ -191,49 +163,34 @@ def _run(fn, calls):
         f.result()
 
 
-@functools.lru_cache(maxsize=None)
-def compiler_digest():
-    """A hash of the compiler's own source: a changed compiler never reuses old kernels."""
-    root = pathlib.Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.lark")):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def kernel_key(program, dtype, acc_dtype, sum_scheme, variant="kernel"):
-    return "\n".join([
-        f"keomlir {__version__} ({compiler_digest()}) llvmlite {llvmlite.__version__}",
-        f"target {target_id()}",
-        f"dtype {dtype} acc {acc_dtype} scheme {sum_scheme}{'' if variant == 'kernel' else ' ' + variant}",
-        program.text(),
-    ])
-
-
 def _build(program, dtype, acc_dtype, sum_scheme, variant):
     """Object code for `program`, with the time of each stage."""
     t0 = time.perf_counter()
     module = render(program, dtype, acc_dtype, sum_scheme, variant)
     t1 = time.perf_counter()
-    mod = optimize(str(module))
+    mod = toolchain.optimize(module)
     t2 = time.perf_counter()
-    obj = target_machine().emit_object(mod)
+    obj = toolchain.host_target_machine().emit_object(mod)
     t3 = time.perf_counter()
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
 def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
-    """The CpuKernel of `program` (one variant, see renderer.VARIANTS): from memory,
-    from disk, or freshly compiled."""
-    key = kernel_key(program, dtype, acc_dtype, sum_scheme, variant)
-    kernel = _kernels.get(key)
+    """The CpuKernel of a target-independent `program` (one variant, see
+    renderer.VARIANTS): from memory (keyed by the hash-consed IR), from disk (keyed
+    by the IR text of the program tiled for the host), or freshly compiled."""
+    memo = (program, dtype, acc_dtype, sum_scheme, variant)
+    kernel = _kernels.get(memo)
     if kernel is not None:
         return kernel
     with _lock:
-        kernel = _kernels.get(key)
+        kernel = _kernels.get(memo)
         if kernel is not None:
             return kernel
         t0 = time.perf_counter()
+        tiled = schedule(program)
+        key = cache.kernel_key(tiled, host_target().name, dtype=dtype, acc=acc_dtype, scheme=sum_scheme,
+                               variant=variant)
         siblings = functools.partial(compile_program, program, dtype, acc_dtype, sum_scheme)
         obj = cache.load(key)
         if obj is not None:
@@ -242,9 +199,25 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, variant)
+            obj, stats = _build(tiled, dtype, acc_dtype, sum_scheme, variant)
             cache.store(key, obj)
             kernel = CpuKernel(obj, stats, siblings)
         kernel.stats["total_s"] = time.perf_counter() - t0
-        _kernels[key] = kernel
+        kernel.stats["key"] = key
+        _kernels[memo] = kernel
         return kernel
+
+
+def run(launch, arrays):
+    """Run a checked Launch on NumPy arrays on the host; returns the outputs."""
+    # j data transposed to (dim, rows) for contiguous vector loads; a copy only where
+    # needed, inputs never written
+    buffers = [np.ascontiguousarray(a.T if cat == 1 else a) for a, cat in zip(arrays, launch.arg_cats)]
+    outs = launch.numpy_outputs()
+    kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme)
+    pointers = ([b.ctypes.data for b in buffers], [o.ctypes.data for o in outs], launch.n_i, launch.n_j)
+    if launch.ranges is None:
+        kernel(*pointers)
+    else:
+        kernel.run_ranges(*pointers, *launch.ranges)
+    return outs

@@ -26,7 +26,14 @@ def evaluate_formula(root, arrays):
     return memo[id(root)]
 
 
-def run(program, arrays, n_i, n_j, ranges=None):
+def run(launch, arrays):
+    """The outputs of a Launch, computed in float64 and returned in the launch's dtype."""
+    outs = evaluate(launch.program, [np.asarray(a, np.float64) for a in arrays], launch.n_i, launch.n_j,
+                    launch.ranges)
+    return [o.astype(launch.dtype) if o.dtype.kind == "f" else o for o in outs]
+
+
+def evaluate(program, arrays, n_i, n_j, ranges=None):
     """The reduction outputs (float64 values, int64 indices), one row per i; with
     `ranges` (the kernel's half of a block-sparse 6-tuple), each row over its own j."""
     f = np.broadcast_to(evaluate_formula(program.formula, arrays), (n_i, n_j, program.formula.dim))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frontend import Reduction, batch_plan, generic_reductions, run_batched
+from ..calls import batch_plan, generic_reductions, run_batched
+from ..compile import CompiledReduction
 from ..passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
@@ -26,7 +27,7 @@ class Genred:
         # compatibility: the dtype comes from the arguments at call time.
         if use_double_acc:
             dtype_acc = "float64"
-        self.reduction = Reduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
+        self.reduction = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
                                    dtype_acc, sum_scheme, passes)
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from ..ir.ops import make
 from ..ir.verify import verify_program
 
 PASSES: dict[str, type] = {}
@@ -18,6 +19,7 @@ def register_pass(cls):
 
 class Pass:
     name = ""
+    needs_target = False  # constructed with the Target it schedules for (see tiling.py)
 
     def run(self, program):
         raise NotImplementedError
@@ -25,8 +27,6 @@ class Pass:
 
 def rewrite(root, rule):
     """Rebuild the DAG bottom-up, replacing each node by `rule(node)` until it returns None."""
-    from ..ir.ops import make
-
     memo = {}
     for n in root.walk():
         args = [memo[id(a)] for a in n.args]
@@ -52,13 +52,17 @@ class NodePass(Pass):
 
 
 class PassManager:
-    def __init__(self, names, verify=True, on_stage=None):
+    def __init__(self, names, verify=True, on_stage=None, target=None):
         unknown = [n for n in names if n not in PASSES]
         if unknown:
             raise ValueError(
                 f"unknown pass {', '.join(unknown)}; valid passes: {', '.join(PASSES)}"
             )
-        self.passes = [PASSES[n]() for n in names]
+        targeted = [n for n in names if PASSES[n].needs_target]
+        if targeted and target is None:
+            raise ValueError(f"pass {', '.join(targeted)} schedules for a target: it runs in a backend (or in "
+                             f"`keomlir ir`), not in the target-independent pipeline")
+        self.passes = [PASSES[n](target) if PASSES[n].needs_target else PASSES[n]() for n in names]
         self.verify = verify
         self.on_stage = on_stage  # called as on_stage(name, program, seconds)
         self.timings = []

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..frontend import Reduction, batch_plan, check_backend, generic_reductions, run_batched
+from ..calls import batch_plan, generic_reductions, run_batched
+from ..compile import CompiledReduction, check_backend
 from ..passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
@@ -30,7 +31,7 @@ class Genred:
         if use_double_acc:
             dtype_acc = "float64"
         self.options = dict(dtype_acc=dtype_acc, sum_scheme=sum_scheme, passes=passes)
-        self.reduction = Reduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
+        self.reduction = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
                                    dtype_acc, sum_scheme, passes)
         self._gradients = {}
 

@@ -1,0 +1,103 @@
+"""What every array front end (NumPy, torch) shares around a call: leading batch
+dimensions, and pykeops's `generic_*` shortcuts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compile import check_str
+from .grammar import parse_alias
+
+def batch_plan(reduction, shapes):
+    """Leading batch dimensions of a call, pykeops's convention: i/j variables are
+    `(..., n, d)` arrays and parameters `(..., d)`; batch dimensions broadcast (1
+    stretches, missing leading ones count as 1).  A call is batched when an i/j variable
+    has more than 2 dimensions or a parameter more than 2.  Returns None for a plain
+    call (2-d variables, parameters `(d,)` or `(1, d)`), else (batch shape, each argument's
+    batch shape left-padded to it, each argument's own number of batch dimensions).
+    Shapes that fit neither are left to `check_arrays`, which names the argument."""
+    if len(shapes) != len(reduction.arguments):
+        return None
+    leads, batched = [], False
+    for (_, _, cat), shape in zip(reduction.kernel_arguments, shapes):
+        core = 1 if cat == 2 else 2
+        if len(shape) < core:
+            return None
+        lead = tuple(int(s) for s in shape[:len(shape) - core])
+        leads.append(lead)
+        if lead and (cat != 2 or len(lead) > 1):  # as pykeops: a (n, d) parameter alone is no batch
+            batched = True
+    if not batched:
+        return None
+    nb = max(len(lead) for lead in leads)
+    own = [len(lead) for lead in leads]
+    leads = [(1,) * (nb - len(lead)) + lead for lead in leads]
+    batch = []
+    for t in range(nb):
+        sizes = {lead[t] for lead in leads} - {1}
+        if len(sizes) > 1:
+            detail = ", ".join(f"{reduction.arg_label(p)} has {lead[nb - n:]}"
+                               for p, (lead, n) in enumerate(zip(leads, own)))
+            raise ValueError(f"batch dimensions do not broadcast: {detail}")
+        batch.append(sizes.pop() if sizes else 1)
+    return tuple(batch), leads, own
+
+
+def run_batched(plan, args, call_one, stack):
+    """Run a batched call one batch element at a time: `call_one(elements)` is the
+    plain call (returning an array or a tuple of arrays), `stack` np.stack or
+    torch.stack.  Reshaping, indexing and stacking are ordinary array operations, so
+    torch autograd flows through them (a broadcast argument gets the sum of its
+    elements' gradients)."""
+    batch, leads, own = plan
+    if any(s == 0 for s in batch):
+        raise ValueError(f"batch dimensions {batch} hold no element")
+    padded = [a.reshape((1,) * (len(lead) - n) + tuple(a.shape)) for a, lead, n in zip(args, leads, own)]
+    results = []
+    for idx in np.ndindex(*batch):
+        elements = [a[tuple(0 if s == 1 else i for s, i in zip(lead, idx))] for a, lead in zip(padded, leads)]
+        results.append(call_one(elements))
+    if isinstance(results[0], tuple):
+        return tuple(stack([r[k] for r in results]).reshape(batch + tuple(results[0][k].shape))
+                     for k in range(len(results[0])))
+    return stack(results).reshape(batch + tuple(results[0].shape))
+
+
+def generic_reductions(genred_cls):
+    """pykeops's `generic_sum`, `generic_logsumexp`, `generic_argmin` and `generic_argkmin`
+    for one front end: a Genred whose axis (and K) come from an output alias such as
+    `"a = Vi(1)"` (indexed by i: reduce over j) written before the input aliases."""
+
+    def make(reduction_op, formula, output, aliases, kwargs):
+        check_str(output, "output")
+        _, var = parse_alias(output, 0)
+        _, dim, cat = var.attrs
+        if cat == 2:
+            raise ValueError(f"output {output!r}: the output is indexed by i or j, write Vi(...) or Vj(...)")
+        if reduction_op == "ArgKMin":
+            kwargs = dict(kwargs, opt_arg=dim)
+        genred = genred_cls(formula, list(aliases), reduction_op=reduction_op, axis=1 if cat == 0 else 0, **kwargs)
+        if reduction_op != "ArgKMin":
+            width = int(np.prod(genred.reduction.outputs[0][0]))
+            if width != dim:
+                raise ValueError(f"output {output!r}: the {reduction_op} reduction of this formula has dimension "
+                                 f"{width}, not {dim}")
+        return genred
+
+    def generic_sum(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "Sum", axis from `output`)."""
+        return make("Sum", formula, output, aliases, kwargs)
+
+    def generic_logsumexp(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "LogSumExp", axis from `output`)."""
+        return make("LogSumExp", formula, output, aliases, kwargs)
+
+    def generic_argmin(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "ArgMin", axis from `output`)."""
+        return make("ArgMin", formula, output, aliases, kwargs)
+
+    def generic_argkmin(formula, output, *aliases, **kwargs):
+        """Genred(formula, aliases, "ArgKMin", axis from `output`, K = its dimension)."""
+        return make("ArgKMin", formula, output, aliases, kwargs)
+
+    return generic_sum, generic_logsumexp, generic_argmin, generic_argkmin

@@ -1,0 +1,229 @@
+"""The compile entry: from a formula (text or IR) and a reduction to an optimized,
+target-independent Program; from arrays to a checked `Launch` run by a backend.
+
+Every front end goes through `CompiledReduction`: the NumPy and torch `Genred`
+classes, LazyTensor, KernelSolve and the torch backward.  Formula text is only
+one way in (`CompiledReduction(formula, aliases, ...)`); code that builds IR
+calls `CompiledReduction.from_ir` and nothing is printed or parsed again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import cpu, cuda, reference
+from .backends.launch import Launch
+from .grammar import parse_alias, parse_formula
+from .ir import Program, swap_ij, variables
+from .ir.reductions import get as get_reduction
+from .passes import DEFAULT_PIPELINE, PassManager
+from .ranges import check_ranges, coalesce_intervals
+
+DTYPES = ("float32", "float64")
+ACC_DTYPES = ("auto", "float32", "float64")
+SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
+CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
+
+
+def check_str(value, what):
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+
+
+def check_backend(backend):
+    if backend not in ("auto", "CPU", "GPU", "reference"):
+        raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' or 'reference', got {backend!r}")
+    if backend == "GPU" and not cuda.available():
+        raise ValueError(f"backend='GPU': the GPU backend is not available on this machine "
+                         f"({cuda.unavailable_reason()}); use backend='CPU' or 'auto'")
+
+
+def parse_aliases(aliases):
+    """{name: Var node} from pykeops alias strings such as 'x = Vi(3)', in order."""
+    if isinstance(aliases, str) or not isinstance(aliases, (list, tuple)):
+        raise TypeError(f"aliases must be a list of strings such as ['x = Vi(3)'], got {type(aliases).__name__}")
+    names = {}
+    for index, text in enumerate(aliases):
+        check_str(text, f"aliases[{index}]")
+        name, var = parse_alias(text, index)
+        if name in names:
+            raise ValueError(f"aliases[{index}]: alias {name!r} is defined twice")
+        names[name] = var
+    return names
+
+
+class CompiledReduction:
+    """A verified, optimized reduction of a formula, compiled per dtype and target on demand.
+
+    `CompiledReduction(formula, aliases, ...)` parses pykeops's text form;
+    `CompiledReduction.from_ir(F, ...)` takes IR nodes built by code.
+    """
+
+    def __init__(self, formula, aliases=(), reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
+                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+        check_str(formula, "formula")
+        if formula2 is not None:
+            check_str(formula2, "formula2")
+        names = parse_aliases(aliases)
+        f = parse_formula(formula, names)
+        g = parse_formula(formula2, names, "formula2") if formula2 is not None else None
+        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes)
+
+    @classmethod
+    def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+        """The reduction of IR nodes F (and G); `names` ({alias: Var node}) only labels
+        arguments in messages and printed IR.  Argument positions are those of the Vars."""
+        self = cls.__new__(cls)
+        self._build(formula, formula2, dict(names or {}), reduction_op, axis, opt_arg, dtype_acc, sum_scheme,
+                    passes)
+        return self
+
+    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes):
+        check_str(reduction_op, "reduction_op")
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
+        if dtype_acc not in ACC_DTYPES:
+            raise ValueError(f"dtype_acc must be one of {', '.join(ACC_DTYPES)}, got {dtype_acc!r}")
+        if sum_scheme not in SUM_SCHEMES:
+            raise ValueError(f"sum_scheme must be one of {', '.join(SUM_SCHEMES)}, got {sum_scheme!r}")
+        red = get_reduction(reduction_op)
+        self.reduction_op, self.axis, self.opt_arg = reduction_op, int(axis), opt_arg
+        self.dtype_acc = dtype_acc
+        self.sum_scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
+        self.formula, self.formula2 = f, g  # IR nodes, in the caller's i/j terms
+        self.arguments = self._argument_table(list(names.values()) + variables(f, g))
+        red.check(f.dim, None if g is None else g.dim, opt_arg)
+
+        alias_of = {v.attrs: name for name, v in names.items()}
+        if axis == 0:  # reduce over i: the same kernel with i and j exchanged
+            f, g = swap_ij(f), (swap_ij(g) if g is not None else None)
+            swap = {0: 1, 1: 0, 2: 2}
+            alias_of = {(p, d, swap[c]): n for (p, d, c), n in alias_of.items()}
+            self.kernel_arguments = tuple((p, d, swap[c]) for p, d, c in self.arguments)
+        else:
+            self.kernel_arguments = self.arguments
+        program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
+        self.parsed = program
+        self.program = PassManager(list(passes)).run(program)
+        self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
+        self._kernels = {}
+
+    @staticmethod
+    def _argument_table(vars_):
+        by_pos = {}
+        for v in vars_:
+            pos = v.attrs[0]
+            if pos in by_pos and by_pos[pos] != v.attrs:
+                a, b = by_pos[pos], v.attrs
+                raise ValueError(
+                    f"argument {pos} is declared twice: as a {CAT_WORDS[a[2]]} variable of dimension {a[1]} "
+                    f"and as a {CAT_WORDS[b[2]]} variable of dimension {b[1]}"
+                )
+            by_pos[pos] = v.attrs
+        missing = [p for p in range(len(by_pos)) if p not in by_pos]
+        if missing or (by_pos and max(by_pos) != len(by_pos) - 1):
+            gaps = [p for p in range(max(by_pos) + 1) if p not in by_pos]
+            raise ValueError(f"argument position(s) {gaps} are never declared: positions must be 0, 1, 2, ...")
+        return tuple(by_pos[p] for p in sorted(by_pos))
+
+    # ---- argument checking -------------------------------------------------------
+    def arg_label(self, pos):
+        for name_pos, name in self.parsed.names:
+            if name_pos[0] == pos:
+                return f"argument {pos} ('{name}')"
+        return f"argument {pos}"
+
+    def check_arrays(self, arrays):
+        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms
+        (float16 passes: `run_numpy` decides whether a GPU can take it)."""
+        n = len(self.arguments)
+        if len(arrays) != n:
+            names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
+            labels = ", ".join(names.get(p, f"#{p}") for p in range(n))
+            raise ValueError(f"expected {n} arguments ({labels}), got {len(arrays)}")
+        dtypes = {str(a.dtype).replace("torch.", "") for a in arrays}
+        if len(dtypes) > 1:
+            detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
+            raise TypeError(f"all arguments must share one dtype: {detail}")
+        dtype = dtypes.pop() if dtypes else "float64"
+        if dtype not in DTYPES + ("float16",):
+            raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
+        rows = {0: {}, 1: {}}
+        for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
+            label = self.arg_label(pos)
+            shape = tuple(a.shape)
+            if cat == 2:
+                if shape != (dim,) and shape != (1, dim):
+                    raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {shape}")
+                continue
+            if len(shape) != 2:
+                hint = " (leading batch dimensions are not supported yet)" if len(shape) > 2 else ""
+                raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {shape}{hint}")
+            if shape[1] != dim:
+                raise ValueError(f"{label}: expected {dim} columns, got shape {shape}")
+            rows[cat][pos] = shape[0]
+        counts = []
+        for cat in (0, 1):
+            sizes = set(rows[cat].values())
+            if len(sizes) > 1:
+                detail = ", ".join(f"{self.arg_label(p)} has {r}" for p, r in rows[cat].items())
+                word = "i" if (cat == 0) == (self.axis == 1) else "j"
+                raise ValueError(f"arguments indexed by {word} must have the same number of rows: {detail}")
+            counts.append(sizes.pop() if sizes else 1)
+        n_i, n_j = counts
+        if get_reduction(self.reduction_op).needs_k and self.opt_arg > n_j:
+            raise ValueError(
+                f"opt_arg: K={self.opt_arg} is larger than the number of reduced rows {n_j} "
+                f"(axis={self.axis})"
+            )
+        return dtype, n_i, n_j
+
+    def acc_dtype(self, dtype):
+        if self.dtype_acc == "auto":
+            return "float32" if dtype == "float16" else dtype  # float16 data is summed in float32
+        return self.dtype_acc
+
+    def kernel(self, dtype):
+        """The host CPU kernel for `dtype` (compiled, or from the caches)."""
+        return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme)
+
+    def output_shapes(self, n_i):
+        return [((n_i,) + shape, kind) for shape, kind in self.outputs]
+
+    def kernel_ranges(self, ranges, n_i, n_j):
+        """The checked half of a `ranges` 6-tuple this reduction's kernel uses: the
+        blocks of its output rows, their slices and the intervals they reduce over
+        (consecutive intervals that touch joined: longer SIMD runs, fewer tails)."""
+        if self.axis == 1:
+            half = check_ranges(ranges, n_i, n_j)[:3]
+        else:
+            half = check_ranges(ranges, n_j, n_i)[3:]
+        return tuple(half[:1] + coalesce_intervals(*half[1:]))
+
+    def launch(self, arrays, ranges=None):
+        """The checked `Launch` of a call on `arrays` (anything with .shape and .dtype)."""
+        dtype, n_i, n_j = self.check_arrays(arrays)
+        if ranges is not None:
+            ranges = self.kernel_ranges(ranges, n_i, n_j)
+        return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
+                      tuple(cat for _, _, cat in self.kernel_arguments), n_i, n_j,
+                      tuple(self.output_shapes(n_i)), ranges)
+
+    def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
+        """Run on NumPy arrays; returns the list of outputs."""
+        check_backend(backend)
+        launch = self.launch(arrays, ranges)
+        if launch.dtype == "float16" and not (backend in ("GPU", "auto") and cuda.available()):
+            raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
+                            "on the CPU, arguments must be float32 or float64 arrays")
+        if backend == "reference":
+            return reference.run(launch, arrays)
+        if backend == "GPU" or (backend == "auto" and (launch.dtype == "float16"
+                                                       or cuda.wants_gpu(launch.n_i, launch.n_j))):
+            try:
+                return cuda.run_numpy(launch, arrays, device_id)
+            except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
+                if backend == "GPU" or launch.dtype == "float16":  # (float16 has no CPU backend)
+                    raise
+        return cpu.run(launch, arrays)
