@@ -69,6 +69,7 @@ class _Merger(renderer._Kernel):
         i0, i1, n_parts, parts, out = self._function(
             MERGE_NAME, [renderer.I64, renderer.I64, renderer.I64, i8p.as_pointer(), i8p])
         b = self.b
+        n_cells = len(self._state_slots(self._fresh_state()))
         with renderer.counted_loop(b, i0, i1, "i") as i:
             state = self._load_state(b.load(parts), i)
             with renderer.counted_loop(b, renderer.c64(1), n_parts, "part") as p:
@@ -76,7 +77,7 @@ class _Merger(renderer._Kernel):
             self._save_state(out, i, state)
         b.ret_void()
         cells = ir.Function(self.module, ir.FunctionType(renderer.I64, []), CELLS_NAME)
-        ir.IRBuilder(cells.append_basic_block("entry")).ret(renderer.c64(len(self._state_slots(self._fresh_state()))))
+        ir.IRBuilder(cells.append_basic_block("entry")).ret(renderer.c64(n_cells))
         return self.module
 
 
