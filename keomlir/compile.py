@@ -14,7 +14,7 @@ import numpy as np
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
-from .ir import Program, swap_ij, variables
+from .ir import Program, make, swap_ij, variables
 from .ir.reductions import get as get_reduction
 from .passes import DEFAULT_PIPELINE, PassManager
 from .ranges import check_ranges, coalesce_intervals
@@ -92,6 +92,8 @@ class CompiledReduction:
         self.dtype_acc = dtype_acc
         self.sum_scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
         self.formula, self.formula2 = f, g  # IR nodes, in the caller's i/j terms
+        self.names = names  # {alias: Var node}, in the caller's terms
+        self.passes = tuple(passes)
         self.arguments = self._argument_table(list(names.values()) + variables(f, g))
         red.check(f.dim, None if g is None else g.dim, opt_arg)
 
@@ -108,6 +110,18 @@ class CompiledReduction:
         self.program = PassManager(list(passes)).run(program)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._kernels = {}
+
+    @property
+    def options(self):
+        """The compile options, for reductions derived from this one (gradients)."""
+        return dict(dtype_acc=self.dtype_acc, sum_scheme=self.sum_scheme, passes=self.passes)
+
+    def argument_vars(self):
+        """{label: Var node} for every argument in the caller's terms, named or written
+        inline (`_arg<pos>`): a reduction derived from this one takes the same arguments."""
+        named = {v.attrs[0] for v in self.names.values()}
+        extra = {f"_arg{p}": make("Var", (), (p, d, c)) for p, d, c in self.arguments if p not in named}
+        return {**self.names, **extra}
 
     @staticmethod
     def _argument_table(vars_):

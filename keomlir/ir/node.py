@@ -9,7 +9,6 @@ kernel cache key rely on.
 from __future__ import annotations
 
 I, J = 1, 2  # index bits of Node.cat
-CAT_NAMES = {0: "i", 1: "j", 2: "p"}  # Var categories as in Var(k, d, cat)
 
 
 class DimensionError(ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .node import print_ssa, to_formula, variables
+from .node import print_ssa, variables
 from .ops import make
 from .reductions import get as get_reduction
 
@@ -62,23 +62,23 @@ class Program:
             head += "\n  " + self.tiling.text()
         return head + "\n" + print_ssa(self.roots(), names)
 
-    def formula_text(self):
-        names = dict(self.names)
-        return to_formula(self.formula, names) + (
-            f" ; {to_formula(self.formula2, names)}" if self.formula2 is not None else "")
-
     def used_variables(self):
         return variables(self.formula, self.formula2)
 
 
-def swap_ij(node):
-    """The same formula with i and j variables exchanged (axis=0 -> axis=1)."""
+def replace_vars(node, new_attrs):
+    """The same formula with every Var(pos, dim, cat) replaced by Var(*new_attrs(pos, dim, cat)),
+    inside derivative attributes too."""
     memo = {}
     for n in node.walk():
         if n.name == "Var":
-            pos, dim, cat = n.attrs
-            memo[id(n)] = make("Var", (), (pos, dim, {0: 1, 1: 0, 2: 2}[cat]))
+            memo[id(n)] = make("Var", (), tuple(new_attrs(*n.attrs)))
         else:
-            attrs = tuple(memo.get(id(a), swap_ij(a)) if hasattr(a, "op") else a for a in n.attrs)
+            attrs = tuple(memo.get(id(a), replace_vars(a, new_attrs)) if hasattr(a, "op") else a for a in n.attrs)
             memo[id(n)] = make(n.name, [memo[id(a)] for a in n.args], attrs)
     return memo[id(node)]
+
+
+def swap_ij(node):
+    """The same formula with i and j variables exchanged (axis=0 -> axis=1)."""
+    return replace_vars(node, lambda pos, dim, cat: (pos, dim, {0: 1, 1: 0, 2: 2}[cat]))

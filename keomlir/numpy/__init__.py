@@ -27,8 +27,21 @@ class Genred:
         # compatibility: the dtype comes from the arguments at call time.
         if use_double_acc:
             dtype_acc = "float64"
-        self.reduction = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                                   dtype_acc, sum_scheme, passes)
+        self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
+                                              dtype_acc, sum_scheme, passes))
+
+    @classmethod
+    def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+        """A Genred of IR nodes (see CompiledReduction.from_ir): for code that builds
+        formulas (LazyTensor, KernelSolve, gradients) instead of writing text."""
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
+                                                      dtype_acc, sum_scheme, passes))
+        return self
+
+    def _set_reduction(self, reduction):
+        self.reduction = reduction
 
     @property
     def program(self):

@@ -5,8 +5,9 @@ Reverse mode walks the DAG from the output once, asking each operation for the
 adjoints of its operands (`Op.vjp`, defined beside the operation).  The rules
 reuse the forward nodes (the adjoint of Exp(a) is g*Exp(a), the same node), so
 after CSE a gradient shares the forward computation.  The forward-mode and
-matrix forms are built from reverse mode with unit cotangents.  Innermost
-derivatives are expanded first, so nesting gives higher orders.
+matrix forms are built from reverse mode with unit cotangents, each by its
+own operation (`expand` in ir/ops/derivative.py).  Innermost derivatives are
+expanded first, so nesting gives higher orders.
 """
 
 from __future__ import annotations
@@ -41,54 +42,9 @@ def grad(f, x, e):
     return total if total is not None else make("Zero", (), (x.dim,))
 
 
-def _unit(k, dim):
-    return mk("ElemT", make("IntCst", (), (1,)), attrs=(dim, k)) if dim > 1 else make("IntCst", (), (1,))
-
-
-def _concat(parts):
-    out = parts[0]
-    for p in parts[1:]:
-        out = mk("Concat", out, p)
-    return out
-
-
-def diff(f, x, e):
-    """Diff(f, x, e): the differential of f in x applied to e, row by row of the Jacobian."""
-    return _concat([mk("Scalprod", grad(f, x, _unit(k, f.dim)), e) for k in range(f.dim)])
-
-
-def grad_matrix(f, x):
-    return _concat([grad(f, x, _unit(k, f.dim)) for k in range(f.dim)])
-
-
-def divergence(f, x):
-    parts = [mk("Elem", grad(f, x, _unit(k, f.dim)), attrs=(k,)) for k in range(f.dim)]
-    out = parts[0]
-    for p in parts[1:]:
-        out = mk("Add", out, p)
-    return out
-
-
-def expand(node):
-    """The plain-IR form of a derivative node (whose operands are already plain)."""
-    name = node.name
-    if name == "Grad":
-        return grad(node.args[0], node.attrs[0], node.args[1])
-    if name == "Diff":
-        return diff(node.args[0], node.attrs[0], node.args[1])
-    if name == "GradMatrix":
-        return grad_matrix(node.args[0], node.attrs[0])
-    if name == "Divergence":
-        return divergence(node.args[0], node.attrs[0])
-    if name == "Laplacian":
-        x = node.attrs[0]
-        return divergence(grad(node.args[0], x, make("IntCst", (), (1,))), x)
-    return None
-
-
 @register_pass
 class Autodiff(NodePass):
     name = "autodiff"
 
     def rule(self, node):
-        return expand(node) if not node.op.lowers else None
+        return node.op.expand(node, grad) if not node.op.lowers else None

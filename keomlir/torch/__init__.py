@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from ..backends import cuda
 from ..calls import batch_plan, generic_reductions, run_batched
 from ..compile import CompiledReduction, check_backend
+from ..ir import make, replace_vars
+from ..ir.ops.base import mk
 from ..passes import DEFAULT_PIPELINE
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
@@ -30,9 +33,21 @@ class Genred:
                  sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, passes=DEFAULT_PIPELINE):
         if use_double_acc:
             dtype_acc = "float64"
-        self.options = dict(dtype_acc=dtype_acc, sum_scheme=sum_scheme, passes=passes)
-        self.reduction = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                                   dtype_acc, sum_scheme, passes)
+        self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
+                                              dtype_acc, sum_scheme, passes))
+
+    @classmethod
+    def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+        """A Genred of IR nodes (see CompiledReduction.from_ir): for code that builds
+        formulas (LazyTensor, KernelSolve, gradients) instead of writing text."""
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
+                                                      dtype_acc, sum_scheme, passes))
+        return self
+
+    def _set_reduction(self, reduction):
+        self.reduction = reduction
         self._gradients = {}
 
     @property
@@ -55,7 +70,16 @@ class Genred:
         outs = _GenredFunction.apply(self, (backend, device_id, ranges), *args)
         return outs[0] if len(outs) == 1 else outs
 
-    # ---- gradients ---------------------------------------------------------------
+    # ---- gradients: keomlir reductions built as IR -----------------------------------
+    def _derived(self, formula, reduction_op, axis, opt_arg=None, recat=None):
+        """A Genred of another formula over this one's arguments (their categories
+        changed by `recat(pos, dim, cat)` if given), with this one's options."""
+        red = self.reduction
+        names = red.argument_vars()
+        if recat is not None:
+            names = {k: _var(*recat(*v.attrs)) for k, v in names.items()}
+        return Genred.from_ir(formula, None, reduction_op, axis, opt_arg, names, **red.options)
+
     def gradient(self, positions):
         """One Genred computing the vector-Jacobian products of the arguments at
         `positions` (which share the index reduced in backward) as one concatenated
@@ -72,33 +96,17 @@ class Genred:
         (the caller gathers their selected rows and scatters the gradients back)."""
         found = self._gradients.get("pair")
         if found is None:
-            from ..grammar import parse_alias
-
             red = self.reduction
             reduced = 1 if red.axis == 1 else 0
-            aliases = []
-            for k, text in enumerate(red.aliases):
-                name, var = parse_alias(text, k)
-                pos, dim, cat = var.attrs
-                aliases.append(f"{name} = Var({pos},{dim},{1 - reduced if cat == reduced else cat})")
-            n = len(red.arguments)
-            kept_cats = [(p, d, 1 - reduced if c == reduced else c) for p, d, c in red.arguments]
-            F = f"({red.formula})"
-            dim_f = red.parsed.formula.dim
-            parts = [f"Grad({F}, Var({p},{d},{c}), Var({n},{dim_f},{1 - reduced}))" for p, d, c in kept_cats]
-            formula = parts[0]
-            for part in parts[1:]:
-                formula = f"Concat({formula}, {part})"
-            found = self._gradients["pair"] = Genred(formula, aliases, "Sum", red.axis, **self.options)
-        return found
 
-    def declared_aliases(self):
-        """The aliases, plus one for every argument only written inline, so that a Genred
-        of part of the formulas still takes every argument."""
-        red = self.reduction
-        named = {p for (p, _, _), _ in red.parsed.names}
-        extra = [f"_arg{p} = Var({p},{d},{c})" for p, d, c in red.arguments if p not in named]
-        return list(red.aliases) + extra
+            def kept(pos, dim, cat):
+                return pos, dim, 1 - reduced if cat == reduced else cat
+
+            F = replace_vars(red.formula, kept)
+            E = _var(len(red.arguments), red.formula.dim, 1 - reduced)
+            formula = _concat([mk("Grad", F, E, attrs=(_var(*kept(*a)),)) for a in red.arguments])
+            found = self._gradients["pair"] = self._derived(formula, "Sum", red.axis, recat=kept)
+        return found
 
     def grad_axis(self, pos):
         red = self.reduction
@@ -112,33 +120,42 @@ class Genred:
             raise NotImplementedError(f"reduction {name} has no gradient in this version of keomlir")
         n = len(red.arguments)
         out_cat = 0 if red.axis == 1 else 1
-        F = f"({red.formula})"
-        F2 = f"({red.formula2})" if red.formula2 is not None else None
-        dim_f = red.parsed.formula.dim
-        dim_g = red.parsed.formula2.dim if red.parsed.formula2 is not None else None
+        F, F2 = red.formula, red.formula2
+
+        def grad(f, v, e):
+            return mk("Grad", f, e, attrs=(v,))
 
         def vjp(V):
             if name == "Sum":
-                return f"Grad({F}, {V}, Var({n},{dim_f},{out_cat}))"
+                return grad(F, V, _var(n, F.dim, out_cat))
             if name == "LogSumExp" and F2 is None:
-                return f"Grad({F}, {V}, Exp({F} - Var({n + 1},1,{out_cat})) * Var({n},1,{out_cat}))"
-            G, O = f"Var({n},{dim_g},{out_cat})", f"Var({n + 1},{dim_g},{out_cat})"
+                return grad(F, V, mk("Mult", mk("Exp", mk("Subtract", F, _var(n + 1, 1, out_cat))),
+                                     _var(n, 1, out_cat)))
+            G, O = _var(n, F2.dim, out_cat), _var(n + 1, F2.dim, out_cat)
             if name == "LogSumExp":
-                W = f"(Exp({F} - {O}) * {G})"
-                return f"Grad({F}, {V}, ({W} | {F2})) + Grad({F2}, {V}, {W})"
-            # SumSoftMaxWeight: p_ij = exp(F_ij - L_i), dO = Σ_j p (dG + (G - O) dF)
-            P = f"Exp({F} - Var({n + 2},1,{out_cat}))"
-            return f"Grad({F}, {V}, {P} * ({G} | {F2} - {O})) + Grad({F2}, {V}, {P} * {G})"
+                W = mk("Mult", mk("Exp", mk("Subtract", F, O)), G)
+                return mk("Add", grad(F, V, mk("Scalprod", W, F2)), grad(F2, V, W))
+            # SumSoftMaxWeight: p_ij = exp(F_ij - L_i), dO = sum_j p (dG + (G - O) dF)
+            P = mk("Exp", mk("Subtract", F, _var(n + 2, 1, out_cat)))
+            return mk("Add", grad(F, V, mk("Mult", P, mk("Scalprod", G, mk("Subtract", F2, O)))),
+                      grad(F2, V, mk("Mult", P, G)))
 
-        parts = [vjp("Var({},{},{})".format(*red.arguments[pos])) for pos in positions]
-        formula = parts[0]
-        for part in parts[1:]:
-            formula = f"Concat({formula}, {part})"
+        formula = _concat([vjp(_var(*red.arguments[pos])) for pos in positions])
         extras = {"Sum": ["G"], "LogSumExp": ["G", "O"], "SumSoftMaxWeight": ["G", "O", "L"]}[name]
-        aliases = self.declared_aliases()
-        genred = Genred(formula, aliases, "Sum", self.grad_axis(positions[0]), **self.options)
-        lse = Genred(red.formula, aliases, "LogSumExp", red.axis, **self.options) if "L" in extras else None
+        genred = self._derived(formula, "Sum", self.grad_axis(positions[0]))
+        lse = self._derived(F, "LogSumExp", red.axis) if "L" in extras else None
         return genred, extras, lse
+
+
+def _var(pos, dim, cat):
+    return make("Var", (), (pos, dim, cat))
+
+
+def _concat(parts):
+    out = parts[0]
+    for part in parts[1:]:
+        out = mk("Concat", out, part)
+    return out
 
 
 def _check_devices(reduction, args, backend):
@@ -163,9 +180,7 @@ class _GenredFunction(torch.autograd.Function):
         """call = (backend, device_id, ranges): how to run, passed on to the gradients."""
         backend, device_id, ranges = call
         if args and args[0].device.type == "cuda":
-            from ..backends import cuda
-
-            results = tuple(cuda.run_torch(genred.reduction, args, device_id, ranges=ranges))
+            results = tuple(cuda.run_torch(genred.reduction.launch(args, ranges), args, device_id))
         else:
             arrays = [a.detach().contiguous().numpy() for a in args]
             outs = genred.reduction.run_numpy(arrays, backend, device_id, ranges)
@@ -222,10 +237,9 @@ def _selected_backward(genred, args, results, grad_out, backend, ranges):
         arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
         key = ("indices", arg_name)
         if key not in genred._gradients:
-            genred._gradients[key] = Genred(red.formula, genred.declared_aliases(), arg_name, red.axis,
-                                            opt_arg=red.opt_arg, **genred.options)
+            genred._gradients[key] = genred._derived(red.formula, arg_name, red.axis, red.opt_arg)
         indices = genred._gradients[key](*args, backend=backend, ranges=ranges)
-    rows, dim_f = values.shape[0], red.parsed.formula.dim
+    rows, dim_f = values.shape[0], red.formula.dim
     idx = indices.reshape(rows, -1, dim_f)
     gout = grad_out.reshape(rows, -1, dim_f)
     pair = genred.pair_gradient()

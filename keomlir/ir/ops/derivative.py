@@ -1,13 +1,44 @@
-"""Derivative operations.  They are parsed and dimension-checked here; the
-autodiff pass rewrites them into plain IR before code generation."""
+"""Derivative operations.  They are parsed and dimension-checked here, and each
+says how it expands into plain IR given reverse mode (`expand(node, grad)`,
+`grad(f, x, e)` being the autodiff pass's vector-Jacobian product): the pass
+asks the operation, so a new derivative form is one class here."""
 
 from __future__ import annotations
 
-from .base import Op, register, require_dim
+from .base import Op, cst, mk, register, require_dim
+
+
+def _unit(k, dim):
+    """The k-th basis vector of dimension dim."""
+    return mk("ElemT", cst(1), attrs=(dim, k)) if dim > 1 else cst(1)
+
+
+def _concat(parts):
+    out = parts[0]
+    for p in parts[1:]:
+        out = mk("Concat", out, p)
+    return out
+
+
+def _jacobian_rows(f, x, grad):
+    """The rows of the Jacobian of f in x: grad(f, x, unit_k) for each component k of f."""
+    return [grad(f, x, _unit(k, f.dim)) for k in range(f.dim)]
+
+
+def _divergence(f, x, grad):
+    out = None
+    for k, row in enumerate(_jacobian_rows(f, x, grad)):
+        part = mk("Elem", row, attrs=(k,))
+        out = part if out is None else mk("Add", out, part)
+    return out
 
 
 class Derivative(Op):
     lowers = False
+
+    def expand(self, node, grad):
+        """The plain-IR form of `node` (whose operands are plain), built with `grad`."""
+        raise NotImplementedError
 
     def lower(self, em, xs, attrs):
         raise NotImplementedError(f"{self.name} must be rewritten by the autodiff pass before code generation")
@@ -26,6 +57,9 @@ class Grad(Derivative):
         require_dim(self.name, "e", dims[1], dims[0])
         return attrs[0].dim
 
+    def expand(self, node, grad):
+        return grad(node.args[0], node.attrs[0], node.args[1])
+
 
 @register
 class Diff(Derivative):
@@ -37,6 +71,10 @@ class Diff(Derivative):
         require_dim(self.name, "e", dims[1], attrs[0].dim)
         return dims[0]
 
+    def expand(self, node, grad):  # row by row of the Jacobian
+        f, x, e = node.args[0], node.attrs[0], node.args[1]
+        return _concat([mk("Scalprod", row, e) for row in _jacobian_rows(f, x, grad)])
+
 
 @register
 class GradMatrix(Derivative):
@@ -44,6 +82,9 @@ class GradMatrix(Derivative):
 
     def infer_dim(self, dims, attrs):
         return dims[0] * attrs[0].dim
+
+    def expand(self, node, grad):
+        return _concat(_jacobian_rows(node.args[0], node.attrs[0], grad))
 
 
 @register
@@ -54,6 +95,9 @@ class Divergence(Derivative):
         require_dim(self.name, "f", dims[0], attrs[0].dim)
         return 1
 
+    def expand(self, node, grad):
+        return _divergence(node.args[0], node.attrs[0], grad)
+
 
 @register
 class Laplacian(Derivative):
@@ -62,3 +106,7 @@ class Laplacian(Derivative):
     def infer_dim(self, dims, attrs):
         require_dim(self.name, "f", dims[0], 1)
         return 1
+
+    def expand(self, node, grad):
+        x = node.attrs[0]
+        return _divergence(grad(node.args[0], x, cst(1)), x, grad)
