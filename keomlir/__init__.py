@@ -1,6 +1,10 @@
-"""keomlir: a compiler for reductions of huge symbolic matrices (pykeops-compatible)."""
+"""keomlir: a compiler for reductions of huge symbolic matrices (pykeops-compatible).
+
+The pipeline, layer by layer (each imports only the layers before it; see
+ARCHITECTURE.md): grammar/ir -> passes -> backends -> compile -> front ends
+(numpy, torch, lazy, solve, cluster) -> explain, checks, cli.
+"""
 
 from ._version import __version__  # noqa: F401
-
-from .explain import explain  # noqa: E402,F401  (cheap: the compiler is imported on first call)
-from .checks import clean_pykeops, test_numpy_bindings, test_torch_bindings  # noqa: E402,F401
+from .checks import clean_pykeops, test_numpy_bindings, test_torch_bindings  # noqa: F401
+from .explain import explain  # noqa: F401

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backends import cache
+from .numpy import Genred as NumpyGenred
+
 _FORMULA = "Exp(-SqDist(x,y)) * b"
 _ALIASES = ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"]
 
@@ -24,23 +27,21 @@ def _report(error, front_end):
 
 def test_numpy_bindings():
     """Compile and run a Gaussian sum on NumPy arrays; raise unless it matches NumPy."""
-    from .numpy import Genred
-
     x, y, b = _data()
-    got = Genred(_FORMULA, _ALIASES, reduction_op="Sum", axis=1)(x, y, b)
+    got = NumpyGenred(_FORMULA, _ALIASES, reduction_op="Sum", axis=1)(x, y, b)
     want = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1)) @ b
     _report(float(np.abs(got - want).max()), "NumPy")
 
 
 def test_torch_bindings():
     """The same on torch tensors (on the GPU when torch has CUDA and keomlir a driver)."""
-    import torch
+    import torch  # optional: only this check needs it
 
-    from .torch import Genred
+    from .torch import Genred as TorchGenred
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     x, y, b = (torch.from_numpy(a).to(device) for a in _data())
-    got = Genred(_FORMULA, _ALIASES, reduction_op="Sum", axis=1)(x, y, b)
+    got = TorchGenred(_FORMULA, _ALIASES, reduction_op="Sum", axis=1)(x, y, b)
     want = torch.exp(-torch.cdist(x, y) ** 2) @ b
     _report(float((got - want).abs().max()), f"torch ({device})")
 
@@ -48,6 +49,4 @@ def test_torch_bindings():
 def clean_pykeops():
     """Delete the compiled kernels of keomlir's disk cache (kernels already loaded stay
     usable); returns how many were deleted."""
-    from .backends import cache
-
     return cache.clear()

@@ -12,7 +12,15 @@ import platform
 import sys
 import textwrap
 
+import llvmlite
+import llvmlite.binding as llvm
+import numpy
+
 from ._version import __version__
+from .backends import cache
+from .explain import explain
+from .ir.reductions import REDUCTIONS
+from .passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
 VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
@@ -21,9 +29,6 @@ PROBED_TARGETS = ("x86_64-unknown-linux-gnu", "nvptx64-nvidia-cuda", "aarch64-un
 
 
 def build_parser():
-    from .ir.reductions import REDUCTIONS
-    from .passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
-
     parser = argparse.ArgumentParser(
         prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,8 +76,6 @@ def build_parser():
 
 
 def cmd_ir(args):
-    from .explain import explain
-
     emit = [args.emit] + (["obj"] if args.time_passes else [])
     ex = explain(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
                  args.dtype, args.passes, emit)
@@ -90,8 +93,6 @@ def cmd_ir(args):
 
 
 def cmd_cache(args):
-    from .backends import cache
-
     entries = cache.entries()
     size = sum(p.stat().st_size for p in entries)
     print(f"cache directory: {cache.cache_dir()}")
@@ -132,10 +133,6 @@ def cuda_status():
 
 
 def cmd_info(args):
-    import llvmlite
-    import llvmlite.binding as llvm
-    import numpy
-
     llvm.initialize_all_targets()
     targets = []
     for triple in PROBED_TARGETS:

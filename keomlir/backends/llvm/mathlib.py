@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 from llvmlite import ir
 
 
@@ -152,8 +153,6 @@ def _fit_atan(n_terms):
     """Coefficients c_k of atan(t) ~ t + t^3 sum_k c_k z^k, z = t^2 <= tan(pi/8)^2: a
     least-squares fit on Chebyshev nodes of g(z) = (atan(t) - t) / t^3, itself summed
     from its series (no cancellation), in the scaled variable u = z / z_max."""
-    import numpy as np
-
     z_max = math.tan(math.pi / 8) ** 2
     u = (np.cos(np.linspace(0, math.pi, 2000)) + 1) / 2
     z = u * z_max
