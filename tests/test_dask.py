@@ -1,0 +1,236 @@
+"""keomlir.dask on a real dask.distributed cluster of worker processes: every
+reduction on both axes against keomlir.numpy on the gathered arrays and against a
+dense float64 NumPy oracle, uneven chunks, ties and global indices, errors raised
+before any task runs, a worker killed mid-run, an input larger than a worker's
+memory, and a scheduler and workers on separate network namespaces."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("dask.distributed")
+
+import dask  # noqa: E402
+
+import keomlir.dask as kd  # noqa: E402
+import keomlir.numpy as kn  # noqa: E402
+
+from conftest import assert_close  # noqa: E402
+
+ALIASES = ["x = Vi(2)", "y = Vj(2)", "b = Vj(3)"]
+CHUNKS_I, CHUNKS_J = (37, 50, 13), (30, 1, 50, 42)  # M = 100, N = 123: four j blocks, a tree of depth 2
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  env={"KEOMLIR_NUM_THREADS": "1"}) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Integer coordinates: squared distances are exact in float32, with many ties."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 4, (100, 2)).astype(np.float32)
+    y = rng.integers(0, 4, (123, 2)).astype(np.float32)
+    b = rng.standard_normal((123, 3)).astype(np.float32)
+    return x, y, b
+
+
+def dense(reduction_op, axis, x, y, b, k):
+    """The reduction computed densely in float64: rows of the output, reduced axis 1."""
+    x, y, b = (np.asarray(a, np.float64) for a in (x, y, b))
+    d = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)  # (M, N)
+    if axis == 0:
+        d = d.T
+
+    def weighted(w):  # sum over the reduced index of w * b (b is j-indexed: on axis 0, the output's row)
+        return w @ b if axis == 1 else w.sum(1, keepdims=True) * b
+
+    if reduction_op == "Sum":  # F = Exp(-D) * b
+        return [weighted(np.exp(-d))]
+    if reduction_op in ("LogSumExp", "SumSoftMaxWeight"):  # F = -D (G = b)
+        m = (-d).max(1, keepdims=True)
+        e = np.exp(-d - m)
+        if reduction_op == "LogSumExp":
+            return [m + np.log(e.sum(1, keepdims=True))]
+        return [weighted(e) / e.sum(1, keepdims=True)]
+    order = np.argsort(d if reduction_op.startswith(("Min", "ArgMin", "KMin", "ArgKMin")) else -d,
+                       axis=1, kind="stable")  # ties: the lower index first
+    top = order[:, :k or 1]
+    vals = np.take_along_axis(d, top, axis=1)
+    return {"Min": [vals], "Max": [vals], "ArgMin": [top], "ArgMax": [top], "Min_ArgMin": [vals, top],
+            "Max_ArgMax": [vals, top], "KMin": [vals], "ArgKMin": [top], "KMin_ArgKMin": [vals, top]}[reduction_op]
+
+
+CASES = {  # reduction_op: (formula, formula2, K)
+    "Sum": ("Exp(-SqDist(x,y)) * b", None, None),
+    "LogSumExp": ("-SqDist(x,y)", None, None),
+    "SumSoftMaxWeight": ("-SqDist(x,y)", "b", None),
+    "Min": ("SqDist(x,y)", None, None),
+    "Max": ("SqDist(x,y)", None, None),
+    "ArgMin": ("SqDist(x,y)", None, None),
+    "ArgMax": ("SqDist(x,y)", None, None),
+    "Min_ArgMin": ("SqDist(x,y)", None, None),
+    "Max_ArgMax": ("SqDist(x,y)", None, None),
+    "KMin": ("SqDist(x,y)", None, 5),
+    "ArgKMin": ("SqDist(x,y)", None, 5),
+    "KMin_ArgKMin": ("SqDist(x,y)", None, 5),
+}
+
+
+def as_list(r):
+    return list(r) if isinstance(r, tuple) else [r]
+
+
+@pytest.mark.parametrize("axis", [1, 0])
+@pytest.mark.parametrize("reduction_op", list(CASES))
+def test_every_reduction_both_axes(client, data, reduction_op, axis):
+    formula, formula2, k = CASES[reduction_op]
+    x, y, b = data
+    xd, yd = da.from_array(x, chunks=(CHUNKS_I, 2)), da.from_array(y, chunks=(CHUNKS_J, 2))
+    bd = da.from_array(b, chunks=(CHUNKS_J[::-1], 3))  # chunked unlike y: rechunked to y's rows
+    g = kd.Genred(formula, ALIASES, reduction_op, axis, opt_arg=k, formula2=formula2)
+    lazy = as_list(g(xd, yd, bd, split_every=2))
+    out_rows = CHUNKS_I if axis == 1 else CHUNKS_J
+    assert all(r.chunks[0] == out_rows for r in lazy)  # chunked like the output index's rows
+    got = client.compute(lazy, sync=True)
+    one_machine = as_list(kn.Genred(formula, ALIASES, reduction_op, axis, opt_arg=k, formula2=formula2)(x, y, b))
+    oracle = dense(reduction_op, axis, x, y, b, k)
+    assert len(got) == len(one_machine) == len(oracle)
+    for a, o, ref in zip(got, one_machine, oracle):
+        assert a.shape == o.shape and a.dtype == o.dtype
+        if a.dtype == np.int64 or reduction_op.startswith(("Min", "Max", "KMin")):
+            np.testing.assert_array_equal(a, o)  # ties and order exactly as on one machine
+            np.testing.assert_array_equal(a, ref.reshape(a.shape))  # indices global
+        else:
+            assert_close(a, o, "float32", rtol=1e-5, atol=1e-5)
+            assert_close(a, ref, "float32")
+
+
+def test_ties_resolved_to_the_lowest_global_index(client):
+    """Every j is equally far: each row's ArgMin is 0 and its K-min list 0..K-1, with one
+    chunk per j and a tree that merges the later blocks first."""
+    x = np.zeros((9, 1), np.float32)
+    y = np.ones((11, 1), np.float32)
+    xd, yd = da.from_array(x, chunks=4), da.from_array(y, chunks=1)
+    arg = kd.Genred("SqDist(x,y)", ["x = Vi(1)", "y = Vj(1)"], "ArgMin", 1)(xd, yd, split_every=3)
+    knn = kd.Genred("SqDist(x,y)", ["x = Vi(1)", "y = Vj(1)"], "ArgKMin", 1, opt_arg=4)(xd, yd, split_every=2)
+    a, kk = client.compute([arg, knn], sync=True)
+    np.testing.assert_array_equal(a, np.zeros((9, 1), np.int64))
+    np.testing.assert_array_equal(kk, np.tile(np.arange(4), (9, 1)))
+
+
+def test_parameters_numpy_mix_float64(client):
+    """Parameters as NumPy or dask arrays, NumPy i/j arrays beside dask ones, float64,
+    one single-row chunk among the j blocks, and a reduction with no i variable."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((60, 3)), rng.standard_normal((71, 3))
+    b, s = rng.standard_normal((71, 1)), np.array([0.7])
+    aliases = ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)", "s = Pm(1)"]
+    g = kd.Genred("Exp(-s * SqDist(x,y)) * b", aliases, "Sum", 1)
+    yd = da.from_array(y, chunks=((40, 1, 30), 3))
+    ref = kn.Genred("Exp(-s * SqDist(x,y)) * b", aliases, "Sum", 1)(x, y, b, s)
+    oracle = np.exp(-0.7 * ((x[:, None] - y[None]) ** 2).sum(-1)) @ b
+    for args in [(da.from_array(x, chunks=17), yd, b, s), (x, yd, da.from_array(b, chunks=9), da.from_array(s))]:
+        out = g(*args)
+        assert out.dtype == np.float64
+        got = client.compute(out, sync=True)
+        assert_close(got, ref, "float64")
+        assert_close(got, oracle, "float64")
+    only_j = kd.Genred("y * 2", ["y = Vj(3)"], "Sum", 1)(yd)  # no i variable: one output row
+    np.testing.assert_allclose(client.compute(only_j, sync=True), 2 * y.sum(0, keepdims=True), rtol=1e-12)
+
+
+def _exploding():
+    raise RuntimeError("a task ran")
+
+
+def test_errors_before_any_task_runs(client):
+    """Bad calls raise keomlir.numpy's own errors from shapes and dtypes alone: an
+    argument whose computation would fail is never computed (and a good call is lazy)."""
+    boom = da.from_delayed(dask.delayed(_exploding)(), shape=(10, 2), dtype=np.float32)
+    ok_y = da.zeros((12, 2), dtype=np.float32, chunks=5)
+    g = kd.Genred("SqDist(x,y)", ["x = Vi(2)", "y = Vj(2)"], "ArgKMin", 1, opt_arg=3)
+    ng = kn.Genred("SqDist(x,y)", ["x = Vi(2)", "y = Vj(2)"], "ArgKMin", 1, opt_arg=3)
+    bad_calls = [
+        (boom, da.zeros((12, 3), dtype=np.float32)),  # wrong dimension
+        (boom, ok_y.astype(np.float64)),  # mixed dtypes
+        (boom,),  # missing argument
+        (boom, ok_y[:2]),  # K larger than N
+    ]
+    for args in bad_calls:
+        with pytest.raises((ValueError, TypeError)) as dask_error:
+            g(*args)
+        with pytest.raises(type(dask_error.value)) as numpy_error:
+            ng(*[np.zeros(a.shape, a.dtype) for a in args])
+        assert str(dask_error.value) == str(numpy_error.value)
+    with pytest.raises(TypeError, match="float16"):
+        g(boom.astype(np.float16), ok_y.astype(np.float16))
+    with pytest.raises(TypeError, match=r"argument 1 \('y'\): expected a dask array or a NumPy array, got list"):
+        g(boom, [[0.0, 1.0]])
+    unknown = ok_y[ok_y[:, 0] > 0]
+    with pytest.raises(ValueError, match=r"argument 1 \('y'\): a dask array of unknown chunk sizes"):
+        g(boom, unknown)
+    with pytest.raises(ValueError, match="backend"):
+        g(boom, ok_y, backend="GPU")
+    with pytest.raises(ValueError, match="split_every"):
+        g(boom, ok_y, split_every=1)
+    lazy = g(boom, ok_y)  # a valid call builds a graph and runs nothing
+    with pytest.raises(RuntimeError, match="a task ran"):
+        client.compute(lazy, sync=True)
+
+
+def test_worker_killed_mid_run(client):
+    """A worker process killed while it holds partial states: Dask recomputes its tasks and
+    the answer is bit for bit the undisturbed one (the merge order is fixed by the graph)."""
+    client.wait_for_workers(2)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((40000, 3)).astype(np.float32)
+    xd = client.persist(da.from_array(x, chunks=2000))
+    g = kd.Genred("Exp(-SqDist(x,y)) * x", ["x = Vi(3)", "y = Vj(3)"], "Sum", 1)
+    undisturbed = client.compute(g(xd, xd, split_every=4), sync=True)
+    future = client.compute(g(xd, xd, split_every=4))
+    pids = client.run(os.getpid)
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        for addr, keys in client.has_what().items():
+            if any("-partial" in str(key) for key in keys):
+                victim = addr
+                break
+        time.sleep(0.01)
+    assert victim is not None and not future.done()  # killed mid-run
+    os.kill(pids[victim], signal.SIGKILL)
+    got = future.result(timeout=120)
+    np.testing.assert_array_equal(got, undisturbed)
+    assert_close(got, kn.Genred("Exp(-SqDist(x,y)) * x", ["x = Vi(3)", "y = Vj(3)"], "Sum", 1)(x, x), "float32")
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_input_larger_than_a_worker_memory_limit():
+    """Out of core: 480 MB of points (40M rows) made on the workers and reduced over (axis=0) by two
+    workers of 400 MiB each; chunks stream through, the output is small."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit="400MiB") as cluster, distributed.Client(cluster) as c:
+        x = da.random.default_rng(5).random((40_000_000, 3), dtype=np.float32, chunks=(1_000_000, 3))
+        assert x.nbytes > 400 * 2**20
+        y = np.linspace(0, 1, 12, dtype=np.float32).reshape(4, 3)
+        g = kd.Genred("Exp(-SqDist(x,y))", ["x = Vi(3)", "y = Vj(3)"], "Sum", 0)
+        kmin = kd.Genred("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "Min_ArgMin", 0)
+        total, (dmin, amin) = c.compute([g(x, y), kmin(x, y)], sync=True)
+        # checked against NumPy on a reduction computed chunk by chunk on the workers
+        ref = c.compute(da.map_blocks(lambda a: np.exp(-((a[:, None] - y[None]) ** 2).sum(-1).astype(np.float64))
+                                      .sum(0, keepdims=True), x, chunks=(1, 4), dtype=np.float64).sum(0), sync=True)
+        assert_close(total[:, 0], ref, "float32", rtol=1e-5)
+        picked = c.compute(x[amin[:, 0]], sync=True)
+        assert_close(((picked - y) ** 2).sum(1), dmin[:, 0], "float32")
+        assert (amin >= 0).all() and (amin < 40_000_000).all()
