@@ -25,6 +25,7 @@ from llvmlite import ir
 
 from ..backends import cpu
 from ..backends.llvm import renderer
+from ..numpy import Genred
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _MERGE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _PTR, _PTR)
@@ -48,8 +49,6 @@ class Spec:
     dtype: str
 
     def reduction(self):
-        from ..numpy import Genred
-
         return Genred(self.formula, list(self.aliases), self.reduction_op, self.axis, opt_arg=self.opt_arg,
                       formula2=self.formula2, dtype_acc=self.dtype_acc, sum_scheme=self.sum_scheme).reduction
 
