@@ -105,6 +105,7 @@ class CompiledReduction:
             self.kernel_arguments = tuple((p, d, swap[c]) for p, d, c in self.arguments)
         else:
             self.kernel_arguments = self.arguments
+        self.arg_cats = tuple(cat for _, _, cat in self.kernel_arguments)
         program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
         self.parsed = program
         self.program = PassManager(list(passes)).run(program)
@@ -156,11 +157,11 @@ class CompiledReduction:
             names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
             labels = ", ".join(names.get(p, f"#{p}") for p in range(n))
             raise ValueError(f"expected {n} arguments ({labels}), got {len(arrays)}")
-        dtypes = {str(a.dtype).replace("torch.", "") for a in arrays}
+        dtypes = {a.dtype for a in arrays}  # dtype objects: naming each one costs more than the call
         if len(dtypes) > 1:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
-        dtype = dtypes.pop() if dtypes else "float64"
+        dtype = str(dtypes.pop()).replace("torch.", "") if dtypes else "float64"
         if dtype not in DTYPES + ("float16",):
             raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
         rows = {0: {}, 1: {}}
@@ -220,8 +221,7 @@ class CompiledReduction:
         dtype, n_i, n_j = self.check_arrays(arrays)
         if ranges is not None:
             ranges = self.kernel_ranges(ranges, n_i, n_j)
-        return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
-                      tuple(cat for _, _, cat in self.kernel_arguments), n_i, n_j,
+        return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats, n_i, n_j,
                       tuple(self.output_shapes(n_i)), ranges)
 
     def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):

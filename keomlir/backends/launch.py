@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)  # not frozen: a frozen init costs more than the call it describes
 class Launch:
     program: object  # the optimized, target-independent ir.Program (reduces over j)
     dtype: str  # of the data: 'float16' (GPU only), 'float32' or 'float64'

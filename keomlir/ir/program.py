@@ -40,6 +40,14 @@ class Program:
     names: tuple = ()  # ((pos, dim, cat), alias) pairs, for printing only
     tiling: Tiling | None = None
 
+    def __hash__(self):  # cached: a program is the key of the kernel caches, looked up on every call
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = hash((self.reduction, self.formula, self.formula2, self.opt_arg, self.arguments, self.names,
+                          self.tiling))
+            object.__setattr__(self, "_hash", found)
+        return found
+
     @property
     def red(self):
         return get_reduction(self.reduction)
