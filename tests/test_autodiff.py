@@ -144,3 +144,23 @@ def test_gradient_in_a_variable_absent_from_the_formula_is_zero():
     x, y, b = np.ones((2, 3)), np.ones((3, 3)), np.ones((3, 1))
     out = Genred("Grad(Exp(-SqDist(x,y)), b, IntCst(1))", ALIASES, axis=1)(x, y, b)
     assert out.shape == (2, 1) and (out == 0).all()
+
+
+@pytest.mark.parametrize("formula", ["Sqrt(SqDist(x,y))", "Norm2(x-y)", "Sqrt(SqNorm2(x-y)) * b"])
+def test_distance_gradients_are_zero_where_points_coincide(formula):
+    """KeOps's convention (Sqrt differentiated through Rsqrt, Rsqrt(0) = 0): the gradient of
+    |x_i - y_j| is 0 where x_i = y_j, never NaN (GeomLoss's energy and Laplacian kernels of x
+    against x hit the diagonal)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 3))
+    y = np.concatenate([x[:3], rng.standard_normal((4, 3))])  # three y equal three x
+    b = rng.standard_normal((7, 1)) if "b" in formula else np.ones((7, 1))
+    e = rng.standard_normal((6, 1))
+    got = Genred(f"Grad({formula}, x, e)", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)", "e = Vi(1)"], "Sum",
+                 axis=1)(x, y, b, e)
+    diff = x[:, None] - y[None]
+    dist = np.sqrt((diff ** 2).sum(-1, keepdims=True))
+    unit = np.divide(diff, dist, out=np.zeros_like(diff), where=dist > 0)
+    want = (e[:, None] * b[None] * unit).sum(1)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

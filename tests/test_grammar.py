@@ -484,3 +484,34 @@ def test_moderately_long_sum(rng):
     want = sum(k % 7 + 1 for k in range(100)) * x
     assert_close(g(x, backend="reference"), want, "float64")
     assert_close(g(x), want, "float64")
+
+
+# ---- pykeops's list form of index lists ---------------------------------------------
+
+
+@pytest.mark.parametrize("listed, ind", [
+    ("Kron(a, m, [2, 2], [2,2])", "Kron(a, m, Ind(2,2), Ind(2,2))"),
+    ("TensorDot(a, m, [2, 2], [2, 2], [1], [0])", "TensorDot(a, m, Ind(2,2), Ind(2,2), Ind(1), Ind(0))"),
+    ("TensorDot(a, m, [2,2], [2,2], [1], [0], [1, 0])", "TensorDot(a, m, Ind(2,2), Ind(2,2), Ind(1), Ind(0), Ind(1,0))"),
+    ("TensorDot(r, x, [2], [3], [], [])", "TensorDot(r, x, Ind(2), Ind(3), Ind(), Ind())"),
+    ("TensorDot(a, m, [2, 2], [2, 2], [], [], [0, 2, 1, 3])", "TensorDot(a, m, Ind(2,2), Ind(2,2), Ind(), Ind(), Ind(0,2,1,3))"),
+])
+def test_list_arguments_are_index_lists(listed, ind, rng):
+    aliases = {"a": var(0, 4, 0), "m": var(1, 4, 1), "r": var(2, 2, 0), "x": var(3, 3, 1)}
+    assert parse_formula(listed, aliases) == parse_formula(ind, aliases)
+
+
+def test_list_arguments_compute_the_tensor_product(rng):
+    """[2, 2] x [2, 2] with nothing contracted and axes (0, 2, 1, 3): the Kronecker product."""
+    a, m = rng.standard_normal((5, 4)), rng.standard_normal((6, 4))
+    out = Genred("TensorDot(a, m, [2, 2], [2, 2], [], [], [0, 2, 1, 3])", ["a = Vi(4)", "m = Vj(4)"],
+                 "Sum", axis=1)(a, m)
+    want = np.stack([np.kron(a[i].reshape(2, 2), m.sum(0).reshape(2, 2)).ravel() for i in range(5)])
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("text, column", [("Kron(a, m, [2, a], [2, 2])", 16), ("[2, 2] + a", 1)])
+def test_bad_list_arguments(text, column):
+    with pytest.raises(FormulaError) as info:
+        parse_formula(text, {"a": var(0, 4, 0), "m": var(1, 4, 1)})
+    assert f"column {column}" in str(info.value)

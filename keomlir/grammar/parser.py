@@ -162,7 +162,7 @@ class _Builder:
         if isinstance(v, _Int):
             return make("IntCst", (), (v.value,))
         if isinstance(v, _Ind):
-            self.fail("Ind(...) is only allowed as an index-list argument", v.meta)
+            self.fail("an index list (Ind(...) or [...]) is only allowed as an index-list argument", v.meta)
         return v
 
     def visit(self, tree):
@@ -173,6 +173,10 @@ class _Builder:
 
     def r_int(self, tree, meta):
         return _Int(int(tree.children[0]), meta)
+
+    def r_index_list(self, tree, meta):
+        (args,) = tree.children
+        return _Ind(tuple(self.int_arg(a, "an index list [...]") for a in (args.children if args else [])), meta)
 
     def r_decimal(self, tree, meta):
         tok = tree.children[0]

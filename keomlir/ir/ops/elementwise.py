@@ -320,8 +320,8 @@ elementwise("Inv", lambda x: 1.0 / x, lambda em, x: em.div(em.const(1), x),
             vjp=lambda n, g, a: [mk("Minus", mk("Mult", g, mk("Square", n)))])
 elementwise("Square", np.square, lambda em, x: em.mul(x, x), simplify=_simplify_square,
             vjp=lambda n, g, a: [mk("Mult", cst(2), mk("Mult", g, a))])
-elementwise("Sqrt", np.sqrt, lambda em, x: em.call("sqrt", x), simplify=_simplify_sqrt,
-            vjp=lambda n, g, a: [mk("Divide", g, mk("Mult", cst(2), n))])
+elementwise("Sqrt", np.sqrt, lambda em, x: em.call("sqrt", x), simplify=_simplify_sqrt,  # g Rsqrt(a) / 2: 0 at 0,
+            vjp=lambda n, g, a: [mk("Mult", mk("IntInv", attrs=(2,)), mk("Mult", g, mk("Rsqrt", a)))])  # as KeOps
 elementwise("Rsqrt", _ref_rsqrt, _lower_rsqrt,  # -n^3 / 2
             vjp=lambda n, g, a: [mk("Mult", mk("IntInv", attrs=(-2,)), mk("Mult", g, mk("Pow", n, attrs=(3,))))])
 elementwise("Abs", np.abs, lambda em, x: em.call("fabs", x), simplify=_simplify_abs,
