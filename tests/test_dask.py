@@ -234,3 +234,91 @@ def test_input_larger_than_a_worker_memory_limit():
         picked = c.compute(x[amin[:, 0]], sync=True)
         assert_close(((picked - y) ** 2).sum(1), dmin[:, 0], "float32")
         assert (amin >= 0).all() and (amin < 40_000_000).all()
+
+
+# ---- scheduler and workers as separate hosts: one network namespace each ---------------------
+SUBNET = "198.18.251"  # RFC 2544's benchmarking range: private to this machine's bridge, never routed
+IP = shutil.which("ip") or "/usr/sbin/ip"
+
+
+def _ip(*args):
+    subprocess.run([IP, *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def namespace_hosts():
+    """Three namespaces (scheduler, worker a, worker b), each with one end of a veth pair
+    whose other end is on a bridge in this namespace: 4 hosts on a private /24.  Yields
+    (namespace names, scheduler address, worker addresses); skips when namespaces cannot be made."""
+    tag = f"kd{os.getpid() % 100000}"
+    bridge, names = f"{tag}br", [f"{tag}s", f"{tag}a", f"{tag}b"]
+    made = []
+    try:
+        _ip("link", "add", bridge, "type", "bridge")
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"network namespaces unavailable here ({e})")
+    try:
+        _ip("addr", "add", f"{SUBNET}.1/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        for n, name in enumerate(names):
+            _ip("netns", "add", name)
+            made.append(name)
+            _ip("link", "add", f"{name}h", "type", "veth", "peer", "name", f"{name}n")
+            _ip("link", "set", f"{name}h", "master", bridge)
+            _ip("link", "set", f"{name}h", "up")
+            _ip("link", "set", f"{name}n", "netns", name)
+            _ip("-n", name, "addr", "add", f"{SUBNET}.{10 + n}/24", "dev", f"{name}n")
+            _ip("-n", name, "link", "set", f"{name}n", "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+    except (OSError, subprocess.SubprocessError) as e:
+        for name in made:
+            subprocess.run([IP, "netns", "del", name], capture_output=True)
+        subprocess.run([IP, "link", "del", bridge], capture_output=True)
+        pytest.skip(f"network namespaces unavailable here ({e})")
+    try:
+        yield names, f"{SUBNET}.10", [f"{SUBNET}.11", f"{SUBNET}.12"]
+    finally:
+        for name in made:  # deleting a namespace deletes its veth pair
+            subprocess.run([IP, "netns", "del", name], capture_output=True)
+        subprocess.run([IP, "link", "del", bridge], capture_output=True)
+
+
+def test_scheduler_and_workers_on_separate_hosts(namespace_hosts):
+    """`dask scheduler` and two `dask worker`s in their own network namespaces, reached
+    over veth links: the same answers as keomlir.numpy, with work done on both hosts."""
+    names, scheduler, workers = namespace_hosts
+    dask_cli = os.path.join(os.path.dirname(sys.executable), "dask")
+    env = dict(os.environ, KEOMLIR_NUM_THREADS="1")
+    commands = [[IP, "netns", "exec", names[0], dask_cli, "scheduler", "--host", scheduler, "--port", "8786",
+                 "--no-dashboard"]]
+    commands += [[IP, "netns", "exec", name, dask_cli, "worker", f"tcp://{scheduler}:8786", "--host", host,
+                  "--nthreads", "1", "--no-dashboard", "--name", host] for name, host in zip(names[1:], workers)]
+    procs = []
+    try:
+        for command in commands:
+            procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        with distributed.Client(f"tcp://{scheduler}:8786", timeout=60) as c:
+            c.wait_for_workers(2, timeout=60)
+            assert sorted(w.split("//")[1].split(":")[0] for w in c.scheduler_info()["workers"]) == workers
+            rng = np.random.default_rng(5)
+            x, y = rng.standard_normal((300, 3)).astype(np.float32), rng.standard_normal((410, 3)).astype(np.float32)
+            xd, yd = c.persist([da.from_array(x, chunks=70), da.from_array(y, chunks=90)])
+            knn = kd.Genred("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "KMin_ArgKMin", 0, opt_arg=4)
+            gauss = kd.Genred("Exp(-SqDist(x,y))", ["x = Vi(3)", "y = Vj(3)"], "Sum", 1)
+            with distributed.get_task_stream(c) as stream:
+                (vals, idx), total = c.compute([knn(xd, yd, split_every=2), gauss(xd, yd)], sync=True)
+            assert len({task["worker"] for task in stream.data}) == 2
+        ref_vals, ref_idx = kn.Genred("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "KMin_ArgKMin", 0, opt_arg=4)(x, y)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(vals, ref_vals)
+        assert_close(total, np.exp(-((x[:, None] - y[None]) ** 2).sum(-1)).sum(1, keepdims=True), "float32")
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
