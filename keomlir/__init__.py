@@ -6,5 +6,7 @@ ARCHITECTURE.md): grammar/ir -> passes -> backends -> compile -> front ends
 """
 
 from ._version import __version__  # noqa: F401
+from . import config  # noqa: F401  (pykeops.config's counterpart)
 from .checks import clean_pykeops, test_numpy_bindings, test_torch_bindings  # noqa: F401
+from .compat import install_as_pykeops  # noqa: F401
 from .explain import explain  # noqa: F401

@@ -9,8 +9,11 @@ calls `CompiledReduction.from_ir` and nothing is printed or parsed again.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
+from . import config
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
@@ -88,6 +91,11 @@ class CompiledReduction:
         if sum_scheme not in SUM_SCHEMES:
             raise ValueError(f"sum_scheme must be one of {', '.join(SUM_SCHEMES)}, got {sum_scheme!r}")
         red = get_reduction(reduction_op)
+        if opt_arg is not None and not isinstance(opt_arg, bool):
+            try:  # K as NumPy integers and 0-d integer tensors give it, as pykeops accepts
+                opt_arg = operator.index(opt_arg)
+            except TypeError:
+                pass  # red.check names what was given
         self.reduction_op, self.axis, self.opt_arg = reduction_op, int(axis), opt_arg
         self.dtype_acc = dtype_acc
         self.sum_scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
@@ -233,8 +241,8 @@ class CompiledReduction:
                             "on the CPU, arguments must be float32 or float64 arrays")
         if backend == "reference":
             return reference.run(launch, arrays)
-        if backend == "GPU" or (backend == "auto" and (launch.dtype == "float16"
-                                                       or cuda.wants_gpu(launch.n_i, launch.n_j))):
+        if backend == "GPU" or (backend == "auto" and (launch.dtype == "float16" or (
+                cuda.wants_gpu(launch.n_i, launch.n_j) and config.use_cuda))):
             try:
                 return cuda.run_numpy(launch, arrays, device_id)
             except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU

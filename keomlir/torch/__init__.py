@@ -54,7 +54,11 @@ class Genred:
     def program(self):
         return self.reduction.program
 
-    def __call__(self, *args, backend="auto", device_id=-1, ranges=None):
+    def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
+        result = self._call(args, backend, device_id, ranges)
+        return result if out is None else _write_out(self.reduction, result, out)
+
+    def _call(self, args, backend, device_id, ranges):
         for k, a in enumerate(args):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a torch tensor, got {type(a).__name__}")
@@ -108,6 +112,27 @@ class Genred:
             found = self._gradients["pair"] = self._derived(formula, "Sum", red.axis, recat=kept)
         return found
 
+    def pair_tangent(self):
+        """For selecting reductions in forward mode: a Genred of the derivative of F along
+        every argument's tangent (tangents after the arguments) at one (i, j) pair per row,
+        the reduced index's variables and tangents made row-indexed."""
+        found = self._gradients.get("pair_jvp")
+        if found is None:
+            red = self.reduction
+            reduced = 1 if red.axis == 1 else 0
+            n = len(red.arguments)
+
+            def kept(pos, dim, cat):
+                return pos, dim, 1 - reduced if cat == reduced else cat
+
+            F = replace_vars(red.formula, kept)
+            formula = None
+            for p, d, c in red.arguments:
+                term = mk("Diff", F, _var(n + p, d, kept(p, d, c)[2]), attrs=(_var(*kept(p, d, c)),))
+                formula = term if formula is None else mk("Add", formula, term)
+            found = self._gradients["pair_jvp"] = self._derived(formula, "Sum", red.axis, recat=kept)
+        return found
+
     def grad_axis(self, pos):
         red = self.reduction
         out_cat = 0 if red.axis == 1 else 1
@@ -146,6 +171,71 @@ class Genred:
         lse = self._derived(F, "LogSumExp", red.axis) if "L" in extras else None
         return genred, extras, lse
 
+    # ---- forward mode (torch.func.jvp / jacfwd): keomlir reductions of Diff(...) -------------
+    def tangent(self, positions):
+        """One Genred computing the directional derivative of the output along the
+        tangents of the arguments at `positions` (tangents are new variables of the same
+        categories, after the arguments): Diff nodes expanded by the autodiff pass.
+        Returns (genred, extras taken after the tangents: 'O' output, 'L' log-normalizer, lse)."""
+        key = ("jvp", positions)
+        found = self._gradients.get(key)
+        if found is None:
+            found = self._gradients[key] = self._build_tangent(positions)
+        return found
+
+    def _build_tangent(self, positions):
+        red = self.reduction
+        name = red.reduction_op
+        if name not in _DIFFERENTIABLE:
+            raise NotImplementedError(f"reduction {name} has no forward-mode derivative in this version of keomlir")
+        n = len(red.arguments)
+        out_cat = 0 if red.axis == 1 else 1
+        F, F2 = red.formula, red.formula2
+        tangents = [(_var(*red.arguments[pos]), _var(n + k, *red.arguments[pos][1:]))
+                    for k, pos in enumerate(positions)]
+
+        def diff(f):  # the derivative of f along every tangent
+            out = None
+            for v, t in tangents:
+                d = mk("Diff", f, t, attrs=(v,))
+                out = d if out is None else mk("Add", out, d)
+            return out
+
+        extra = n + len(positions)
+        if name == "Sum":
+            formula, extras = diff(F), []
+        elif name == "LogSumExp" and F2 is None:  # d log sum_j e^F = sum_j e^(F - O) dF
+            formula, extras = mk("Mult", mk("Exp", mk("Subtract", F, _var(extra, 1, out_cat))), diff(F)), ["O"]
+        elif name == "LogSumExp":  # O = log sum_j e^F G: dO = sum_j e^(F - O) (dF G + dG)
+            O = _var(extra, F2.dim, out_cat)
+            formula = mk("Mult", mk("Exp", mk("Subtract", F, O)), mk("Add", mk("Mult", diff(F), F2), diff(F2)))
+            extras = ["O"]
+        else:  # SumSoftMaxWeight, p = e^(F - L): dO = sum_j p (dG + (G - O) dF)
+            O, L = _var(extra, F2.dim, out_cat), _var(extra + 1, 1, out_cat)
+            formula = mk("Mult", mk("Exp", mk("Subtract", F, L)),
+                         mk("Add", diff(F2), mk("Mult", mk("Subtract", F2, O), diff(F))))
+            extras = ["O", "L"]
+        genred = self._derived(formula, "Sum", red.axis)
+        lse = self._derived(F, "LogSumExp", red.axis) if "L" in extras else None
+        return genred, extras, lse
+
+
+def _write_out(reduction, result, out):
+    """pykeops's `out=`: the result written into a given tensor, which is returned.  As
+    torch's own out= arguments, not differentiable."""
+    if isinstance(result, tuple):
+        raise ValueError(f"out: reduction {reduction.reduction_op} returns {len(result)} outputs (a tuple); "
+                         "out= takes a single output tensor")
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a torch tensor, got {type(out).__name__}")
+    if out.shape != result.shape or out.dtype != result.dtype or out.device != result.device:
+        raise ValueError(f"out: expected a tensor of shape {tuple(result.shape)}, dtype {result.dtype} on "
+                         f"{result.device}, got shape {tuple(out.shape)}, dtype {out.dtype} on {out.device}")
+    if result.requires_grad:
+        raise RuntimeError("out=: the result would need a gradient, and out= arguments are not differentiable "
+                           "(as in torch): call it under torch.no_grad() or without out=")
+    return out.copy_(result)
+
 
 def _var(pos, dim, cat):
     return make("Var", (), (pos, dim, cat))
@@ -175,23 +265,63 @@ def _check_devices(reduction, args, backend):
 
 
 class _GenredFunction(torch.autograd.Function):
+    """A keomlir reduction as a torch operation: reverse mode (`backward`), forward mode
+    (`jvp`) and `vmap` rules, so torch.autograd and torch.func's transforms (grad, vjp,
+    jvp, jacrev, jacfwd, hessian, vmap) all run as keomlir reductions."""
+
     @staticmethod
-    def forward(ctx, genred, call, *args):
-        """call = (backend, device_id, ranges): how to run, passed on to the gradients."""
+    def forward(genred, call, *args):
+        """call = (backend, device_id, ranges): how to run, passed on to the derivatives."""
         backend, device_id, ranges = call
         if args and args[0].device.type == "cuda":
-            results = tuple(cuda.run_torch(genred.reduction.launch(args, ranges), args, device_id))
-        else:
-            arrays = [a.detach().contiguous().numpy() for a in args]
-            outs = genred.reduction.run_numpy(arrays, backend, device_id, ranges)
-            results = tuple(torch.from_numpy(o) for o in outs)
+            return tuple(cuda.run_torch(genred.reduction.launch(args, ranges), args, device_id))
+        arrays = [a.detach().contiguous().numpy() for a in args]
+        outs = genred.reduction.run_numpy(arrays, backend, device_id, ranges)
+        return tuple(torch.from_numpy(o) for o in outs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        genred, (backend, _, ranges), *args = inputs
         ctx.genred, ctx.backend, ctx.ranges = genred, backend, ranges
-        ctx.save_for_backward(*args, *results)
+        ctx.save_for_backward(*args, *output)
+        ctx.save_for_forward(*args, *output)
         ctx.n_args = len(args)
-        for r in results:
+        for r in output:
             if not r.dtype.is_floating_point:
                 ctx.mark_non_differentiable(r)
-        return results
+
+    @staticmethod
+    def jvp(ctx, genred_tangent, call_tangent, *tangents):
+        genred, saved = ctx.genred, ctx.saved_tensors
+        args, results = saved[:ctx.n_args], saved[ctx.n_args:]
+        if genred.reduction.reduction_op in _SELECTING:
+            value = _selected_jvp(genred, args, results, tangents, ctx.backend, ctx.ranges)
+            return (value,) + (None,) * (len(results) - 1)
+        positions = tuple(pos for pos, t in enumerate(tangents) if t is not None)
+        if not positions:
+            return (torch.zeros_like(results[0]),)
+        tangent_genred, extras, lse = genred.tangent(positions)
+        values = {"O": results[0]}
+        if lse is not None:
+            values["L"] = lse(*args, backend=ctx.backend, ranges=ctx.ranges)
+        value = tangent_genred(*args, *[tangents[p] for p in positions], *[values[e] for e in extras],
+                               backend=ctx.backend, ranges=ctx.ranges)
+        return (value,)
+
+    @staticmethod
+    def vmap(info, in_dims, genred, call, *args):
+        """A batch of calls as one call with a leading batch dimension (keomlir's batch
+        dimensions); unbatched arguments are broadcast views."""
+        backend, device_id, ranges = call
+        dims = in_dims[2:]
+        batched = [a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape)
+                   for a, d in zip(args, dims)]
+        if ranges is not None:
+            raise ValueError("ranges: block-sparse reductions under torch.func.vmap are not supported (batch "
+                             "dimensions and ranges do not mix); call once per batch element")
+        outs = genred(*batched, backend=backend, device_id=device_id)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return outs, (0,) * len(outs)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
@@ -225,6 +355,45 @@ class _GenredFunction(torch.autograd.Function):
         return (None, None, *grads)
 
 
+def _selected_indices(genred, args, results, backend, ranges):
+    """The int64 indices a selecting reduction chose (recomputed for Min / Max / KMin alone)."""
+    red = genred.reduction
+    indices = results[-1]
+    if indices.dtype != torch.int64:
+        arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
+        key = ("indices", arg_name)
+        if key not in genred._gradients:
+            genred._gradients[key] = genred._derived(red.formula, arg_name, red.axis, red.opt_arg)
+        indices = genred._gradients[key](*args, backend=backend, ranges=ranges)
+    return indices
+
+
+def _selected_jvp(genred, args, results, tangents, backend, ranges):
+    """Forward mode of Min/Max/KMin values: the derivative of F along the tangents at the
+    selected (i, j) pairs (the pair kernel of `pair_gradient` read as a Jacobian row by
+    row would cost more: one call of a Diff pair kernel per slot and component)."""
+    red = genred.reduction
+    reduced = 1 if red.axis == 1 else 0
+    values = results[0]
+    indices = _selected_indices(genred, args, results, backend, ranges)
+    rows, dim_f = values.shape[0], red.formula.dim
+    idx = indices.reshape(rows, -1, dim_f)
+    pair = genred.pair_tangent()
+    zero = [torch.zeros_like(a) for a in args]
+    tangents = [t if t is not None else z for t, z in zip(tangents, zero)]
+    parts = []  # out of place: torch.func transforms may batch this function
+    for slot in range(idx.shape[1]):
+        for c in range(dim_f):
+            sel = idx[:, slot, c]
+            found = sel >= 0
+            sel = sel.clamp(min=0)
+            gathered = [a[sel] if cat == reduced else a for a, (_, _, cat) in zip(args, red.arguments)]
+            moved = [t[sel] if cat == reduced else t for t, (_, _, cat) in zip(tangents, red.arguments)]
+            d = pair(*gathered, *moved, backend=backend)[:, c]
+            parts.append(torch.where(found, d, torch.zeros((), dtype=d.dtype, device=d.device)))
+    return torch.stack(parts, -1).reshape(values.shape)
+
+
 def _selected_backward(genred, args, results, grad_out, backend, ranges):
     """Gradients of Min/Max/KMin values: the derivative of F at the selected (i, j)
     pairs, as torch does for min and topk; each selected slot and component is one
@@ -232,13 +401,8 @@ def _selected_backward(genred, args, results, grad_out, backend, ranges):
     block-sparse row, or fewer j than K) have no gradient."""
     red = genred.reduction
     reduced = 1 if red.axis == 1 else 0
-    values, indices = results[0], results[-1]
-    if indices.dtype != torch.int64:  # Min / Max / KMin alone: recompute the indices
-        arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
-        key = ("indices", arg_name)
-        if key not in genred._gradients:
-            genred._gradients[key] = genred._derived(red.formula, arg_name, red.axis, red.opt_arg)
-        indices = genred._gradients[key](*args, backend=backend, ranges=ranges)
+    values = results[0]
+    indices = _selected_indices(genred, args, results, backend, ranges)
     rows, dim_f = values.shape[0], red.formula.dim
     idx = indices.reshape(rows, -1, dim_f)
     gout = grad_out.reshape(rows, -1, dim_f)
@@ -250,8 +414,11 @@ def _selected_backward(genred, args, results, grad_out, backend, ranges):
             found = sel >= 0
             sel = sel.clamp(min=0)
             gathered = [a[sel] if cat == reduced else a for a, (_, _, cat) in zip(args, red.arguments)]
-            cot = torch.zeros(rows, dim_f, dtype=values.dtype, device=values.device)
-            cot[:, c] = torch.where(found, gout[:, slot, c], torch.zeros((), dtype=values.dtype, device=values.device))
+            # the cotangent e_c * grad_out, out of place (torch.func transforms may batch this)
+            unit = torch.zeros(dim_f, dtype=values.dtype, device=values.device)
+            unit = unit.index_fill(0, torch.tensor([c], device=values.device), 1)
+            cot = torch.where(found, gout[:, slot, c], torch.zeros((), dtype=values.dtype, device=values.device))
+            cot = cot[:, None] * unit
             fused = pair(*gathered, cot, backend=backend)
             fused = torch.where(found[:, None], fused, torch.zeros((), dtype=fused.dtype, device=fused.device))
             start = 0
