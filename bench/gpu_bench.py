@@ -25,6 +25,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from keomlir.backends import cuda  # noqa: E402
+from keomlir.backends.llvm.nvptx import render_ptx  # noqa: E402
+from keomlir.compile import CompiledReduction  # noqa: E402
 
 FP32_LANES_PER_SM = {(7, 0): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128, (8, 9): 128, (9, 0): 128,
                      (10, 0): 128, (12, 0): 128}
@@ -85,7 +87,7 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - any failure: keomlir alone
             print(f"pykeops unavailable: {type(e).__name__}: {e}")
     dev = cuda.device(0)
-    clock_hz = dev._attr(_CU_DEVICE_ATTRIBUTE_CLOCK_RATE) * 1e3
+    clock_hz = dev.attribute(_CU_DEVICE_ATTRIBUTE_CLOCK_RATE) * 1e3
     sync = torch.cuda.synchronize
     torch.manual_seed(0)
     s = args.scale
@@ -131,11 +133,9 @@ def main(argv=None):
         print(label, {k: f"{v[0] * 1e3:.2f} ms (first call {v[1]:.2f} s)" for k, v in res.items()}, flush=True)
 
     # the Gaussian sum's share of the GPU's throughput
-    from keomlir.backends.llvm.nvptx import render_ptx
-    from keomlir.frontend import Reduction
-
-    r = Reduction(gauss[0], gauss[1], "Sum", 1)
-    n_instr, n_fp32, n_mufu = inner_loop_stats(render_ptx(r.program, "float32", dev.arch, fast_math=cuda.FAST_MATH), 4)
+    r = CompiledReduction(gauss[0], gauss[1], "Sum", 1)
+    ptx = render_ptx(r.program, "float32", dev.arch, fast_math=cuda.runner.FAST_MATH)
+    n_instr, n_fp32, n_mufu = inner_loop_stats(ptx, 4)
     t_gauss = rows[0][3]["keomlir"][0]
     pairs_per_s = rows[0][1] * rows[0][2] / t_gauss
     lanes = FP32_LANES_PER_SM.get(dev.cc, 128)

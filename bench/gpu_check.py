@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from keomlir.backends import cuda  # noqa: E402
-from keomlir.frontend import Reduction  # noqa: E402
+from keomlir.compile import CompiledReduction  # noqa: E402
+from keomlir.numpy.cluster import from_matrix  # noqa: E402
 
 ALIASES = {1: ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)"], 0: ["x = Vj(3)", "y = Vi(3)", "b = Vi(2)"]}
 REDUCTIONS = [  # (name, formula, formula2, K)
@@ -77,18 +78,17 @@ def check_reductions(rng, quick):
         sizes = [(37, 101)]
     for name, formula, formula2, k in REDUCTIONS:
         for axis in (1, 0):
-            r = Reduction(formula, ALIASES[axis], name, axis, k, formula2)
+            r = CompiledReduction(formula, ALIASES[axis], name, axis, k, formula2)
             label = f"{name}{'+G' if formula2 else ''} axis={axis}"
             for dtype in ("float32", "float64", "float16"):
                 for m, n in sizes:
                     args = [rng.standard_normal(s).astype(dtype) for s in [(m, 3), (n, 3), (n, 2)]]
                     # float16: against the float32 CPU result on the same (half) inputs
                     want = r.run_numpy([a.astype(np.float32) if dtype == "float16" else a for a in args], "CPU")
-                    _, n_i, n_j = r.check_arrays(args)
                     for scheme in ("auto", "1d", "2d"):
                         t0 = time.perf_counter()
                         try:
-                            got = cuda.run_numpy(r, args, dtype, n_i, n_j, scheme=scheme)
+                            got = cuda.run_numpy(r.launch(args), args, scheme=scheme)
                             err = max_error(got, want, dtype)
                             # indices may differ on float32 near-ties: count them, allow a few
                             # indices: exact in float64 and float16 (float32 arithmetic on the same
@@ -104,22 +104,22 @@ def check_reductions(rng, quick):
 def check_special(rng):
     for dtype in ("float32", "float64"):
         cases = [
-            ("math functions", Reduction(MATH, ALIASES[1], "Sum", 1), [(517, 3), (1029, 3), (1029, 2)]),
+            ("math functions", CompiledReduction(MATH, ALIASES[1], "Sum", 1), [(517, 3), (1029, 3), (1029, 2)]),
             ("large dimension (no staging)",
-             Reduction("Exp(-SqDist(x,y) / 100) * b", ["x = Vi(400)", "y = Vj(400)", "b = Vj(2)"], "Sum", 1),
+             CompiledReduction("Exp(-SqDist(x,y) / 100) * b", ["x = Vi(400)", "y = Vj(400)", "b = Vj(2)"],
+                               "Sum", 1),
              [(301, 400), (777, 400), (777, 2)]),
-            ("parameters", Reduction("Exp(-SqNorm2(x - p)) * y", ["x = Vi(2)", "p = Pm(2)", "y = Vj(1)"],
-                                                 "Sum", 1), [(99, 2), (2,), (1001, 1)]),
-            ("empty j range", Reduction("x - y", ["x = Vi(3)", "y = Vj(3)"], "Min", 1), [(10, 3), (0, 3)]),
+            ("parameters", CompiledReduction("Exp(-SqNorm2(x - p)) * y", ["x = Vi(2)", "p = Pm(2)", "y = Vj(1)"],
+                                             "Sum", 1), [(99, 2), (2,), (1001, 1)]),
+            ("empty j range", CompiledReduction("x - y", ["x = Vi(3)", "y = Vj(3)"], "Min", 1), [(10, 3), (0, 3)]),
         ]
         for label, r, shapes in cases:
             args = [rng.standard_normal(s).astype(dtype) for s in shapes]
             want = r.run_numpy(args, "CPU")
-            _, n_i, n_j = r.check_arrays(args)
             for scheme in ("1d", "2d"):
                 t0 = time.perf_counter()
                 try:
-                    got = cuda.run_numpy(r, args, dtype, n_i, n_j, scheme=scheme)
+                    got = cuda.run_numpy(r.launch(args), args, scheme=scheme)
                     err = max_error(got, want, dtype)
                     record(label, dtype, scheme, err, err <= TOL[dtype] * (10 if "math" in label else 1),
                            time.perf_counter() - t0)
@@ -132,7 +132,6 @@ def block_ranges(m, n, rng, size=97):
     """A block-sparse 6-tuple (keomlir.numpy.cluster.from_matrix): blocks of `size` rows and
     columns (the last ones ragged), about half of the block pairs kept, one block of rows
     with none."""
-    from keomlir.numpy.cluster import from_matrix
 
     def cuts(k):
         return np.array([[a, min(a + size, k)] for a in range(0, k, size)])
@@ -147,7 +146,7 @@ def check_block_sparse(rng, quick):
     m, n = (37, 101) if SIMULATE else (3001, 5003)
     for name, formula, formula2, k in REDUCTIONS[:5] + REDUCTIONS[-1:]:
         for axis in (1, 0):
-            r = Reduction(formula, ALIASES[axis], name, axis, k, formula2)
+            r = CompiledReduction(formula, ALIASES[axis], name, axis, k, formula2)
             for dtype in ("float32", "float64"):
                 args = [rng.standard_normal(s).astype(dtype) for s in [(m, 3), (n, 3), (n, 2)]]
                 _, n_i, n_j = r.check_arrays(args)
@@ -157,7 +156,7 @@ def check_block_sparse(rng, quick):
                 t0 = time.perf_counter()
                 try:
                     want = r.run_numpy(args, "CPU", ranges=ranges)
-                    got = cuda.run_numpy(r, args, dtype, n_i, n_j, ranges=r.kernel_ranges(ranges, n_i, n_j))
+                    got = cuda.run_numpy(r.launch(args, ranges), args)
                     err = max_error(got, want, dtype)
                     ok = err <= (TOL[dtype] if not any(o.dtype == np.int64 for o in want) else
                                  (0 if dtype == "float64" else 3))
@@ -266,7 +265,7 @@ def main(argv=None):
     if not cuda.available():
         print(f"gpu_check: no usable GPU: {cuda.unavailable_reason()}", file=sys.stderr)
         return 2
-    cuda.FAST_MATH = args.fast_math
+    cuda.runner.FAST_MATH = args.fast_math
     dev = cuda.device(0)
     print(f"GPU: {dev.name}, compute capability {dev.cc[0]}.{dev.cc[1]} ({dev.arch}), {dev.sm_count} SMs; "
           f"fast math {'on' if args.fast_math else 'off'}")
@@ -295,9 +294,8 @@ def simulate_main():
     global SIMULATE
     SIMULATE = True
 
-    def run_numpy(r, args, dtype, n_i, n_j, device_id=-1, scheme="auto", ranges=None):
-        return cuda.simulate(r, args, block=8, scheme="2d" if scheme == "2d" else "1d", chunk=16, fan=3,
-                             ranges=ranges)
+    def run_numpy(launch, args, device_id=-1, scheme="auto"):
+        return cuda.simulate(launch, args, block=8, scheme="2d" if scheme == "2d" else "1d", chunk=16, fan=3)
 
     cuda.run_numpy = run_numpy
     print("host simulator (no GPU): reductions only, small sizes")

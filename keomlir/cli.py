@@ -5,8 +5,6 @@ what this machine offers.  A thin layer over `keomlir.explain`."""
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import platform
 import sys
@@ -18,6 +16,7 @@ import numpy
 
 from ._version import __version__
 from .backends import cache
+from .backends.cuda import driver
 from .explain import explain
 from .ir.reductions import REDUCTIONS
 from .passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
@@ -103,33 +102,15 @@ def cmd_cache(args):
 
 
 def cuda_status():
-    """The CUDA driver and its GPUs as seen through libcuda, never raising."""
-    lib = None
-    for name in filter(None, (ctypes.util.find_library("cuda"), "libcuda.so.1", "libcuda.so")):
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    if lib is None:
-        return "no CUDA driver (libcuda not found)", "none visible"
+    """The CUDA driver and its GPUs as the GPU runtime sees them, never raising."""
+    if not driver.available():
+        return driver.unavailable_reason(), "none visible"
     try:
-        rc = lib.cuInit(0)
-        if rc != 0:
-            return f"{name} loads, but cuInit failed (CUresult {rc})", "none visible"
-        version, count = ctypes.c_int(), ctypes.c_int()
-        lib.cuDriverGetVersion(ctypes.byref(version))
-        lib.cuDeviceGetCount(ctypes.byref(count))
-        gpus = []
-        for k in range(count.value):
-            dev, buf = ctypes.c_int(), ctypes.create_string_buffer(256)
-            lib.cuDeviceGet(ctypes.byref(dev), k)
-            lib.cuDeviceGetName(buf, 256, dev)
-            gpus.append(f"{k}: {buf.value.decode(errors='replace')}")
-    except (AttributeError, OSError) as e:
-        return f"{name} loads, but is not usable ({e})", "none visible"
-    v = version.value
-    return f"{name}, CUDA {v // 1000}.{v % 1000 // 10}", ", ".join(gpus) or "none visible"
+        major, minor = driver.version()
+        gpus = [f"{k}: {driver.device_name(k)}" for k in range(driver.device_count())]
+    except (driver.CudaError, AttributeError, OSError) as e:  # a libcuda without these calls
+        return f"{driver.library_name()} loads, but is not usable ({e})", "none visible"
+    return f"{driver.library_name()}, CUDA {major}.{minor}", ", ".join(gpus) or "none visible"
 
 
 def cmd_info(args):

@@ -159,6 +159,44 @@ def test_info():
         assert word in out
 
 
+class _OneGpuDriver:
+    """A libcuda that answers for one GPU and fails every other call."""
+
+    def cuDriverGetVersion(self, out):
+        out._obj.value = 12040
+        return 0
+
+    def cuDeviceGetCount(self, out):
+        out._obj.value = 1
+        return 0
+
+    def cuDeviceGet(self, out, ordinal):
+        out._obj.value = ordinal
+        return 0
+
+    def cuDeviceGetName(self, buf, size, dev):
+        buf.value = b"NVIDIA H100"
+        return 0
+
+    def __getattr__(self, name):
+        return lambda *args: 1
+
+
+def test_info_sees_the_driver_the_gpu_runtime_loads(monkeypatch):
+    from keomlir.backends.cuda import driver
+    from keomlir.cli import cuda_status
+
+    monkeypatch.setattr(driver, "_driver", (_OneGpuDriver(), ""))
+    monkeypatch.setattr(driver, "_library_name", "libcuda.so.1")
+    assert cuda_status() == ("libcuda.so.1, CUDA 12.4", "0: NVIDIA H100")
+    monkeypatch.setattr(_OneGpuDriver, "cuDriverGetVersion", lambda self, out: 999)
+    driver_text, gpus = cuda_status()
+    assert driver_text.startswith("libcuda.so.1 loads, but is not usable (cuDriverGetVersion failed: ")
+    assert gpus == "none visible"
+    monkeypatch.setattr(driver, "_driver", (None, "no CUDA driver: libcuda was not found"))
+    assert cuda_status() == ("no CUDA driver: libcuda was not found", "none visible")
+
+
 def test_explain_from_python():
     ex = keomlir.explain("Exp(-SqDist(x,y))*b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=0,
                          emit=("ir", "llvm", "dot"))

@@ -21,9 +21,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from keomlir.backends import cuda
+from keomlir.backends import cache, cpu, cuda
+from keomlir.backends.cuda import driver, runner
+from keomlir.backends.cuda.plan import plan
 from keomlir.backends.llvm import nvptx
-from keomlir.frontend import Reduction
+from keomlir.compile import CompiledReduction as Reduction
 from keomlir.numpy import Genred
 
 from conftest import assert_close
@@ -214,6 +216,11 @@ def test_unknown_function_names_target():
 # ---- the simulator: the GPU kernels, run on the host ---------------------------------------
 
 
+def _simulate(reduction, arrays, ranges=None, **kw):
+    """The reduction's GPU kernels on the host, on the Launch the compile entry builds."""
+    return cuda.simulate(reduction.launch(arrays, ranges), arrays, **kw)
+
+
 def _args(rng, dtype, m=37, n=101):
     """x (m, 3), and the reduced y (n, 3), b (n, 2)."""
     return [rng.standard_normal(shape).astype(dtype) for shape in [(m, 3), (n, 3), (n, 2)]]
@@ -238,7 +245,7 @@ def test_simulated_kernels_match_cpu(name, axis, dtype, rng):
     args = _args(rng, dtype)
     want = r.run_numpy(args, "CPU")
     for scheme, chunk, fan in [("1d", None, 32), ("2d", 16, 3), ("2d", 24, 32)]:
-        got = cuda.simulate(r, args, block=8, scheme=scheme, chunk=chunk, fan=fan)
+        got = _simulate(r, args, block=8, scheme=scheme, chunk=chunk, fan=fan)
         _compare(got, want, dtype)
 
 
@@ -251,7 +258,7 @@ def test_simulated_gradients_match_cpu(name, rng):
     args = [x, y, b, e, l]
     want = r.run_numpy(args, "CPU")
     for scheme in ("1d", "2d"):
-        _compare(cuda.simulate(r, args, block=8, scheme=scheme, chunk=16), want, "float64")
+        _compare(_simulate(r, args, block=8, scheme=scheme, chunk=16), want, "float64")
 
 
 @pytest.mark.parametrize("scheme", ["direct_sum", "kahan_scheme", "block_sum"])
@@ -261,7 +268,7 @@ def test_simulated_sum_schemes(scheme, acc, rng):
     args = _args(rng, "float32")
     want = r.run_numpy(args, "reference")
     for s, chunk in [("1d", None), ("2d", 16)]:
-        _compare(cuda.simulate(r, args, block=8, scheme=s, chunk=chunk, fan=2), want, "float32")
+        _compare(_simulate(r, args, block=8, scheme=s, chunk=chunk, fan=2), want, "float32")
 
 
 def test_simulated_large_dimension_path(rng):
@@ -270,15 +277,15 @@ def test_simulated_large_dimension_path(rng):
     want = r.run_numpy([x, y, b], "CPU")
     for stage in (True, False):
         for scheme in ("1d", "2d"):
-            _compare(cuda.simulate(r, [x, y, b], block=8, scheme=scheme, chunk=16, stage=stage), want, "float64")
+            _compare(_simulate(r, [x, y, b], block=8, scheme=scheme, chunk=16, stage=stage), want, "float64")
 
 
 def test_simulated_parameters_and_no_j_variable(rng):
     r = Reduction("Exp(-SqNorm2(x - p)) + x", ["x = Vi(2)", "p = Pm(2)", "y = Vj(1)"], "Sum", 1)
     x, p, y = rng.standard_normal((13, 2)), rng.standard_normal(2), rng.standard_normal((17, 1))
     want = r.run_numpy([x, p, y], "CPU")
-    _compare(cuda.simulate(r, [x, p, y], block=8, scheme="1d"), want, "float64")
-    _compare(cuda.simulate(r, [x, p, y], block=8, scheme="2d", chunk=8), want, "float64")
+    _compare(_simulate(r, [x, p, y], block=8, scheme="1d"), want, "float64")
+    _compare(_simulate(r, [x, p, y], block=8, scheme="2d", chunk=8), want, "float64")
 
 
 @pytest.mark.parametrize("name,identity", [("Sum", 0.0), ("Min", np.inf), ("Max", -np.inf),
@@ -286,7 +293,7 @@ def test_simulated_parameters_and_no_j_variable(rng):
 def test_simulated_empty_range(name, identity):
     formula = "SqDist(x,y)" if name == "LogSumExp" else "x - y"
     r = Reduction(formula, ["x = Vi(3)", "y = Vj(3)"], name, 1)
-    out = cuda.simulate(r, [np.ones((5, 3)), np.ones((0, 3))], block=8, scheme="2d")
+    out = _simulate(r, [np.ones((5, 3)), np.ones((0, 3))], block=8, scheme="2d")
     assert np.all(out[0] == identity)
 
 
@@ -296,7 +303,7 @@ def test_simulated_ties_keep_the_lower_index():
     y = np.array([[1.0], [0.0], [1.0], [0.0], [0.0], [1.0]] * 7)
     want = r.run_numpy([x, y], "CPU")
     for chunk in (None, 8, 16):
-        got = cuda.simulate(r, [x, y], block=4, scheme="2d" if chunk else "1d", chunk=chunk, fan=2)
+        got = _simulate(r, [x, y], block=4, scheme="2d" if chunk else "1d", chunk=chunk, fan=2)
         _compare(got, want, "float64")
     np.testing.assert_array_equal(want[1][0], [1, 3, 4])
 
@@ -306,7 +313,7 @@ def test_simulated_nan_stays_in_its_row(rng):
     x = rng.standard_normal((9, 1))
     x[4] = np.nan
     y = rng.standard_normal((31, 1))
-    got = cuda.simulate(r, [x, y], block=4, scheme="2d", chunk=8)[0]
+    got = _simulate(r, [x, y], block=4, scheme="2d", chunk=8)[0]
     assert np.isnan(got[4]).all() and np.isfinite(np.delete(got, 4, axis=0)).all()
 
 
@@ -331,7 +338,7 @@ def test_gpu_math_accuracy(formula, dtype, rng):
     x = rng.uniform(lo, hi, (500, 1)).astype(dtype)
     y = rng.uniform(lo if "Atan2" in formula else -6, hi if "Atan2" in formula else 6, (500, 1)).astype(dtype)
     x[:4, 0] = [lo, hi, 0 if lo < 0 else lo, (lo + hi) / 2]
-    got = cuda.simulate(r, [x, y, np.zeros((1, 1), dtype)], block=64, scheme="1d")[0][:, 0]
+    got = _simulate(r, [x, y, np.zeros((1, 1), dtype)], block=64, scheme="1d")[0][:, 0]
     with np.errstate(all="ignore"):
         ref = (fn(x[:, 0].astype(np.float64)) if "y" not in formula.split("(")[1]
                else fn(x[:, 0].astype(np.float64), y[:, 0].astype(np.float64)))
@@ -345,13 +352,13 @@ def test_gpu_math_special_values():
     r = Reduction("Atan2(x, y) + z", ["x = Vi(1)", "y = Vi(1)", "z = Vj(1)"], "Sum", 1)
     x = np.array([[0.0], [-0.0], [1.0], [np.inf], [np.nan]])
     y = np.array([[-0.0], [-1.0], [np.inf], [-np.inf], [1.0]])
-    got = cuda.simulate(r, [x, y, np.zeros((1, 1))], block=8, scheme="1d")[0][:, 0]
+    got = _simulate(r, [x, y, np.zeros((1, 1))], block=8, scheme="1d")[0][:, 0]
     np.testing.assert_allclose(got[:4], np.arctan2(x[:4, 0], y[:4, 0]), rtol=1e-15)
     assert np.isnan(got[4])
     p = Reduction("Powf(x, y) + z", ["x = Vi(1)", "y = Vi(1)", "z = Vj(1)"], "Sum", 1)
     x = np.array([[-2.0], [-2.0], [0.0], [0.0], [np.nan], [1.0], [-8.0]])
     y = np.array([[3.0], [0.5], [-1.0], [2.0], [0.0], [np.nan], [2.0]])
-    got = cuda.simulate(p, [x, y, np.zeros((1, 1))], block=8, scheme="1d")[0][:, 0]
+    got = _simulate(p, [x, y, np.zeros((1, 1))], block=8, scheme="1d")[0][:, 0]
     with np.errstate(all="ignore"):
         np.testing.assert_allclose(got, np.power(x[:, 0], y[:, 0]), rtol=1e-14, equal_nan=True)
 
@@ -364,13 +371,13 @@ def _info(block=256, slots=3):
 
 
 def test_plan_many_rows_is_one_d():
-    steps, buffers = cuda.plan(10**6, 10**6, 3, 1, _info(), sm_count=132)
+    steps, buffers = plan(10**6, 10**6, 3, 1, _info(), sm_count=132)
     assert [s.kernel for s in steps] == ["keomlir_1d"] and buffers == {}
     assert steps[0].grid == (-(-10**6 // 256), 1)
 
 
 def test_plan_few_rows_many_j_is_two_d():
-    steps, buffers = cuda.plan(100, 10**7, 3, 1, _info(), sm_count=132)
+    steps, buffers = plan(100, 10**7, 3, 1, _info(), sm_count=132)
     kinds = [s.kernel for s in steps]
     assert kinds[0] == "keomlir_partial" and kinds[-1] == "keomlir_final"
     gx, gj = steps[0].grid
@@ -386,10 +393,10 @@ def test_plan_few_rows_many_j_is_two_d():
 
 
 def test_plan_limits():
-    steps, _ = cuda.plan(1, 10**9, 2, 1, _info(), sm_count=132, scheme="2d", chunk=256)
+    steps, _ = plan(1, 10**9, 2, 1, _info(), sm_count=132, scheme="2d", chunk=256)
     assert steps[0].grid[1] <= 65535
-    assert cuda.plan(0, 10, 2, 1, _info(), 1) == ([], {})
-    assert [s.kernel for s in cuda.plan(5, 0, 2, 1, _info(), 1, scheme="2d")[0]] == ["keomlir_1d"]
+    assert plan(0, 10, 2, 1, _info(), 1) == ([], {})
+    assert [s.kernel for s in plan(5, 0, 2, 1, _info(), 1, scheme="2d")[0]] == ["keomlir_1d"]
 
 
 # ---- without a driver ----------------------------------------------------------------------
@@ -397,7 +404,7 @@ def test_plan_limits():
 
 @pytest.fixture
 def no_driver(monkeypatch):
-    monkeypatch.setattr(cuda, "_driver", (None, "no CUDA driver: libcuda was not found"))
+    monkeypatch.setattr(driver, "_driver", (None, "no CUDA driver: libcuda was not found"))
 
 
 def test_without_driver_keomlir_runs_on_the_cpu(no_driver, rng):
@@ -428,14 +435,14 @@ class _FakeDriver:
 
 
 def test_driver_errors_name_the_call_and_the_error(monkeypatch):
-    monkeypatch.setattr(cuda, "_driver", (_FakeDriver(), ""))
+    monkeypatch.setattr(driver, "_driver", (_FakeDriver(), ""))
     with pytest.raises(cuda.CudaError, match=r"cuMemAlloc_v2 failed: CUDA_ERROR_INVALID_VALUE \(1\): invalid argument"):
         cuda.call("cuMemAlloc_v2", ctypes.byref(ctypes.c_uint64()), 8)
 
 
 def test_device_id_checked(monkeypatch):
-    monkeypatch.setattr(cuda, "_driver", (_FakeDriver(), ""))
-    monkeypatch.setattr(cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(driver, "_driver", (_FakeDriver(), ""))
+    monkeypatch.setattr(driver, "device_count", lambda: 1)
     for bad in [3, -2, "0", 1.0, True]:
         with pytest.raises(ValueError, match="device_id"):
             cuda.device(bad)
@@ -457,14 +464,14 @@ class _OldGpuDriver(_FakeDriver):
         return 0
 
     def cuDeviceGetAttribute(self, out, attr, dev):
-        out._obj.value = {cuda._CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: 7}.get(attr, 0)
+        out._obj.value = {driver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: 7}.get(attr, 0)
         return 0
 
 
 def test_gpus_older_than_turing_are_refused_and_auto_stays_on_the_cpu(monkeypatch, rng):
-    monkeypatch.setattr(cuda, "_driver", (_OldGpuDriver(), ""))
-    monkeypatch.setattr(cuda, "_devices", {})
-    monkeypatch.setattr(cuda, "AUTO_MIN_PAIRS", 1)
+    monkeypatch.setattr(driver, "_driver", (_OldGpuDriver(), ""))
+    monkeypatch.setattr(driver, "_devices", {})
+    monkeypatch.setattr(runner, "AUTO_MIN_PAIRS", 1)
     g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
     x, y, b = _args(rng, "float64", 13, 21)
     with pytest.raises(NotImplementedError, match=r"Tesla V100\) has compute capability 7.0.*7.5 or newer"):
@@ -495,9 +502,8 @@ def test_gpu_matches_cpu(name, axis, dtype, rng):
     r = _reduction(name, axis)
     args = _args(rng, dtype, 1001, 2003)
     want = r.run_numpy(args, "CPU")
-    _, n_i, n_j = r.check_arrays(args)
     for scheme in ("1d", "2d"):
-        _compare(cuda.run_numpy(r, args, dtype, n_i, n_j, scheme=scheme), want, dtype)
+        _compare(cuda.run_numpy(r.launch(args), args, scheme=scheme), want, dtype)
 
 
 @needs_gpu
@@ -527,7 +533,7 @@ def test_fast_math_exp_logic(rng):
     r = Reduction("Exp(x) + z", ["x = Vi(1)", "z = Vj(1)"], "Sum", 1)
     x = np.concatenate([rng.uniform(-87.3, 88.7, 3000), [-87.33, 88.72, 0, -1e30, 1e30, np.inf, -np.inf, np.nan,
                                                          -100.0, 89.0]]).astype(np.float32)[:, None]
-    got = cuda.simulate(r, [x, np.zeros((1, 1), np.float32)], block=64, scheme="1d", fast_math=True)[0][:, 0]
+    got = _simulate(r, [x, np.zeros((1, 1), np.float32)], block=64, scheme="1d", fast_math=True)[0][:, 0]
     with np.errstate(over="ignore"):
         ref = np.exp(x[:, 0].astype(np.float64))
     normal = (ref >= 2.0 ** -126) & (ref < np.finfo(np.float32).max)
@@ -540,12 +546,12 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     """backend='GPU' and 'auto' (large problems) reach cuda.run_numpy with the
     arguments as given; 'auto' falls back to the CPU on NotImplementedError.  The
     driver is faked and the kernels run in the simulator."""
-    monkeypatch.setattr(cuda, "_driver", (_FakeDriver(), ""))
+    monkeypatch.setattr(driver, "_driver", (_FakeDriver(), ""))
     calls = []
 
-    def fake_run_numpy(reduction, arrays, dtype, n_i, n_j, device_id=-1, scheme="auto", ranges=None):
-        calls.append((n_i, n_j, device_id))
-        return cuda.simulate(reduction, arrays, block=8, ranges=ranges)
+    def fake_run_numpy(launch, arrays, device_id=-1, scheme="auto"):
+        calls.append((launch.n_i, launch.n_j, device_id))
+        return cuda.simulate(launch, arrays, block=8)
 
     monkeypatch.setattr(cuda, "run_numpy", fake_run_numpy)
     g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
@@ -560,7 +566,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     calls.pop()
     g(x, y, b)  # small: 'auto' stays on the CPU
     assert len(calls) == 1
-    monkeypatch.setattr(cuda, "AUTO_MIN_PAIRS", 100)
+    monkeypatch.setattr(runner, "AUTO_MIN_PAIRS", 100)
     assert_close(g(x, y, b), want, "float64")
     assert len(calls) == 2
 
@@ -582,14 +588,24 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     assert_close(out.numpy(), want, "float64")
 
 
-def test_ptx_cache_key_ignores_the_host_tiling():
+def test_the_gpu_key_does_not_depend_on_the_host_tiling(monkeypatch, rng):
+    """The CPU backend tiles for the host on its own copy; the GPU path (here the
+    simulator, through the same key) keys on the compile entry's untiled program,
+    whether or not the CPU ran first."""
     r = _reduction("Sum", 1)
-    assert r.program.tiling is not None
-    import dataclasses
-
-    untiled = dataclasses.replace(r.program, tiling=None)
-    assert cuda.kernel_key(r.program, "float32", None, "block_sum", "sm_80") == \
-        cuda.kernel_key(untiled, "float32", None, "block_sum", "sm_80")
+    assert r.program.tiling is None  # the generic pipeline does not tile
+    assert cpu.schedule(r.program).tiling is not None  # the host's schedule, the CPU backend's own
+    args = _args(rng, "float32")
+    config = nvptx.config_for(r.program, "float32")
+    before = runner.ptx_key(r.launch(args), "sm_80", config)
+    r.run_numpy(args, "CPU")
+    assert r.program.tiling is None and r.launch(args).program.tiling is None
+    assert runner.ptx_key(r.launch(args), "sm_80", config) == before
+    keyed, kernel_key = [], cache.kernel_key
+    monkeypatch.setattr(cache, "kernel_key", lambda program, target, **o: keyed.append(program)
+                        or kernel_key(program, target, **o))
+    _simulate(r, args, block=8)
+    assert keyed and all(p is r.program for p in keyed)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -607,9 +623,11 @@ def test_simulated_block_sparse_kernel_matches_cpu(name, axis, dtype, rng):
     cut = lambda size: [[0, size // 3], [size // 3 + 2, size // 2], [size // 2, size]]  # noqa: E731
     ranges = ranges_from_keep(cut(m), cut(n), [[1, 0, 1], [0, 0, 0], [1, 1, 1]])
     want = r.run_numpy(args, "CPU", ranges=ranges)
-    half = r.kernel_ranges(ranges, n_i, n_j)
+    launch = r.launch(args, ranges)
+    for got, want_half in zip(launch.ranges, r.kernel_ranges(ranges, n_i, n_j)):  # the kernel's half of the 6-tuple
+        np.testing.assert_array_equal(got, want_half)
     for block in (4, 8):
-        _compare(cuda.simulate(r, args, block=block, ranges=half), want, dtype)
+        _compare(cuda.simulate(launch, args, block=block), want, dtype)
 
 
 @pytest.mark.parametrize("axis", [0, 1])
@@ -621,7 +639,7 @@ def test_simulated_float16_kernels_match_cpu_float32(name, axis, rng):
     args = [a.astype(np.float16) for a in _args(rng, "float32")]
     want = r.run_numpy([a.astype(np.float32) for a in args], "CPU")
     for scheme in ("1d", "2d"):
-        got = cuda.simulate(r, args, block=8, scheme=scheme, chunk=16)
+        got = _simulate(r, args, block=8, scheme=scheme, chunk=16)
         for g, w in zip(got, want):
             if w.dtype == np.int64:
                 np.testing.assert_array_equal(g, w)
@@ -630,7 +648,7 @@ def test_simulated_float16_kernels_match_cpu_float32(name, axis, rng):
                 np.testing.assert_allclose(g.astype(np.float32), w, rtol=1e-3, atol=1e-3 * np.abs(w).max())
     _, n_i, n_j = r.check_arrays(args)
     ranges = _half_ranges(r, n_i, n_j)
-    got = cuda.simulate(r, args, block=8, ranges=r.kernel_ranges(ranges, n_i, n_j))
+    got = _simulate(r, args, block=8, ranges=ranges)
     want = r.run_numpy([a.astype(np.float32) for a in args], "CPU", ranges=ranges)
     for g, w in zip(got, want):
         if w.dtype == np.int64:

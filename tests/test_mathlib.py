@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from keomlir.backends import cpu
+from keomlir.backends.llvm import toolchain
 from keomlir.backends.llvm.emitter import Emitter
 from keomlir.backends.llvm.emitter import counted_loop
 
@@ -36,13 +36,8 @@ def _compile(name, dtype, lanes):
         dst = b.bitcast(b.gep(f.args[1], [k]), vt.as_pointer())
         b.store(em.call(name, b.load(src, align=4)), dst, align=4)
     b.ret_void()
-    obj = cpu.target_machine().emit_object(cpu.optimize(str(m)))
-    kernel = cpu.CpuKernel.__new__(cpu.CpuKernel)
-    kernel.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), cpu._new_target_machine())
-    kernel.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
-    kernel.engine.finalize_object()
-    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
-        kernel.engine.get_function_address("f"))
+    engine = toolchain.host_engine(toolchain.host_object(m))
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(engine.get_function_address("f"))
 
     def run(x):
         n = len(x) + (-len(x)) % (lanes or 1)
@@ -52,7 +47,7 @@ def _compile(name, dtype, lanes):
         fn(xp.ctypes.data, y.ctypes.data, n)
         return y[:len(x)]
 
-    run.keep = kernel
+    run.keep = engine  # the code lives as long as its engine
     return run
 
 

@@ -1,6 +1,6 @@
-"""Program -> NVPTX kernels (PTX text, through llvmlite), for the CUDA runtime in `cuda.py`.
+"""Program -> NVPTX kernels (PTX text, through llvmlite), for the CUDA runtime in `cuda/`.
 
-One PTX module holds four kernels; every pointer is a device address, rows are
+One PTX module holds the five kernels of `KERNELS`; every pointer is a device address, rows are
 row-major `(rows, dim)` for i- and j-variables alike (torch CUDA tensors are
 used in place), parameters one row, outputs one row per i:
 
@@ -42,21 +42,19 @@ and the IR below for pow and the inverse trigonometric functions.
 
 The same kernels can be built for the host (`target="host-sim"`): thread and
 block ids and the shared tile become parameters, the barrier a call.  The CUDA
-runtime's simulator (`cuda.simulate`) runs them with one OS thread per GPU
+runtime's simulator (`cuda/simulator.py`) runs them with one OS thread per GPU
 thread, so the tiling, the 2-D scheme and the merges are tested without a GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
-import llvmlite.binding as llvm
 from llvmlite import ir
 
 from ...ir.node import J
-from . import mathlib
+from . import mathlib, toolchain
 from .emitter import Emitter, counted_loop
 from .renderer import FLOAT_TYPES, _Values
 
@@ -65,7 +63,6 @@ I32, I64 = ir.IntType(32), ir.IntType(64)
 # float16 data (SPEC: on the GPU) is loaded, staged and stored as half and computed in float32
 DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
-TRIPLE = "nvptx64-nvidia-cuda"
 KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
 SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
 MERGE_BLOCK = 128
@@ -507,34 +504,19 @@ def render_module(program, dtype, acc_dtype=None, sum_scheme="block_sum", config
 # ---- PTX -------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def target_machine(arch):
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    return llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=arch, opt=3)
-
-
 def check_arch(arch):
     if not (isinstance(arch, str) and arch.startswith("sm_") and arch[3:].rstrip("af").isdigit()):
         raise ValueError(f"arch: expected an NVIDIA architecture such as 'sm_80' or 'sm_90', got {arch!r}")
     return arch
 
 
-def optimize_module(module, tm):
-    module.triple = TRIPLE
-    module.data_layout = str(tm.target_data)
-    mod = llvm.parse_assembly(str(module))
-    mod.verify()
-    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
-    pb.getModulePassManager().run(mod, pb)
-    return mod
-
-
 def compile_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", config=None):
     """(PTX text, KernelInfo): the text starts with the KernelInfo header comment."""
-    tm = target_machine(check_arch(arch))
+    tm = toolchain.nvptx_target_machine(check_arch(arch))
     module, info = render_module(program, dtype, acc_dtype, sum_scheme, config)
-    ptx = tm.emit_assembly(optimize_module(module, tm))
+    module.triple = toolchain.NVPTX_TRIPLE
+    module.data_layout = str(tm.target_data)
+    ptx = tm.emit_assembly(toolchain.optimize(module, tm))
     return info.header() + "\n" + ptx, info
 
 
