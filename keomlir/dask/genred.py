@@ -1,0 +1,133 @@
+"""keomlir.dask.Genred: the task graph of one reduction over chunked dask arrays
+(see the package docstring)."""
+
+from __future__ import annotations
+
+import operator
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from ..numpy import Genred as _NumpyGenred
+from .partials import Spec, finish_task, merge_task, partial_task
+
+
+class Genred:
+    """keomlir.numpy.Genred whose call takes dask arrays (or NumPy arrays) and returns
+    lazy dask arrays chunked like the rows of the output index (a tuple for
+    Min_ArgMin, Max_ArgMax and KMin_ArgKMin).  The arguments are pykeops's; dtype,
+    cuda_type, enable_chunks and rec_multVar_highdim are accepted and ignored."""
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
+                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False):
+        if use_double_acc:
+            dtype_acc = "float64"
+        # keomlir.numpy checks everything (formula, aliases, reduction, K, options) here
+        self.reduction = _NumpyGenred(formula, aliases, reduction_op, axis, opt_arg=opt_arg, formula2=formula2,
+                                      dtype_acc=dtype_acc, sum_scheme=sum_scheme).reduction
+        self._spec = (formula, tuple(aliases), reduction_op, int(axis),
+                      None if opt_arg is None else operator.index(opt_arg), formula2, dtype_acc, sum_scheme)
+
+    @property
+    def program(self):
+        """The optimized IR the workers compile."""
+        return self.reduction.program
+
+    def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None, split_every=8):
+        if backend not in ("auto", "CPU"):
+            raise ValueError(f"backend: keomlir.dask runs the CPU kernels on its workers, use 'auto' or 'CPU'; "
+                             f"got {backend!r}")
+        if ranges is not None:
+            raise ValueError("ranges: block-sparse reductions are not supported by keomlir.dask")
+        if out is not None:
+            raise ValueError("out: keomlir.dask returns lazy dask arrays; out= is not supported")
+        if isinstance(split_every, bool) or not isinstance(split_every, (int, np.integer)) or split_every < 2:
+            raise ValueError(f"split_every must be an integer >= 2 (states merged per task), got {split_every!r}")
+        red = self.reduction
+        for p, a in enumerate(args):
+            if not isinstance(a, (da.Array, np.ndarray)):
+                raise TypeError(f"{red.arg_label(p)}: expected a dask array or a NumPy array, got {type(a).__name__}")
+            if any(np.isnan(s) for s in a.shape):
+                raise ValueError(f"{red.arg_label(p)}: a dask array of unknown chunk sizes (shape {a.shape}); "
+                                 "call .compute_chunk_sizes() on it first")
+        # the same checks and messages as keomlir.numpy, on shapes and dtypes only: nothing runs
+        dtype, n_i, n_j = red.check_arrays(args)
+        if dtype == "float16":
+            raise TypeError("float16 arguments run on the GPU backend only; keomlir.dask runs the CPU kernels: "
+                            "arguments must be float32 or float64 arrays")
+        spec = Spec(*self._spec, dtype)
+        return _graph(spec, red, args, n_i, n_j, int(split_every))
+
+
+def _row_chunks(args, cats, cat, n):
+    """The row chunks of the kernel's cat-`cat` variables: those of the first dask array
+    among them, dask's automatic chunks if they are all NumPy arrays, one row if none."""
+    members = [a for a, c in zip(args, cats) if c == cat]
+    if not members:
+        return (n,)
+    for a in members:
+        if isinstance(a, da.Array):
+            return a.chunks[0]
+    first = members[0]
+    return da.core.normalize_chunks(("auto", -1), first.shape, dtype=first.dtype)[0]
+
+
+def _graph(spec, red, args, n_i, n_j, split_every):
+    """The task graph of one call and its output dask arrays."""
+    cats = [cat for _, _, cat in red.kernel_arguments]
+    chunks = {0: _row_chunks(args, cats, 0, n_i), 1: _row_chunks(args, cats, 1, n_j)}
+    inputs, refs = [], []  # dask collections the graph depends on; each argument as its tasks see it
+    for a, cat in zip(args, cats):
+        if cat == 2 and isinstance(a, np.ndarray):
+            refs.append(np.asarray(a))  # a parameter is a few numbers: in the task itself
+            continue
+        if cat == 2:
+            d = a.rechunk(-1)
+        elif isinstance(a, da.Array):
+            d = a.rechunk({0: chunks[cat], 1: -1})
+        else:
+            d = da.from_array(a, chunks=(chunks[cat], -1))
+        inputs.append(d)
+        refs.append(d)
+    bounds = {c: np.concatenate([[0], np.cumsum(chunks[c])]).astype(int).tolist() for c in (0, 1)}
+    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, refs)}"
+
+    def block(ref, cat, a, b):
+        if not isinstance(ref, da.Array):
+            return ref
+        return (ref.name, (a, b, 0)[cat]) + (0,) * (ref.ndim - 1)
+
+    dsk = {}
+    for a in range(len(chunks[0])):
+        level = []
+        for b, (j0, j1) in enumerate(zip(bounds[1][:-1], bounds[1][1:])):
+            key = (name + "-partial", a, b)
+            dsk[key] = (partial_task, spec, j0, j1, [block(r, c, a, b) for r, c in zip(refs, cats)])
+            level.append(key)
+        depth = 0
+        while len(level) > split_every:  # a tree over j: groups of consecutive states, in order
+            depth += 1
+            groups = [level[g:g + split_every] for g in range(0, len(level), split_every)]
+            level = []
+            for g, group in enumerate(groups):
+                if len(group) == 1:
+                    level.append(group[0])
+                    continue
+                key = (name + "-merge", depth, a, g)
+                dsk[key] = (merge_task, spec, group)
+                level.append(key)
+        dsk[(name, a)] = (finish_task, spec, level)
+
+    outputs = []
+    for k, (shape, kind) in enumerate(red.output_shapes(n_i)):
+        out_name = f"{name}-{k}"
+        layer = {(out_name, a) + (0,) * (len(shape) - 1): (operator.getitem, (name, a), k)
+                 for a in range(len(chunks[0]))}
+        graph = HighLevelGraph.from_collections(out_name, {**dsk, **layer}, dependencies=inputs)
+        out_dtype = np.int64 if kind == "index" else np.dtype(spec.dtype)
+        outputs.append(da.Array(graph, out_name, (chunks[0],) + tuple((s,) for s in shape[1:]),
+                                meta=np.empty((0,) * len(shape), out_dtype)))
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
