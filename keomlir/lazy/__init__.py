@@ -9,3 +9,5 @@ from .complex import ComplexMixin  # noqa: F401
 from .reductions import LazyReduction, LazySolve  # noqa: F401
 from .tensor import GenericLazyTensor  # noqa: F401
 from .variables import make_variable_helpers  # noqa: F401
+
+__all__ = ["ComplexMixin", "GenericLazyTensor", "LazyReduction", "LazySolve", "make_variable_helpers"]

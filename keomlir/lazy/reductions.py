@@ -22,7 +22,8 @@ _IGNORED_INIT = ("enable_chunks", "rec_multVar_highdim", "use_fast_math", "optio
 
 
 class ReductionMethods:
-    """The reduction methods of GenericLazyTensor (a mixin: every LazyTensor is one)."""
+    """The reduction methods of GenericLazyTensor (a mixin: every LazyTensor is one, so
+    `isinstance(x, ReductionMethods)` here means "x is a LazyTensor")."""
 
     genred_class = kernel_solve_class = None  # the front end's Genred and KernelSolve
 
