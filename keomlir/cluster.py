@@ -3,10 +3,10 @@
 The seven public helpers of pykeops's `cluster` modules (`grid_cluster`,
 `sort_clusters`, `cluster_ranges`, `cluster_centroids`,
 `cluster_ranges_centroids`, `from_matrix`, `swap_axes`) are written once
-here, over a tiny array namespace (`NUMPY` or `TORCH`) that supplies the
-few library calls that differ between NumPy arrays and torch tensors; each
-helper takes the namespace as its first argument. The front-end modules
-bind a namespace and expose pykeops's signatures.
+here, over an array adapter (`keomlir.arrays.NUMPY` or `TORCH`) that
+supplies the few library calls that differ between NumPy arrays and torch
+tensors; each helper takes the adapter as its first argument. The front-end modules
+bind an adapter and expose pykeops's signatures.
 
 Vocabulary: `lab` is a 1-d vector of non-negative integer cluster labels,
 one per point; cluster `k` of a sorted point cloud is the slice
@@ -34,222 +34,7 @@ import numbers
 import numpy as np
 
 __all__ = ["grid_cluster", "sort_clusters", "cluster_ranges", "cluster_centroids",
-           "cluster_ranges_centroids", "from_matrix", "swap_axes", "NUMPY", "TORCH"]
-
-
-# --------------------------------------------------------------------------- namespaces
-
-class _NumpyNamespace:
-    """NumPy arrays: labels and ranges are int64, as in pykeops.numpy."""
-
-    name = "NumPy"
-    array_word = "a NumPy array"
-    # grid_cluster measures voxels from the origin (as pykeops.numpy does)
-    grid_anchor_at_min = False
-
-    def is_array(self, a):
-        return isinstance(a, np.ndarray)
-
-    def kind(self, a):
-        """'b' (bool), 'i' (integer), 'f' (real floating), 'c' (complex) or '?'."""
-        k = a.dtype.kind
-        return {"b": "b", "i": "i", "u": "i", "f": "f", "c": "c"}.get(k, "?")
-
-    def device(self, a):
-        return "cpu"
-
-    def as_array(self, value, like):
-        return np.asarray(value)
-
-    def float_dtype(self, *arrays):
-        dtypes = [a.dtype for a in arrays if a.dtype.kind == "f"]
-        return np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
-
-    def astype(self, a, dtype):
-        return a.astype(dtype, copy=False)
-
-    def int64(self, a):
-        return a.astype(np.int64, copy=False)
-
-    def reshape(self, a, shape):
-        return a.reshape(shape)
-
-    def to_int(self, scalar):
-        return int(scalar)
-
-    def all_finite(self, a):
-        return bool(np.isfinite(a).all())
-
-    def plain(self, a):
-        return a
-
-    def column_min(self, a):
-        return a.min(axis=0)
-
-    def floor_int64(self, a):
-        return np.floor(a).astype(np.int64)
-
-    def unique_rows_inverse(self, a):
-        # np.unique sorts the distinct rows lexicographically, first column first
-        return np.unique(a, axis=0, return_inverse=True)[1].reshape(-1)
-
-    def label_dtype(self, like):
-        return np.int64
-
-    def stable_argsort(self, a):
-        return np.argsort(a, kind="stable")
-
-    def counts(self, lab, n):
-        return np.bincount(lab.astype(np.int64, copy=False), minlength=n).astype(np.int64)
-
-    def segment_sum(self, values, lab, n):
-        out = np.zeros((n,) + values.shape[1:], dtype=values.dtype)
-        np.add.at(out, lab, values)
-        return out
-
-    def divide(self, num, den):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return num / den
-
-    def clamp_min(self, a, low):
-        return np.where(a <= low, np.asarray(low, dtype=a.dtype), a)
-
-    def cumsum_int64(self, a):
-        return np.cumsum(a, axis=0, dtype=np.int64)
-
-    def zeros_int64(self, n, like):
-        return np.zeros(n, dtype=np.int64)
-
-    def concat(self, arrays):
-        return np.concatenate(arrays)
-
-    def stack_columns(self, a, b):
-        return np.stack((a, b), axis=1)
-
-    def nonzero(self, mask):
-        return np.nonzero(mask)
-
-    def ranges_out(self, r):
-        return np.asarray(r, dtype=np.int64)
-
-    def slices_out(self, s, like):
-        return np.asarray(s, dtype=np.int64)
-
-
-class _TorchNamespace:
-    """torch tensors: results stay on the inputs' device; grid_cluster labels are
-    int32 and from_matrix slices int32, as in pykeops.torch."""
-
-    name = "torch"
-    array_word = "a torch tensor"
-    # grid_cluster measures voxels from the per-coordinate minimum (as pykeops.torch does)
-    grid_anchor_at_min = True
-
-    @property
-    def torch(self):
-        import torch
-        return torch
-
-    def is_array(self, a):
-        return isinstance(a, self.torch.Tensor)
-
-    def kind(self, a):
-        if a.dtype == self.torch.bool:
-            return "b"
-        if a.is_complex():
-            return "c"
-        if a.is_floating_point():
-            return "f"
-        return "i"
-
-    def device(self, a):
-        return a.device
-
-    def as_array(self, value, like):
-        if isinstance(value, self.torch.Tensor):
-            return value.to(like.device)
-        return self.torch.as_tensor(np.asarray(value), device=like.device)
-
-    def float_dtype(self, *arrays):
-        dtypes = [a.dtype for a in arrays if a.is_floating_point()]
-        if not dtypes:
-            return self.torch.get_default_dtype()
-        out = dtypes[0]
-        for d in dtypes[1:]:
-            out = self.torch.promote_types(out, d)
-        return out
-
-    def astype(self, a, dtype):
-        return a.to(dtype)
-
-    def int64(self, a):
-        return a.to(self.torch.int64)
-
-    def reshape(self, a, shape):
-        return a.reshape(shape)
-
-    def to_int(self, scalar):
-        return int(scalar.item()) if isinstance(scalar, self.torch.Tensor) else int(scalar)
-
-    def all_finite(self, a):
-        return bool(self.torch.isfinite(a).all())
-
-    def plain(self, a):
-        return a.detach()  # labels are not differentiable
-
-    def column_min(self, a):
-        return a.min(dim=0).values
-
-    def floor_int64(self, a):
-        return self.torch.floor(a).to(self.torch.int64)
-
-    def unique_rows_inverse(self, a):
-        # torch.unique(dim=0) sorts the distinct rows lexicographically, first column first
-        return self.torch.unique(a, dim=0, return_inverse=True)[1].reshape(-1)
-
-    def label_dtype(self, like):
-        return self.torch.int32
-
-    def stable_argsort(self, a):
-        return self.torch.sort(a, stable=True).indices
-
-    def counts(self, lab, n):
-        return self.torch.bincount(lab, minlength=n).to(self.torch.int64)
-
-    def segment_sum(self, values, lab, n):
-        out = self.torch.zeros((n,) + tuple(values.shape[1:]), dtype=values.dtype, device=values.device)
-        return out.index_add(0, lab.to(self.torch.int64), values)  # differentiable in values
-
-    def divide(self, num, den):
-        return num / den
-
-    def clamp_min(self, a, low):
-        return self.torch.where(a <= low, self.torch.full_like(a, low), a)
-
-    def cumsum_int64(self, a):
-        return self.torch.cumsum(a, dim=0, dtype=self.torch.int64)
-
-    def zeros_int64(self, n, like):
-        return self.torch.zeros(n, dtype=self.torch.int64, device=like.device)
-
-    def concat(self, arrays):
-        return self.torch.cat(arrays)
-
-    def stack_columns(self, a, b):
-        return self.torch.stack((a, b), dim=1)
-
-    def nonzero(self, mask):
-        return self.torch.nonzero(mask, as_tuple=True)
-
-    def ranges_out(self, r):
-        return r  # pykeops.torch keeps the dtype of the given ranges
-
-    def slices_out(self, s, like):
-        return s.to(self.torch.int32)
-
-
-NUMPY = _NumpyNamespace()
-TORCH = _TorchNamespace()
+           "cluster_ranges_centroids", "from_matrix", "swap_axes"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -302,7 +87,7 @@ def _vector(xp, a, n, name, what):
         raise ValueError(f"{name}: expected {n} {what} as an ({n},) or ({n}, 1) array, got shape {shape}")
     if xp.kind(a) not in ("f", "i"):
         raise TypeError(f"{name}: expected real (floating or integer) values, got dtype {a.dtype}")
-    return xp.reshape(a, (n,))
+    return a.reshape((n,))
 
 
 def _counts_vector(xp, Nlab, name="Nlab"):
@@ -442,9 +227,9 @@ def cluster_centroids(xp, x, lab, Nlab=None, weights=None, weights_c=None):
         den = xp.counts(lab, n) if Nlab is None else Nlab
     else:
         w = xp.astype(weights, work)
-        num = xp.segment_sum(points * xp.reshape(w, (m, 1)), lab, n)
+        num = xp.segment_sum(points * w.reshape((m, 1)), lab, n)
         den = xp.segment_sum(w, lab, n) if weights_c is None else weights_c
-    c = xp.divide(num, xp.reshape(xp.astype(den, work), (n, 1)))
+    c = xp.divide(num, xp.astype(den, work).reshape((n, 1)))
     return xp.astype(c, out_dtype)
 
 
@@ -525,7 +310,7 @@ PUBLIC = ("cluster_centroids", "cluster_ranges", "cluster_ranges_centroids", "fr
 
 
 def front_end(xp):
-    """{name: helper} for one front end: each helper of PUBLIC with its namespace
+    """{name: helper} for one front end: each helper of PUBLIC with its adapter
     argument bound to `xp`, so it has pykeops's signature (and its own docstring)."""
     helpers = {}
     for name in PUBLIC:

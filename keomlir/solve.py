@@ -13,21 +13,22 @@ Several right-hand sides (b of shape (n, D)) are solved at once: when the formul
 own step sizes (block-diagonal CG, one kernel call per iteration for all columns);
 otherwise the whole (n, D) array is one unknown vector.
 
-The torch KernelSolve is differentiable with respect to every input: its backward
-solves the adjoint system (alpha Id + K) KinvG = G (the operator is symmetric for the
-symmetric kernels CG is meant for), then applies the gradient reductions of
-`Sum_j formula(..., a_j)` to -KinvG through the torch Genred (the autodiff pass).
+`KernelSolve` here is written once over an array adapter (keomlir/arrays.py); a front
+end subclasses it with its `genred_class` (and, for torch, a differentiable solve:
+keomlir/torch/solve.py).  `KernelSolve.from_ir` takes an IR formula and its unknown's
+Var node (LazyTensor.solve), so nothing is printed or parsed again.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
+from .arrays import NUMPY, adapter_for
 from .calls import batch_plan, run_batched
+from .grammar import parse_formula
+from .ir import to_formula
 
-__all__ = ["ConvergenceError", "KernelSolve", "conjugate_gradient"]
+__all__ = ["ConvergenceError", "KernelSolve", "conjugate_gradient", "solve_arrays"]
 
 
 class ConvergenceError(ValueError, RuntimeError):
@@ -43,13 +44,7 @@ def conjugate_gradient(linop, b, x0=None, eps=1e-6, maxiter=None, columns=True, 
     (float64 NumPy array or torch tensor).  Stops when the root mean square of the
     residual is below `eps` (per column when `columns`, else over the whole array).
     Raises ConvergenceError after `maxiter` iterations (default 10 n, at least 100)."""
-    torch_mode = not isinstance(b, np.ndarray)
-    if torch_mode:
-        import torch
-
-        where = torch.where
-    else:
-        where = np.where
+    where = adapter_for(b).where
     n = b.shape[0]
     if maxiter is None:
         maxiter = max(100, 10 * n)
@@ -67,7 +62,7 @@ def conjugate_gradient(linop, b, x0=None, eps=1e-6, maxiter=None, columns=True, 
         def dot(u, v):
             return (u * v).sum().reshape(1)
 
-        delta = b.size * float(eps) ** 2 if not torch_mode else b.numel() * float(eps) ** 2
+        delta = adapter_for(b).size(b) * float(eps) ** 2
 
     if x0 is not None:
         a = 1.0 * x0
@@ -134,49 +129,28 @@ def _separable(formula, pos):
 
 
 class _SolveCore:
-    """The Sum reduction of `formula` and where its unknown sits."""
+    """The Sum reduction of `formula` (a Genred of the front end) and where its unknown sits."""
 
-    def __init__(self, genred_cls, formula, aliases, varinvalias, axis, options):
-        from .grammar import parse_alias, parse_formula
-
-        if not isinstance(varinvalias, str):
-            raise TypeError(f"varinvalias must be a string (an alias name such as 'b', or 'Var(k,d,cat)'), "
-                            f"got {type(varinvalias).__name__}")
-        self.genred = genred_cls(formula, aliases, reduction_op="Sum", axis=axis, **options)
-        red = self.genred.reduction
-        self.axis = axis
-        attrs = None
-        names = []
-        for k, text in enumerate(aliases):
-            name, var = parse_alias(text, k)
-            names.append(name)
-            if name == varinvalias.strip():
-                attrs = var.attrs
-        if attrs is None:
-            try:
-                node = parse_formula(varinvalias, {}, "varinvalias")
-            except (SyntaxError, ValueError):
-                node = None
-            if node is None or node.name != "Var":
-                raise ValueError(f"varinvalias {varinvalias!r} is neither an alias ({', '.join(names) or 'none'}) "
-                                 "nor a variable Var(k,d,cat)")
-            attrs = node.attrs
-        pos, dim, cat = attrs
-        if pos >= len(red.arguments) or red.arguments[pos] != attrs:
-            raise ValueError(f"varinvalias {varinvalias!r}: the unknown Var({pos},{dim},{cat}) does not appear "
-                             "in the formula")
+    def __init__(self, genred, unknown, axis, formula_text, unknown_text):
+        """`unknown` is the Var node of a; the texts (quoted) name the formula and a in messages."""
+        red = genred.reduction
+        what = f"varinvalias {unknown_text}"
+        pos, dim, cat = unknown.attrs
+        if pos >= len(red.arguments) or red.arguments[pos] != unknown.attrs:
+            raise ValueError(f"{what}: the unknown Var({pos},{dim},{cat}) does not appear in the formula")
         reduced = 1 if axis == 1 else 0
         if cat != reduced:
             word = "j (Vj)" if reduced == 1 else "i (Vi)"
-            raise ValueError(f"varinvalias {varinvalias!r}: with axis={axis} the unknown is summed over and must "
-                             f"be indexed by {word}, got {'a parameter' if cat == 2 else 'the other index'}")
-        dim_f = red.parsed.formula.dim
+            raise ValueError(f"{what}: with axis={axis} the unknown is summed over and must be indexed by {word}, "
+                             f"got {'a parameter' if cat == 2 else 'the other index'}")
+        dim_f = red.formula.dim
         if dim_f != dim:
-            raise ValueError(f"KernelSolve: the formula has dimension {dim_f} but the unknown {varinvalias!r} has "
+            raise ValueError(f"KernelSolve: the formula has dimension {dim_f} but the unknown {unknown_text} has "
                              f"dimension {dim}: (alpha Id + K) a = b needs them equal")
+        self.genred, self.axis = genred, axis
         self.varinvpos, self.varinvdim = pos, dim
-        self.separable = _separable(red.parsed.formula, pos)
-        self.label = f"KernelSolve({formula!r}, unknown {varinvalias!r})"
+        self.separable = _separable(red.formula, pos)
+        self.label = f"KernelSolve({formula_text}, unknown {unknown_text})"
 
     def check_square(self, shapes):
         red = self.genred.reduction
@@ -189,175 +163,108 @@ class _SolveCore:
             raise ValueError(f"{self.label}: the system must be square, but the output has {n_out} rows and the "
                              f"unknown {n_unknown} rows")
 
-    def check_alpha(self, alpha):
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)):
-            raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
-        return float(alpha)
+
+def _unknown_of(red, varinvalias):
+    """The Var node named by `varinvalias`: an alias of the reduction (parsed once, by
+    the Genred) or a variable written `Var(k,d,cat)`."""
+    if not isinstance(varinvalias, str):
+        raise TypeError(f"varinvalias must be a string (an alias name such as 'b', or 'Var(k,d,cat)'), "
+                        f"got {type(varinvalias).__name__}")
+    try:
+        node = parse_formula(varinvalias, red.names, "varinvalias")
+    except (SyntaxError, ValueError):
+        node = None
+    if node is None or node.name != "Var":
+        raise ValueError(f"varinvalias {varinvalias!r} is neither an alias ({', '.join(red.names) or 'none'}) "
+                         "nor a variable Var(k,d,cat)")
+    return node
 
 
-class _KernelSolveBase:
-    """What both front ends' KernelSolve share: the signature and the solver core."""
-
-    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
-                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
-                 rec_multVar_highdim=None, **kwargs):
-        self.core = _SolveCore(self._genred_class(), formula, aliases, varinvalias, axis,
-                               dict(dtype_acc=dtype_acc, use_double_acc=use_double_acc, sum_scheme=sum_scheme,
-                                    **kwargs))
-
-    @property
-    def program(self):
-        return self.core.genred.program
+def check_alpha(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)):
+        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
+    return float(alpha)
 
 
-class KernelSolve(_KernelSolveBase):
-    """The NumPy KernelSolve (call-compatible with `pykeops.numpy.KernelSolve`).
+def solve_arrays(core, xp, args, alpha, opts):
+    """The solution a of (alpha Id + K) a = b, b the unknown's slot of `args` (arrays of
+    adapter `xp`); the conjugate gradient runs in float64, the kernel in b's dtype."""
+    backend, device_id, eps, maxiter, x0, verbose, ranges = opts
+    pos = core.varinvpos
+    dtype = xp.dtype(args[pos])
+    alpha = float(alpha)
+
+    def linop(p):
+        full = list(args)
+        full[pos] = xp.astype(p, dtype)
+        out = core.genred(*full, backend=backend, device_id=device_id, ranges=ranges)
+        return xp.astype(out, "float64") + alpha * p
+
+    b = xp.astype(args[pos], "float64")
+    if x0 is not None:
+        x0 = xp.astype(xp.as_array(x0, b), "float64")
+        if x0.shape != b.shape:
+            raise ValueError(f"x0 must have the shape of b {tuple(b.shape)}, got {tuple(x0.shape)}")
+    a = conjugate_gradient(linop, b, x0, eps, maxiter, core.separable, verbose, core.label)
+    return xp.astype(a, dtype)
+
+
+class KernelSolve:
+    """KernelSolve over one front end's arrays (call-compatible with pykeops's): a front
+    end subclasses it with its `genred_class` and array adapter `arrays`.
 
     >>> Kinv = KernelSolve("Exp(-g*SqDist(x,y)) * b", ["x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)"],
     ...                    "b", axis=1)
     >>> a = Kinv(x, x, b, g, alpha=0.01)       # (alpha Id + K_xx) a = b
     """
 
-    def _genred_class(self):
-        from .numpy import Genred
+    genred_class = None  # the front end's Genred
+    arrays = NUMPY
 
-        return Genred
+    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
+                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
+                 rec_multVar_highdim=None, **kwargs):
+        genred = self.genred_class(formula, aliases, reduction_op="Sum", axis=axis, dtype_acc=dtype_acc,
+                                   use_double_acc=use_double_acc, sum_scheme=sum_scheme, **kwargs)
+        unknown = _unknown_of(genred.reduction, varinvalias)
+        self.core = _SolveCore(genred, unknown, axis, repr(formula), repr(varinvalias))
 
-    def __call__(self, *args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None, maxiter=None,
-                 x0=None, verbose=False):
-        core = self.core
-        red = core.genred.reduction
-        for k, a in enumerate(args):
-            if not isinstance(a, np.ndarray):
-                raise TypeError(f"{red.arg_label(k)}: expected a NumPy array, got {type(a).__name__}")
-        alpha = core.check_alpha(alpha)
-        plan = batch_plan(red, [a.shape for a in args])
-        if plan is not None:
-            if x0 is not None or ranges is not None:
-                raise ValueError("x0 and ranges are not supported with batch dimensions")
-            return run_batched(plan, args, lambda el: self(*el, backend=backend, device_id=device_id, alpha=alpha,
-                                                           eps=eps, maxiter=maxiter, verbose=verbose), np.stack)
-        dtype, _, _ = red.check_arrays(list(args))
-        core.check_square([a.shape for a in args])
-        pos = core.varinvpos
-        b = args[pos]
+    @classmethod
+    def from_ir(cls, formula, unknown, axis, names=None, **options):
+        """The solver of the IR formula F, linear in the Var node `unknown`; `names`
+        ({alias: Var}) and the compile options as in Genred.from_ir."""
+        self = cls.__new__(cls)
+        genred = cls.genred_class.from_ir(formula, None, "Sum", axis, None, names, **options)
+        self.core = _SolveCore(genred, unknown, axis, repr(to_formula(formula)), repr(to_formula(unknown)))
+        return self
 
-        def linop(p):
-            full = list(args)
-            full[pos] = p.astype(dtype)
-            return core.genred(*full, backend=backend, device_id=device_id, ranges=ranges).astype(np.float64) + alpha * p
+    @property
+    def program(self):
+        return self.core.genred.program
 
-        if x0 is not None:
-            x0 = np.asarray(x0, dtype=np.float64)
-            if x0.shape != b.shape:
-                raise ValueError(f"x0 must have the shape of b {b.shape}, got {x0.shape}")
-        a = conjugate_gradient(linop, b.astype(np.float64), x0, eps, maxiter, core.separable, verbose, core.label)
-        return a.astype(dtype)
+    def _alpha(self, alpha):
+        return check_alpha(alpha)
 
-
-@functools.lru_cache(maxsize=None)
-def _torch_function():
-    import torch
-
-    class KernelSolveFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, solver, alpha, opts, *args):
-            backend, device_id, eps, maxiter, x0, verbose, ranges = opts
-            core = solver.core
-            pos = core.varinvpos
-            alpha_f = float(alpha)
-            detached = [a.detach() for a in args]
-            dtype = args[pos].dtype
-
-            def linop(p):
-                full = list(detached)
-                full[pos] = p.to(dtype)
-                out = core.genred(*full, backend=backend, device_id=device_id, ranges=ranges)
-                return out.to(torch.float64) + alpha_f * p
-
-            b = detached[pos].to(torch.float64)
-            if x0 is not None:
-                x0 = torch.as_tensor(x0).detach().to(device=b.device, dtype=torch.float64)
-                if x0.shape != b.shape:
-                    raise ValueError(f"x0 must have the shape of b {tuple(b.shape)}, got {tuple(x0.shape)}")
-            a = conjugate_gradient(linop, b, x0, eps, maxiter, core.separable, verbose, core.label).to(dtype)
-            ctx.solver, ctx.opts, ctx.n_args = solver, opts, len(args)
-            ctx.alpha_tensor = isinstance(alpha, torch.Tensor)
-            ctx.alpha = None if ctx.alpha_tensor else alpha
-            ctx.save_for_backward(*args, a, *((alpha,) if ctx.alpha_tensor else ()))
-            return a
-
-        @staticmethod
-        def backward(ctx, G):
-            solver, (backend, device_id, eps, maxiter, _, _, ranges) = ctx.solver, ctx.opts
-            saved = ctx.saved_tensors
-            n = ctx.n_args
-            args, a = saved[:n], saved[n]
-            alpha = saved[n + 1] if ctx.alpha_tensor else ctx.alpha
-            core = solver.core
-            pos = core.varinvpos
-            needs = ctx.needs_input_grad[3:]
-            create = torch.is_grad_enabled()
-            # the adjoint system: (alpha Id + K)^T KinvG = G, K symmetric
-            args_g = list(args)
-            args_g[pos] = G
-            KinvG = solver(*args_g, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
-                           ranges=ranges)
-            grads = [None] * n
-            if needs[pos]:
-                grads[pos] = KinvG
-            others = [k for k in range(n) if needs[k] and k != pos]
-            if others:
-                # d/dtheta of <-KinvG, Sum_j formula(theta, a_j)>: the kernel's gradient reductions
-                with torch.enable_grad():
-                    proxies = list(args)
-                    for k in others:
-                        proxies[k] = args[k].view_as(args[k])
-                    proxies[pos] = a if create else a.detach()
-                    out = core.genred(*proxies, backend=backend, device_id=device_id, ranges=ranges)
-                    found = torch.autograd.grad(out, [proxies[k] for k in others], -KinvG, create_graph=create,
-                                                allow_unused=True)
-                for k, g in zip(others, found):
-                    grads[k] = g if g is not None else torch.zeros_like(args[k])
-            g_alpha = None
-            if ctx.alpha_tensor and ctx.needs_input_grad[1]:
-                g_alpha = -(KinvG * a).sum().reshape(alpha.shape).to(alpha.dtype)
-            return (None, g_alpha, None, *grads)
-
-    return KernelSolveFunction
-
-
-class TorchKernelSolve(_KernelSolveBase):
-    """The torch KernelSolve (call-compatible with `pykeops.torch.KernelSolve`),
-    differentiable with respect to every tensor argument and to alpha (a tensor)."""
-
-    def _genred_class(self):
-        from .torch import Genred
-
-        return Genred
+    def _solve(self, args, alpha, opts):
+        return solve_arrays(self.core, self.arrays, args, alpha, opts)
 
     def __call__(self, *args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None, maxiter=None,
                  x0=None, verbose=False):
-        import torch
-
-        core = self.core
+        core, xp = self.core, self.arrays
         red = core.genred.reduction
         if len(args) != len(red.arguments):
             red.check_arrays(list(args))  # raises: the wrong number of arguments
         for k, a in enumerate(args):
-            if not isinstance(a, torch.Tensor):
-                raise TypeError(f"{red.arg_label(k)}: expected a torch tensor, got {type(a).__name__}")
-        if isinstance(alpha, torch.Tensor):
-            if alpha.numel() != 1:
-                raise ValueError(f"alpha must be a number or a one-element tensor, got shape {tuple(alpha.shape)}")
-        else:
-            alpha = core.check_alpha(alpha)
-        plan = batch_plan(red, [tuple(a.shape) for a in args])
+            if not xp.is_array(a):
+                raise TypeError(f"{red.arg_label(k)}: expected {xp.array_word}, got {type(a).__name__}")
+        alpha = self._alpha(alpha)
+        shapes = [tuple(a.shape) for a in args]
+        plan = batch_plan(red, shapes)
         if plan is not None:
             if x0 is not None or ranges is not None:
                 raise ValueError("x0 and ranges are not supported with batch dimensions")
             return run_batched(plan, args, lambda el: self(*el, backend=backend, device_id=device_id, alpha=alpha,
-                                                           eps=eps, maxiter=maxiter, verbose=verbose), torch.stack)
-        core.check_square([tuple(a.shape) for a in args])
-        opts = (backend, device_id, eps, maxiter, x0, verbose, ranges)
-        return _torch_function().apply(self, alpha, opts, *args)
+                                                           eps=eps, maxiter=maxiter, verbose=verbose), xp.stack)
+        red.check_arrays(list(args))
+        core.check_square(shapes)
+        return self._solve(args, alpha, (backend, device_id, eps, maxiter, x0, verbose, ranges))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import solve
+from ..arrays import NUMPY
 from ..calls import batch_plan, generic_reductions, run_batched
 from ..compile import CompiledReduction
+from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..passes import DEFAULT_PIPELINE
+from ..solve import ConvergenceError  # noqa: F401
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
            "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
@@ -75,20 +79,29 @@ class Genred:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-# ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from ..lazy import NUMPY_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
-from ..lazy_complex import ComplexMixin  # noqa: E402
-from ..solve import ConvergenceError, KernelSolve  # noqa: E402,F401
+# ---- KernelSolve and LazyTensor (keomlir/solve.py, keomlir/lazy/) over NumPy arrays and this Genred ------
+
+class KernelSolve(solve.KernelSolve):
+    """The NumPy KernelSolve (call-compatible with `pykeops.numpy.KernelSolve`); see keomlir.solve.
+
+    >>> Kinv = KernelSolve("Exp(-g*SqDist(x,y)) * b", ["x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)"],
+    ...                    "b", axis=1)
+    >>> a = Kinv(x, x, b, g, alpha=0.01)       # (alpha Id + K_xx) a = b
+    """
+
+    genred_class = Genred
 
 
 class LazyTensor(GenericLazyTensor):
     """A symbolic (M, N, D) tensor of NumPy arrays; see keomlir.lazy.GenericLazyTensor."""
 
-    _tools = NUMPY_TOOLS
+    _arrays = NUMPY
+    genred_class = Genred
+    kernel_solve_class = KernelSolve
 
 
 class ComplexLazyTensor(ComplexMixin, LazyTensor):
-    """A symbolic (M, N, D) tensor of complex NumPy arrays; see keomlir.lazy_complex."""
+    """A symbolic (M, N, D) tensor of complex NumPy arrays; see keomlir.lazy.complex."""
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)

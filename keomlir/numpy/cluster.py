@@ -5,7 +5,8 @@ implementation, shared by both front ends, and a worked example are in `keomlir.
 from __future__ import annotations
 
 from .. import cluster as _impl
+from ..arrays import NUMPY
 
 __all__ = list(_impl.PUBLIC)
 
-globals().update(_impl.front_end(_impl.NUMPY))
+globals().update(_impl.front_end(NUMPY))

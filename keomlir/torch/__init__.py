@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import torch
 
+from ..arrays import TORCH
 from ..backends import cuda
 from ..calls import batch_plan, generic_reductions, run_batched
 from ..compile import CompiledReduction, check_backend
 from ..ir import make, replace_vars
 from ..ir.ops.base import mk
+from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..passes import DEFAULT_PIPELINE
+from ..solve import ConvergenceError  # noqa: F401
+from .solve import TorchKernelSolve
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
            "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
@@ -434,20 +438,25 @@ def _selected_backward(genred, args, results, grad_out, backend, ranges):
     return grads
 
 
-# ---- LazyTensor and KernelSolve (keomlir/lazy.py, keomlir/solve.py) ------------------------------
-from ..lazy import TORCH_TOOLS, GenericLazyTensor, make_variable_helpers  # noqa: E402
-from ..lazy_complex import ComplexMixin  # noqa: E402
-from ..solve import ConvergenceError, TorchKernelSolve as KernelSolve  # noqa: E402,F401
+# ---- KernelSolve and LazyTensor (keomlir/solve.py, keomlir/lazy/) over torch tensors and this Genred ------
+
+class KernelSolve(TorchKernelSolve):
+    """The torch KernelSolve (call-compatible with `pykeops.torch.KernelSolve`),
+    differentiable with respect to every tensor argument and to alpha (a tensor)."""
+
+    genred_class = Genred
 
 
 class LazyTensor(GenericLazyTensor):
     """A symbolic (M, N, D) tensor of torch arrays; see keomlir.lazy.GenericLazyTensor."""
 
-    _tools = TORCH_TOOLS
+    _arrays = TORCH
+    genred_class = Genred
+    kernel_solve_class = KernelSolve
 
 
 class ComplexLazyTensor(ComplexMixin, LazyTensor):
-    """A symbolic (M, N, D) tensor of complex torch tensors; see keomlir.lazy_complex."""
+    """A symbolic (M, N, D) tensor of complex torch tensors; see keomlir.lazy.complex."""
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)

@@ -25,8 +25,8 @@ REAL_RESULTS = {"real": "ComplexReal", "imag": "ComplexImag", "angle": "ComplexA
                 "sqnorm": "ComplexSquareAbs"}
 
 
-def is_complex_operand(tools, x):
-    return getattr(x, "is_complex", False) is True or isinstance(x, complex) or tools.is_complex(x)
+def is_complex_operand(arrays, x):
+    return getattr(x, "is_complex", False) is True or isinstance(x, complex) or arrays.is_complex(x)
 
 
 class ComplexMixin:
@@ -145,4 +145,4 @@ class ComplexMixin:
         return super()._reduce(op, axis, dim, other, opt_arg, call, what, **kwargs)
 
     def _reduction_output(self, out):
-        return self._tools.real_to_complex(out)
+        return self._arrays.real_to_complex(out)
