@@ -11,30 +11,13 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from ..numpy import Genred as _NumpyGenred
-from .partials import Spec, finish_task, merge_task, partial_task
+from .partials import finish_task, merge_task, partial_task, spec_of
 
 
-class Genred:
-    """keomlir.numpy.Genred whose call takes dask arrays (or NumPy arrays) and returns
-    lazy dask arrays chunked like the rows of the output index (a tuple for
-    Min_ArgMin, Max_ArgMax and KMin_ArgKMin).  The arguments are pykeops's; dtype,
-    cuda_type, enable_chunks and rec_multVar_highdim are accepted and ignored."""
-
-    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
-                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
-                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False):
-        if use_double_acc:
-            dtype_acc = "float64"
-        # keomlir.numpy checks everything (formula, aliases, reduction, K, options) here
-        self.reduction = _NumpyGenred(formula, aliases, reduction_op, axis, opt_arg=opt_arg, formula2=formula2,
-                                      dtype_acc=dtype_acc, sum_scheme=sum_scheme).reduction
-        self._spec = (formula, tuple(aliases), reduction_op, int(axis),
-                      None if opt_arg is None else operator.index(opt_arg), formula2, dtype_acc, sum_scheme)
-
-    @property
-    def program(self):
-        """The optimized IR the workers compile."""
-        return self.reduction.program
+class Genred(_NumpyGenred):
+    """keomlir.numpy.Genred (same constructor, `from_ir`, checks and messages) whose call
+    takes dask arrays (or NumPy arrays) and returns lazy dask arrays chunked like the
+    rows of the output index (a tuple for Min_ArgMin, Max_ArgMax and KMin_ArgKMin)."""
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None, split_every=8):
         if backend not in ("auto", "CPU"):
@@ -58,7 +41,7 @@ class Genred:
         if dtype == "float16":
             raise TypeError("float16 arguments run on the GPU backend only; keomlir.dask runs the CPU kernels: "
                             "arguments must be float32 or float64 arrays")
-        spec = Spec(*self._spec, dtype)
+        spec = spec_of(red, dtype)
         return _graph(spec, red, args, n_i, n_j, int(split_every))
 
 

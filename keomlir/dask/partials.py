@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import hashlib
 import threading
 
 import llvmlite.binding as llvm
@@ -25,7 +26,9 @@ from llvmlite import ir
 
 from ..backends import cpu
 from ..backends.llvm import renderer
+from ..ir.node import to_formula
 from ..numpy import Genred
+from ..passes import DEFAULT_PIPELINE
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _MERGE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _PTR, _PTR)
@@ -36,21 +39,41 @@ _ADDRESS = 1 << 64
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """Everything a worker needs to rebuild a reduction's kernels: its text and options."""
+    """Everything a worker needs to rebuild a reduction's kernels: its text, its options,
+    and a digest of the optimized program, so a worker with another keomlir says so."""
 
     formula: str
+    formula2: str | None
     aliases: tuple
     reduction_op: str
     axis: int
     opt_arg: int | None
-    formula2: str | None
     dtype_acc: str
     sum_scheme: str
     dtype: str
+    digest: str
 
     def reduction(self):
-        return Genred(self.formula, list(self.aliases), self.reduction_op, self.axis, opt_arg=self.opt_arg,
-                      formula2=self.formula2, dtype_acc=self.dtype_acc, sum_scheme=self.sum_scheme).reduction
+        red = Genred(self.formula, list(self.aliases), self.reduction_op, self.axis, opt_arg=self.opt_arg,
+                     formula2=self.formula2, dtype_acc=self.dtype_acc, sum_scheme=self.sum_scheme).reduction
+        if _digest(red) != self.digest:
+            raise RuntimeError("keomlir.dask: this worker compiles the reduction to another program than the "
+                               "client did: workers and client must run the same keomlir")
+        return red
+
+
+def _digest(red):
+    return hashlib.sha256(red.program.text().encode()).hexdigest()[:16]
+
+
+def spec_of(red, dtype):
+    """The Spec of a reduction (made from formula text or from IR: it travels as text,
+    variables written Var(pos,dim,cat)) for arguments of `dtype`."""
+    if tuple(red.passes) != tuple(DEFAULT_PIPELINE):
+        raise ValueError("passes: keomlir.dask workers compile with the default pass pipeline only")
+    aliases = tuple(f"{name} = Var({','.join(map(str, var.attrs))})" for name, var in red.names.items())
+    return Spec(to_formula(red.formula), None if red.formula2 is None else to_formula(red.formula2), aliases,
+                red.reduction_op, red.axis, red.opt_arg, red.dtype_acc, red.sum_scheme, dtype, _digest(red))
 
 
 class _Merger(renderer._Kernel):

@@ -15,35 +15,29 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..solve import ConvergenceError, NotPositiveDefiniteError, _SolveCore
+from .. import solve
+from ..solve import ConvergenceError, NotPositiveDefiniteError
+from .arrays import DASK
 from .genred import Genred
 
 __all__ = ["KernelSolve"]
 
 
-class KernelSolve:
-    """keomlir.numpy.KernelSolve whose call takes dask arrays (or NumPy arrays).  The
-    call runs the iterations (each step needs the previous residual) and returns the
-    solution as a persisted dask array, chunked like b."""
+class KernelSolve(solve.KernelSolve):
+    """keomlir.numpy.KernelSolve (same constructor, `from_ir`, checks and messages) whose
+    call takes dask arrays (or NumPy arrays).  The call runs the iterations (each step
+    needs the previous residual) and returns the solution as a persisted dask array,
+    chunked like b."""
 
-    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
-                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
-                 rec_multVar_highdim=None):
-        self.core = _SolveCore(Genred, formula, aliases, varinvalias, axis,
-                               dict(dtype_acc=dtype_acc, use_double_acc=use_double_acc, sum_scheme=sum_scheme))
+    genred_class = Genred
+    arrays = DASK
 
-    @property
-    def program(self):
-        return self.core.genred.program
-
-    def __call__(self, *args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None, maxiter=None,
-                 x0=None, verbose=False, split_every=8):
+    def _solve(self, args, alpha, opts):
+        backend, _, eps, maxiter, x0, verbose, ranges = opts
         core = self.core
-        alpha = core.check_alpha(alpha)
         if ranges is not None:
             raise ValueError("ranges: block-sparse reductions are not supported by keomlir.dask")
-        core.check_square([a.shape for a in args])
-        out = core.genred(*args, backend=backend, split_every=split_every)  # every check, nothing run
+        out = core.genred(*args, backend=backend)  # the dask checks (chunks, dtype); nothing runs
         pos = core.varinvpos
         b = args[pos]
         b = (b if isinstance(b, da.Array) else da.from_array(b, chunks=(out.chunks[0], -1))).astype(np.float64)
@@ -52,8 +46,7 @@ class KernelSolve:
         def linop(p):
             full = list(args)
             full[pos] = p.astype(dtype)
-            return core.genred(*full, backend=backend, split_every=split_every).astype(np.float64) \
-                .rechunk(b.chunks) + alpha * p
+            return core.genred(*full, backend=backend).astype(np.float64).rechunk(b.chunks) + alpha * p
 
         if x0 is not None:
             if tuple(x0.shape) != tuple(b.shape):
