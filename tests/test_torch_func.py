@@ -115,3 +115,32 @@ def test_transforms_run_keomlir_kernels(data):
     jvp(lambda x: g(x, y, b), (x,), (t,))
     (tangent, extras, _), = [v for k, v in g._gradients.items() if k[0] == "jvp"]
     assert extras == [] and "Diff" in tangent.reduction.parsed.text() and "Diff" not in tangent.program.text()
+
+
+def test_kernel_solve_transforms(data):
+    """A Gaussian KernelSolve: grad, jvp, jacrev, jacfwd and vmap against torch.linalg.solve."""
+    from keomlir.torch import KernelSolve
+
+    x = data[0]
+    g = torch.tensor([0.8], dtype=torch.float64)
+    b = torch.randn(M, 2, dtype=torch.float64)
+    solver = KernelSolve("Exp(-g * SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)", "g = Pm(1)"], "b",
+                         axis=1)
+    tight = dict(alpha=0.5, eps=1e-13)
+
+    def ours(x, b, g):
+        return solver(x, x, b, g, **tight)
+
+    def dense(x, b, g):
+        return torch.linalg.solve(0.5 * torch.eye(M, dtype=torch.float64) + torch.exp(-g * sqdist(x, x)), b)
+
+    tol = dict(rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(ours(x, b, g), dense(x, b, g), **tol)
+    torch.testing.assert_close(grad(lambda x: ours(x, b, g).sum())(x), grad(lambda x: dense(x, b, g).sum())(x), **tol)
+    tx, tb, tg = torch.randn_like(x), torch.randn_like(b), torch.randn_like(g)
+    for a, e in zip(jvp(ours, (x, b, g), (tx, tb, tg)), jvp(dense, (x, b, g), (tx, tb, tg))):
+        torch.testing.assert_close(a, e, **tol)
+    torch.testing.assert_close(jacrev(lambda g: ours(x, b, g))(g), jacrev(lambda g: dense(x, b, g))(g), **tol)
+    torch.testing.assert_close(jacfwd(lambda b: ours(x, b, g))(b), jacfwd(lambda b: dense(x, b, g))(b), **tol)
+    bs = torch.randn(3, M, 2, dtype=torch.float64)
+    torch.testing.assert_close(vmap(lambda b: ours(x, b, g))(bs), vmap(lambda b: dense(x, b, g))(bs), **tol)

@@ -88,6 +88,31 @@ class Genred:
             names = {k: _var(*recat(*v.attrs)) for k, v in names.items()}
         return Genred.from_ir(formula, None, reduction_op, axis, opt_arg, names, **red.options)
 
+    def pullback(self, args, output, grad_output, wanted, backend="auto", ranges=None):
+        """{position: vector-Jacobian product of the output along `grad_output`} for the
+        arguments at `wanted`: one fused kernel per reduced index (`output` is read by
+        LogSumExp and SumSoftMaxWeight only)."""
+        groups = {}
+        for pos in wanted:  # arguments whose gradients reduce over the same index: one kernel
+            groups.setdefault(self.grad_axis(pos), []).append(pos)
+        grads, lse_value = {}, None
+        for positions in groups.values():
+            grad_genred, extras, lse = self.gradient(tuple(positions))
+            values = {"G": grad_output, "O": output}
+            if lse is not None:
+                lse_value = lse(*args, backend=backend, ranges=ranges) if lse_value is None else lse_value
+                values["L"] = lse_value
+            fused = grad_genred(*args, *[values[e] for e in extras], backend=backend, ranges=ranges)
+            start = 0
+            for pos in positions:
+                _, dim, cat = self.reduction.arguments[pos]
+                g = fused[:, start:start + dim]
+                start += dim
+                if cat == 2:  # a parameter: summed over both indices
+                    g = g.sum(0).reshape(args[pos].shape)
+                grads[pos] = g
+        return grads
+
     def gradient(self, positions):
         """One Genred computing the vector-Jacobian products of the arguments at
         `positions` (which share the index reduced in backward) as one concatenated
@@ -336,27 +361,8 @@ class _GenredFunction(torch.autograd.Function):
             return (None, None, *_selected_backward(genred, args, results, grad_outputs[0], ctx.backend,
                                                     ctx.ranges))
         wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[2 + pos]]
-        groups = {}
-        for pos in wanted:  # arguments whose gradients reduce over the same index: one kernel
-            groups.setdefault(genred.grad_axis(pos), []).append(pos)
-        grads = [None] * ctx.n_args
-        lse_value = None
-        for positions in groups.values():
-            grad_genred, extras, lse = genred.gradient(tuple(positions))
-            values = {"G": grad_outputs[0], "O": results[0]}
-            if lse is not None:
-                lse_value = lse(*args, backend=ctx.backend, ranges=ctx.ranges) if lse_value is None else lse_value
-                values["L"] = lse_value
-            fused = grad_genred(*args, *[values[e] for e in extras], backend=ctx.backend, ranges=ctx.ranges)
-            start = 0
-            for pos in positions:
-                _, dim, cat = genred.reduction.arguments[pos]
-                g = fused[:, start:start + dim]
-                start += dim
-                if cat == 2:  # a parameter: summed over both indices
-                    g = g.sum(0).reshape(args[pos].shape)
-                grads[pos] = g
-        return (None, None, *grads)
+        found = genred.pullback(args, results[0], grad_outputs[0], wanted, ctx.backend, ctx.ranges)
+        return (None, None, *[found.get(pos) for pos in range(ctx.n_args)])
 
 
 def _selected_indices(genred, args, results, backend, ranges):

@@ -3,8 +3,8 @@ to alpha (a tensor).
 
 Its backward solves the adjoint system (alpha Id + K) KinvG = G (the operator is
 symmetric for the symmetric kernels CG is meant for), then applies the gradient
-reductions of `Sum_j formula(..., a_j)` to -KinvG through the torch Genred (the
-autodiff pass).
+reductions of `Sum_j formula(..., a_j)` to -KinvG (the torch Genred's `pullback`);
+its forward mode is one more solve (see `jvp`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,61 @@ from ..solve import KernelSolve, check_alpha, solve_arrays
 
 
 class KernelSolveFunction(torch.autograd.Function):
+    """The solve as a torch operation: reverse mode (`backward`), forward mode (`jvp`:
+    one more solve) and a `vmap` rule, so torch.func's transforms run it too."""
+
     @staticmethod
-    def forward(ctx, solver, alpha, opts, *args):
-        a = solve_arrays(solver.core, TORCH, [x.detach() for x in args], alpha, opts)
+    def forward(solver, alpha, opts, *args):
+        return solve_arrays(solver.core, TORCH, [x.detach() for x in args], alpha, opts)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        solver, alpha, opts, *args = inputs
         ctx.solver, ctx.opts, ctx.n_args = solver, opts, len(args)
         ctx.alpha_tensor = isinstance(alpha, torch.Tensor)
         ctx.alpha = None if ctx.alpha_tensor else alpha
-        ctx.save_for_backward(*args, a, *((alpha,) if ctx.alpha_tensor else ()))
-        return a
+        saved = (*args, output, *((alpha,) if ctx.alpha_tensor else ()))
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+
+    @staticmethod
+    def jvp(ctx, solver_tangent, alpha_tangent, opts_tangent, *tangents):
+        """(alpha Id + K) a = b: da = (alpha Id + K)^-1 (db - dalpha a - dK a), dK a the
+        forward-mode derivative of the kernel reduction along the other arguments."""
+        solver, (backend, device_id, eps, maxiter, _, _, ranges) = ctx.solver, ctx.opts
+        saved = ctx.saved_tensors
+        n = ctx.n_args
+        args, a = list(saved[:n]), saved[n]
+        alpha = saved[n + 1] if ctx.alpha_tensor else ctx.alpha
+        core = solver.core
+        pos = core.varinvpos
+        rhs = tangents[pos] if tangents[pos] is not None else torch.zeros_like(a)
+        if alpha_tangent is not None:
+            rhs = rhs - alpha_tangent.reshape(()) * a
+        moved = tuple(k for k in range(n) if k != pos and tangents[k] is not None)
+        if moved:
+            args[pos] = a
+            tangent, extras, _ = core.genred.tangent(moved)  # a Sum: no extra inputs
+            rhs = rhs - tangent(*args, *[tangents[k] for k in moved], backend=backend, ranges=ranges)
+        args[pos] = rhs
+        return solver(*args, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
+                      ranges=ranges)
+
+    @staticmethod
+    def vmap(info, in_dims, solver, alpha, opts, *args):
+        """A batch of solves as one call with a leading batch dimension (each element
+        its own conjugate gradient); unbatched arguments are broadcast views."""
+        if in_dims[1] is not None:
+            raise NotImplementedError("KernelSolve under torch.func.vmap: alpha cannot be batched; "
+                                      "map over the other arguments")
+        backend, device_id, eps, maxiter, x0, verbose, ranges = opts
+        if x0 is not None or ranges is not None:
+            raise ValueError("x0 and ranges are not supported with batch dimensions (torch.func.vmap)")
+        batched = [x.movedim(d, 0) if d is not None else x.expand(info.batch_size, *x.shape)
+                   for x, d in zip(args, in_dims[3:])]
+        out = solver(*batched, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
+                     verbose=verbose)
+        return out, 0
 
     @staticmethod
     def backward(ctx, G):
@@ -35,7 +82,6 @@ class KernelSolveFunction(torch.autograd.Function):
         core = solver.core
         pos = core.varinvpos
         needs = ctx.needs_input_grad[3:]
-        create = torch.is_grad_enabled()
         # the adjoint system: (alpha Id + K)^T KinvG = G, K symmetric
         args_g = list(args)
         args_g[pos] = G
@@ -45,18 +91,12 @@ class KernelSolveFunction(torch.autograd.Function):
         if needs[pos]:
             grads[pos] = KinvG
         others = [k for k in range(n) if needs[k] and k != pos]
-        if others:
-            # d/dtheta of <-KinvG, Sum_j formula(theta, a_j)>: the kernel's gradient reductions
-            with torch.enable_grad():
-                proxies = list(args)
-                for k in others:
-                    proxies[k] = args[k].view_as(args[k])
-                proxies[pos] = a if create else a.detach()
-                out = core.genred(*proxies, backend=backend, device_id=device_id, ranges=ranges)
-                found = torch.autograd.grad(out, [proxies[k] for k in others], -KinvG, create_graph=create,
-                                            allow_unused=True)
-            for k, g in zip(others, found):
-                grads[k] = g if g is not None else torch.zeros_like(args[k])
+        if others:  # d/dtheta of <-KinvG, Sum_j formula(theta, a_j)>: the kernel's gradient reductions
+            args_a = list(args)
+            args_a[pos] = a
+            found = core.genred.pullback(args_a, None, -KinvG, others, backend, ranges)
+            for k in others:
+                grads[k] = found[k]
         g_alpha = None
         if ctx.alpha_tensor and ctx.needs_input_grad[1]:
             g_alpha = -(KinvG * a).sum().reshape(alpha.shape).to(alpha.dtype)
