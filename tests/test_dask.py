@@ -4,6 +4,7 @@ dense float64 NumPy oracle, uneven chunks, ties and global indices, errors raise
 before any task runs, a worker killed mid-run, an input larger than a worker's
 memory, and a scheduler and workers on separate network namespaces."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -189,6 +190,18 @@ def test_errors_before_any_task_runs(client):
         client.compute(lazy, sync=True)
 
 
+def test_workers_refuse_a_program_other_than_the_clients():
+    """Tasks carry formula text and a digest of the client's optimized program: a worker
+    whose keomlir compiles the text to another program raises instead of computing."""
+    from keomlir.dask.partials import spec_of
+
+    g = kd.Genred("SqDist(x,y)", ["x = Vi(2)", "y = Vj(2)"], "ArgMin", 1)
+    spec = spec_of(g.reduction, "float32")
+    assert spec.reduction().program.text() == g.reduction.program.text()
+    other = dataclasses.replace(spec, digest="0" * 16)
+    with pytest.raises(RuntimeError, match="same keomlir"):
+        other.reduction()
+
 def test_worker_killed_mid_run(client):
     """A worker process killed while it holds partial states: Dask recomputes its tasks and
     the answer is bit for bit the undisturbed one (the merge order is fixed by the graph)."""
@@ -263,14 +276,14 @@ def test_kernel_solve_with_distributed_matvecs(client):
     xd, bd = da.from_array(x, chunks=((50, 31, 39), 2)), da.from_array(b, chunks=45)
     aliases = ["x = Vi(2)", "y = Vj(2)", "a = Vj(1)"]
     solver = kd.KernelSolve("Exp(-SqDist(x,y)) * a", aliases, "a", axis=1)
-    dense = np.linalg.solve(np.eye(120) + np.exp(-((x[:, None] - x[None]) ** 2).sum(-1)), b)
-    a = solver(xd, xd, bd[:, :1], alpha=1.0, eps=1e-8)
+    dense = np.linalg.solve(5 * np.eye(120) + np.exp(-((x[:, None] - x[None]) ** 2).sum(-1)), b)
+    a = solver(xd, xd, bd[:, :1], alpha=5.0, eps=1e-8)
     assert isinstance(a, da.Array) and a.chunks[0] == (45, 45, 30)
-    one_machine = kn.KernelSolve("Exp(-SqDist(x,y)) * a", aliases, "a", axis=1)(x, x, b[:, :1], alpha=1.0, eps=1e-8)
+    one_machine = kn.KernelSolve("Exp(-SqDist(x,y)) * a", aliases, "a", axis=1)(x, x, b[:, :1], alpha=5.0, eps=1e-8)
     assert_close(client.compute(a, sync=True), one_machine, "float64", rtol=1e-6, atol=1e-6)
     assert_close(client.compute(a, sync=True), dense[:, :1], "float64", rtol=1e-6, atol=1e-6)
     K = (-((kd.Vi(xd) - kd.Vj(xd)) ** 2).sum(-1)).exp()
-    both = K.solve(bd, alpha=1.0, eps=1e-8)  # two right-hand sides, each its own steps
+    both = K.solve(bd, alpha=5.0, eps=1e-8)  # two right-hand sides, each its own steps
     assert_close(client.compute(both, sync=True), dense, "float64", rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="square"):
         solver(xd, xd[:100], bd[:100, :1])
