@@ -55,12 +55,14 @@ def best(fn, repeat):
     return min(times)
 
 
-def inputs(client, n, chunk, seed=0):
-    """x, y, b of n rows each, made and kept on the workers."""
+def inputs(client, n, chunk, chunk_j=None, seed=0):
+    """x (chunks of `chunk` rows), y and b (of `chunk_j`, default `chunk`) of n rows
+    each, made and kept on the workers."""
     rng = da.random.default_rng(seed)
+    chunk_j = chunk_j or chunk
     x = rng.standard_normal((n, 3), dtype=np.float32, chunks=(chunk, 3))
-    y = rng.standard_normal((n, 3), dtype=np.float32, chunks=(chunk, 3))
-    b = rng.standard_normal((n, 1), dtype=np.float32, chunks=(chunk, 1))
+    y = rng.standard_normal((n, 3), dtype=np.float32, chunks=(chunk_j, 3))
+    b = rng.standard_normal((n, 1), dtype=np.float32, chunks=(chunk_j, 1))
     x, y, b = client.persist([x, y, b])
     wait([x, y, b])
     return x, y, b
@@ -88,7 +90,8 @@ def cluster(n_workers):
 
 
 def scaling(size, chunk, repeat, workers=(1, 2)):
-    rows = {}
+    """{(case, workers): time} and {(case, workers): the 5-minute load average after it}."""
+    rows, loads = {}, {}
     for n_workers in workers:
         with cluster(n_workers) as c, Client(c) as client:
             client.wait_for_workers(n_workers)
@@ -96,35 +99,41 @@ def scaling(size, chunk, repeat, workers=(1, 2)):
             x, y, b = inputs(client, size, chunk)
             for case in CASES:
                 rows[(case, n_workers)] = best(lambda: dask_run(client, case, x, y, b), repeat)
-                print(f"  {case}, M=N={size:.0e}, {n_workers} worker(s): {rows[(case, n_workers)]:.2f} s", flush=True)
-    return rows
+                loads[(case, n_workers)] = os.getloadavg()[1]
+                print(f"  {case}, M=N={size:.0e}, {n_workers} worker(s): {rows[(case, n_workers)]:.2f} s "
+                      f"(load average over 5 min then: {loads[(case, n_workers)]:.2f})", flush=True)
+    return rows, loads
 
 
-def overhead(size, chunk, repeat, n_workers=2):
+def overhead(size, repeat, n_workers=2):
+    """{(case, blocks): (keomlir.numpy time, keomlir.dask time)} for x in 4 chunks and y
+    in 4 chunks (every j block its own partial states, merged) or in one."""
     rows = {}
     with cluster(n_workers) as c, Client(c) as client:
         client.wait_for_workers(n_workers)
-        x, y, b = inputs(client, size, chunk)
-        xn, yn, bn = client.compute([x, y, b], sync=True)
         compile_everywhere(client)
         cpu.set_num_threads(n_workers)
-        for case in CASES:
-            formula, aliases, op, k = CASES[case]
-            g = kn.Genred(formula, aliases, reduction_op=op, axis=1, opt_arg=k)
-            args = (xn, yn, bn) if len(aliases) == 3 else (xn, yn)
-            ref = g(*args)
-            got = dask_run(client, case, x, y, b)
-            if got.dtype.kind == "i":
-                np.testing.assert_array_equal(got, ref)
-            else:
-                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
-            t_numpy, t_dask = [], []
-            for _ in range(repeat):  # alternating, so that load from elsewhere hits both alike
-                t_numpy.append(best(lambda: g(*args), 1))
-                t_dask.append(best(lambda: dask_run(client, case, x, y, b), 1))
-            rows[case] = (min(t_numpy), min(t_dask))
-            print(f"  {case}, M=N={size:.0e}: keomlir.numpy ({n_workers} threads) {rows[case][0]:.3f} s, "
-                  f"keomlir.dask ({n_workers} workers) {rows[case][1]:.3f} s", flush=True)
+        for blocks, chunk_j in (("4 x 4", size // 4), ("4 x 1", size)):
+            x, y, b = inputs(client, size, size // 4, chunk_j)
+            xn, yn, bn = client.compute([x, y, b], sync=True)
+            for case in CASES:
+                formula, aliases, op, k = CASES[case]
+                g = kn.Genred(formula, aliases, reduction_op=op, axis=1, opt_arg=k)
+                args = (xn, yn, bn) if len(aliases) == 3 else (xn, yn)
+                ref = g(*args)
+                got = dask_run(client, case, x, y, b)
+                if got.dtype.kind == "i":
+                    np.testing.assert_array_equal(got, ref)
+                else:
+                    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+                t_numpy, t_dask = [], []
+                for _ in range(repeat):  # alternating, so that load from elsewhere hits both alike
+                    t_numpy.append(best(lambda: g(*args), 1))
+                    t_dask.append(best(lambda: dask_run(client, case, x, y, b), 1))
+                rows[(case, blocks)] = (min(t_numpy), min(t_dask))
+                print(f"  {case}, M=N={size:.0e}, {blocks} blocks: keomlir.numpy ({n_workers} threads) "
+                      f"{rows[(case, blocks)][0]:.3f} s, keomlir.dask ({n_workers} workers) "
+                      f"{rows[(case, blocks)][1]:.3f} s", flush=True)
         cpu.set_num_threads(None)
     return rows
 
@@ -142,9 +151,9 @@ def main():
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()
     print(f"overhead at M=N={osize}:", flush=True)
-    over = overhead(osize, osize // 4, 5)
+    over = overhead(osize, 5)
     print(f"scaling at M=N={size}, chunks of {chunk} rows:", flush=True)
-    scale = scaling(size, chunk, args.repeat)
+    scale, loads = scaling(size, chunk, args.repeat)
     lines = [
         "# keomlir.dask benchmark",
         "",
@@ -155,22 +164,24 @@ def main():
         "",
         f"## Scaling, M = N = {size:.0e} ({size // chunk} x {size // chunk} blocks of {chunk} rows)",
         "",
-        "| case | 1 worker | 2 workers | speed-up | Gpairs/s (2 workers) |",
-        "|---|---|---|---|---|",
+        "| case | 1 worker | 2 workers | speed-up | Gpairs/s (2 workers) | 5-min load average after 1 / 2 workers |",
+        "|---|---|---|---|---|---|",
     ]
     for case in CASES:
         t1, t2 = scale[(case, 1)], scale[(case, 2)]
-        lines.append(f"| {case} | {t1:.1f} s | {t2:.1f} s | {t1 / t2:.2f}x | {size * size / t2 / 1e9:.2f} |")
+        lines.append(f"| {case} | {t1:.1f} s | {t2:.1f} s | {t1 / t2:.2f}x | {size * size / t2 / 1e9:.2f} | "
+                     f"{loads[(case, 1)]:.1f} / {loads[(case, 2)]:.1f} |")
     lines += [
         "",
-        f"## Overhead, M = N = {osize:.0e} (4 x 4 blocks), best of 5 alternating runs",
+        f"## Overhead, M = N = {osize:.0e}, best of 5 alternating runs",
         "",
-        "| case | keomlir.numpy, 2 threads | keomlir.dask, 2 workers | overhead |",
-        "|---|---|---|---|",
+        "x in 4 chunks; y (and b) in 4 chunks (4 x 4 blocks: partial states over j merged) or in one (4 x 1).",
+        "",
+        "| case | blocks | keomlir.numpy, 2 threads | keomlir.dask, 2 workers | overhead |",
+        "|---|---|---|---|---|",
     ]
-    for case in CASES:
-        tn, td = over[case]
-        lines.append(f"| {case} | {tn:.3f} s | {td:.3f} s | {100 * (td / tn - 1):+.1f}% |")
+    for (case, blocks), (tn, td) in over.items():
+        lines.append(f"| {case} | {blocks} | {tn:.3f} s | {td:.3f} s | {100 * (td / tn - 1):+.1f}% |")
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
