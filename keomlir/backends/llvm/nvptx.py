@@ -262,6 +262,9 @@ class KernelInfo:
 
 
 class _GpuModule(KernelSkeleton):
+    """The GPU kernels of one program on the shared skeleton: what is GPU-only is here
+    (one thread per row, shared-memory tiles of j, the 2-D scheme's state buffers)."""
+
     def __init__(self, program, dtype, acc_dtype, sum_scheme, config, target):
         arith = "float32" if dtype == "float16" else dtype
         super().__init__(program, FLOAT_TYPES[arith], FLOAT_TYPES[acc_dtype or arith], sum_scheme, "keomlir_gpu")

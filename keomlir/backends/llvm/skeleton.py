@@ -144,7 +144,8 @@ class KernelSkeleton:
 
     # ---- states and outputs --------------------------------------------------------------
     def fresh_state(self, em=None, ea=None):
-        return self.red.init(em or self.em, ea or self.ea, self.dims, self.program.opt_arg)
+        em, ea = (self.em, self.ea) if em is None else (em, ea)
+        return self.red.init(em, ea, self.dims, self.program.opt_arg)
 
     def to_cell(self, v):
         """A slot's value as stored in its 8-byte cell (the renderer's encoding)."""
