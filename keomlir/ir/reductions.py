@@ -6,6 +6,8 @@ visited in blocks and `end_block` lets sums fold a block's partial result into
 a compensated total (float32 sums stay accurate for N in the millions).
 `merge` folds a second state (other j's: another SIMD lane, the tail, another
 thread) into the first, after `end_block` on both; ties go to the lower j.
+Lowering calls only `Emitter` methods (slots, loops, conditional blocks, lanes),
+never the LLVM builder, so one state machine serves scalar, SIMD and NVPTX code.
 """
 
 from __future__ import annotations
@@ -332,14 +334,14 @@ class _KMin(Reduction):
             # most candidates do not beat the current K-th: test that first, insert rarely
             last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
             enters = em.or_(em.splat(es.not_(_filled(es, last_i))), _less_nan_last(em, x, em.splat(last_v)))
-            with em.b.if_then(em.any(enters)):
+            with em.if_then(em.any(enters)):
                 if em.lanes is None:
                     self._insert(es, st, c, x, j, tie_break=False)
                     continue
                 with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
-                    xl, jl = em.b.extract_element(x, lane), em.b.extract_element(j, lane)
+                    xl, jl = em.lane(x, lane), em.lane(j, lane)
                     last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
-                    with es.b.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
+                    with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
                         self._insert(es, st, c, xl, jl, tie_break=False)
 
     @staticmethod
@@ -404,7 +406,7 @@ _kmin("KMin_ArgKMin", True, True)
 
 def _filled(em, idx):
     """The slot holds an entry (index >= 0)."""
-    return em.b.icmp_signed(">=", idx, em.index_const(0))
+    return em.index_cmp(">=", idx, em.index_const(0))
 
 
 def _less_nan_last(em, x, y):
@@ -422,7 +424,7 @@ def _strictly(em, order, x, y):
 def _wins(em, order, x, xi, y, yi):
     """(x, xi) before (y, yi): strictly before, or an equal value (NaN equal to NaN) at a lower j."""
     same = em.or_(em.cmp("==", x, y), em.and_(em.isnan(x), em.isnan(y)))
-    return em.or_(_strictly(em, order, x, y), em.and_(same, em.b.icmp_signed("<", xi, yi)))
+    return em.or_(_strictly(em, order, x, y), em.and_(same, em.index_cmp("<", xi, yi)))
 
 
 def get(name):

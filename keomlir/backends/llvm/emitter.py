@@ -1,9 +1,9 @@
 """The value-level interface operations lower through.
 
 An `Emitter` wraps an llvmlite IRBuilder for one floating type, scalar or
-vector (`<W x float>`: SIMD across j).  Operations only ever call these
-methods, never the builder, so the same lowering code serves scalar code,
-vector code and NVPTX.  Math functions come from `mathlib` (IR, vectorizable,
+vector (`<W x float>`: SIMD across j).  Operations and reductions only ever
+call these methods, never the builder, so the same lowering code serves scalar
+code, vector code and NVPTX.  Math functions come from `mathlib` (IR, vectorizable,
 known accuracy) or from LLVM intrinsics, as `IR_MATH` says.
 """
 
@@ -106,6 +106,10 @@ class Emitter:
         fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ir.IntType(1), [vt]), name)
         return self.b.call(fn, [mask])
 
+    def lane(self, vec, k):
+        """Lane k (an i64 value) of a vector (of floats or of indices) as a scalar."""
+        return self.b.extract_element(vec, k)
+
     def lane_indices(self, start):
         """<start, start+1, ..., start+W-1> as i64 lanes."""
         steps = ir.Constant(ir.VectorType(ir.IntType(64), self.lanes), list(range(self.lanes)))
@@ -167,6 +171,10 @@ class Emitter:
         if pred == "!=":
             return self.b.fcmp_unordered("!=", a, b)
         return self.b.fcmp_ordered(_ORDERED[pred], a, b)
+
+    def index_cmp(self, pred, a, b):
+        """Signed comparison of i64 indices (j, or -1 for an empty slot)."""
+        return self.b.icmp_signed(pred, a, b)
 
     def isnan(self, a):
         return self.b.fcmp_unordered("uno", a, a)
@@ -232,6 +240,10 @@ class Emitter:
 
     def loop(self, start, stop, name="k"):
         return counted_loop(self.b, start, stop, name)
+
+    def if_then(self, cond):
+        """A block run only when the i1 `cond` holds: `with em.if_then(c): ...`."""
+        return self.b.if_then(cond)
 
     def load(self, ptr):
         return self.b.load(ptr)

@@ -53,13 +53,12 @@ import math
 
 from llvmlite import ir
 
-from ...ir.node import J
 from . import mathlib, toolchain
 from .emitter import Emitter, counted_loop
-from .renderer import FLOAT_TYPES, _Values
+from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, imin, intervals, state_slots
 
 
-I32, I64 = ir.IntType(32), ir.IntType(64)
+I32 = ir.IntType(32)
 # float16 data (SPEC: on the GPU) is loaded, staged and stored as half and computed in float32
 DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
@@ -238,25 +237,6 @@ TARGETS = {"nvptx": _NVPTXTarget, "host-sim": _HostSimTarget}
 # ---- the kernels ------------------------------------------------------------------------
 
 
-def c64(v):
-    return ir.Constant(I64, v)
-
-
-def _leaves(state):
-    """The slot pointers of a reduction state, in a fixed order."""
-    if state is None:
-        return []
-    if isinstance(state, dict):
-        return [p for v in state.values() for p in _leaves(v)]
-    if isinstance(state, list):
-        return [p for v in state for p in _leaves(v)]
-    return [state]
-
-
-def _imin(b, x, y):
-    return b.select(b.icmp_signed("<", x, y), x, y)
-
-
 @dataclasses.dataclass(frozen=True)
 class KernelInfo:
     """What the runtime needs besides the code."""
@@ -278,27 +258,18 @@ class KernelInfo:
                    bool(int(fields["stage"])), int(fields["shared_bytes"]))
 
 
-class _GpuModule:
+class _GpuModule(KernelSkeleton):
+    """The GPU kernels of one program on the shared skeleton: what is GPU-only is here
+    (one thread per row, shared-memory tiles of j, the 2-D scheme's state buffers)."""
+
     def __init__(self, program, dtype, acc_dtype, sum_scheme, config, target):
-        for _, root in program.roots():
-            for n in root.walk():
-                if not n.op.lowers:
-                    raise NotImplementedError(
-                        f"{n.name} must be rewritten by the autodiff pass before code generation")
-        self.program, self.red, self.config = program, program.red, config
+        arith = "float32" if dtype == "float16" else dtype
+        super().__init__(program, FLOAT_TYPES[arith], FLOAT_TYPES[acc_dtype or arith], sum_scheme, "keomlir_gpu")
+        self.config = config
         self.target = TARGETS[target]()
-        self.t_data = DATA_TYPES[dtype]  # arrays, tiles and outputs
-        self.t = FLOAT_TYPES["float32" if dtype == "float16" else dtype]  # arithmetic
-        self.ta = FLOAT_TYPES[acc_dtype or ("float32" if dtype == "float16" else dtype)]
-        self.scheme = sum_scheme
+        self.t_data = DATA_TYPES[dtype]  # arrays, tiles and outputs; `t` is the arithmetic type
         self.emitter_class = NVPTXEmitter if not config.fast_math else \
             _HostFastEmitter if target == "host-sim" else FastNVPTXEmitter
-        self.module = ir.Module(name="keomlir_gpu")
-        self.roots = [r for _, r in program.roots()]
-        nodes = [n for r in self.roots for n in r.walk()]
-        self.j_nodes = {id(n) for n in nodes if n.cat & J}
-        self.dims = (program.formula.dim, None if program.formula2 is None else program.formula2.dim)
-        self.outputs = self.red.outputs(*self.dims, program.opt_arg)
         self.n_args = len(program.arguments)
         self.j_vars = _j_dims(program)
         self.tile_offsets, off = {}, 0
@@ -310,11 +281,10 @@ class _GpuModule:
 
     # ---- helpers --------------------------------------------------------------------
     def _start(self, name, params, block):
+        """Start kernel `name`: its arguments past the target's hidden ones."""
         fn, args = self.target.kernel(self.module, name, params, block)
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        em = self.emitter_class(b, self.t, self.scheme)
-        ea = em.with_type(self.ta)
-        return fn, args, b, em, ea
+        self.begin(fn)
+        return args
 
     def _arg_types(self):
         return [self.t_data.as_pointer()] * self.n_args
@@ -322,48 +292,46 @@ class _GpuModule:
     def _out_types(self):
         return [(I64 if kind == "index" else self.t_data).as_pointer() for _, kind in self.outputs]
 
-    def _new_state(self, em, ea):
-        st = self.red.init(em, ea, self.dims, self.program.opt_arg)
-        n = len(_leaves(st))
+    def _new_state(self):
+        st = self.fresh_state()
+        n = len(state_slots(st))
         assert self.state_slots in (None, n)
         self.state_slots = n
         return st
 
-    def _store_state(self, b, st, buf, chunk, n_i, i):
-        """buf[(chunk*S + s) * n_i + i] = slot s, as raw bits in an i64 word."""
-        for s, ptr in enumerate(_leaves(st)):
-            v = b.load(ptr)
-            ty = ptr.type.pointee
-            if ty != I64:
-                v = b.bitcast(v, ir.IntType(ty.width if isinstance(ty, ir.IntType) else
-                                            (32 if isinstance(ty, ir.FloatType) else 64)))
-                if v.type != I64:
-                    v = b.zext(v, I64)
-            idx = b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), c64(s)), n_i), i)
-            b.store(v, b.gep(buf, [idx]))
+    # the 2-D scheme's buffers hold slot s of (chunk, row i) at (chunk*S + s) * n_i + i:
+    # consecutive threads touch consecutive i64 words
+    def _cells_of(self, buf, chunk, n_i, i):
+        b = self.b
 
-    def _load_state(self, b, st, buf, chunk, n_i, i):
-        for s, ptr in enumerate(_leaves(st)):
-            idx = b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), c64(s)), n_i), i)
-            v = b.load(b.gep(buf, [idx]))
-            ty = ptr.type.pointee
-            if ty != I64:
-                if isinstance(ty, ir.FloatType):
-                    v = b.trunc(v, I32)
-                v = b.bitcast(v, ty)
-            b.store(v, ptr)
+        def cell(s, ty):
+            return b.gep(buf, [b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), c64(s)), n_i), i)])
 
-    def _widen(self, b, v):
-        return b.fpext(v, self.t) if self.t_data != self.t else v
+        return cell
 
-    def _write_outputs(self, b, em, ea, st, outs, i):
-        for (shape, kind), ptr, vals in zip(self.outputs, outs, self.red.finalize(em, ea, st)):
-            width = math.prod(shape)
-            start = b.mul(i, c64(width))
-            for c, v in enumerate(vals):
-                if kind != "index" and self.t_data != self.t:
-                    v = b.fptrunc(v, self.t_data)
-                b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
+    def to_cell(self, v):
+        """A slot's value as the raw bits of an i64 word."""
+        ty = v.type
+        if ty != I64:
+            b = self.b
+            v = b.bitcast(v, ir.IntType(ty.width if isinstance(ty, ir.IntType) else
+                                        (32 if isinstance(ty, ir.FloatType) else 64)))
+            if v.type != I64:
+                v = b.zext(v, I64)
+        return v
+
+    def from_cell(self, v, ty):
+        if ty != I64:
+            if isinstance(ty, ir.FloatType):
+                v = self.b.trunc(v, I32)
+            v = self.b.bitcast(v, ty)
+        return v
+
+    def _widen(self, v):
+        return self.b.fpext(v, self.t) if self.t_data != self.t else v
+
+    def output_value(self, v, kind):
+        return self.b.fptrunc(v, self.t_data) if kind != "index" and self.t_data != self.t else v
 
     # ---- the 1-D and partial kernels ---------------------------------------------------------
     def tiles_kernel(self, kind):
@@ -372,7 +340,8 @@ class _GpuModule:
         B = cfg.block
         head = {"1d": [I64, I64], "partial": [I64, I64, I64], "ranges": [I64, I64, I64.as_pointer(), I64.as_pointer()]}[kind]
         tail = [I64.as_pointer()] if kind == "partial" else self._out_types()
-        fn, args, b, em, ea = self._start(f"keomlir_{kind}", head + self._arg_types() + tail, B)
+        args = self._start(f"keomlir_{kind}", head + self._arg_types() + tail, B)
+        b, em, ea = self.b, self.em, self.ea
         n_i, n_j = args[0], args[1]
         data = args[len(head):len(head) + self.n_args]
         for p in data:
@@ -401,23 +370,20 @@ class _GpuModule:
                 if stage:
                     jj = b.sub(cursor["j"], cursor["jt"])
                     base = b.add(c64(self.tile_offsets[pos]), b.mul(jj, c64(dim)))
-                    return [self._widen(b, b.load(b.gep(tile, [b.add(base, c64(c))]))) for c in range(dim)]
+                    return [self._widen(b.load(b.gep(tile, [b.add(base, c64(c))]))) for c in range(dim)]
                 base = b.mul(cursor["j"], c64(dim))
             else:
                 base = b.mul(row, c64(dim)) if cat == 0 else c64(0)
-            return [self._widen(b, b.load(b.gep(data[pos], [b.add(base, c64(c))]))) for c in range(dim)]
+            return [self._widen(b.load(b.gep(data[pos], [b.add(base, c64(c))]))) for c in range(dim)]
 
-        values = _Values(em, load_var)
-        for r in self.roots:  # everything that does not depend on j: once per thread
-            for n in r.walk():
-                if n.cat & J == 0:
-                    values.get(n)
-        st = self._new_state(em, ea)
+        values = Values(em, load_var)
+        self.emit_row_scope(values)  # once per thread
+        st = self._new_state()
 
         def tiles(j_lo, j_hi):
             with counted_loop(b, j_lo, j_hi, "jt", B) as jt:
                 cursor["jt"] = jt
-                tile_end = _imin(b, j_hi, b.add(jt, c64(B)))
+                tile_end = imin(b, j_hi, b.add(jt, c64(B)))
                 if stage:
                     tgt.barrier(b)  # the previous tile is no longer read
                     rows = b.sub(tile_end, jt)
@@ -431,27 +397,23 @@ class _GpuModule:
                 with b.if_then(active):
                     with counted_loop(b, jt, tile_end, "j") as j:
                         cursor["j"] = j
-                        f = values.get(self.program.formula)
-                        g = values.get(self.program.formula2) if self.program.formula2 is not None else None
-                        self.red.update(em, ea, st, f, g, j)
-                        values.forget(self.j_nodes)
+                        self.update([values], em, ea, [st], j)
                     self.red.end_block(em, ea, st)
 
         if kind == "ranges":
-            with counted_loop(b, first, last, "range") as l:
-                tiles(b.load(b.gep(redranges, [b.mul(l, c64(2))])),
-                      b.load(b.gep(redranges, [b.add(b.mul(l, c64(2)), c64(1))])))
+            with intervals(b, redranges, first, last) as (j_lo, j_hi):
+                tiles(j_lo, j_hi)
         elif kind == "partial":
             chunk = tgt.ctaid(b, "y")
             j_lo = b.mul(chunk, args[2])
-            tiles(j_lo, _imin(b, n_j, b.add(j_lo, args[2])))
+            tiles(j_lo, imin(b, n_j, b.add(j_lo, args[2])))
         else:
             tiles(c64(0), n_j)
         with b.if_then(active):
             if kind == "partial":
-                self._store_state(b, st, rest[0], chunk, n_i, i)
+                self.save_state(st, self._cells_of(rest[0], chunk, n_i, i))
             else:
-                self._write_outputs(b, em, ea, st, rest, i)
+                self.write_outputs(rest, i, st)
         b.ret_void()
 
     # ---- the merges of the 2-D scheme ------------------------------------------------------
@@ -461,10 +423,11 @@ class _GpuModule:
             params = [I64, I64, I64.as_pointer()] + self._out_types()
         else:
             params = [I64, I64, I64, I64.as_pointer(), I64.as_pointer()]
-        fn, args, b, em, ea = self._start("keomlir_final" if final else "keomlir_merge", params, MERGE_BLOCK)
+        args = self._start("keomlir_final" if final else "keomlir_merge", params, MERGE_BLOCK)
+        b, em, ea = self.b, self.em, self.ea
         n_i, n_in = args[0], args[1]
         i = b.add(b.mul(tgt.ctaid(b, "x"), c64(MERGE_BLOCK)), tgt.tid(b))
-        st, other = self._new_state(em, ea), self._new_state(em, ea)
+        st, other = self._new_state(), self._new_state()
         with b.if_then(b.icmp_signed("<", i, n_i)):
             if final:
                 lo, hi, src = c64(0), n_in, args[2]
@@ -472,15 +435,15 @@ class _GpuModule:
                 fan, src, dst = args[2], args[3], args[4]
                 group = tgt.ctaid(b, "y")
                 lo = b.mul(group, fan)
-                hi = _imin(b, n_in, b.add(lo, fan))
-            self._load_state(b, st, src, lo, n_i, i)
+                hi = imin(b, n_in, b.add(lo, fan))
+            self.load_state(st, self._cells_of(src, lo, n_i, i))
             with counted_loop(b, b.add(lo, c64(1)), hi, "c") as c:
-                self._load_state(b, other, src, c, n_i, i)
+                self.load_state(other, self._cells_of(src, c, n_i, i))
                 self.red.merge(em, ea, st, other)
             if final:
-                self._write_outputs(b, em, ea, st, args[3:], i)
+                self.write_outputs(args[3:], i, st)
             else:
-                self._store_state(b, st, dst, group, n_i, i)
+                self.save_state(st, self._cells_of(dst, group, n_i, i))
         b.ret_void()
 
     def build(self):

@@ -33,13 +33,11 @@ operation's `lower` makes the values; this module only places them.
 
 from __future__ import annotations
 
-import contextlib
-
 from llvmlite import ir
 
-from ...ir.node import I, J
 from ...ir.program import Tiling
 from .emitter import Emitter, counted_loop
+from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, imin, intervals, map_state, state_slots
 
 KERNEL_NAME = "keomlir_kernel"
 PARTIAL_NAME = "keomlir_partial"
@@ -47,94 +45,22 @@ COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
-I64 = ir.IntType(64)
-FLOAT_TYPES = {"float32": ir.FloatType(), "float64": ir.DoubleType()}
 
 
-def c64(v):
-    return ir.Constant(I64, v)
+class _Kernel(KernelSkeleton):
+    emitter_class = Emitter
 
-
-class _Values:
-    """Component values of nodes for one row and one emitter, made on first use."""
-
-    def __init__(self, em, load_var):
-        self.em = em
-        self.load_var = load_var
-        self.memo = {}
-
-    def get(self, node):
-        found = self.memo.get(id(node))
-        if found is not None:
-            return found
-        for n in node.walk():
-            if id(n) in self.memo:
-                continue
-            if n.name == "Var":
-                vals = self.load_var(n, self.em)
-            else:
-                vals = n.op.lower(self.em, [self.memo[id(a)] for a in n.args], n.attrs)
-                if len(vals) != n.dim:  # a lowering bug, caught at compile time
-                    raise AssertionError(f"{n.name} lowered to {len(vals)} values, expected {n.dim}")
-            self.memo[id(n)] = vals
-        return self.memo[id(node)]
-
-    def forget(self, keys):
-        for k in keys:
-            self.memo.pop(k, None)
-
-
-class _Intervals:
-    """The j intervals redranges[l] = (start, end), l in [first, last): a block's j set."""
-
-    def __init__(self, redranges, first, last):
-        self.redranges, self.first, self.last = redranges, first, last
-
-    @contextlib.contextmanager
-    def loop(self, b):
-        with counted_loop(b, self.first, self.last, "range") as l:
-            start = b.load(b.gep(self.redranges, [b.mul(l, c64(2))]))
-            end = b.load(b.gep(self.redranges, [b.add(b.mul(l, c64(2)), c64(1))]))
-            yield start, end
-
-
-def _map_state(state, fn):
-    """The same nested dict/list structure with every slot pointer replaced by fn(ptr)."""
-    if state is None:
-        return None
-    if isinstance(state, dict):
-        return {k: _map_state(v, fn) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_map_state(v, fn) for v in state]
-    return fn(state)
-
-
-class _Kernel:
     def __init__(self, program, dtype, acc_dtype, sum_scheme):
-        for _, root in program.roots():
-            for n in root.walk():
-                if not n.op.lowers:
-                    raise NotImplementedError(
-                        f"{n.name} must be rewritten by the autodiff pass before code generation")
-        self.program, self.red = program, program.red
-        self.t, self.acc_t, self.sum_scheme = FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme
+        super().__init__(program, FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme, "keomlir")
         tiling = program.tiling or Tiling()
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
         self.rows, self.block = tiling.rows, tiling.block
-        self.module = ir.Module(name="keomlir")
-        self.roots = [r for _, r in program.roots()]
-        nodes = [n for r in self.roots for n in r.walk()]
-        self.j_nodes = {id(n) for n in nodes if n.cat & J}
-        self.row_nodes = {id(n) for n in nodes if n.cat & (I | J)}
-        self.dims = (program.formula.dim, None if program.formula2 is None else program.formula2.dim)
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
 
     def _function(self, name, arg_types):
-        """Start a function: builder and emitters for the data type and the accumulators."""
-        self.fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name)
-        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
-        self.em = Emitter(self.b, self.t, self.sum_scheme)
-        self.ea = self.em.with_type(self.acc_t)
+        """Start a function: builder and emitters for the data type and the accumulators
+        (and their SIMD versions)."""
+        self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
@@ -172,22 +98,13 @@ class _Kernel:
         return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
 
     def _out_rows(self, outs_ptr):
+        """The typed pointers of the outputs, from the i8** argument."""
         rows = []
-        for k, (shape, kind) in enumerate(self.red.outputs(*self.dims, self.program.opt_arg)):
-            width = 1
-            for s in shape:
-                width *= s
+        for k, (_, kind) in enumerate(self.outputs):
             ty = I64 if kind == "index" else self.t
             raw = self.b.load(self.b.gep(outs_ptr, [c64(k)]))
-            rows.append((self.b.bitcast(raw, ty.as_pointer()), width))
+            rows.append(self.b.bitcast(raw, ty.as_pointer()))
         return rows
-
-    def _store_outputs(self, out_rows, row, state):
-        b = self.b
-        for (ptr, width), vals in zip(out_rows, self.red.finalize(self.em, self.ea, state)):
-            start = b.mul(row, c64(width))
-            for c, v in enumerate(vals):
-                b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
 
     # ---- entry points --------------------------------------------------------------
     def build(self, variant="kernel"):
@@ -200,7 +117,7 @@ class _Kernel:
                 KERNEL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p.as_pointer()])
             out_rows = self._out_rows(outs)
             self._hoist_params()
-            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self._store_outputs(out_rows, row, st))
+            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self.write_outputs(out_rows, row, st))
             self.b.ret_void()
         elif variant == "split_j":  # the same over a part of j, states written (not finalized) to part[row]
             i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
@@ -218,11 +135,8 @@ class _Kernel:
 
     def _hoist_params(self):
         """Parameter-only nodes, emitted once per call and shared by every row."""
-        params = _Values(self.em, self.loader(None))
-        for r in self.roots:
-            for n in r.walk():
-                if n.cat == 0:
-                    params.get(n)
+        params = Values(self.em, self.loader(None))
+        self.emit_nodes(params, lambda cat: cat == 0)
         self.param_memo = params.memo
 
     def _row_tiles(self, i0, i1, j_span, emit_result):
@@ -251,34 +165,36 @@ class _Kernel:
             first = b.icmp_signed("==", k, c64(0))
             s0 = b.select(first, c64(0), b.load(b.gep(slices_i, [b.select(first, k, b.sub(k, c64(1)))])))
             s1 = b.load(b.gep(slices_i, [k]))
-            self._row_tiles(i0, i1, _Intervals(redranges, s0, s1),
-                            lambda row, st: self._store_outputs(out_rows, row, st))
+            self._row_tiles(i0, i1, lambda: intervals(b, redranges, s0, s1),
+                            lambda row, st: self.write_outputs(out_rows, row, st))
         b.ret_void()
 
     # ---- partial states: j split across threads --------------------------------------
-    def _state_slots(self, state):
-        slots = []
-        _map_state(state, slots.append)
-        return slots
+    # A part buffer holds each row's state in consecutive cells, row-major (rows, n_cells).
+    # `_state_slots`, `_fresh_state`, `_save_state` and `_load_state` are also the state
+    # helpers keomlir.dask.partials renders its non-finalizing merge with.
+    _state_slots = staticmethod(state_slots)
 
-    def _cell(self, buf, row, n_cells, k, ty):
+    def _cells_of(self, buf, row, n_cells):
+        """cell(k, ty) for `save_state`/`load_state`: cell k of `row`, typed as the slot."""
         b = self.b
-        offset = b.mul(b.add(b.mul(row, c64(n_cells)), c64(k)), c64(8))
-        return b.bitcast(b.gep(buf, [offset]), ty.as_pointer())
+
+        def cell(k, ty):
+            offset = b.mul(b.add(b.mul(row, c64(n_cells)), c64(k)), c64(8))
+            return b.bitcast(b.gep(buf, [offset]), ty.as_pointer())
+
+        return cell
 
     def _save_state(self, buf, row, state):
-        slots = self._state_slots(state)
-        for k, slot in enumerate(slots):
-            self.b.store(self.b.load(slot), self._cell(buf, row, len(slots), k, slot.type.pointee))
+        self.save_state(state, self._cells_of(buf, row, len(state_slots(state))))
 
     def _fresh_state(self):
-        return self.red.init(self.em, self.ea, self.dims, self.program.opt_arg)
+        return self.fresh_state()
 
     def _load_state(self, buf, row):
-        state = self._fresh_state()
-        slots = self._state_slots(state)
-        for k, slot in enumerate(slots):
-            self.b.store(self.b.load(self._cell(buf, row, len(slots), k, slot.type.pointee)), slot)
+        """A fresh scalar state holding row `row` of a part buffer."""
+        state = self.fresh_state()
+        self.load_state(state, self._cells_of(buf, row, len(state_slots(state))))
         return state
 
     def _combine(self):
@@ -287,14 +203,14 @@ class _Kernel:
             COMBINE_NAME, [I64, I64, I64, I64, ir.IntType(8).as_pointer(), ir.IntType(8).as_pointer().as_pointer()])
         b = self.b
         out_rows = self._out_rows(outs)
-        self.n_cells = n_cells = len(self._state_slots(self._fresh_state()))
+        self.n_cells = n_cells = len(state_slots(self.fresh_state()))
         part_bytes = b.mul(n_rows, c64(8 * n_cells))
         with counted_loop(b, i0, i1, "i") as i:
             state = self._load_state(parts, i)
             with counted_loop(b, c64(1), n_parts, "part") as p:
                 other = self._load_state(b.gep(parts, [b.mul(p, part_bytes)]), i)
                 self.red.merge(self.em, self.ea, state, other)
-            self._store_outputs(out_rows, i, state)
+            self.write_outputs(out_rows, i, state)
         b.ret_void()
 
     def _cells(self):
@@ -304,39 +220,29 @@ class _Kernel:
 
     # ---- one tile of rows ------------------------------------------------------------
     def _row_values(self, em, row):
-        v = _Values(em, self.loader(row))
+        v = Values(em, self.loader(row))
         if em.lanes is None:
             v.memo.update(self.param_memo)
         else:
             v.memo.update({k: [em.splat(x) for x in vals] for k, vals in self.param_memo.items()})
         return v
 
-    def _emit_row_scope(self, values):
-        for r in self.roots:
-            for n in r.walk():
-                if n.cat & J == 0:
-                    values.get(n)
-
-    def _update(self, rows, em, ea, states, j):
-        for values, st in zip(rows, states):
-            f = values.get(self.program.formula)
-            g = values.get(self.program.formula2) if self.program.formula2 is not None else None
-            self.red.update(em, ea, st, f, g, j)
-        for values in rows:
-            values.forget(self.j_nodes)
+    def update(self, rows, em, ea, states, j):
+        super().update(rows, em, ea, states, j)
         self.j_loads.clear()
 
     def rows_body(self, row_ids, j_span, emit_result):
-        """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or `_Intervals`."""
+        """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or a
+        function returning the `intervals` of a block-sparse block."""
         red, k = self.red, self.program.opt_arg
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
-            self._emit_row_scope(v)
+            self.emit_row_scope(v)
         vec_rows, vec_states = [], None
         if self.lanes:
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             for v in vec_rows:
-                self._emit_row_scope(v)
+                self.emit_row_scope(v)
             vec_states = [red.init(self.em_v, self.ea_v, self.dims, k) for _ in row_ids]
         if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
             j0, j1 = j_span
@@ -346,7 +252,7 @@ class _Kernel:
         else:  # many intervals: each one's SIMD part and tail, in order; lanes and tails merged last
             tails = (vec_states if vec_states is not None and red.lanes_share_state
                      else [red.init(self.em, self.ea, self.dims, k) for _ in row_ids])
-            with j_span.loop(self.b) as (j0, j1):
+            with j_span() as (j0, j1):
                 vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
                 self._scalar_part(scalar_rows, tails, vec_end, j1)
             states = tails
@@ -367,10 +273,10 @@ class _Kernel:
         vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
         with counted_loop(b, j0, vec_end, "jvb", block) as jb:
             room = b.sub(vec_end, jb)
-            block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
+            block_end = b.add(jb, imin(b, room, c64(block)))
             with counted_loop(b, jb, block_end, "jv", lanes) as jv:
                 self.j = jv
-                self._update(vec_rows, self.em_v, self.ea_v, vec_states, self.em_v.lane_indices(jv))
+                self.update(vec_rows, self.em_v, self.ea_v, vec_states, self.em_v.lane_indices(jv))
             for st in vec_states:
                 self.red.end_block(self.em_v, self.ea_v, st)
         return vec_end
@@ -398,10 +304,10 @@ class _Kernel:
         b, block = self.b, self.block
         with counted_loop(b, j0, j1, "jtb", block) as jb:
             room = b.sub(j1, jb)
-            block_end = b.add(jb, b.select(b.icmp_signed("<", room, c64(block)), room, c64(block)))
+            block_end = b.add(jb, imin(b, room, c64(block)))
             with counted_loop(b, jb, block_end, "j") as j:
                 self.j = j
-                self._update(scalar_rows, self.em, self.ea, states, j)
+                self.update(scalar_rows, self.em, self.ea, states, j)
             for st in states:
                 self.red.end_block(self.em, self.ea, st)
 
@@ -417,7 +323,7 @@ class _Kernel:
             b.store(value, slot)
             return slot
 
-        return _map_state(vec_state, one)
+        return map_state(vec_state, one)
 
 
 def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
