@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
+from . import mathlib
+
 I64 = ir.IntType(64)
 
 
@@ -197,8 +199,6 @@ class Emitter:
     # ---- math ------------------------------------------------------------------
     def call(self, name, *args):
         if name in self.IR_MATH:
-            from . import mathlib
-
             return mathlib.call(self, name, *args)
         return self.intrinsic(name, *args)
 
