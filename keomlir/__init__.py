@@ -7,6 +7,7 @@ ARCHITECTURE.md): grammar/ir -> passes -> backends -> compile -> front ends
 
 from ._version import __version__  # noqa: F401
 from . import config  # noqa: F401  (pykeops.config's counterpart)
+from .config import get_build_folder, numpy_found, set_build_folder, torch_found  # noqa: F401  (as pykeops)
 from .checks import clean_pykeops, test_numpy_bindings, test_torch_bindings  # noqa: F401
 from .compat import install_as_pykeops  # noqa: F401
 from .explain import explain  # noqa: F401
