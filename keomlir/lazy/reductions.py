@@ -9,6 +9,7 @@ Genreds are cached by that IR, whose nodes hash and compare structurally.
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 
@@ -81,6 +82,11 @@ class ReductionMethods:
         if other is not None:
             other = self._lazy(other, what)
             meta = self._join([other], what)
+        if opt_arg is not None and not isinstance(opt_arg, bool):
+            try:  # K as a NumPy integer or a 0-d tensor, as Genred takes it
+                opt_arg = operator.index(opt_arg)
+            except TypeError:
+                pass  # the reduction's own check names what was given
         init, call_kwargs = _split_kwargs(kwargs)
         if self.ranges is not None:
             call_kwargs.setdefault("ranges", self.ranges)
