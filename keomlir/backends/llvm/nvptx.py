@@ -459,7 +459,7 @@ class _GpuModule(KernelSkeleton):
 
 
 def render_module(program, dtype, acc_dtype=None, sum_scheme="block_sum", config=None, target="nvptx"):
-    """(llvmlite module of the four kernels, KernelInfo) for `program` and `dtype`."""
+    """(llvmlite module of the kernels of KERNELS, KernelInfo) for `program` and `dtype`."""
     config = config or config_for(program, dtype)
     return _GpuModule(program, dtype, acc_dtype, sum_scheme, config, target).build()
 
