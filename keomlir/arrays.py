@@ -76,6 +76,10 @@ class NumpyArrays:
         return np.ascontiguousarray(a).view(np.complex64 if a.dtype == np.float32 else np.complex128)
 
     # ---- computing -------------------------------------------------------------------------------------
+    def broadcast_to(self, a, shape):
+        """A view of `a` repeated along dimensions of size 1 (reshaping it copies)."""
+        return np.broadcast_to(a, shape)
+
     def where(self, cond, a, b):
         return np.where(cond, a, b)
 
@@ -220,6 +224,9 @@ class TorchArrays(NumpyArrays):
 
     def where(self, cond, a, b):
         return self.torch.where(cond, a, b)
+
+    def broadcast_to(self, a, shape):
+        return a.expand(shape)
 
     def stack(self, arrays):
         return self.torch.stack(arrays)

@@ -63,6 +63,69 @@ def run_batched(plan, args, call_one, stack):
     return stack(results).reshape(batch + tuple(results[0].shape))
 
 
+def stack_batch(reduction, plan, args, xp):
+    """A batched call as ONE block-sparse call (no loop over the batch): the rows of every
+    batch element are stacked, and a `ranges` 6-tuple makes element b's output rows reduce
+    over element b's rows only.  Arguments of the reduced index that no element changes are
+    not copied (every block reads the same rows); a parameter that varies over the batch
+    becomes a variable of the output index (one row per output row: `recat`).  Returns
+    (recat positions, stacked arguments, ranges, unstack(outputs) -> batched outputs)."""
+    batch, leads, own = plan
+    if any(s == 0 for s in batch):
+        raise ValueError(f"batch dimensions {batch} hold no element")
+    first = [a[(0,) * n] for a, n in zip(args, own)]
+    reduction.check_arrays(first)  # every element's shapes and dtypes, with the usual messages
+    n_batch = int(np.prod(batch))
+    out_cat = 0 if reduction.axis == 1 else 1  # caller categories: output rows, reduced rows
+    red_cat = 1 - out_cat
+    rows = {0: 1, 1: 1}
+    for (_, _, cat), a in zip(reduction.arguments, first):
+        if cat != 2:
+            rows[cat] = a.shape[0]
+    m, n = rows[out_cat], rows[red_cat]
+    varies = [any(s != 1 for s in lead) for lead in leads]
+    red_varies = any(v for (_, _, cat), v in zip(reduction.arguments, varies) if cat == red_cat)
+    recat = tuple(pos for (pos, _, cat), v in zip(reduction.arguments, varies) if cat == 2 and v)
+    stacked = []
+    for (pos, dim, cat), a, lead, k in zip(reduction.arguments, args, leads, own):
+        core = tuple(a.shape[k:])
+        a = a.reshape(lead + core)
+        if pos in recat:  # (batch, dim) -> one row per output row of its element
+            a = xp.broadcast_to(a.reshape(lead + (1, dim)), batch + (m, dim)).reshape(n_batch * m, dim)
+        elif cat == 2:
+            a = a.reshape(dim)
+        elif cat == out_cat or red_varies:
+            a = xp.broadcast_to(a, batch + core).reshape(n_batch * core[0], dim)
+        else:
+            a = a.reshape(core)
+        stacked.append(a)
+    blocks = np.arange(n_batch, dtype=np.int64)
+    out_blocks = np.stack([blocks * m, blocks * m + m], 1)
+    slices = blocks + 1
+    if red_varies:
+        red_blocks = np.stack([blocks * n, blocks * n + n], 1)
+        red_half = [red_blocks, slices, out_blocks]
+    else:  # one shared block of reduced rows, read by every element
+        red_blocks = np.tile(np.array([[0, n]], np.int64), (n_batch, 1))
+        red_half = [np.array([[0, n]], np.int64), np.array([n_batch], np.int64), out_blocks]
+    out_half = [out_blocks, slices, red_blocks]
+    ranges = tuple(out_half + red_half if out_cat == 0 else red_half + out_half)
+    kinds = [kind for _, kind in reduction.outputs]
+
+    def unstack(outs):
+        """Stacked outputs back to batch + (rows, ...), indices made local to their element."""
+        results = []
+        for out, kind in zip(outs, kinds):
+            out = out.reshape((n_batch, m) + tuple(out.shape[1:]))
+            if kind == "index" and red_varies:
+                offset = xp.array(blocks * n, "int64", xp.device(out)).reshape((n_batch,) + (1,) * (out.ndim - 1))
+                out = xp.where(out >= 0, out - offset, out)  # -1: no j, stays -1
+            results.append(out.reshape(batch + tuple(out.shape[1:])))
+        return results
+
+    return recat, stacked, ranges, unstack
+
+
 def generic_reductions(genred_cls):
     """pykeops's `generic_sum`, `generic_logsumexp`, `generic_argmin` and `generic_argkmin`
     for one front end: a Genred whose axis (and K) come from an output alias such as

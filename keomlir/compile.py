@@ -17,7 +17,7 @@ from . import config
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
-from .ir import Program, make, swap_ij, variables
+from .ir import Program, make, replace_vars, swap_ij, variables
 from .ir.reductions import get as get_reduction
 from .passes import DEFAULT_PIPELINE, PassManager
 from .ranges import check_ranges, coalesce_intervals
@@ -118,7 +118,7 @@ class CompiledReduction:
         self.parsed = program
         self.program = PassManager(list(passes)).run(program)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
-        self._kernels = {}
+        self._variants = {}
 
     @property
     def options(self):
@@ -131,6 +131,23 @@ class CompiledReduction:
         named = {v.attrs[0] for v in self.names.values()}
         extra = {f"_arg{p}": make("Var", (), (p, d, c)) for p, d, c in self.arguments if p not in named}
         return {**self.names, **extra}
+
+    def with_categories(self, positions, cat):
+        """This reduction with the arguments at `positions` made variables of category
+        `cat` (a batched call turns parameters that vary over the batch into variables
+        of the output index); cached."""
+        key = (tuple(positions), cat)
+        found = self._variants.get(key)
+        if found is None:
+            def recat(pos, dim, c):
+                return (pos, dim, cat) if pos in key[0] else (pos, dim, c)
+
+            f = replace_vars(self.formula, recat)
+            g = replace_vars(self.formula2, recat) if self.formula2 is not None else None
+            names = {name: make("Var", (), recat(*v.attrs)) for name, v in self.argument_vars().items()}
+            found = self._variants[key] = CompiledReduction.from_ir(f, g, self.reduction_op, self.axis,
+                                                                    self.opt_arg, names, **self.options)
+        return found
 
     @staticmethod
     def _argument_table(vars_):

@@ -14,7 +14,19 @@ reduced rows, and the root finalizes them.  So results are those of keomlir.nump
 their order) and indices are global.  Tasks carry only the formula: every worker
 compiles (or loads from its disk cache) its own kernels.  Memory per task is set
 by the chunk sizes: a block of rows, a block of reduced rows, and `split_every`
-states of one block of rows.
+states of one block of rows.  K-min reductions pay for each block of reduced rows
+(each starts an empty list): give them large chunks of j, or one.
+
+On a cluster: `dask scheduler` on one machine, `dask worker tcp://HOST:8786` on
+each machine (one worker with a thread per core: kernels release the GIL, or
+processes of one thread each), the same keomlir everywhere (workers check that
+they compile the client's program), then `Client("tcp://HOST:8786")`.  Read the
+points on the workers (`dask.array.from_zarr`, `from_npy_stack`, `map_blocks`...):
+NumPy arguments are put in the task graph and so travel through the scheduler.
+
+LazyTensor (`from keomlir.dask import LazyTensor, Vi, Vj, Pm`) and KernelSolve take
+dask arrays the same way; KernelSolve runs its conjugate gradient with the vectors
+persisted on the workers.
 """
 
 from __future__ import annotations

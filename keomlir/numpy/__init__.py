@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import solve
 from ..arrays import NUMPY
-from ..calls import batch_plan, generic_reductions, run_batched
+from ..calls import batch_plan, generic_reductions, stack_batch
 from ..compile import CompiledReduction
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..passes import DEFAULT_PIPELINE
@@ -59,13 +59,15 @@ class Genred:
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a NumPy array, got {type(a).__name__}")
             arrays.append(a)
         plan = batch_plan(self.reduction, [a.shape for a in arrays])
-        if plan is not None:  # leading batch dimensions: one plain call per batch element
+        if plan is not None:  # leading batch dimensions: one block-sparse call for the whole batch
             if ranges is not None:
                 raise ValueError("ranges: block-sparse reductions with batch dimensions are not supported; "
                                  "call once per batch element")
-            res = run_batched(plan, arrays, lambda elements: self(*elements, backend=backend, device_id=device_id),
-                              np.stack)
-            outs = list(res) if isinstance(res, tuple) else [res]
+            red = self.reduction
+            recat, stacked, batch_ranges, unstack = stack_batch(red, plan, arrays, NUMPY)
+            if recat:
+                red = red.with_categories(recat, 0 if red.axis == 1 else 1)
+            outs = unstack(red.run_numpy(stacked, backend, device_id=device_id, ranges=batch_ranges))
         else:
             outs = self.reduction.run_numpy(arrays, backend, device_id=device_id, ranges=ranges)
         if out is not None:

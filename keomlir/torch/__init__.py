@@ -12,7 +12,7 @@ import torch
 
 from ..arrays import TORCH
 from ..backends import cuda
-from ..calls import batch_plan, generic_reductions, run_batched
+from ..calls import batch_plan, generic_reductions, stack_batch
 from ..compile import CompiledReduction, check_backend
 from ..ir import make, replace_vars
 from ..ir.ops.base import mk
@@ -69,14 +69,29 @@ class Genred:
         check_backend(backend)
         _check_devices(self.reduction, args, backend)
         plan = batch_plan(self.reduction, [tuple(a.shape) for a in args])
-        if plan is not None:  # leading batch dimensions: one plain call per batch element
+        if plan is not None:  # leading batch dimensions: one block-sparse call for the whole batch
             if ranges is not None:
                 raise ValueError("ranges: block-sparse reductions with batch dimensions are not supported; "
                                  "call once per batch element")
-            return run_batched(plan, args, lambda elements: self(*elements, backend=backend, device_id=device_id),
-                               torch.stack)
+            recat, stacked, batch_ranges, unstack = stack_batch(self.reduction, plan, args, TORCH)
+            outs = self._with_categories(recat)._call(stacked, backend, device_id, batch_ranges)
+            outs = unstack(outs if isinstance(outs, tuple) else (outs,))
+            return outs[0] if len(outs) == 1 else tuple(outs)
         outs = _GenredFunction.apply(self, (backend, device_id, ranges), *args)
         return outs[0] if len(outs) == 1 else outs
+
+    def _with_categories(self, positions):
+        """This Genred with the parameters at `positions` made output-index variables
+        (a batched call's parameters that vary over the batch); cached."""
+        if not positions:
+            return self
+        key = ("categories", positions)
+        found = self._gradients.get(key)
+        if found is None:
+            red = self.reduction
+            found = self._gradients[key] = Genred.__new__(Genred)
+            found._set_reduction(red.with_categories(positions, 0 if red.axis == 1 else 1))
+        return found
 
     # ---- gradients: keomlir reductions built as IR -----------------------------------
     def _derived(self, formula, reduction_op, axis, opt_arg=None, recat=None):
@@ -345,11 +360,14 @@ class _GenredFunction(torch.autograd.Function):
         dims = in_dims[2:]
         batched = [a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape)
                    for a, d in zip(args, dims)]
-        if ranges is not None:
-            raise ValueError("ranges: block-sparse reductions under torch.func.vmap are not supported (batch "
-                             "dimensions and ranges do not mix); call once per batch element")
-        outs = genred(*batched, backend=backend, device_id=device_id)
-        outs = outs if isinstance(outs, tuple) else (outs,)
+        if ranges is None:
+            outs = genred(*batched, backend=backend, device_id=device_id)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+        else:  # block-sparse calls (a batched call's own, under an outer transform): one call per element
+            each = [genred(*[a[k] for a in batched], backend=backend, device_id=device_id, ranges=ranges)
+                    for k in range(info.batch_size)]
+            each = [e if isinstance(e, tuple) else (e,) for e in each]
+            outs = tuple(torch.stack([e[k] for e in each]) for k in range(len(each[0])))
         return outs, (0,) * len(outs)
 
     @staticmethod
