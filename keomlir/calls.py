@@ -1,12 +1,48 @@
-"""What every array front end (NumPy, torch) shares around a call: leading batch
-dimensions, and pykeops's `generic_*` shortcuts."""
+"""What every array front end (NumPy, torch) shares: the Genred constructors, leading
+batch dimensions (one block-sparse call for a whole batch), and pykeops's `generic_*`
+shortcuts."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .compile import check_str
+from .compile import CompiledReduction, check_str
 from .grammar import parse_alias
+from .passes import DEFAULT_PIPELINE
+
+class GenredBase:
+    """What the NumPy and torch `Genred` share: pykeops's constructor, `from_ir` for code
+    that builds IR, and the program; each front end adds its `__call__`."""
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
+                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, passes=DEFAULT_PIPELINE):
+        # dtype, cuda_type, enable_chunks and rec_multVar_highdim are accepted for pykeops
+        # compatibility: the dtype comes from the arguments at call time.
+        if use_double_acc:
+            dtype_acc = "float64"
+        self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
+                                              dtype_acc, sum_scheme, passes))
+
+    @classmethod
+    def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+        """A Genred of IR nodes (see CompiledReduction.from_ir): for code that builds
+        formulas (LazyTensor, KernelSolve, gradients) instead of writing text."""
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
+                                                      dtype_acc, sum_scheme, passes))
+        return self
+
+    def _set_reduction(self, reduction):
+        """Every constructor ends here (a front end may attach more to the reduction)."""
+        self.reduction = reduction
+
+    @property
+    def program(self):
+        """The optimized IR this Genred compiles."""
+        return self.reduction.program
+
 
 def batch_plan(reduction, shapes):
     """Leading batch dimensions of a call, pykeops's convention: i/j variables are

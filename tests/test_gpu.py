@@ -148,7 +148,7 @@ def test_ptxas_assembles_torch_gradients(tmp_path):
     for red, f2 in [("LogSumExp", None), ("LogSumExp", "b"), ("SumSoftMaxWeight", "b")]:
         g = TorchGenred("-SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)"], red, 1, formula2=f2)
         for positions in [(0,), (1, 2)]:
-            genred = g.gradient(positions)[0]
+            genred = g.derivatives.gradient(positions)[0]
             assemble_all(genred.program, tmp_path, f"{red}-{f2}-{positions}")
 
 

@@ -104,7 +104,7 @@ def test_backward_fuses_gradients_sharing_an_index():
     out = g(x, y, b, p)
     grads = torch.autograd.grad(out.sum(), [x, y, b, p])
     # x and p reduce over j, y and b over i: two fused kernels instead of four
-    assert sorted(g._gradients) == [(0, 3), (1, 2)]
+    assert sorted(g.derivatives.cache) == [(0, 3), (1, 2)]
     d2 = ((x[:, None] - y[None]) ** 2).sum(-1)
     dense = torch.autograd.grad((torch.exp(-p * d2) @ b).sum(), [x, y, b, p])
     for a, e in zip(grads, dense):

@@ -113,7 +113,7 @@ def test_transforms_run_keomlir_kernels(data):
     x, y, b, t = data
     g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)"], "Sum", axis=1)
     jvp(lambda x: g(x, y, b), (x,), (t,))
-    (tangent, extras, _), = [v for k, v in g._gradients.items() if k[0] == "jvp"]
+    (tangent, extras, _), = [v for k, v in g.derivatives.cache.items() if k[0] == "jvp"]
     assert extras == [] and "Diff" in tangent.reduction.parsed.text() and "Diff" not in tangent.program.text()
 
 

@@ -6,51 +6,21 @@ import numpy as np
 
 from .. import solve
 from ..arrays import NUMPY
-from ..calls import batch_plan, generic_reductions, stack_batch
-from ..compile import CompiledReduction
+from ..calls import GenredBase, batch_plan, generic_reductions, stack_batch
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
-from ..passes import DEFAULT_PIPELINE
 from ..solve import ConvergenceError  # noqa: F401
 
 __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
            "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
 
 
-class Genred:
+class Genred(GenredBase):
     """A generic reduction `Red_j F(x_i, y_j, p)` (axis=1) or `Red_i ...` (axis=0).
 
     >>> g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"],
     ...            reduction_op="Sum", axis=1)
     >>> out = g(x, y, b)          # (M, 1)
     """
-
-    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
-                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
-                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, passes=DEFAULT_PIPELINE):
-        # dtype, cuda_type, enable_chunks and rec_multVar_highdim are accepted for pykeops
-        # compatibility: the dtype comes from the arguments at call time.
-        if use_double_acc:
-            dtype_acc = "float64"
-        self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                                              dtype_acc, sum_scheme, passes))
-
-    @classmethod
-    def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
-                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
-        """A Genred of IR nodes (see CompiledReduction.from_ir): for code that builds
-        formulas (LazyTensor, KernelSolve, gradients) instead of writing text."""
-        self = cls.__new__(cls)
-        self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
-                                                      dtype_acc, sum_scheme, passes))
-        return self
-
-    def _set_reduction(self, reduction):
-        self.reduction = reduction
-
-    @property
-    def program(self):
-        """The optimized IR this Genred compiles."""
-        return self.reduction.program
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
         arrays = []

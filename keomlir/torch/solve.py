@@ -50,7 +50,7 @@ class KernelSolveFunction(torch.autograd.Function):
         moved = tuple(k for k in range(n) if k != pos and tangents[k] is not None)
         if moved:
             args[pos] = a
-            tangent, extras, _ = core.genred.tangent(moved)  # a Sum: no extra inputs
+            tangent, extras, _ = core.genred.derivatives.tangent(moved)  # a Sum: no extra inputs
             rhs = rhs - tangent(*args, *[tangents[k] for k in moved], backend=backend, ranges=ranges)
         args[pos] = rhs
         return solver(*args, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
@@ -94,7 +94,7 @@ class KernelSolveFunction(torch.autograd.Function):
         if others:  # d/dtheta of <-KinvG, Sum_j formula(theta, a_j)>: the kernel's gradient reductions
             args_a = list(args)
             args_a[pos] = a
-            found = core.genred.pullback(args_a, None, -KinvG, others, backend, ranges)
+            found = core.genred.derivatives.pullback(args_a, None, -KinvG, others, backend, ranges)
             for k in others:
                 grads[k] = found[k]
         g_alpha = None
