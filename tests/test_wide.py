@@ -177,3 +177,16 @@ def test_code_size_independent_of_width():
         return len(str(renderer.render(cpu.schedule(g.reduction.program), "float32")))
 
     assert size(4096) < 1.1 * size(32)
+
+
+@pytest.mark.parametrize("scheme", ["direct_sum", "kahan_scheme", "block_sum"])
+@pytest.mark.parametrize("acc", ["auto", "float64"])
+def test_wide_sum_schemes_and_accumulators(scheme, acc):
+    """Every sum scheme's slot arrays, with float32 data and float32 or float64 accumulators."""
+    rng = np.random.default_rng(9)
+    w = 40
+    x, y, b = _points(rng, M, 3, "float32"), _points(rng, 2000, 3, "float32"), rng.normal(size=(2000, w)).astype("float32")
+    g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", f"b = Vj({w})"], "Sum", axis=1,
+               sum_scheme=scheme, dtype_acc=acc)
+    _, d2 = _sqdist(x, y)
+    assert_close(g(x, y, b), np.exp(-d2) @ b.astype(np.float64), "float32")
