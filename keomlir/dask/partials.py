@@ -91,7 +91,7 @@ class _Merger(renderer._Kernel):
         i0, i1, n_parts, parts, out = self._function(
             MERGE_NAME, [renderer.I64, renderer.I64, renderer.I64, i8p.as_pointer(), i8p])
         b = self.b
-        n_cells = len(self._state_slots(self._fresh_state()))
+        n_cells = self._n_cells(self._fresh_state())
         with renderer.counted_loop(b, i0, i1, "i") as i:
             state = self._load_state(b.load(parts), i)
             with renderer.counted_loop(b, renderer.c64(1), n_parts, "part") as p:

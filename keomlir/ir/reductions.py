@@ -37,6 +37,7 @@ class Reduction:
     compensated = False  # uses the sum scheme
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
     lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
+    wide_state = False  # keeps a wide F (em.is_wide) in array slots, updated by loops over components
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -63,6 +64,7 @@ class Reduction:
 class Sum(Reduction):
     name = "Sum"
     compensated = True
+    wide_state = True
 
     def reference(self, F, G, k):
         return [F.sum(axis=1)]
@@ -70,6 +72,8 @@ class Sum(Reduction):
     def init(self, em, ea, dims, k):
         zero = ea.const(0)
         d = dims[0]
+        if em.is_wide(d):
+            return self._wide_init(em, ea, d)
         return {
             "total": [ea.slot(zero) for _ in range(d)],
             "comp": [ea.slot(zero) for _ in range(d)] if em.scheme != "direct_sum" else None,
@@ -77,32 +81,68 @@ class Sum(Reduction):
         }
 
     def update(self, em, ea, st, f, g, j):
+        if not isinstance(st["total"], list):
+            with em.components(f.dim) as c:
+                self._add(em, ea, st, f.at(c), lambda slot: ea.elem(slot, c))
+            return
         for c, v in enumerate(f):
-            v = em.convert(v, ea)
-            if em.scheme == "direct_sum":
-                ea.store(st["total"][c], ea.add(ea.load(st["total"][c]), v))
-            elif em.scheme == "kahan_scheme":
-                ea.kahan_add(st["total"][c], st["comp"][c], v)
-            else:
-                ea.store(st["block"][c], ea.add(ea.load(st["block"][c]), v))
+            self._add(em, ea, st, v, lambda slot: slot[c])
+
+    def _add(self, em, ea, st, v, at):
+        """One component's term into its slots; at(slot) is that component's pointer."""
+        v = em.convert(v, ea)
+        if em.scheme == "direct_sum":
+            ea.store(at(st["total"]), ea.add(ea.load(at(st["total"])), v))
+        elif em.scheme == "kahan_scheme":
+            ea.kahan_add(at(st["total"]), at(st["comp"]), v)
+        else:
+            ea.store(at(st["block"]), ea.add(ea.load(at(st["block"])), v))
 
     def end_block(self, em, ea, st):
         if st["block"] is None:
             return
-        for c, blk in enumerate(st["block"]):
-            ea.kahan_add(st["total"][c], st["comp"][c], ea.load(blk))
-            ea.store(blk, ea.const(0))
+        if not isinstance(st["block"], list):
+            with ea.components(st["block"].n) as c:
+                self._end_block1(ea, st, lambda slot: ea.elem(slot, c))
+            return
+        for c in range(len(st["block"])):
+            self._end_block1(ea, st, lambda slot: slot[c])
+
+    def _end_block1(self, ea, st, at):
+        blk = at(st["block"])
+        ea.kahan_add(at(st["total"]), at(st["comp"]), ea.load(blk))
+        ea.store(blk, ea.const(0))
 
     def finalize(self, em, ea, st):
+        if not isinstance(st["total"], list):
+            total = st["total"]
+            return [em.wide(total.n, lambda c: ea.convert(ea.load(ea.elem(total, c)), em))]
         return [[ea.convert(ea.load(p), em) for p in st["total"]]]
 
     def merge(self, em, ea, st, other):
-        for c, total in enumerate(st["total"]):
-            if st["comp"] is None:
-                ea.store(total, ea.add(ea.load(total), ea.load(other["total"][c])))
-            else:  # the other sum is total - comp
-                ea.kahan_add(total, st["comp"][c], ea.load(other["total"][c]))
-                ea.kahan_add(total, st["comp"][c], ea.neg(ea.load(other["comp"][c])))
+        if not isinstance(st["total"], list):
+            with ea.components(st["total"].n) as c:
+                self._merge1(ea, st, other, lambda slot: ea.elem(slot, c))
+            return
+        for c in range(len(st["total"])):
+            self._merge1(ea, st, other, lambda slot: slot[c])
+
+    def _merge1(self, ea, st, other, at):
+        total = at(st["total"])
+        if st["comp"] is None:
+            ea.store(total, ea.add(ea.load(total), ea.load(at(other["total"]))))
+        else:  # the other sum is total - comp
+            ea.kahan_add(total, at(st["comp"]), ea.load(at(other["total"])))
+            ea.kahan_add(total, at(st["comp"]), ea.neg(ea.load(at(other["comp"]))))
+
+    def _wide_init(self, em, ea, d):
+        """The same slots as arrays of d components (loops, for a wide F)."""
+        zero = ea.const(0)
+        return {
+            "total": ea.slot_array(d, zero),
+            "comp": ea.slot_array(d, zero) if em.scheme != "direct_sum" else None,
+            "block": ea.slot_array(d, zero) if em.scheme not in ("kahan_scheme", "direct_sum") else None,
+        }
 
 
 # ---- LogSumExp family: running maximum m and sum s of exp(F - m) * G ------------------

@@ -47,7 +47,28 @@ _INTRINSICS = {
 _ORDERED = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 
 
+class Wide:
+    """The components of a wide value (dimension above the emitter's `wide_threshold`),
+    made on demand: `at(c)` emits component c (an i64 value) where the builder stands,
+    inside a loop over components.  Keeping values in this form, rather than one SSA
+    value per component, makes the code size (and compile time) independent of `dim`.
+    `cheap`: a plain load (or its splat), not worth keeping in memory."""
+
+    def __init__(self, dim, at, cheap=False):
+        self.dim, self.at, self.cheap = dim, at, cheap
+
+
+class SlotArray:
+    """A reduction-state slot of `n` components in one stack array (wide states):
+    `ptr` points to [n x type]; save/load/lane copies loop over it."""
+
+    def __init__(self, ptr, n):
+        self.ptr, self.n = ptr, n
+
+
 class Emitter:
+    # wide values (Wide, SlotArray) above this dimension; None: always unrolled (as the GPU)
+    wide_threshold = None
     # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU,
     # scalarized in vector code); pow stays with libm for its float64 accuracy
     IR_MATH = frozenset({"exp", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
@@ -71,6 +92,7 @@ class Emitter:
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
         other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
         other.entry = self.entry
+        other.wide_threshold = self.wide_threshold
         return other
 
     # ---- constants and arithmetic ----------------------------------------------
@@ -212,6 +234,7 @@ class Emitter:
             ftype = ir.VectorType(ftype, self.lanes)
         other = type(self)(self.b, ftype, self.scheme)
         other.entry = self.entry
+        other.wide_threshold = self.wide_threshold
         return other
 
     def convert(self, v, to):
@@ -253,6 +276,29 @@ class Emitter:
 
     def index_const(self, v):
         return self._typed(ir.IntType(64), v)
+
+    # ---- wide values: loops over components ----------------------------------------
+    def is_wide(self, dim):
+        """Is a value or state of `dim` components kept wide (loops), not unrolled."""
+        return self.wide_threshold is not None and dim > self.wide_threshold
+
+    def wide(self, dim, at, cheap=False):
+        return Wide(dim, at, cheap)
+
+    def components(self, n, name="c"):
+        """for c in [0, n): yields c (an i64 value)."""
+        return counted_loop(self.b, ir.Constant(I64, 0), ir.Constant(I64, n), name)
+
+    def slot_array(self, n, init, ty=None):
+        """A wide slot of n components, each set to `init`."""
+        arr = SlotArray(self.array(ty or self.t, n), n)
+        with self.components(n) as c:
+            self.store(self.at(arr.ptr, c), init)
+        return arr
+
+    def elem(self, arr, c):
+        """The pointer to component c (an i64 value) of a SlotArray."""
+        return self.at(arr.ptr, c)
 
     def kahan_add(self, total_ptr, comp_ptr, term):
         """total += term with compensated (Kahan) summation; comp keeps the lost low bits."""

@@ -37,7 +37,10 @@ from llvmlite import ir
 
 from ...ir.program import Tiling
 from .emitter import Emitter, counted_loop
-from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, imin, intervals, map_state, state_slots
+from . import wide
+from .emitter import SlotArray
+from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
+                       n_cells, state_slots)
 
 KERNEL_NAME = "keomlir_kernel"
 PARTIAL_NAME = "keomlir_partial"
@@ -45,6 +48,9 @@ COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
+# nodes and Sum states wider than this are lowered as loops over components (`wide.py`):
+# unrolled, a 512-wide variable took seconds of LLVM time and spilled every register
+WIDE_THRESHOLD = 16
 
 
 class _Kernel(KernelSkeleton):
@@ -61,6 +67,7 @@ class _Kernel(KernelSkeleton):
         """Start a function: builder and emitters for the data type and the accumulators
         (and their SIMD versions)."""
         self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
+        self.em.wide_threshold = self.ea.wide_threshold = WIDE_THRESHOLD
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
@@ -80,6 +87,8 @@ class _Kernel(KernelSkeleton):
 
         def load_var(n, em):
             pos, dim, cat = n.attrs
+            if em.is_wide(dim):
+                return self._wide_var(n, em, row)
             if cat == 1:
                 key = (n.attrs, em.lanes)
                 if key not in self.j_loads:
@@ -89,6 +98,25 @@ class _Kernel(KernelSkeleton):
             return [em.splat(b.load(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
 
         return load_var
+
+    def _wide_var(self, n, em, row):
+        """A wide variable, loaded component by component inside the consumer's loop."""
+        b = self.b
+        pos, dim, cat = n.attrs
+        if cat == 1:
+            j, n_j = self.j, self.n_j
+
+            def at(c):
+                ptr = b.gep(self.base(pos), [b.add(b.mul(c, n_j), j)])
+                if em.lanes is None:
+                    return b.load(ptr)
+                return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
+        else:
+            start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
+
+            def at(c):
+                return em.splat(b.load(b.gep(self.base(pos), [b.add(start, c)])))
+        return em.wide(dim, at, cheap=True)
 
     def _load_j(self, pos, c, em):
         b = self.b
@@ -174,19 +202,20 @@ class _Kernel(KernelSkeleton):
     # `_state_slots`, `_fresh_state`, `_save_state` and `_load_state` are also the state
     # helpers keomlir.dask.partials renders its non-finalizing merge with.
     _state_slots = staticmethod(state_slots)
+    _n_cells = staticmethod(n_cells)
 
     def _cells_of(self, buf, row, n_cells):
         """cell(k, ty) for `save_state`/`load_state`: cell k of `row`, typed as the slot."""
         b = self.b
 
         def cell(k, ty):
-            offset = b.mul(b.add(b.mul(row, c64(n_cells)), c64(k)), c64(8))
+            offset = b.mul(b.add(b.mul(row, c64(n_cells)), cell_index(k)), c64(8))
             return b.bitcast(b.gep(buf, [offset]), ty.as_pointer())
 
         return cell
 
     def _save_state(self, buf, row, state):
-        self.save_state(state, self._cells_of(buf, row, len(state_slots(state))))
+        self.save_state(state, self._cells_of(buf, row, n_cells(state)))
 
     def _fresh_state(self):
         return self.fresh_state()
@@ -194,7 +223,7 @@ class _Kernel(KernelSkeleton):
     def _load_state(self, buf, row):
         """A fresh scalar state holding row `row` of a part buffer."""
         state = self.fresh_state()
-        self.load_state(state, self._cells_of(buf, row, len(state_slots(state))))
+        self.load_state(state, self._cells_of(buf, row, n_cells(state)))
         return state
 
     def _combine(self):
@@ -203,8 +232,8 @@ class _Kernel(KernelSkeleton):
             COMBINE_NAME, [I64, I64, I64, I64, ir.IntType(8).as_pointer(), ir.IntType(8).as_pointer().as_pointer()])
         b = self.b
         out_rows = self._out_rows(outs)
-        self.n_cells = n_cells = len(state_slots(self.fresh_state()))
-        part_bytes = b.mul(n_rows, c64(8 * n_cells))
+        self.n_cells = cells = n_cells(self.fresh_state())
+        part_bytes = b.mul(n_rows, c64(8 * cells))
         with counted_loop(b, i0, i1, "i") as i:
             state = self._load_state(parts, i)
             with counted_loop(b, c64(1), n_parts, "part") as p:
@@ -224,7 +253,8 @@ class _Kernel(KernelSkeleton):
         if em.lanes is None:
             v.memo.update(self.param_memo)
         else:
-            v.memo.update({k: [em.splat(x) for x in vals] for k, vals in self.param_memo.items()})
+            v.memo.update({k: wide.splat(em, vals) if isinstance(vals, wide.Wide) else [em.splat(x) for x in vals]
+                           for k, vals in self.param_memo.items()})
         return v
 
     def update(self, rows, em, ea, states, j):
@@ -316,6 +346,12 @@ class _Kernel(KernelSkeleton):
         b = self.b
 
         def one(ptr):
+            if isinstance(ptr, SlotArray):  # a wide slot: its lane, component by component
+                em = self.em
+                scalar = SlotArray(em.array(ptr.ptr.type.pointee.element.element, ptr.n), ptr.n)
+                with em.components(ptr.n) as c:
+                    em.store(em.elem(scalar, c), b.extract_element(em.load(em.elem(ptr, c)), lane))
+                return scalar
             value = b.extract_element(b.load(ptr), lane)
             with b.goto_block(self.em.entry):
                 b.position_at_start(self.em.entry)

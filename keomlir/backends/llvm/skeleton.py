@@ -18,7 +18,8 @@ import math
 from llvmlite import ir
 
 from ...ir.node import I, J
-from .emitter import counted_loop
+from . import wide
+from .emitter import SlotArray, Wide, counted_loop
 
 I64 = ir.IntType(64)
 FLOAT_TYPES = {"float32": ir.FloatType(), "float64": ir.DoubleType()}
@@ -45,10 +46,19 @@ def map_state(state, fn):
 
 
 def state_slots(state):
-    """The slot pointers of a reduction state, in the fixed order of its cells."""
+    """The slots of a reduction state (pointers, or wide `SlotArray`s), in the fixed order of their cells."""
     slots = []
     map_state(state, slots.append)
     return slots
+
+
+def n_cells(state):
+    """The 8-byte cells a state takes in a buffer (a SlotArray takes one per component)."""
+    return sum(s.n if isinstance(s, SlotArray) else 1 for s in state_slots(state))
+
+
+def cell_index(k):
+    return c64(k) if isinstance(k, int) else k
 
 
 class Values:
@@ -69,9 +79,13 @@ class Values:
             if n.name == "Var":
                 vals = self.load_var(n, self.em)
             else:
-                vals = n.op.lower(self.em, [self.memo[id(a)] for a in n.args], n.attrs)
-                if len(vals) != n.dim:  # a lowering bug, caught at compile time
-                    raise AssertionError(f"{n.name} lowered to {len(vals)} values, expected {n.dim}")
+                args = [self.memo[id(a)] for a in n.args]
+                vals = wide.lower(self.em, n, args)  # loops over components, for wide nodes
+                if vals is None:
+                    vals = n.op.lower(self.em, [wide.as_list(self.em, a) for a in args], n.attrs)
+                got = vals.dim if isinstance(vals, Wide) else len(vals)
+                if got != n.dim:  # a lowering bug, caught at compile time
+                    raise AssertionError(f"{n.name} lowered to {got} values, expected {n.dim}")
             self.memo[id(n)] = vals
         return self.memo[id(node)]
 
@@ -127,7 +141,9 @@ class KernelSkeleton:
         for r in self.roots:
             for n in r.walk():
                 if keep(n.cat):
-                    values.get(n)
+                    v = values.get(n)
+                    if isinstance(v, Wide) and not v.cheap:  # computed once here, not in every inner loop
+                        values.memo[id(n)] = wide.materialize(values.em, v)
 
     def emit_row_scope(self, values):
         """The nodes that do not depend on j: once per row, before the j loop."""
@@ -136,11 +152,19 @@ class KernelSkeleton:
     def update(self, rows, em, ea, states, j):
         """Fold F_j (and G_j) of every row (its `Values`) into its state; forget the j nodes."""
         for values, st in zip(rows, states):
-            f = values.get(self.program.formula)
+            f = self._red_input(em, values.get(self.program.formula))
             g = values.get(self.program.formula2) if self.program.formula2 is not None else None
+            g = None if g is None else wide.as_list(em, g)
             self.red.update(em, ea, st, f, g, j)
         for values in rows:
             values.forget(self.j_nodes)
+
+    def _red_input(self, em, f):
+        """F as the reduction takes it: wide (a Wide) for a reduction keeping a wide
+        state (`wide_state`), else a list of components."""
+        if getattr(self.red, "wide_state", False) and em.is_wide(self.dims[0]):
+            return wide.as_wide(em, f)
+        return wide.as_list(em, f)
 
     # ---- states and outputs --------------------------------------------------------------
     def fresh_state(self, em=None, ea=None):
@@ -156,17 +180,32 @@ class KernelSkeleton:
 
     def save_state(self, state, cell):
         """Every slot of `state` to its cell: cell(k, slot type) -> pointer to cell k."""
-        b = self.b
-        for k, slot in enumerate(state_slots(state)):
+        b, k = self.b, 0
+        for slot in state_slots(state):
+            if isinstance(slot, SlotArray):
+                with self.em.components(slot.n) as c:
+                    ptr = self.em.elem(slot, c)
+                    b.store(self.to_cell(b.load(ptr)), cell(b.add(c64(k), c), ptr.type.pointee))
+                k += slot.n
+                continue
             v = self.to_cell(b.load(slot))
             b.store(v, cell(k, slot.type.pointee))
+            k += 1
 
     def load_state(self, state, cell):
         """The slots of `state` from their cells (as `save_state` wrote them)."""
-        b = self.b
-        for k, slot in enumerate(state_slots(state)):
+        b, k = self.b, 0
+        for slot in state_slots(state):
+            if isinstance(slot, SlotArray):
+                with self.em.components(slot.n) as c:
+                    ptr = self.em.elem(slot, c)
+                    ty = ptr.type.pointee
+                    b.store(self.from_cell(b.load(cell(b.add(c64(k), c), ty)), ty), ptr)
+                k += slot.n
+                continue
             ty = slot.type.pointee
             b.store(self.from_cell(b.load(cell(k, ty)), ty), slot)
+            k += 1
 
     def output_value(self, v, kind):
         """A finalized value as stored in an output of `kind` ('float' or 'index')."""
@@ -178,6 +217,10 @@ class KernelSkeleton:
         finalized = self.red.finalize(self.em, self.ea, state)
         for (shape, kind), ptr, vals in zip(self.outputs, ptrs, finalized):
             start = b.mul(row, c64(math.prod(shape)))
+            if isinstance(vals, Wide):
+                with self.em.components(vals.dim) as c:
+                    b.store(self.output_value(vals.at(c), kind), b.gep(ptr, [b.add(start, c)]))
+                continue
             for c, v in enumerate(vals):
                 v = self.output_value(v, kind)
                 b.store(v, b.gep(ptr, [b.add(start, c64(c))]))
