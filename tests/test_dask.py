@@ -58,11 +58,14 @@ def dense(reduction_op, axis, x, y, b, k):
 
     if reduction_op == "Sum":  # F = Exp(-D) * b
         return [weighted(np.exp(-d))]
-    if reduction_op in ("LogSumExp", "SumSoftMaxWeight"):  # F = -D (G = b)
+    if reduction_op in ("LogSumExp", "WeightedLogSumExp", "SumSoftMaxWeight"):  # F = -D (G = b or Exp(b))
         m = (-d).max(1, keepdims=True)
         e = np.exp(-d - m)
         if reduction_op == "LogSumExp":
             return [m + np.log(e.sum(1, keepdims=True))]
+        if reduction_op == "WeightedLogSumExp":
+            b = np.exp(b)
+            return [m + np.log(weighted(e))]
         return [weighted(e) / e.sum(1, keepdims=True)]
     order = np.argsort(d if reduction_op.startswith(("Min", "ArgMin", "KMin", "ArgKMin")) else -d,
                        axis=1, kind="stable")  # ties: the lower index first
@@ -72,9 +75,10 @@ def dense(reduction_op, axis, x, y, b, k):
             "Max_ArgMax": [vals, top], "KMin": [vals], "ArgKMin": [top], "KMin_ArgKMin": [vals, top]}[reduction_op]
 
 
-CASES = {  # reduction_op: (formula, formula2, K)
+CASES = {  # reduction_op (or WeightedLogSumExp: LogSumExp with formula2): (formula, formula2, K)
     "Sum": ("Exp(-SqDist(x,y)) * b", None, None),
     "LogSumExp": ("-SqDist(x,y)", None, None),
+    "WeightedLogSumExp": ("-SqDist(x,y)", "Exp(b)", None),
     "SumSoftMaxWeight": ("-SqDist(x,y)", "b", None),
     "Min": ("SqDist(x,y)", None, None),
     "Max": ("SqDist(x,y)", None, None),
@@ -96,15 +100,16 @@ def as_list(r):
 @pytest.mark.parametrize("reduction_op", list(CASES))
 def test_every_reduction_both_axes(client, data, reduction_op, axis):
     formula, formula2, k = CASES[reduction_op]
+    op = "LogSumExp" if reduction_op == "WeightedLogSumExp" else reduction_op
     x, y, b = data
     xd, yd = da.from_array(x, chunks=(CHUNKS_I, 2)), da.from_array(y, chunks=(CHUNKS_J, 2))
     bd = da.from_array(b, chunks=(CHUNKS_J[::-1], 3))  # chunked unlike y: rechunked to y's rows
-    g = kd.Genred(formula, ALIASES, reduction_op, axis, opt_arg=k, formula2=formula2)
+    g = kd.Genred(formula, ALIASES, op, axis, opt_arg=k, formula2=formula2)
     lazy = as_list(g(xd, yd, bd, split_every=2))
     out_rows = CHUNKS_I if axis == 1 else CHUNKS_J
     assert all(r.chunks[0] == out_rows for r in lazy)  # chunked like the output index's rows
     got = client.compute(lazy, sync=True)
-    one_machine = as_list(kn.Genred(formula, ALIASES, reduction_op, axis, opt_arg=k, formula2=formula2)(x, y, b))
+    one_machine = as_list(kn.Genred(formula, ALIASES, op, axis, opt_arg=k, formula2=formula2)(x, y, b))
     oracle = dense(reduction_op, axis, x, y, b, k)
     assert len(got) == len(one_machine) == len(oracle)
     for a, o, ref in zip(got, one_machine, oracle):
