@@ -2,15 +2,16 @@
 j-block), their ordered merge, and the final step that turns states into outputs.
 
 This is the only module of keomlir.dask that touches the engine: `Genred(...)
-.reduction` (program, kernel_arguments, acc_dtype, sum_scheme, output_shapes),
-the CPU kernel's split_j variant (`partial`, `combine`, `state_cells`) and, for
-the merge of two states without finalizing them (which the engine does not
-export yet), a small function rendered with the CPU renderer's own state
-helpers and reduction `merge` (see `_merge_function`).
+.reduction` (program, kernel_arguments, acc_dtype, sum_scheme, output_shapes,
+and formula, formula2, names, passes to write the Spec), `to_formula`, the CPU
+kernel's split_j variant (`partial`, `combine`, `state_cells`) and, for the merge
+of two states without finalizing them (which the engine does not export yet), a
+small function rendered with the CPU renderer's own state helpers and reduction
+`merge` (see `_Merger`).
 
 States are NumPy uint64 arrays of shape (rows, cells): one row's raw 8-byte
-cells, exactly as `partial` writes them.  Only a `Spec` (the formula and its
-options) travels in tasks: each process builds and compiles its kernels once.
+cells, exactly as `partial` writes them.  Only a `Spec` (the formula as text and
+its options) travels in tasks: each process builds and compiles its kernels once.
 """
 
 from __future__ import annotations
