@@ -24,11 +24,10 @@ config = sys.modules[__name__]
 
 
 def __getattr__(name):
-    """Settings computed on first read (the driver is only probed when asked about)."""
+    """Settings read from the driver each time until set (`use_cuda = False` is stored as a
+    module attribute and wins; deleting it goes back to the driver's answer)."""
     if name in ("use_cuda", "gpu_available"):
-        value = cuda.available()
-        globals()[name] = value
-        return value
+        return cuda.available()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

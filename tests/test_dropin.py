@@ -69,12 +69,17 @@ def test_config_use_cuda_keeps_auto_on_the_cpu(monkeypatch, rng):
     calls = []
     monkeypatch.setattr(cuda, "wants_gpu", lambda n_i, n_j: True)
     monkeypatch.setattr(cuda, "run_numpy", lambda launch, arrays, device_id: calls.append(launch) or [None])
+    monkeypatch.setattr(cuda, "available", lambda: True)
     g = Genred("Exp(-SqDist(x,y))", ALIASES, "Sum", axis=1)
-    monkeypatch.setattr(config, "use_cuda", True, raising=False)
+    assert "use_cuda" not in vars(config) and config.use_cuda  # unset: the driver's answer
     assert g(x, y) is None and len(calls) == 1  # 'auto' went to the (fake) GPU
-    monkeypatch.setattr(config, "use_cuda", False)
-    assert_close(g(x, y), np.exp(-_dense_sqdist(x, y)).sum(1, keepdims=True), "float64")
-    assert len(calls) == 1
+    config.use_cuda = False
+    try:
+        assert_close(g(x, y), np.exp(-_dense_sqdist(x, y)).sum(1, keepdims=True), "float64")
+        assert len(calls) == 1
+    finally:
+        del config.use_cuda
+    assert config.use_cuda
 
 
 def test_config_build_folder(tmp_path, monkeypatch):
