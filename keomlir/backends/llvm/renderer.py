@@ -35,9 +35,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ...ir.program import Tiling
+from ...ir.program import WIDE_THRESHOLD, Tiling
 from .emitter import Emitter, counted_loop
-from . import wide
+from ...passes.tiling import wide_contractions
+from . import microkernel, wide
 from .emitter import SlotArray
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
                        n_cells, state_slots)
@@ -48,9 +49,6 @@ COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
-# nodes and Sum states wider than this are lowered as loops over components (`wide.py`):
-# unrolled, a 512-wide variable took seconds of LLVM time and spilled every register
-WIDE_THRESHOLD = 16
 
 
 class _Kernel(KernelSkeleton):
@@ -61,6 +59,7 @@ class _Kernel(KernelSkeleton):
         tiling = program.tiling or Tiling()
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
         self.rows, self.block = tiling.rows, tiling.block
+        self.contractions = wide_contractions(program) if tiling.contractions else []
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
 
     def _function(self, name, arg_types):
@@ -92,7 +91,7 @@ class _Kernel(KernelSkeleton):
             if cat == 1:
                 key = (n.attrs, em.lanes)
                 if key not in self.j_loads:
-                    self.j_loads[key] = [self._load_j(pos, c, em) for c in range(dim)]
+                    self.j_loads[key] = [self._load_j(pos, c64(c), em) for c in range(dim)]
                 return self.j_loads[key]
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
             return [em.splat(b.load(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
@@ -104,13 +103,8 @@ class _Kernel(KernelSkeleton):
         b = self.b
         pos, dim, cat = n.attrs
         if cat == 1:
-            j, n_j = self.j, self.n_j
-
             def at(c):
-                ptr = b.gep(self.base(pos), [b.add(b.mul(c, n_j), j)])
-                if em.lanes is None:
-                    return b.load(ptr)
-                return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
+                return self._load_j(pos, c, em)
         else:
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
 
@@ -119,8 +113,9 @@ class _Kernel(KernelSkeleton):
         return em.wide(dim, at, cheap=True)
 
     def _load_j(self, pos, c, em):
+        """Component c (an i64 value) of j variable `pos` at the current j (a vector of them)."""
         b = self.b
-        ptr = b.gep(self.base(pos), [b.add(b.mul(c64(c), self.n_j), self.j)])
+        ptr = b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)])
         if em.lanes is None:
             return b.load(ptr)
         return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
@@ -258,13 +253,31 @@ class _Kernel(KernelSkeleton):
         return v
 
     def update(self, rows, em, ea, states, j):
+        if em.lanes is not None:
+            for node in self.contractions:
+                self._contract(node, rows, em)
         super().update(rows, em, ea, states, j)
         self.j_loads.clear()
+
+    def _contract(self, node, rows, em):
+        """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
+        its values given to each row's `Values`."""
+        b = self.b
+        x, y = sorted(node.args, key=lambda a: a.attrs[2])  # the i variable, the j variable
+        starts = [b.mul(i, c64(x.dim)) for i in self.row_ids]
+
+        def x_at(r, c):
+            return em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(starts[r], c)])))
+
+        vals = microkernel.contract(em, node, x_at, lambda c: self._load_j(y.attrs[0], c, em), len(rows))
+        for values, v in zip(rows, vals):
+            values.memo[id(node)] = [v]
 
     def rows_body(self, row_ids, j_span, emit_result):
         """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or a
         function returning the `intervals` of a block-sparse block."""
         red, k = self.red, self.program.opt_arg
+        self.row_ids = row_ids
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
             self.emit_row_scope(v)
