@@ -21,9 +21,10 @@ from .emitter import I64, counted_loop
 REGISTERS = 16  # accumulators of a tile (of the 32 vector registers of AVX-512)
 
 
-def contract(em, node, x_at, y_at, n_rows):
+def contract(em, node, x_at, y_at, n_rows, prefetch=None):
     """One value per row: `node` (SqDist or Scalprod) of x_at(r, c), the splatted
-    x[r, c], and y_at(c), the vector of y[c] over the lanes' j (c an i64 value)."""
+    x[r, c], and y_at(c), the vector of y[c] over the lanes' j (c an i64 value);
+    prefetch(c), if given, is emitted once per component."""
     b = em.b
     unroll = max(1, min(wide.UNROLL, REGISTERS // n_rows))
     dim, square = node.args[0].dim, node.name == "SqDist"
@@ -33,6 +34,8 @@ def contract(em, node, x_at, y_at, n_rows):
 
     def step(c, u):
         y = y_at(c)
+        if prefetch is not None:
+            prefetch(c)
         for r in range(n_rows):
             x = x_at(r, c)
             acc = accs[r][u]

@@ -49,6 +49,9 @@ COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
+# cache blocking of wide contractions (`_blocked_tiles`): j data per block, rows per chunk
+L2_BLOCK_BYTES = 256 * 1024
+CHUNK_ROWS, CHUNK_BYTES = 256, 64 * 1024
 
 
 class _Kernel(KernelSkeleton):
@@ -120,6 +123,15 @@ class _Kernel(KernelSkeleton):
             return b.load(ptr)
         return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
 
+    def _prefetch(self):
+        """llvm.prefetch(address, read, keep in every cache level, data): a hint, never a fault."""
+        fn = self.module.globals.get("llvm.prefetch.p0")
+        if fn is None:
+            i32 = ir.IntType(32)
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+                             "llvm.prefetch.p0")
+        return fn
+
     def _out_rows(self, outs_ptr):
         """The typed pointers of the outputs, from the i8** argument."""
         rows = []
@@ -140,13 +152,13 @@ class _Kernel(KernelSkeleton):
                 KERNEL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p.as_pointer()])
             out_rows = self._out_rows(outs)
             self._hoist_params()
-            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self.write_outputs(out_rows, row, st))
+            self._tiles(i0, i1, j0, j1, lambda row, st: self.write_outputs(out_rows, row, st))
             self.b.ret_void()
         elif variant == "split_j":  # the same over a part of j, states written (not finalized) to part[row]
             i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
                 PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
             self._hoist_params()
-            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self._save_state(part, row, st))
+            self._tiles(i0, i1, j0, j1, lambda row, st: self._save_state(part, row, st))
             self.b.ret_void()
             self._combine()
             self._cells()
@@ -162,17 +174,61 @@ class _Kernel(KernelSkeleton):
         self.emit_nodes(params, lambda cat: cat == 0)
         self.param_memo = params.memo
 
-    def _row_tiles(self, i0, i1, j_span, emit_result):
-        """Rows [i0, i1) in full tiles of `rows`, then one by one, each reduced over j_span."""
+    def _row_tiles(self, i0, i1, j_span, emit_result, start_state=None):
+        """Rows [i0, i1) in full tiles of `rows`, then one by one, each reduced over j_span
+        (from start_state(row) rather than a fresh state, if given: see `rows_body`)."""
         b, rows = self.b, self.rows
         start = i0
         if rows > 1:
             tiled_end = b.sub(i1, b.srem(b.sub(i1, i0), c64(rows)))
             with counted_loop(b, i0, tiled_end, "i", rows) as i:
-                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j_span, emit_result)
+                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j_span, emit_result, start_state)
             start = tiled_end
         with counted_loop(b, start, i1, "i1") as i:
-            self.rows_body([i], j_span, emit_result)
+            self.rows_body([i], j_span, emit_result, start_state)
+
+    def _tiles(self, i0, i1, j0, j1, emit_result):
+        """Rows [i0, i1) reduced over [j0, j1): as `_row_tiles`, or cache-blocked when the
+        program has wide contractions (`_blocked_tiles`)."""
+        if self.contractions:
+            self._blocked_tiles(i0, i1, j0, j1, emit_result)
+        else:
+            self._row_tiles(i0, i1, (j0, j1), emit_result)
+
+    def _blocked_tiles(self, i0, i1, j0, j1, emit_result):
+        """Chunks of rows, each reduced over j in blocks whose wide j data (about
+        `L2_BLOCK_BYTES`) stays in cache while every tile of the chunk reads it: streamed
+        from memory once per tile, the j data of a wide contraction is what the kernel
+        waits for.  The chunk's states wait in a stack buffer between blocks, each block's
+        states merged into them in order of j (`Reduction.merge`, as `combine` does)."""
+        b = self.b
+        cells = n_cells(self.fresh_state())
+        chunk = self.rows * max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * cells)) // self.rows)
+        j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
+        jblock = max(64, L2_BLOCK_BYTES // j_bytes // 64 * 64)
+        with b.goto_block(self.em.entry):
+            b.position_at_start(self.em.entry)
+            buf = b.bitcast(b.alloca(ir.ArrayType(ir.IntType(8), chunk * cells * 8)), ir.IntType(8).as_pointer())
+        with counted_loop(b, i0, i1, "ic", chunk) as ic:
+            ie = imin(b, b.add(ic, c64(chunk)), i1)
+            with counted_loop(b, ic, ie, "ir") as row:
+                self._save_state(buf, b.sub(row, ic), self.fresh_state())
+
+            def merge_into_chunk(row, st):
+                local = b.sub(row, ic)
+                if resume is None:
+                    kept = self._load_state(buf, local)
+                    self.red.merge(self.em, self.ea, kept, st)
+                    st = kept
+                self._save_state(buf, local, st)
+
+            # a K-min resumes from its list: restarted in every block, it would insert anew each time
+            resume = ((lambda row: self._load_state(buf, b.sub(row, ic)))
+                      if self.red.lanes_share_state and self.lanes else None)
+            with counted_loop(b, j0, j1, "jc", jblock) as jc:
+                self._row_tiles(ic, ie, (jc, imin(b, b.add(jc, c64(jblock)), j1)), merge_into_chunk, resume)
+            with counted_loop(b, ic, ie, "ie") as row:
+                emit_result(row, self._load_state(buf, b.sub(row, ic)))
 
     def _ranges(self, ptr_t, i8p):
         """ranges(k0, k1, ranges_i, slices_i, redranges_j, n_j, args, outs): blocks [k0, k1)."""
@@ -269,13 +325,19 @@ class _Kernel(KernelSkeleton):
         def x_at(r, c):
             return em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(starts[r], c)])))
 
-        vals = microkernel.contract(em, node, x_at, lambda c: self._load_j(y.attrs[0], c, em), len(rows))
+        def prefetch(c):  # the j data of the vector after next: D strided streams defeat the hardware's prefetcher
+            ahead = b.add(b.add(b.mul(c, self.n_j), self.j), c64(2 * self.lanes))
+            addr = b.bitcast(b.gep(self.base(y.attrs[0]), [ahead]), ir.IntType(8).as_pointer())
+            b.call(self._prefetch(), [addr, *(ir.Constant(ir.IntType(32), v) for v in (0, 3, 1))])
+
+        vals = microkernel.contract(em, node, x_at, lambda c: self._load_j(y.attrs[0], c, em), len(rows), prefetch)
         for values, v in zip(rows, vals):
             values.memo[id(node)] = [v]
 
-    def rows_body(self, row_ids, j_span, emit_result):
+    def rows_body(self, row_ids, j_span, emit_result, start_state=None):
         """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or a
-        function returning the `intervals` of a block-sparse block."""
+        function returning the `intervals` of a block-sparse block.  start_state(row):
+        the state to resume from, for a reduction whose lanes share one state (SIMD)."""
         red, k = self.red, self.program.opt_arg
         self.row_ids = row_ids
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
@@ -286,7 +348,8 @@ class _Kernel(KernelSkeleton):
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             for v in vec_rows:
                 self.emit_row_scope(v)
-            vec_states = [red.init(self.em_v, self.ea_v, self.dims, k) for _ in row_ids]
+            vec_states = [start_state(i) if start_state else red.init(self.em_v, self.ea_v, self.dims, k)
+                          for i in row_ids]
         if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
             j0, j1 = j_span
             vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
