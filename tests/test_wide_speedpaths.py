@@ -15,7 +15,7 @@ from conftest import assert_close
 
 AXES = pytest.mark.parametrize("axis", [0, 1])
 DTYPES = pytest.mark.parametrize("dtype", ["float32", "float64"])
-# 2 chunks of rows and a tail tile; several j blocks (D = 200: 320 or 160 j per block) and a lane tail
+# 2 chunks of rows and a tail tile; several j blocks (D = 200: 320 or 128 j per block) and a lane tail
 M, N, D = renderer.CHUNK_ROWS + 3 * CONTRACT_ROWS + 5, 1013, 200
 
 
@@ -39,9 +39,10 @@ def test_tiling_records_the_micro_kernel():
     g = Genred("Exp(-SqDist(x,y)) * b", [f"x=Vi({D})", f"y=Vj({D})", "b=Vj(4)"], "Sum", axis=1)
     tiling = cpu.schedule(g.reduction.program).tiling
     assert tiling.contractions == 1 and tiling.rows == CONTRACT_ROWS
-    assert "register-blocked" in tiling.text()
+    assert tiling.cache_bytes and "register-blocked" in tiling.text() and "cache blocks" in tiling.text()
     small = Genred("Exp(-SqDist(x,y)) * b", ["x=Vi(16)", "y=Vj(16)", "b=Vj(4)"], "Sum", axis=1)
-    assert cpu.schedule(small.reduction.program).tiling.contractions == 0
+    small_tiling = cpu.schedule(small.reduction.program).tiling
+    assert (small_tiling.contractions, small_tiling.cache_bytes) == (0, 0)
 
 
 @AXES

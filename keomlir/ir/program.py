@@ -28,6 +28,7 @@ class Tiling:
     rows: int = 1  # i rows sharing each load of j data (register tiling)
     block: int = 512  # j per block: the unit of compensated summation
     contractions: int = 0  # wide contractions of an i and a j variable run as one micro-kernel per tile of rows
+    cache_bytes: int = 0  # j data per cache block, read by every tile of a chunk of rows (0: no cache blocking)
 
     def lanes(self, scalar_bits):
         return self.vector_bits // scalar_bits if self.vector_bits else None
@@ -37,6 +38,8 @@ class Tiling:
         text = f"tiling: {simd}, {self.rows} row(s) of i per load of j, blocks of {self.block} j"
         if self.contractions:
             text += f", {self.contractions} contraction(s) over components register-blocked across the rows"
+        if self.cache_bytes:
+            text += f", j in cache blocks of {self.cache_bytes // 1024} KiB of j data"
         return text
 
 

@@ -7,7 +7,8 @@ of j data as the reduction's state can keep in registers.  Contractions over the
 components of a wide i variable and a wide j variable (`SqDist(x,y)`, `(x|y)`)
 are load-bound when each row runs its own loop over components; the renderer
 runs them as one register-blocked loop for the whole tile (`CONTRACT_ROWS`
-rows: each j vector loaded once per component for all of them).
+rows: each j vector loaded once per component for all of them), and reduces j
+in blocks that stay in cache while every tile of a chunk of rows reads them.
 
 This is the one target-aware pass: it is not in the generic pipeline (which
 `Reduction` runs once, for every backend) but run by a backend, or by
@@ -24,6 +25,9 @@ from .manager import Pass, register_pass
 
 CONTRACTIONS = ("SqDist", "Scalprod")
 CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight, 1 j load per 8 FMA
+# j data per cache block with a contraction: a quarter of a 1 MiB L2, the rows' data and states beside it
+# (streamed from L3 once per tile instead, the j data of a wide contraction is what the kernel waits for)
+CACHE_BYTES = 256 * 1024
 
 
 def wide_contractions(program):
@@ -59,5 +63,6 @@ class TilingPass(Pass):
             return dataclasses.replace(program, tiling=None)
         n = len(wide_contractions(program))
         rows = max(program.red.tile_rows, CONTRACT_ROWS) if n else program.red.tile_rows
-        tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n)
+        tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
+                        cache_bytes=CACHE_BYTES if n else 0)
         return dataclasses.replace(program, tiling=tiling)

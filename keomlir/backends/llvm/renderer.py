@@ -49,8 +49,7 @@ COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
-# cache blocking of wide contractions (`_blocked_tiles`): j data per block, rows per chunk
-L2_BLOCK_BYTES = 256 * 1024
+# cache blocking (`_blocked_tiles`): at most CHUNK_ROWS rows per chunk, their states in CHUNK_BYTES of stack
 CHUNK_ROWS, CHUNK_BYTES = 256, 64 * 1024
 
 
@@ -61,7 +60,7 @@ class _Kernel(KernelSkeleton):
         super().__init__(program, FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme, "keomlir")
         tiling = program.tiling or Tiling()
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
-        self.rows, self.block = tiling.rows, tiling.block
+        self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
         self.contractions = wide_contractions(program) if tiling.contractions else []
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
 
@@ -188,16 +187,16 @@ class _Kernel(KernelSkeleton):
             self.rows_body([i], j_span, emit_result, start_state)
 
     def _tiles(self, i0, i1, j0, j1, emit_result):
-        """Rows [i0, i1) reduced over [j0, j1): as `_row_tiles`, or cache-blocked when the
-        program has wide contractions (`_blocked_tiles`)."""
-        if self.contractions:
+        """Rows [i0, i1) reduced over [j0, j1): as `_row_tiles`, or cache-blocked as the
+        tiling says (`_blocked_tiles`)."""
+        if self.cache_bytes:
             self._blocked_tiles(i0, i1, j0, j1, emit_result)
         else:
             self._row_tiles(i0, i1, (j0, j1), emit_result)
 
     def _blocked_tiles(self, i0, i1, j0, j1, emit_result):
-        """Chunks of rows, each reduced over j in blocks whose wide j data (about
-        `L2_BLOCK_BYTES`) stays in cache while every tile of the chunk reads it: streamed
+        """Chunks of rows, each reduced over j in blocks whose j data (about the tiling's
+        `cache_bytes`) stays in cache while every tile of the chunk reads it: streamed
         from memory once per tile, the j data of a wide contraction is what the kernel
         waits for.  The chunk's states wait in a stack buffer between blocks, each block's
         states merged into them in order of j (`Reduction.merge`, as `combine` does)."""
@@ -205,7 +204,7 @@ class _Kernel(KernelSkeleton):
         cells = n_cells(self.fresh_state())
         chunk = self.rows * max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * cells)) // self.rows)
         j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
-        jblock = max(64, L2_BLOCK_BYTES // j_bytes // 64 * 64)
+        jblock = max(64, self.cache_bytes // j_bytes // 64 * 64)
         with b.goto_block(self.em.entry):
             b.position_at_start(self.em.entry)
             buf = b.bitcast(b.alloca(ir.ArrayType(ir.IntType(8), chunk * cells * 8)), ir.IntType(8).as_pointer())
