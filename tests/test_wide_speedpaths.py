@@ -15,8 +15,8 @@ from conftest import assert_close
 
 AXES = pytest.mark.parametrize("axis", [0, 1])
 DTYPES = pytest.mark.parametrize("dtype", ["float32", "float64"])
-# 2 chunks of rows and a tail tile; several j blocks (D = 200: 320 or 128 j per block) and a lane tail
-M, N, D = renderer.CHUNK_ROWS + 3 * CONTRACT_ROWS + 5, 1013, 200
+# 2 chunks of rows and a tail tile; several j blocks (D = 200: 640 or 320 j per block) and a lane tail
+M, N, D = renderer.CHUNK_ROWS + 3 * CONTRACT_ROWS + 5, 1413, 200
 
 
 def _genred(formula, aliases, reduction, axis, **kw):
@@ -40,6 +40,8 @@ def test_tiling_records_the_micro_kernel():
     tiling = cpu.schedule(g.reduction.program).tiling
     assert tiling.contractions == 1 and tiling.rows == CONTRACT_ROWS
     assert tiling.cache_bytes and "register-blocked" in tiling.text() and "cache blocks" in tiling.text()
+    knn = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
+    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # K-min: 4 rows (compile time)
     small = Genred("Exp(-SqDist(x,y)) * b", ["x=Vi(16)", "y=Vj(16)", "b=Vj(4)"], "Sum", axis=1)
     small_tiling = cpu.schedule(small.reduction.program).tiling
     assert (small_tiling.contractions, small_tiling.cache_bytes) == (0, 0)
