@@ -14,6 +14,12 @@ from .ops import make
 from .reductions import get as get_reduction
 
 
+# nodes and Sum states wider than this are lowered as loops over components on the CPU
+# (backends/llvm/wide.py): unrolled, a 512-wide variable took seconds of LLVM time and
+# spilled every register; the tiling pass blocks contractions of such variables
+WIDE_THRESHOLD = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class Tiling:
     """How the loop nest is tiled (set by the tiling pass, read by code generators)."""
@@ -21,13 +27,20 @@ class Tiling:
     vector_bits: int | None = None  # SIMD register width across j; None: scalar code
     rows: int = 1  # i rows sharing each load of j data (register tiling)
     block: int = 512  # j per block: the unit of compensated summation
+    contractions: int = 0  # wide contractions of an i and a j variable run as one micro-kernel per tile of rows
+    cache_bytes: int = 0  # j data per cache block, read by every tile of a chunk of rows (0: no cache blocking)
 
     def lanes(self, scalar_bits):
         return self.vector_bits // scalar_bits if self.vector_bits else None
 
     def text(self):
         simd = f"SIMD {self.vector_bits}-bit across j" if self.vector_bits else "scalar j"
-        return f"tiling: {simd}, {self.rows} row(s) of i per load of j, blocks of {self.block} j"
+        text = f"tiling: {simd}, {self.rows} row(s) of i per load of j, blocks of {self.block} j"
+        if self.contractions:
+            text += f", {self.contractions} contraction(s) over components register-blocked across the rows"
+        if self.cache_bytes:
+            text += f", j in cache blocks of {self.cache_bytes // 1024} KiB of j data"
+        return text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ...ir.program import Tiling
+from ...ir.program import WIDE_THRESHOLD, Tiling
 from .emitter import Emitter, counted_loop
-from . import wide
+from ...passes.tiling import wide_contractions
+from . import microkernel, wide
 from .emitter import SlotArray
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
                        n_cells, state_slots)
@@ -48,9 +49,8 @@ COMBINE_NAME = "keomlir_combine"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
-# nodes and Sum states wider than this are lowered as loops over components (`wide.py`):
-# unrolled, a 512-wide variable took seconds of LLVM time and spilled every register
-WIDE_THRESHOLD = 16
+# cache blocking (`_blocked_tiles`): at most CHUNK_ROWS rows per chunk, their states in CHUNK_BYTES of stack
+CHUNK_ROWS, CHUNK_BYTES = 256, 64 * 1024
 
 
 class _Kernel(KernelSkeleton):
@@ -60,7 +60,8 @@ class _Kernel(KernelSkeleton):
         super().__init__(program, FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme, "keomlir")
         tiling = program.tiling or Tiling()
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
-        self.rows, self.block = tiling.rows, tiling.block
+        self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
+        self.contractions = wide_contractions(program) if tiling.contractions else []
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
 
     def _function(self, name, arg_types):
@@ -92,7 +93,7 @@ class _Kernel(KernelSkeleton):
             if cat == 1:
                 key = (n.attrs, em.lanes)
                 if key not in self.j_loads:
-                    self.j_loads[key] = [self._load_j(pos, c, em) for c in range(dim)]
+                    self.j_loads[key] = [self._load_j(pos, c64(c), em) for c in range(dim)]
                 return self.j_loads[key]
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
             return [em.splat(b.load(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
@@ -104,13 +105,8 @@ class _Kernel(KernelSkeleton):
         b = self.b
         pos, dim, cat = n.attrs
         if cat == 1:
-            j, n_j = self.j, self.n_j
-
             def at(c):
-                ptr = b.gep(self.base(pos), [b.add(b.mul(c, n_j), j)])
-                if em.lanes is None:
-                    return b.load(ptr)
-                return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
+                return self._load_j(pos, c, em)
         else:
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
 
@@ -119,11 +115,21 @@ class _Kernel(KernelSkeleton):
         return em.wide(dim, at, cheap=True)
 
     def _load_j(self, pos, c, em):
+        """Component c (an i64 value) of j variable `pos` at the current j (a vector of them)."""
         b = self.b
-        ptr = b.gep(self.base(pos), [b.add(b.mul(c64(c), self.n_j), self.j)])
+        ptr = b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)])
         if em.lanes is None:
             return b.load(ptr)
         return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
+
+    def _prefetch(self):
+        """llvm.prefetch(address, read, keep in every cache level, data): a hint, never a fault."""
+        fn = self.module.globals.get("llvm.prefetch.p0")
+        if fn is None:
+            i32 = ir.IntType(32)
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+                             "llvm.prefetch.p0")
+        return fn
 
     def _out_rows(self, outs_ptr):
         """The typed pointers of the outputs, from the i8** argument."""
@@ -145,13 +151,13 @@ class _Kernel(KernelSkeleton):
                 KERNEL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p.as_pointer()])
             out_rows = self._out_rows(outs)
             self._hoist_params()
-            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self.write_outputs(out_rows, row, st))
+            self._tiles(i0, i1, j0, j1, lambda row, st: self.write_outputs(out_rows, row, st))
             self.b.ret_void()
         elif variant == "split_j":  # the same over a part of j, states written (not finalized) to part[row]
             i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
                 PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
             self._hoist_params()
-            self._row_tiles(i0, i1, (j0, j1), lambda row, st: self._save_state(part, row, st))
+            self._tiles(i0, i1, j0, j1, lambda row, st: self._save_state(part, row, st))
             self.b.ret_void()
             self._combine()
             self._cells()
@@ -167,17 +173,61 @@ class _Kernel(KernelSkeleton):
         self.emit_nodes(params, lambda cat: cat == 0)
         self.param_memo = params.memo
 
-    def _row_tiles(self, i0, i1, j_span, emit_result):
-        """Rows [i0, i1) in full tiles of `rows`, then one by one, each reduced over j_span."""
+    def _row_tiles(self, i0, i1, j_span, emit_result, start_state=None):
+        """Rows [i0, i1) in full tiles of `rows`, then one by one, each reduced over j_span
+        (from start_state(row) rather than a fresh state, if given: see `rows_body`)."""
         b, rows = self.b, self.rows
         start = i0
         if rows > 1:
             tiled_end = b.sub(i1, b.srem(b.sub(i1, i0), c64(rows)))
             with counted_loop(b, i0, tiled_end, "i", rows) as i:
-                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j_span, emit_result)
+                self.rows_body([b.add(i, c64(r)) for r in range(rows)], j_span, emit_result, start_state)
             start = tiled_end
         with counted_loop(b, start, i1, "i1") as i:
-            self.rows_body([i], j_span, emit_result)
+            self.rows_body([i], j_span, emit_result, start_state)
+
+    def _tiles(self, i0, i1, j0, j1, emit_result):
+        """Rows [i0, i1) reduced over [j0, j1): as `_row_tiles`, or cache-blocked as the
+        tiling says (`_blocked_tiles`)."""
+        if self.cache_bytes:
+            self._blocked_tiles(i0, i1, j0, j1, emit_result)
+        else:
+            self._row_tiles(i0, i1, (j0, j1), emit_result)
+
+    def _blocked_tiles(self, i0, i1, j0, j1, emit_result):
+        """Chunks of rows, each reduced over j in blocks whose j data (about the tiling's
+        `cache_bytes`) stays in cache while every tile of the chunk reads it: streamed
+        from memory once per tile, the j data of a wide contraction is what the kernel
+        waits for.  The chunk's states wait in a stack buffer between blocks, each block's
+        states merged into them in order of j (`Reduction.merge`, as `combine` does)."""
+        b = self.b
+        cells = n_cells(self.fresh_state())
+        chunk = self.rows * max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * cells)) // self.rows)
+        j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
+        jblock = max(64, self.cache_bytes // j_bytes // 64 * 64)
+        with b.goto_block(self.em.entry):
+            b.position_at_start(self.em.entry)
+            buf = b.bitcast(b.alloca(ir.ArrayType(ir.IntType(8), chunk * cells * 8)), ir.IntType(8).as_pointer())
+        with counted_loop(b, i0, i1, "ic", chunk) as ic:
+            ie = imin(b, b.add(ic, c64(chunk)), i1)
+            with counted_loop(b, ic, ie, "ir") as row:
+                self._save_state(buf, b.sub(row, ic), self.fresh_state())
+
+            def merge_into_chunk(row, st):
+                local = b.sub(row, ic)
+                if resume is None:
+                    kept = self._load_state(buf, local)
+                    self.red.merge(self.em, self.ea, kept, st)
+                    st = kept
+                self._save_state(buf, local, st)
+
+            # a K-min resumes from its list: restarted in every block, it would insert anew each time
+            resume = ((lambda row: self._load_state(buf, b.sub(row, ic)))
+                      if self.red.lanes_share_state and self.lanes else None)
+            with counted_loop(b, j0, j1, "jc", jblock) as jc:
+                self._row_tiles(ic, ie, (jc, imin(b, b.add(jc, c64(jblock)), j1)), merge_into_chunk, resume)
+            with counted_loop(b, ic, ie, "ie") as row:
+                emit_result(row, self._load_state(buf, b.sub(row, ic)))
 
     def _ranges(self, ptr_t, i8p):
         """ranges(k0, k1, ranges_i, slices_i, redranges_j, n_j, args, outs): blocks [k0, k1)."""
@@ -258,13 +308,37 @@ class _Kernel(KernelSkeleton):
         return v
 
     def update(self, rows, em, ea, states, j):
+        if em.lanes is not None:
+            for node in self.contractions:
+                self._contract(node, rows, em)
         super().update(rows, em, ea, states, j)
         self.j_loads.clear()
 
-    def rows_body(self, row_ids, j_span, emit_result):
+    def _contract(self, node, rows, em):
+        """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
+        its values given to each row's `Values`."""
+        b = self.b
+        x, y = sorted(node.args, key=lambda a: a.attrs[2])  # the i variable, the j variable
+        starts = [b.mul(i, c64(x.dim)) for i in self.row_ids]
+
+        def x_at(r, c):
+            return em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(starts[r], c)])))
+
+        def prefetch(c):  # the j data of the vector after next: D strided streams defeat the hardware's prefetcher
+            ahead = b.add(b.add(b.mul(c, self.n_j), self.j), c64(2 * self.lanes))
+            addr = b.bitcast(b.gep(self.base(y.attrs[0]), [ahead]), ir.IntType(8).as_pointer())
+            b.call(self._prefetch(), [addr, *(ir.Constant(ir.IntType(32), v) for v in (0, 3, 1))])
+
+        vals = microkernel.contract(em, node, x_at, lambda c: self._load_j(y.attrs[0], c, em), len(rows), prefetch)
+        for values, v in zip(rows, vals):
+            values.memo[id(node)] = [v]
+
+    def rows_body(self, row_ids, j_span, emit_result, start_state=None):
         """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or a
-        function returning the `intervals` of a block-sparse block."""
+        function returning the `intervals` of a block-sparse block.  start_state(row):
+        the state to resume from, for a reduction whose lanes share one state (SIMD)."""
         red, k = self.red, self.program.opt_arg
+        self.row_ids = row_ids
         scalar_rows = [self._row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
             self.emit_row_scope(v)
@@ -273,7 +347,8 @@ class _Kernel(KernelSkeleton):
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             for v in vec_rows:
                 self.emit_row_scope(v)
-            vec_states = [red.init(self.em_v, self.ea_v, self.dims, k) for _ in row_ids]
+            vec_states = [start_state(i) if start_state else red.init(self.em_v, self.ea_v, self.dims, k)
+                          for i in row_ids]
         if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
             j0, j1 = j_span
             vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0

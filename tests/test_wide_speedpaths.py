@@ -1,0 +1,125 @@
+"""The speed paths of wide contractions (register-blocked micro-kernel over a tile of
+rows, j in cache blocks, states of a chunk of rows merged or resumed between blocks)
+against dense float64 NumPy: tails of rows, lanes, chunks and blocks; both axes and
+dtypes; block-sparse ranges and j split across threads."""
+
+import numpy as np
+import pytest
+
+from keomlir.backends import cpu
+from keomlir.backends.llvm import renderer
+from keomlir.passes.tiling import CONTRACT_ROWS
+from keomlir.numpy import Genred
+
+from conftest import assert_close
+
+AXES = pytest.mark.parametrize("axis", [0, 1])
+DTYPES = pytest.mark.parametrize("dtype", ["float32", "float64"])
+# 2 chunks of rows and a tail tile; several j blocks (D = 200: 640 or 320 j per block) and a lane tail
+M, N, D = renderer.CHUNK_ROWS + 3 * CONTRACT_ROWS + 5, 1413, 200
+
+
+def _genred(formula, aliases, reduction, axis, **kw):
+    """aliases 'name = i(d)' (kept index) / 'name = j(d)' (reduced index), on either axis."""
+    kinds = {"i": "Vi" if axis == 1 else "Vj", "j": "Vj" if axis == 1 else "Vi"}
+    text = [a.replace("= i(", f"= {kinds['i']}(").replace("= j(", f"= {kinds['j']}(") for a in aliases]
+    return Genred(formula, text, reduction_op=reduction, axis=axis, **kw)
+
+
+def _data(seed, dtype, m=M, n=N, d=D, scale=1.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(m, d)) * scale / np.sqrt(d)).astype(dtype)
+    y = (rng.normal(size=(n, d)) * scale / np.sqrt(d)).astype(dtype)
+    b = rng.normal(size=(n, 4)).astype(dtype)
+    diff = x.astype(np.float64)[:, None, :] - y.astype(np.float64)[None]
+    return x, y, b, (diff ** 2).sum(-1), x.astype(np.float64) @ y.astype(np.float64).T
+
+
+def test_tiling_records_the_micro_kernel():
+    g = Genred("Exp(-SqDist(x,y)) * b", [f"x=Vi({D})", f"y=Vj({D})", "b=Vj(4)"], "Sum", axis=1)
+    tiling = cpu.schedule(g.reduction.program).tiling
+    assert tiling.contractions == 1 and tiling.rows == CONTRACT_ROWS
+    assert tiling.cache_bytes and "register-blocked" in tiling.text() and "cache blocks" in tiling.text()
+    knn = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
+    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # K-min: 4 rows (compile time)
+    small = Genred("Exp(-SqDist(x,y)) * b", ["x=Vi(16)", "y=Vj(16)", "b=Vj(4)"], "Sum", axis=1)
+    small_tiling = cpu.schedule(small.reduction.program).tiling
+    assert (small_tiling.contractions, small_tiling.cache_bytes) == (0, 0)
+
+
+@AXES
+@DTYPES
+def test_gaussian_and_scalar_product_sums(axis, dtype):
+    """Two contractions in one formula, one with its arguments as (j, i)."""
+    x, y, b, d2, dot = _data(1, dtype)
+    g = _genred("Exp(-SqDist(y,x)) * b + Exp((x|y)) * b", [f"x = i({D})", f"y = j({D})", "b = j(4)"], "Sum", axis)
+    b64 = b.astype(np.float64)
+    assert_close(g(x, y, b), np.exp(-d2) @ b64 + np.exp(dot) @ b64, dtype)
+
+
+@AXES
+@DTYPES
+def test_k_nearest_resumed_across_blocks(axis, dtype):
+    """K-min lists resumed from the chunk's buffer in every j block, in order of j."""
+    x, y, _, d2, _ = _data(2, dtype)
+    al = [f"x = i({D})", f"y = j({D})"]
+    idx = _genred("SqDist(x,y)", al, "ArgKMin", axis, opt_arg=7)(x, y)
+    assert_close(np.take_along_axis(d2, idx, 1), np.sort(d2, 1)[:, :7], dtype)
+    vals, idx2 = _genred("SqDist(x,y)", al, "Min_ArgMin", axis)(x, y)
+    assert_close(vals[:, 0], d2.min(1), dtype)
+    if dtype == "float64":
+        np.testing.assert_array_equal(idx, np.argsort(d2, 1, kind="stable")[:, :7])
+        np.testing.assert_array_equal(idx2[:, 0], d2.argmin(1))
+
+
+@DTYPES
+def test_logsumexp_merged_across_blocks(dtype):
+    x, y, b, d2, _ = _data(3, dtype)
+    lse = _genred("-SqDist(x,y)", [f"x = i({D})", f"y = j({D})"], "LogSumExp", 1)(x, y)
+    m = (-d2).max(1, keepdims=True)
+    assert_close(lse, m + np.log(np.exp(-d2 - m).sum(1, keepdims=True)), dtype)
+
+
+@pytest.mark.parametrize("d", [17, 64, 1024])
+def test_widths(d):
+    x, y, b, d2, dot = _data(d, "float32", m=37, n=300, d=d)
+    g = Genred("Exp(-SqDist(x,y)) * b - (x|y) * b", [f"x=Vi({d})", f"y=Vj({d})", "b=Vj(4)"], "Sum", axis=1)
+    b64 = b.astype(np.float64)
+    assert_close(g(x, y, b), np.exp(-d2) @ b64 - dot @ b64, "float32", atol=2e-4 * np.sqrt(d))
+
+
+@DTYPES
+def test_block_sparse_ranges(dtype):
+    from test_ranges import mask_of, random_ranges
+    x, y, b, d2, _ = _data(4, dtype, m=150, n=400)
+    ranges = random_ranges(np.random.default_rng(5), 150, 400)
+    g = Genred("Exp(-SqDist(x,y)) * b", [f"x=Vi({D})", f"y=Vj({D})", "b=Vj(4)"], "Sum", axis=1)
+    K = np.where(mask_of(ranges, 150, 400), np.exp(-d2), 0.0)
+    assert_close(g(x, y, b, ranges=ranges), K @ b.astype(np.float64), dtype)
+
+
+@DTYPES
+def test_few_rows_split_j(dtype):
+    """j split across 2 threads, each part cache-blocked, the parts combined."""
+    x, y, b, d2, _ = _data(6, dtype, m=3, n=20011)
+    al = [f"x=Vi({D})", f"y=Vj({D})"]
+    try:
+        cpu.set_num_threads(2)
+        out = Genred("Exp(-SqDist(x,y)) * b", al + ["b=Vj(4)"], "Sum", axis=1)(x, y, b)
+        idx = Genred("SqDist(x,y)", al, "ArgKMin", axis=1, opt_arg=5)(x, y)
+    finally:
+        cpu.set_num_threads(None)
+    assert_close(out, np.exp(-d2) @ b.astype(np.float64), dtype, rtol=1e-5 if dtype == "float32" else 1e-12)
+    assert_close(np.take_along_axis(d2, idx, 1), np.sort(d2, 1)[:, :5], dtype)
+
+
+def test_far_from_origin_stays_exact():
+    """Points far from the origin relative to their distances: SqDist is summed as
+    (x - y)^2, with no |x|^2 + |y|^2 - 2<x,y> cancellation."""
+    x, y, b, d2, _ = _data(7, "float32", m=40, n=100)
+    shift = np.float32(100.0)
+    g = Genred("Exp(-SqDist(x,y)) * b", [f"x=Vi({D})", f"y=Vj({D})", "b=Vj(4)"], "Sum", axis=1)
+    # d2 of the shifted float32 data, exactly
+    xs, ys = x + shift, y + shift
+    d2s = ((xs.astype(np.float64)[:, None] - ys.astype(np.float64)[None]) ** 2).sum(-1)
+    assert_close(g(xs, ys, b), np.exp(-d2s) @ b.astype(np.float64), "float32")
