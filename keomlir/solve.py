@@ -39,6 +39,28 @@ class NotPositiveDefiniteError(ValueError):
     """The conjugate gradient met a direction p with <p, (alpha Id + K) p> <= 0."""
 
 
+def cg_setup(n, size, eps, maxiter, columns, what):
+    """The checked iteration limit, the inner product and the squared residual threshold
+    of a conjugate gradient on an (n, D) unknown of `size` entries (per column when
+    `columns`): what every conjugate gradient here (NumPy, torch, Dask) shares."""
+    if maxiter is None:
+        maxiter = max(100, 10 * n)
+    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 0:
+        raise ValueError(f"{what}: maxiter must be a non-negative integer, got {maxiter!r}")
+    if not isinstance(eps, (int, float, np.floating)) or isinstance(eps, bool) or not eps > 0:
+        raise ValueError(f"{what}: eps must be a positive number, got {eps!r}")
+    if columns:
+        def dot(u, v):
+            return (u * v).sum(0)
+
+        return maxiter, dot, n * float(eps) ** 2
+
+    def dot(u, v):
+        return (u * v).sum().reshape(1)
+
+    return maxiter, dot, size * float(eps) ** 2
+
+
 def conjugate_gradient(linop, b, x0=None, eps=1e-6, maxiter=None, columns=True, verbose=False, what="solve"):
     """Solve linop(a) = b for a symmetric positive definite linop, b of shape (n, D)
     (float64 NumPy array or torch tensor).  Stops when the root mean square of the
@@ -46,23 +68,7 @@ def conjugate_gradient(linop, b, x0=None, eps=1e-6, maxiter=None, columns=True, 
     Raises ConvergenceError after `maxiter` iterations (default 10 n, at least 100)."""
     where = adapter_for(b).where
     n = b.shape[0]
-    if maxiter is None:
-        maxiter = max(100, 10 * n)
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 0:
-        raise ValueError(f"{what}: maxiter must be a non-negative integer, got {maxiter!r}")
-    if not isinstance(eps, (int, float, np.floating)) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"{what}: eps must be a positive number, got {eps!r}")
-
-    if columns:
-        def dot(u, v):
-            return (u * v).sum(0)
-
-        delta = n * float(eps) ** 2
-    else:
-        def dot(u, v):
-            return (u * v).sum().reshape(1)
-
-        delta = adapter_for(b).size(b) * float(eps) ** 2
+    maxiter, dot, delta = cg_setup(n, adapter_for(b).size(b), eps, maxiter, columns, what)
 
     if x0 is not None:
         a = 1.0 * x0

@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 
 from .. import solve
-from ..solve import ConvergenceError, NotPositiveDefiniteError
+from ..solve import ConvergenceError, NotPositiveDefiniteError, cg_setup
 from .arrays import DASK
 from .genred import Genred
 
@@ -60,22 +60,7 @@ def _conjugate_gradient(linop, b, x0, eps, maxiter, columns, verbose, what):
     """keomlir.solve.conjugate_gradient's recurrences on persisted dask arrays: the
     scalars are gathered, the vectors never leave the workers."""
     n = b.shape[0]
-    if maxiter is None:
-        maxiter = max(100, 10 * n)
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 0:
-        raise ValueError(f"{what}: maxiter must be a non-negative integer, got {maxiter!r}")
-    if not isinstance(eps, (int, float, np.floating)) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"{what}: eps must be a positive number, got {eps!r}")
-    if columns:
-        def dot(u, v):
-            return (u * v).sum(0)
-
-        delta = n * float(eps) ** 2
-    else:
-        def dot(u, v):
-            return (u * v).sum().reshape(1)
-
-        delta = b.size * float(eps) ** 2
+    maxiter, dot, delta = cg_setup(n, b.size, eps, maxiter, columns, what)
     if x0 is not None:
         a = x0
         r = b - linop(a)

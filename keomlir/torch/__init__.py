@@ -55,15 +55,14 @@ class Genred(GenredBase):
         (a batched call's parameters that vary over the batch); cached."""
         if not positions:
             return self
-        key = ("categories", positions)
-        found = self.derivatives.cache.get(key)
-        if found is None:
-            red = self.reduction
-            found = self.derivatives.cache[key] = Genred.__new__(Genred)
-            found._set_reduction(red.with_categories(positions, 0 if red.axis == 1 else 1))
-        return found
+        def build():
+            genred = Genred.__new__(Genred)
+            genred._set_reduction(self.reduction.with_categories(positions, 0 if self.reduction.axis == 1 else 1))
+            return genred
 
-    # ---- gradients: keomlir reductions built as IR -----------------------------------
+        return self.derivatives.once(("categories", positions), build)
+
+
 def _write_out(reduction, result, out):
     """pykeops's `out=`: the result written into a given tensor, which is returned.  As
     torch's own out= arguments, not differentiable."""

@@ -64,68 +64,78 @@ class Derivatives:
                 grads[pos] = g
         return grads
 
+    def once(self, key, build):
+        """The derivative reduction cached under `key`, built by `build()` on first use."""
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = build()
+        return found
+
     def gradient(self, positions):
         """One Genred computing the vector-Jacobian products of the arguments at
         `positions` (which share the index reduced in backward) as one concatenated
         output: a fused kernel, one pass over the data.  Returns (genred, the extra
         arguments it takes: 'G' grad_output, 'O' output, 'L' log-normalizer, lse genred)."""
-        found = self.cache.get(positions)
-        if found is None:
-            found = self.cache[positions] = self._build_gradient(positions)
-        return found
+        return self.once(positions, lambda: self._build_gradient(positions))
+
+    def _pair(self, key, derivative):
+        """A Genred of `derivative(F, kept)` at one (i, j) pair per row: F with the reduced
+        index's variables made row-indexed (`kept` maps an argument's (pos, dim, cat)), so
+        the caller gathers the selected rows of those variables and scatters results back."""
+        def build():
+            red = self.reduction
+            reduced = 1 if red.axis == 1 else 0
+
+            def kept(pos, dim, cat):
+                return pos, dim, 1 - reduced if cat == reduced else cat
+
+            formula = derivative(replace_vars(red.formula, kept), kept)
+            return self.derived(formula, "Sum", red.axis, recat=kept)
+
+        return self.once(key, build)
 
     def pair_gradient(self):
-        """For selecting reductions: a Genred of the vector-Jacobian product of F at
-        one (i, j) pair per row, all variables of the reduced index made row-indexed
-        (the caller gathers their selected rows and scatters the gradients back)."""
-        found = self.cache.get("pair")
-        if found is None:
-            red = self.reduction
-            reduced = 1 if red.axis == 1 else 0
+        """For selecting reductions: the vector-Jacobian product of F at the selected pairs
+        (cotangent: a new variable after the arguments)."""
+        red = self.reduction
+        cotangent_cat = 0 if red.axis == 1 else 1
 
-            def kept(pos, dim, cat):
-                return pos, dim, 1 - reduced if cat == reduced else cat
+        def vjps(F, kept):
+            E = _var(len(red.arguments), red.formula.dim, cotangent_cat)
+            return _concat([mk("Grad", F, E, attrs=(_var(*kept(*a)),)) for a in red.arguments])
 
-            F = replace_vars(red.formula, kept)
-            E = _var(len(red.arguments), red.formula.dim, 1 - reduced)
-            formula = _concat([mk("Grad", F, E, attrs=(_var(*kept(*a)),)) for a in red.arguments])
-            found = self.cache["pair"] = self.derived(formula, "Sum", red.axis, recat=kept)
-        return found
+        return self._pair("pair", vjps)
 
     def pair_tangent(self):
-        """For selecting reductions in forward mode: a Genred of the derivative of F along
-        every argument's tangent (tangents after the arguments) at one (i, j) pair per row,
-        the reduced index's variables and tangents made row-indexed."""
-        found = self.cache.get("pair_jvp")
-        if found is None:
-            red = self.reduction
-            reduced = 1 if red.axis == 1 else 0
-            n = len(red.arguments)
+        """For selecting reductions in forward mode: the derivative of F along every
+        argument's tangent (tangents after the arguments, categories as their arguments')."""
+        n = len(self.reduction.arguments)
 
-            def kept(pos, dim, cat):
-                return pos, dim, 1 - reduced if cat == reduced else cat
-
-            F = replace_vars(red.formula, kept)
+        def tangent(F, kept):
             formula = None
-            for p, d, c in red.arguments:
+            for p, d, c in self.reduction.arguments:
                 term = mk("Diff", F, _var(n + p, d, kept(p, d, c)[2]), attrs=(_var(*kept(p, d, c)),))
                 formula = term if formula is None else mk("Add", formula, term)
-            found = self.cache["pair_jvp"] = self.derived(formula, "Sum", red.axis, recat=kept)
-        return found
+            return formula
+
+        return self._pair("pair_jvp", tangent)
 
     def grad_axis(self, pos):
         red = self.reduction
         out_cat = 0 if red.axis == 1 else 1
         return 1 - red.axis if red.arguments[pos][2] == 1 - out_cat else red.axis
 
+    def _terms(self, what):
+        """(reduction name, number of arguments, category of the output rows, F, F2) of a
+        differentiable reduction; other reductions have no `what`."""
+        red = self.reduction
+        if red.reduction_op not in DIFFERENTIABLE:
+            raise NotImplementedError(f"reduction {red.reduction_op} has no {what} in this version of keomlir")
+        return red.reduction_op, len(red.arguments), 0 if red.axis == 1 else 1, red.formula, red.formula2
+
     def _build_gradient(self, positions):
         red = self.reduction
-        name = red.reduction_op
-        if name not in DIFFERENTIABLE:
-            raise NotImplementedError(f"reduction {name} has no gradient in this version of keomlir")
-        n = len(red.arguments)
-        out_cat = 0 if red.axis == 1 else 1
-        F, F2 = red.formula, red.formula2
+        name, n, out_cat, F, F2 = self._terms("gradient")
 
         def grad(f, v, e):
             return mk("Grad", f, e, attrs=(v,))
@@ -157,20 +167,11 @@ class Derivatives:
         tangents of the arguments at `positions` (tangents are new variables of the same
         categories, after the arguments): Diff nodes expanded by the autodiff pass.
         Returns (genred, extras taken after the tangents: 'O' output, 'L' log-normalizer, lse)."""
-        key = ("jvp", positions)
-        found = self.cache.get(key)
-        if found is None:
-            found = self.cache[key] = self._build_tangent(positions)
-        return found
+        return self.once(("jvp", positions), lambda: self._build_tangent(positions))
 
     def _build_tangent(self, positions):
         red = self.reduction
-        name = red.reduction_op
-        if name not in DIFFERENTIABLE:
-            raise NotImplementedError(f"reduction {name} has no forward-mode derivative in this version of keomlir")
-        n = len(red.arguments)
-        out_cat = 0 if red.axis == 1 else 1
-        F, F2 = red.formula, red.formula2
+        name, n, out_cat, F, F2 = self._terms("forward-mode derivative")
         tangents = [(_var(*red.arguments[pos]), _var(n + k, *red.arguments[pos][1:]))
                     for k, pos in enumerate(positions)]
 
@@ -292,10 +293,9 @@ def selected_indices(genred, args, results, backend, ranges):
     indices = results[-1]
     if indices.dtype != torch.int64:
         arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
-        key = ("indices", arg_name)
-        if key not in genred.derivatives.cache:
-            genred.derivatives.cache[key] = genred.derivatives.derived(red.formula, arg_name, red.axis, red.opt_arg)
-        indices = genred.derivatives.cache[key](*args, backend=backend, ranges=ranges)
+        d = genred.derivatives
+        argk = d.once(("indices", arg_name), lambda: d.derived(red.formula, arg_name, red.axis, red.opt_arg))
+        indices = argk(*args, backend=backend, ranges=ranges)
     return indices
 
 
