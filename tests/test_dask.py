@@ -22,6 +22,7 @@ import dask  # noqa: E402
 
 import keomlir.dask as kd  # noqa: E402
 import keomlir.numpy as kn  # noqa: E402
+from keomlir.dask.partials import Engine, spec_of  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
@@ -96,16 +97,17 @@ def as_list(r):
     return list(r) if isinstance(r, tuple) else [r]
 
 
+@pytest.mark.parametrize("chains", [1, 2, 4])  # one chain of j blocks per row block ... every block its own
 @pytest.mark.parametrize("axis", [1, 0])
 @pytest.mark.parametrize("reduction_op", list(CASES))
-def test_every_reduction_both_axes(client, data, reduction_op, axis):
+def test_every_reduction_both_axes(client, data, reduction_op, axis, chains):
     formula, formula2, k = CASES[reduction_op]
     op = "LogSumExp" if reduction_op == "WeightedLogSumExp" else reduction_op
     x, y, b = data
     xd, yd = da.from_array(x, chunks=(CHUNKS_I, 2)), da.from_array(y, chunks=(CHUNKS_J, 2))
     bd = da.from_array(b, chunks=(CHUNKS_J[::-1], 3))  # chunked unlike y: rechunked to y's rows
     g = kd.Genred(formula, ALIASES, op, axis, opt_arg=k, formula2=formula2)
-    lazy = as_list(g(xd, yd, bd, split_every=2))
+    lazy = as_list(g(xd, yd, bd, split_every=2, chains=chains))
     out_rows = CHUNKS_I if axis == 1 else CHUNKS_J
     assert all(r.chunks[0] == out_rows for r in lazy)  # chunked like the output index's rows
     got = client.compute(lazy, sync=True)
@@ -120,6 +122,44 @@ def test_every_reduction_both_axes(client, data, reduction_op, axis):
         else:
             assert_close(a, o, "float32", rtol=1e-5, atol=1e-5)
             assert_close(a, ref, "float32")
+
+
+@pytest.mark.parametrize("reduction_op, k", [("ArgKMin", 7), ("Sum", None), ("LogSumExp", None), ("Max_ArgMax", None)])
+def test_states_continued_over_j_blocks_of_wide_variables(reduction_op, k):
+    """A worker's chain: states of the first j block continued block by block
+    (`resume`, cache-blocked for a wide contraction), merged with another chain's and
+    finalized, against keomlir.numpy and a dense float64 oracle."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((45, 64)).astype(np.float32)
+    y = rng.standard_normal((700, 64)).astype(np.float32)
+    b = rng.standard_normal((700, 20)).astype(np.float32)
+    aliases = ["x = Vi(64)", "y = Vj(64)", "b = Vj(20)"]
+    formula = {"Sum": "Exp(-SqDist(x,y) / 64) * b", "LogSumExp": "-SqDist(x,y) / 64"}.get(reduction_op, "SqDist(x,y)")
+    g = kn.Genred(formula, aliases if reduction_op == "Sum" else aliases[:2], reduction_op, 1, opt_arg=k)
+    args = (x, y, b) if reduction_op == "Sum" else (x, y)
+    engine = Engine(spec_of(g.reduction, "float32"))
+    cuts = [100, 331, 500]
+    state = engine.partial([a if p == 0 else a[:100] for p, a in enumerate(args)], 0, 100)
+    for j0, j1 in zip(cuts[:-1], cuts[1:]):
+        before = state.copy()
+        state = engine.partial([a if p == 0 else a[j0:j1] for p, a in enumerate(args)], j0, j1, state)
+        np.testing.assert_array_equal(before, engine.merge([before]))  # the input state is left as it was
+    other = engine.partial([a if p == 0 else a[500:] for p, a in enumerate(args)], 500, 700)
+    got = as_list(engine.finish([state, other]))
+    ref = as_list(g(*args))
+    d = ((x[:, None, :].astype(np.float64) - y[None].astype(np.float64)) ** 2).sum(-1)
+    for a, o in zip(got, ref):
+        if a.dtype == np.int64 or reduction_op == "Max_ArgMax":
+            np.testing.assert_array_equal(a, o)
+    if reduction_op == "ArgKMin":
+        np.testing.assert_array_equal(got[0], np.argsort(d, axis=1, kind="stable")[:, :k])
+    elif reduction_op == "Max_ArgMax":
+        np.testing.assert_array_equal(got[1][:, 0], d.argmax(1))
+    elif reduction_op == "Sum":
+        assert_close(got[0], np.exp(-d / 64) @ b.astype(np.float64), "float32")
+    else:
+        m = (-d / 64).max(1, keepdims=True)
+        assert_close(got[0], m + np.log(np.exp(-d / 64 - m).sum(1, keepdims=True)), "float32")
 
 
 def test_ties_resolved_to_the_lowest_global_index(client):

@@ -20,13 +20,15 @@ import numpy as np
 from ..passes import TARGET_PIPELINE, PassManager, Target
 from . import cache
 from .llvm import toolchain
-from .llvm.renderer import CELLS_NAME, COMBINE_NAME, KERNEL_NAME, PARTIAL_NAME, RANGES_NAME, render
+from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME, RANGES_NAME,
+                            RESUME_NAME, render)
 
 _lock = threading.Lock()
 _kernels: dict[tuple, "CpuKernel"] = {}  # (program, dtype, acc, scheme, variant) -> kernel
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`
+_KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`, `resume`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
+_MERGE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _PTR, _PTR)
 _CELLS_TYPE = ctypes.CFUNCTYPE(_I64)
 _RANGES_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR)
 MIN_PAIRS_PER_THREAD = 1 << 16
@@ -84,7 +86,9 @@ class CpuKernel:
             self.blocks = _RANGES_TYPE(address(RANGES_NAME))
         else:
             self.partial = _KERNEL_TYPE(address(PARTIAL_NAME))
+            self.resume = _KERNEL_TYPE(address(RESUME_NAME))
             self.combine = _COMBINE_TYPE(address(COMBINE_NAME))
+            self.merge = _MERGE_TYPE(address(MERGE_NAME))
             self.state_cells = _CELLS_TYPE(address(CELLS_NAME))()
 
     def __call__(self, arg_ptrs, out_ptrs, n_i, n_j):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import operator
+import os
 
 import dask.array as da
 import numpy as np
@@ -19,7 +20,7 @@ class Genred(_NumpyGenred):
     takes dask arrays (or NumPy arrays) and returns lazy dask arrays chunked like the
     rows of the output index (a tuple for Min_ArgMin, Max_ArgMax and KMin_ArgKMin)."""
 
-    def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None, split_every=8):
+    def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None, split_every=8, chains=None):
         if backend not in ("auto", "CPU"):
             raise ValueError(f"backend: keomlir.dask runs the CPU kernels on its workers, use 'auto' or 'CPU'; "
                              f"got {backend!r}")
@@ -29,6 +30,10 @@ class Genred(_NumpyGenred):
             raise ValueError("out: keomlir.dask returns lazy dask arrays; out= is not supported")
         if isinstance(split_every, bool) or not isinstance(split_every, (int, np.integer)) or split_every < 2:
             raise ValueError(f"split_every must be an integer >= 2 (states merged per task), got {split_every!r}")
+        if chains is not None and (isinstance(chains, bool) or not isinstance(chains, (int, np.integer))
+                                   or chains < 1):
+            raise ValueError(f"chains must be None or an integer >= 1 (chains of j blocks per row block), "
+                             f"got {chains!r}")
         red = self.reduction
         for p, a in enumerate(args):
             if not isinstance(a, (da.Array, np.ndarray)):
@@ -42,7 +47,7 @@ class Genred(_NumpyGenred):
             raise TypeError("float16 arguments run on the GPU backend only; keomlir.dask runs the CPU kernels: "
                             "arguments must be float32 or float64 arrays")
         spec = spec_of(red, dtype)
-        return _graph(spec, red, args, n_i, n_j, int(split_every))
+        return _graph(spec, red, args, n_i, n_j, int(split_every), chains)
 
 
 def _row_chunks(args, cats, cat, n):
@@ -58,8 +63,30 @@ def _row_chunks(args, cats, cat, n):
     return da.core.normalize_chunks(("auto", -1), first.shape, dtype=first.dtype)[0]
 
 
-def _graph(spec, red, args, n_i, n_j, split_every):
-    """The task graph of one call and its output dask arrays."""
+def _parallel_threads():
+    """The threads that will run the tasks: the current dask.distributed client's
+    workers', else this machine's cores."""
+    try:
+        from distributed import get_client
+        return max(1, sum(get_client().nthreads().values()))
+    except (ImportError, ValueError):  # no distributed, or no client: dask's local schedulers
+        return os.cpu_count() or 1
+
+
+def _chain_count(n_row_blocks, n_j_blocks, chains):
+    """Chains of consecutive j blocks per row block: each chain's tasks continue one
+    state (a K-min list resumed, not restarted in every block), chains merge in a tree.
+    By default as few as give every thread two chains to take (balance)."""
+    if chains is None:
+        chains = -(-2 * _parallel_threads() // n_row_blocks)
+    return max(1, min(int(chains), n_j_blocks))
+
+
+def _graph(spec, red, args, n_i, n_j, split_every, chains):
+    """The task graph of one call and its output dask arrays: for each row block, its
+    j blocks cut into `_chain_count` chains of consecutive blocks (a task per block,
+    continuing the previous block's states), the chains' states merged in a tree of
+    `split_every` in order of j, the root finalized."""
     cats = [cat for _, _, cat in red.kernel_arguments]
     chunks = {0: _row_chunks(args, cats, 0, n_i), 1: _row_chunks(args, cats, 1, n_j)}
     inputs, refs = [], []  # dask collections the graph depends on; each argument as its tasks see it
@@ -76,7 +103,9 @@ def _graph(spec, red, args, n_i, n_j, split_every):
         inputs.append(d)
         refs.append(d)
     bounds = {c: np.concatenate([[0], np.cumsum(chunks[c])]).astype(int).tolist() for c in (0, 1)}
-    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, refs)}"
+    n_b = len(chunks[1])
+    n_chains = _chain_count(len(chunks[0]), n_b, chains)
+    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, n_chains, refs)}"
 
     def block(ref, cat, a, b):
         if not isinstance(ref, da.Array):
@@ -86,10 +115,15 @@ def _graph(spec, red, args, n_i, n_j, split_every):
     dsk = {}
     for a in range(len(chunks[0])):
         level = []
-        for b, (j0, j1) in enumerate(zip(bounds[1][:-1], bounds[1][1:])):
-            key = (name + "-partial", a, b)
-            dsk[key] = (partial_task, spec, j0, j1, [block(r, c, a, b) for r, c in zip(refs, cats)])
-            level.append(key)
+        for first, last in zip([n_b * c // n_chains for c in range(n_chains)],
+                               [n_b * (c + 1) // n_chains for c in range(n_chains)]):
+            state = None
+            for b in range(first, last):
+                key = (name + "-partial", a, b)
+                dsk[key] = (partial_task, spec, bounds[1][b], bounds[1][b + 1],
+                            [block(r, c, a, b) for r, c in zip(refs, cats)], state)
+                state = key
+            level.append(state)
         depth = 0
         while len(level) > split_every:  # a tree over j: groups of consecutive states, in order
             depth += 1

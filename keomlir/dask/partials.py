@@ -3,11 +3,11 @@ j-block), their ordered merge, and the final step that turns states into outputs
 
 This is the only module of keomlir.dask that touches the engine: `Genred(...)
 .reduction` (program, kernel_arguments, acc_dtype, sum_scheme, output_shapes,
-and formula, formula2, names, passes to write the Spec), `to_formula`, the CPU
-kernel's split_j variant (`partial`, `combine`, `state_cells`) and, for the merge
-of two states without finalizing them (which the engine does not export yet), a
-small function rendered with the CPU renderer's own state helpers and reduction
-`merge` (see `_Merger`).
+and formula, formula2, names, passes to write the Spec), `to_formula`, and the
+CPU kernel's split_j variant (from the disk cache like every kernel): `partial`
+(states of a block), `resume` (a block's states continued over the next j
+block), `merge` (states of consecutive j ranges, not finalized), `combine`
+(merged and finalized) and `state_cells`.
 
 States are NumPy uint64 arrays of shape (rows, cells): one row's raw 8-byte
 cells, exactly as `partial` writes them.  Only a `Spec` (the formula as text and
@@ -21,20 +21,14 @@ import dataclasses
 import hashlib
 import threading
 
-import llvmlite.binding as llvm
 import numpy as np
-from llvmlite import ir
 
 from ..backends import cpu
-from ..backends.llvm import renderer
 from ..ir.node import to_formula
 from ..numpy import Genred
 from ..passes import DEFAULT_PIPELINE
 
-_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_MERGE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _PTR, _PTR)
-MERGE_NAME = "keomlir_dask_merge"
-CELLS_NAME = "keomlir_dask_cells"
+_PTR = ctypes.c_void_p
 _ADDRESS = 1 << 64
 
 
@@ -77,55 +71,6 @@ def spec_of(red, dtype):
                 red.reduction_op, red.axis, red.opt_arg, red.dtype_acc, red.sum_scheme, dtype, _digest(red))
 
 
-class _Merger(renderer._Kernel):
-    """The renderer with one more entry point:
-
-        void merge(i64 i0, i64 i1, i64 n_parts, i8** parts, i8* out)
-
-    folds the states of rows [i0, i1) of parts[0], parts[1], ... (in that order:
-    parts in order of j) with the reduction's `merge` and writes the merged,
-    unfinalized states to out (which may be parts[0]).  `combine` cannot serve:
-    it finalizes, and a finalized Kahan sum or LogSumExp cannot be merged again."""
-
-    def build_merge(self):
-        i8p = ir.IntType(8).as_pointer()
-        i0, i1, n_parts, parts, out = self._function(
-            MERGE_NAME, [renderer.I64, renderer.I64, renderer.I64, i8p.as_pointer(), i8p])
-        b = self.b
-        n_cells = self._n_cells(self._fresh_state())
-        with renderer.counted_loop(b, i0, i1, "i") as i:
-            state = self._load_state(b.load(parts), i)
-            with renderer.counted_loop(b, renderer.c64(1), n_parts, "part") as p:
-                self.red.merge(self.em, self.ea, state, self._load_state(b.load(b.gep(parts, [p])), i))
-            self._save_state(out, i, state)
-        b.ret_void()
-        cells = ir.Function(self.module, ir.FunctionType(renderer.I64, []), CELLS_NAME)
-        ir.IRBuilder(cells.append_basic_block("entry")).ret(renderer.c64(n_cells))
-        return self.module
-
-
-def _host_machine():
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    return llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
-
-
-def _merge_function(program, dtype, acc_dtype, sum_scheme):
-    """(engine, merge function, cells per row) for `program`, JIT-compiled here (it is
-    small: a few ms of LLVM work, once per process and reduction)."""
-    module = _Merger(program, dtype, acc_dtype, sum_scheme).build_merge()
-    mod = llvm.parse_assembly(str(module))
-    mod.verify()
-    machine = _host_machine()
-    builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=2))
-    builder.getModulePassManager().run(mod, builder)
-    engine = llvm.create_mcjit_compiler(mod, machine)  # the engine owns the module and the machine
-    engine.finalize_object()
-    cells = ctypes.CFUNCTYPE(_I64)(engine.get_function_address(CELLS_NAME))()
-    return engine, _MERGE_TYPE(engine.get_function_address(MERGE_NAME)), cells
-
-
 class Engine:
     """One reduction's compiled functions in this process, and the NumPy around them."""
 
@@ -136,16 +81,13 @@ class Engine:
         self.arguments = red.kernel_arguments
         self.output_shapes = red.output_shapes
         self.split = cpu.compile_program(red.program, spec.dtype, acc, red.sum_scheme, variant="split_j")
-        self._engine, self._merge, cells = _merge_function(red.program, spec.dtype, acc, red.sum_scheme)
-        if cells != self.split.state_cells:  # both sides must agree on the state layout
-            raise RuntimeError(f"keomlir.dask: merge states have {cells} cells, the kernel's "
-                               f"{self.split.state_cells}")
-        self.cells = cells
+        self.cells = self.split.state_cells
 
-    def partial(self, blocks, j0, j1):
+    def partial(self, blocks, j0, j1, state=None):
         """States of a block of rows over the reduced rows [j0, j1) (global numbers, so that
-        stored indices are global).  blocks[p] is argument p's block: its rows in the block
-        for kernel i-variables, rows j0..j1 for kernel j-variables, the whole parameter."""
+        stored indices are global), continuing `state` (those of the rows over the j just
+        before j0; not modified) if given.  blocks[p] is argument p's block: its rows in the
+        block for kernel i-variables, rows j0..j1 for kernel j-variables, the whole parameter."""
         width = j1 - j0
         n_i = None
         keep, pointers = [], []
@@ -166,10 +108,17 @@ class Engine:
                 pointers.append(a.ctypes.data)
             keep.append(a)
         n_i = 1 if n_i is None else n_i
-        state = np.empty((n_i, self.cells), np.uint64)
         args = (_PTR * max(len(pointers), 1))(*pointers)
-        self.split.partial(0, n_i, j0, j1, width, args, state.ctypes.data)
-        return state
+        if state is None:
+            out = np.empty((n_i, self.cells), np.uint64)
+            self.split.partial(0, n_i, j0, j1, width, args, out.ctypes.data)
+        else:
+            if state.shape != (n_i, self.cells):
+                raise ValueError(f"keomlir.dask: a state of shape {state.shape} cannot continue over a block of "
+                                 f"{n_i} rows ({self.cells} cells each)")
+            out = np.array(state, dtype=np.uint64, order="C")  # a copy: a rerun task finds its input intact
+            self.split.resume(0, n_i, j0, j1, width, args, out.ctypes.data)
+        return out
 
     def merge(self, states):
         """The states of consecutive j ranges, in order of j, merged into one (not finalized)."""
@@ -180,7 +129,7 @@ class Engine:
         if any(s.shape != (n, self.cells) for s in parts):
             raise ValueError(f"keomlir.dask: states of shapes {[s.shape for s in parts]} cannot be merged")
         out = np.empty_like(parts[0])
-        self._merge(0, n, len(parts), (_PTR * len(parts))(*[s.ctypes.data for s in parts]), out.ctypes.data)
+        self.split.merge(0, n, len(parts), (_PTR * len(parts))(*[s.ctypes.data for s in parts]), out.ctypes.data)
         return out
 
     def finish(self, states):
@@ -210,8 +159,8 @@ def engine(spec: Spec) -> Engine:
 
 
 # ---- task functions (what the graph names; picklable by reference) ------------------
-def partial_task(spec, j0, j1, blocks):
-    return engine(spec).partial(blocks, j0, j1)
+def partial_task(spec, j0, j1, blocks, state=None):
+    return engine(spec).partial(blocks, j0, j1, state)
 
 
 def merge_task(spec, states):

@@ -2,7 +2,9 @@
 
     void keomlir_kernel(i64 i0, i64 i1, i64 j0, i64 j1, i64 n_j, T** args, i8** outs)
     void keomlir_partial(i64 i0, i64 i1, i64 j0, i64 j1, i64 n_j, T** args, i8* part)
+    void keomlir_resume(i64 i0, i64 i1, i64 j0, i64 j1, i64 n_j, T** args, i8* part)
     void keomlir_combine(i64 i0, i64 i1, i64 n_rows, i64 n_parts, i8* parts, i8** outs)
+    void keomlir_merge(i64 i0, i64 i1, i64 n_parts, i8** parts, i8* out)
     i64  keomlir_state_cells()
     void keomlir_ranges(i64 k0, i64 k1, i64* ranges_i, i64* slices_i, i64* redranges_j,
                         i64 n_j, T** args, i8** outs)
@@ -11,6 +13,10 @@ The kernel reduces rows [i0, i1) over j in [j0, j1).  When there are few rows
 and many j, threads run `partial` on parts of j, each writing its rows' raw
 reduction states (8-byte cells) to its part buffer, and `combine` merges the
 parts in order of j and finalizes: correct for every reduction, as `merge` is.
+`resume` continues the states already in its part buffer over more j (a K-min
+list resumed, not restarted), and `merge` folds states of consecutive parts of j
+without finalizing them: what a distributed reduction (keomlir.dask) chains and
+merges in a tree.
 `ranges` is the block-sparse kernel (pykeops's `ranges`): for each block k in
 [k0, k1), rows [ranges_i[k,0], ranges_i[k,1]) reduce over the union of the j
 intervals redranges_j[l] for l in [slices_i[k-1], slices_i[k]) (slices_i[-1] = 0);
@@ -41,11 +47,13 @@ from ...passes.tiling import wide_contractions
 from . import microkernel, wide
 from .emitter import SlotArray
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
-                       n_cells, state_slots)
+                       n_cells)
 
 KERNEL_NAME = "keomlir_kernel"
 PARTIAL_NAME = "keomlir_partial"
+RESUME_NAME = "keomlir_resume"
 COMBINE_NAME = "keomlir_combine"
+MERGE_NAME = "keomlir_merge"
 CELLS_NAME = "keomlir_state_cells"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
@@ -142,8 +150,8 @@ class _Kernel(KernelSkeleton):
 
     # ---- entry points --------------------------------------------------------------
     def build(self, variant="kernel"):
-        """The module of one variant: `keomlir_kernel`; `partial`, `combine` and
-        `state_cells` (split_j); or the block-sparse `keomlir_ranges`."""
+        """The module of one variant: `keomlir_kernel`; `partial`, `resume`, `combine`,
+        `merge` and `state_cells` (split_j); or the block-sparse `keomlir_ranges`."""
         ptr_t = self.t.as_pointer().as_pointer()
         i8p = ir.IntType(8).as_pointer()
         if variant == "kernel":  # the whole reduction of rows [i0, i1) over j in [j0, j1), finalized into outs
@@ -159,7 +167,9 @@ class _Kernel(KernelSkeleton):
             self._hoist_params()
             self._tiles(i0, i1, j0, j1, lambda row, st: self._save_state(part, row, st))
             self.b.ret_void()
+            self._resume(ptr_t, i8p)
             self._combine()
+            self._merge(i8p)
             self._cells()
         elif variant == "ranges":
             self._ranges(ptr_t, i8p)
@@ -186,20 +196,37 @@ class _Kernel(KernelSkeleton):
         with counted_loop(b, start, i1, "i1") as i:
             self.rows_body([i], j_span, emit_result, start_state)
 
-    def _tiles(self, i0, i1, j0, j1, emit_result):
-        """Rows [i0, i1) reduced over [j0, j1): as `_row_tiles`, or cache-blocked as the
-        tiling says (`_blocked_tiles`)."""
+    def _tiles(self, i0, i1, j0, j1, emit_result, initial=None):
+        """Rows [i0, i1) reduced over [j0, j1), from fresh states or, if given, from
+        initial(row)'s: as `_row_tiles`, or cache-blocked as the tiling says (`_blocked_tiles`)."""
         if self.cache_bytes:
-            self._blocked_tiles(i0, i1, j0, j1, emit_result)
-        else:
+            self._blocked_tiles(i0, i1, j0, j1, emit_result, initial)
+        elif initial is None:
             self._row_tiles(i0, i1, (j0, j1), emit_result)
+        else:
+            self._row_tiles(i0, i1, (j0, j1), *self._continuing(initial, emit_result))
 
-    def _blocked_tiles(self, i0, i1, j0, j1, emit_result):
+    def _continuing(self, kept, save):
+        """(emit_result, start_state) for rows continuing from the states kept(row) returns:
+        a reduction whose lanes share one state (K-min) resumes from it (restarted, its list
+        would insert anew), others merge their new state into it in order of j; save(row,
+        state) receives the continued state."""
+        if self.red.lanes_share_state and self.lanes:
+            return save, kept
+
+        def merge_into(row, st):
+            state = kept(row)
+            self.red.merge(self.em, self.ea, state, st)
+            save(row, state)
+
+        return merge_into, None
+
+    def _blocked_tiles(self, i0, i1, j0, j1, emit_result, initial=None):
         """Chunks of rows, each reduced over j in blocks whose j data (about the tiling's
         `cache_bytes`) stays in cache while every tile of the chunk reads it: streamed
         from memory once per tile, the j data of a wide contraction is what the kernel
-        waits for.  The chunk's states wait in a stack buffer between blocks, each block's
-        states merged into them in order of j (`Reduction.merge`, as `combine` does)."""
+        waits for.  The chunk's states (fresh, or initial(row)'s) wait in a stack buffer
+        between blocks, each block continuing them in order of j (`_continuing`)."""
         b = self.b
         cells = n_cells(self.fresh_state())
         chunk = self.rows * max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * cells)) // self.rows)
@@ -211,21 +238,11 @@ class _Kernel(KernelSkeleton):
         with counted_loop(b, i0, i1, "ic", chunk) as ic:
             ie = imin(b, b.add(ic, c64(chunk)), i1)
             with counted_loop(b, ic, ie, "ir") as row:
-                self._save_state(buf, b.sub(row, ic), self.fresh_state())
-
-            def merge_into_chunk(row, st):
-                local = b.sub(row, ic)
-                if resume is None:
-                    kept = self._load_state(buf, local)
-                    self.red.merge(self.em, self.ea, kept, st)
-                    st = kept
-                self._save_state(buf, local, st)
-
-            # a K-min resumes from its list: restarted in every block, it would insert anew each time
-            resume = ((lambda row: self._load_state(buf, b.sub(row, ic)))
-                      if self.red.lanes_share_state and self.lanes else None)
+                self._save_state(buf, b.sub(row, ic), self.fresh_state() if initial is None else initial(row))
+            emit, start = self._continuing(lambda row: self._load_state(buf, b.sub(row, ic)),
+                                           lambda row, st: self._save_state(buf, b.sub(row, ic), st))
             with counted_loop(b, j0, j1, "jc", jblock) as jc:
-                self._row_tiles(ic, ie, (jc, imin(b, b.add(jc, c64(jblock)), j1)), merge_into_chunk, resume)
+                self._row_tiles(ic, ie, (jc, imin(b, b.add(jc, c64(jblock)), j1)), emit, start)
             with counted_loop(b, ic, ie, "ie") as row:
                 emit_result(row, self._load_state(buf, b.sub(row, ic)))
 
@@ -249,10 +266,6 @@ class _Kernel(KernelSkeleton):
 
     # ---- partial states: j split across threads --------------------------------------
     # A part buffer holds each row's state in consecutive cells, row-major (rows, n_cells).
-    # `_state_slots`, `_fresh_state`, `_save_state` and `_load_state` are also the state
-    # helpers keomlir.dask.partials renders its non-finalizing merge with.
-    _state_slots = staticmethod(state_slots)
-    _n_cells = staticmethod(n_cells)
 
     def _cells_of(self, buf, row, n_cells):
         """cell(k, ty) for `save_state`/`load_state`: cell k of `row`, typed as the slot."""
@@ -267,14 +280,34 @@ class _Kernel(KernelSkeleton):
     def _save_state(self, buf, row, state):
         self.save_state(state, self._cells_of(buf, row, n_cells(state)))
 
-    def _fresh_state(self):
-        return self.fresh_state()
-
     def _load_state(self, buf, row):
         """A fresh scalar state holding row `row` of a part buffer."""
         state = self.fresh_state()
         self.load_state(state, self._cells_of(buf, row, n_cells(state)))
         return state
+
+    def _resume(self, ptr_t, i8p):
+        """resume(i0, i1, j0, j1, n_j, args, part): `partial`, each row continuing from the
+        state already in part[row] (written by `partial`, `resume` or `merge`)."""
+        i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
+            RESUME_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
+        self._hoist_params()
+        self._tiles(i0, i1, j0, j1, lambda row, st: self._save_state(part, row, st),
+                    lambda row: self._load_state(part, row))
+        self.b.ret_void()
+
+    def _merge(self, i8p):
+        """merge(i0, i1, n_parts, parts, out): rows [i0, i1) of the part buffers parts[0],
+        parts[1]... (consecutive parts of j, in order) merged and written unfinalized to
+        out (which may be parts[0]): a finalized Kahan sum or LogSumExp cannot merge again."""
+        i0, i1, n_parts, parts, out = self._function(MERGE_NAME, [I64, I64, I64, i8p.as_pointer(), i8p])
+        b = self.b
+        with counted_loop(b, i0, i1, "i") as i:
+            state = self._load_state(b.load(parts), i)
+            with counted_loop(b, c64(1), n_parts, "part") as p:
+                self.red.merge(self.em, self.ea, state, self._load_state(b.load(b.gep(parts, [p])), i))
+            self._save_state(out, i, state)
+        b.ret_void()
 
     def _combine(self):
         """combine(i0, i1, n_rows, n_parts, parts, outs): merge the parts in order of j, finalize."""
