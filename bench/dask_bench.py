@@ -151,6 +151,7 @@ def main():
     ap.add_argument("--overhead-size", type=float, default=1e5, help="M = N of the overhead case (default 1e5)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per scaling time (best kept; default 1)")
     ap.add_argument("--no-overhead", action="store_true", help="skip the overhead case")
+    ap.add_argument("--no-scaling", action="store_true", help="skip the scaling case (prints, writes nothing)")
     ap.add_argument("--out", default=os.path.join(HERE, "dask_results.md"))
     args = ap.parse_args()
     size, osize = int(args.size), int(args.overhead_size)
@@ -161,6 +162,8 @@ def main():
     if not args.no_overhead:
         print(f"overhead at M=N={osize}:", flush=True)
         over = overhead(osize, 5)
+    if args.no_scaling:
+        return
     print(f"scaling at M=N={size}, chunks of {chunk} rows:", flush=True)
     scale = scaling(size, chunk, args.repeat)
     lines = [

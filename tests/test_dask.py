@@ -22,6 +22,7 @@ import dask  # noqa: E402
 
 import keomlir.dask as kd  # noqa: E402
 import keomlir.numpy as kn  # noqa: E402
+import keomlir.dask.genred as genred  # noqa: E402
 from keomlir.dask.partials import Engine, spec_of  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
@@ -145,7 +146,7 @@ def test_states_continued_over_j_blocks_of_wide_variables(reduction_op, k):
         state = engine.partial([a if p == 0 else a[j0:j1] for p, a in enumerate(args)], j0, j1, state)
         np.testing.assert_array_equal(before, engine.merge([before]))  # the input state is left as it was
     other = engine.partial([a if p == 0 else a[500:] for p, a in enumerate(args)], 500, 700)
-    got = as_list(engine.finish([state, other]))
+    got = as_list(engine.finish([[state, other]]))
     ref = as_list(g(*args))
     d = ((x[:, None, :].astype(np.float64) - y[None].astype(np.float64)) ** 2).sum(-1)
     for a, o in zip(got, ref):
@@ -160,6 +161,27 @@ def test_states_continued_over_j_blocks_of_wide_variables(reduction_op, k):
     else:
         m = (-d / 64).max(1, keepdims=True)
         assert_close(got[0], m + np.log(np.exp(-d / 64 - m).sum(1, keepdims=True)), "float32")
+
+
+@pytest.mark.parametrize("reduction_op", ["Sum", "KMin_ArgKMin", "LogSumExp"])
+def test_row_blocks_cut_into_pieces(client, data, reduction_op, monkeypatch):
+    """Row blocks cut into pieces of rows (tasks enough for every worker), each piece's
+    chains merged, the pieces finalized together: chunks and results unchanged."""
+    monkeypatch.setattr(genred, "MIN_PIECE_ROWS", 4)
+    formula, formula2, k = CASES[reduction_op]
+    x, y, b = data
+    g = kd.Genred(formula, ALIASES, reduction_op, 1, opt_arg=k, formula2=formula2)
+    lazy = as_list(g(da.from_array(x, chunks=(CHUNKS_I, 2)), da.from_array(y, chunks=(CHUNKS_J, 2)),
+                     da.from_array(b, chunks=(CHUNKS_J, 3)), chains=2))
+    keys = [key for key in dict(lazy[0].__dask_graph__()) if "partial" in str(key)]
+    assert max(key[2] for key in keys) >= 1  # pieces were made
+    assert all(r.chunks[0] == CHUNKS_I for r in lazy)
+    got = client.compute(lazy, sync=True)
+    for a, o in zip(got, as_list(kn.Genred(formula, ALIASES, reduction_op, 1, opt_arg=k, formula2=formula2)(x, y, b))):
+        if a.dtype == np.int64 or reduction_op.startswith("KMin"):
+            np.testing.assert_array_equal(a, o)
+        else:
+            assert_close(a, o, "float32", rtol=1e-5, atol=1e-5)
 
 
 def test_ties_resolved_to_the_lowest_global_index(client):

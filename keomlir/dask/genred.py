@@ -73,20 +73,33 @@ def _parallel_threads():
         return os.cpu_count() or 1
 
 
+MIN_PIECE_ROWS = 4096  # rows below which a block of rows is not cut into pieces
+
+
 def _chain_count(n_row_blocks, n_j_blocks, chains):
     """Chains of consecutive j blocks per row block: each chain's tasks continue one
     state (a K-min list resumed, not restarted in every block), chains merge in a tree.
-    By default as few as give every thread two chains to take (balance)."""
+    By default as few as give every thread two chains to take."""
     if chains is None:
         chains = -(-2 * _parallel_threads() // n_row_blocks)
     return max(1, min(int(chains), n_j_blocks))
 
 
+def _pieces(rows, n_row_blocks, n_chains):
+    """Bounds of the pieces a block of `rows` rows is cut into, so that every thread has
+    about four chains to take: two would leave one thread idle half the time whenever
+    data locality draws three of them to one worker."""
+    want = -(-4 * _parallel_threads() // (n_row_blocks * n_chains))
+    n = max(1, min(want, rows // MIN_PIECE_ROWS))
+    return [rows * p // n for p in range(n + 1)]
+
+
 def _graph(spec, red, args, n_i, n_j, split_every, chains):
-    """The task graph of one call and its output dask arrays: for each row block, its
-    j blocks cut into `_chain_count` chains of consecutive blocks (a task per block,
-    continuing the previous block's states), the chains' states merged in a tree of
-    `split_every` in order of j, the root finalized."""
+    """The task graph of one call and its output dask arrays: each row block cut into
+    `_pieces`, each piece's j blocks into `_chain_count` chains of consecutive blocks
+    (a task per block, continuing the previous block's states), the chains' states
+    merged in a tree of `split_every` in order of j, the pieces' roots finalized
+    together as the row block's output."""
     cats = [cat for _, _, cat in red.kernel_arguments]
     chunks = {0: _row_chunks(args, cats, 0, n_i), 1: _row_chunks(args, cats, 1, n_j)}
     inputs, refs = [], []  # dask collections the graph depends on; each argument as its tasks see it
@@ -105,7 +118,7 @@ def _graph(spec, red, args, n_i, n_j, split_every, chains):
     bounds = {c: np.concatenate([[0], np.cumsum(chunks[c])]).astype(int).tolist() for c in (0, 1)}
     n_b = len(chunks[1])
     n_chains = _chain_count(len(chunks[0]), n_b, chains)
-    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, n_chains, refs)}"
+    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, n_chains, _parallel_threads(), refs)}"
 
     def block(ref, cat, a, b):
         if not isinstance(ref, da.Array):
@@ -114,29 +127,33 @@ def _graph(spec, red, args, n_i, n_j, split_every, chains):
 
     dsk = {}
     for a in range(len(chunks[0])):
-        level = []
-        for first, last in zip([n_b * c // n_chains for c in range(n_chains)],
-                               [n_b * (c + 1) // n_chains for c in range(n_chains)]):
-            state = None
-            for b in range(first, last):
-                key = (name + "-partial", a, b)
-                dsk[key] = (partial_task, spec, bounds[1][b], bounds[1][b + 1],
-                            [block(r, c, a, b) for r, c in zip(refs, cats)], state)
-                state = key
-            level.append(state)
-        depth = 0
-        while len(level) > split_every:  # a tree over j: groups of consecutive states, in order
-            depth += 1
-            groups = [level[g:g + split_every] for g in range(0, len(level), split_every)]
+        cuts = _pieces(chunks[0][a], len(chunks[0]), n_chains)
+        roots = []
+        for piece, rows in enumerate(zip(cuts[:-1], cuts[1:])):
             level = []
-            for g, group in enumerate(groups):
-                if len(group) == 1:
-                    level.append(group[0])
-                    continue
-                key = (name + "-merge", depth, a, g)
-                dsk[key] = (merge_task, spec, group)
-                level.append(key)
-        dsk[(name, a)] = (finish_task, spec, level)
+            for first, last in zip([n_b * c // n_chains for c in range(n_chains)],
+                                   [n_b * (c + 1) // n_chains for c in range(n_chains)]):
+                state = None
+                for b in range(first, last):
+                    key = (name + "-partial", a, piece, b)
+                    dsk[key] = (partial_task, spec, bounds[1][b], bounds[1][b + 1],
+                                [block(r, c, a, b) for r, c in zip(refs, cats)], state, rows)
+                    state = key
+                level.append(state)
+            depth = 0
+            while len(level) > split_every:  # a tree over j: groups of consecutive states, in order
+                depth += 1
+                groups = [level[g:g + split_every] for g in range(0, len(level), split_every)]
+                level = []
+                for g, group in enumerate(groups):
+                    if len(group) == 1:
+                        level.append(group[0])
+                        continue
+                    key = (name + "-merge", depth, a, piece, g)
+                    dsk[key] = (merge_task, spec, group)
+                    level.append(key)
+            roots.append(level)
+        dsk[(name, a)] = (finish_task, spec, roots)
 
     outputs = []
     for k, (shape, kind) in enumerate(red.output_shapes(n_i)):

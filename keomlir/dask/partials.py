@@ -83,16 +83,21 @@ class Engine:
         self.split = cpu.compile_program(red.program, spec.dtype, acc, red.sum_scheme, variant="split_j")
         self.cells = self.split.state_cells
 
-    def partial(self, blocks, j0, j1, state=None):
+    def partial(self, blocks, j0, j1, state=None, rows=None):
         """States of a block of rows over the reduced rows [j0, j1) (global numbers, so that
         stored indices are global), continuing `state` (those of the rows over the j just
         before j0; not modified) if given.  blocks[p] is argument p's block: its rows in the
-        block for kernel i-variables, rows j0..j1 for kernel j-variables, the whole parameter."""
+        block for kernel i-variables, rows j0..j1 for kernel j-variables, the whole parameter;
+        rows=(r0, r1): only rows r0..r1 of the i-variables' blocks."""
         width = j1 - j0
         n_i = None
         keep, pointers = [], []
         for p, (block, (_, dim, cat)) in enumerate(zip(blocks, self.arguments)):
             a = np.asarray(block)
+            if cat == 0 and rows is not None:
+                if not 0 <= rows[0] <= rows[1] <= a.shape[0]:
+                    raise ValueError(f"keomlir.dask: rows {rows} of argument {p}'s block of {a.shape[0]} rows")
+                a = a[rows[0]:rows[1]]
             if cat == 0 and n_i is None:
                 n_i = a.shape[0]
             expected = {0: (n_i, dim), 1: (width, dim), 2: (dim,)}[cat]
@@ -132,9 +137,10 @@ class Engine:
         self.split.merge(0, n, len(parts), (_PTR * len(parts))(*[s.ctypes.data for s in parts]), out.ctypes.data)
         return out
 
-    def finish(self, states):
-        """The outputs (a tuple of arrays) of the merged states of every j, in order of j."""
-        state = self.merge(states)
+    def finish(self, pieces):
+        """The outputs (a tuple of arrays) of consecutive pieces of rows, each given as
+        its states of every j in order of j (merged here, then finalized)."""
+        state = np.concatenate([self.merge(states) for states in pieces])
         n = state.shape[0]
         outs = [np.empty(shape, dtype=np.int64 if kind == "index" else self.dtype)
                 for shape, kind in self.output_shapes(n)]
@@ -159,13 +165,13 @@ def engine(spec: Spec) -> Engine:
 
 
 # ---- task functions (what the graph names; picklable by reference) ------------------
-def partial_task(spec, j0, j1, blocks, state=None):
-    return engine(spec).partial(blocks, j0, j1, state)
+def partial_task(spec, j0, j1, blocks, state=None, rows=None):
+    return engine(spec).partial(blocks, j0, j1, state, rows)
 
 
 def merge_task(spec, states):
     return engine(spec).merge(states)
 
 
-def finish_task(spec, states):
-    return engine(spec).finish(states)
+def finish_task(spec, pieces):
+    return engine(spec).finish(pieces)
