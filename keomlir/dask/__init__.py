@@ -5,17 +5,19 @@
     a = g(x, y, b)                # x, y, b dask arrays chunked over rows: a lazy (M, 1) dask array
     a.compute()                   # or client.compute(a) on a dask.distributed cluster
 
-The call builds a task graph and runs nothing.  Each task of the graph's first
-level reduces one block of output rows over one block of reduced rows with the
-compiled kernel and keeps the raw partial states (not finalized); the states of a
-block of rows are merged in a tree (`split_every` at a time) in order of the
-reduced rows, and the root finalizes them.  So results are those of keomlir.numpy
-(ties go to the lower index, float32 sums stay compensated, K-min lists keep
-their order) and indices are global.  Tasks carry only the formula: every worker
-compiles (or loads from its disk cache) its own kernels.  Memory per task is set
-by the chunk sizes: a block of rows, a block of reduced rows, and `split_every`
-states of one block of rows.  K-min reductions pay for each block of reduced rows
-(each starts an empty list): give them large chunks of j, or one.
+The call builds a task graph and runs nothing.  Each partial task reduces a piece
+of a block of output rows over one block of reduced rows with the compiled kernel,
+continuing the raw states (not finalized) of the block of reduced rows before it:
+a chain of consecutive blocks keeps one state (a K-min list is resumed, not
+restarted).  Blocks of rows are cut into pieces and the reduced blocks into
+`chains` so that every worker thread has a few chains to take (balance when data
+locality draws tasks to one worker); the chains' states are merged in a tree
+(`split_every` at a time) in order of the reduced rows, and the root finalizes
+them.  So results are those of keomlir.numpy (ties go to the lower index, float32
+sums stay compensated, K-min lists keep their order) and indices are global.
+Tasks carry only the formula: every worker compiles (or loads from its disk
+cache) its own kernels.  Memory per task is set by the chunk sizes: a block of
+rows, a block of reduced rows, and `split_every` states of one block of rows.
 
 On a cluster: `dask scheduler` on one machine, `dask worker tcp://HOST:8786` on
 each machine (one worker with a thread per core: kernels release the GIL, or
