@@ -8,10 +8,11 @@ import pytest
 
 from keomlir.backends import cpu
 from keomlir.backends.llvm import renderer
-from keomlir.passes.tiling import CONTRACT_ROWS
+from keomlir.passes.tiling import COLUMN_BLOCK, CONTRACT_ROWS
 from keomlir.numpy import Genred
 
 from conftest import assert_close
+from test_ranges import mask_of, random_ranges
 
 AXES = pytest.mark.parametrize("axis", [0, 1])
 DTYPES = pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -90,7 +91,6 @@ def test_widths(d):
 
 @DTYPES
 def test_block_sparse_ranges(dtype):
-    from test_ranges import mask_of, random_ranges
     x, y, b, d2, _ = _data(4, dtype, m=150, n=400)
     ranges = random_ranges(np.random.default_rng(5), 150, 400)
     g = Genred("Exp(-SqDist(x,y)) * b", [f"x=Vi({D})", f"y=Vj({D})", "b=Vj(4)"], "Sum", axis=1)
@@ -123,3 +123,42 @@ def test_far_from_origin_stays_exact():
     xs, ys = x + shift, y + shift
     d2s = ((xs.astype(np.float64)[:, None] - ys.astype(np.float64)[None]) ** 2).sum(-1)
     assert_close(g(xs, ys, b), np.exp(-d2s) @ b.astype(np.float64), "float32")
+
+
+@pytest.mark.parametrize("width", [65, 128, 1000])
+@AXES
+@DTYPES
+def test_wide_right_hand_side_in_column_blocks(width, axis, dtype):
+    """K @ B with B of many columns: one kernel of at most COLUMN_BLOCK columns called on
+    each block (the last one zero-padded), with a j split, block-sparse ranges and both axes."""
+    rng = np.random.default_rng(width)
+    m, n = 203, 517
+    x, y = rng.normal(size=(m, 3)).astype(dtype), rng.normal(size=(n, 3)).astype(dtype)
+    b = rng.normal(size=(n, width)).astype(dtype)
+    g = _genred("Exp(-SqDist(x,y)) * b", ["x = i(3)", "y = j(3)", f"b = j({width})"], "Sum", axis)
+    tiling = cpu.schedule(g.reduction.program).tiling
+    assert tiling.columns and tiling.columns[1] <= COLUMN_BLOCK and tiling.columns[1] % 16 == 0
+    K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
+    assert_close(g(x, y, b), K @ b.astype(np.float64), dtype)
+    if axis == 1:
+        ranges = random_ranges(np.random.default_rng(1), m, n)
+        assert_close(g(x, y, b, ranges=ranges), np.where(mask_of(ranges, m, n), K, 0.0) @ b.astype(np.float64), dtype)
+    try:
+        cpu.set_num_threads(2)  # 3 rows: j split across threads inside each block's call
+        assert_close(g(x[:3], y, b), K[:3] @ b.astype(np.float64), dtype)
+    finally:
+        cpu.set_num_threads(None)
+
+
+def test_column_blocks_share_one_kernel_across_widths():
+    """Widths 100, 1000 and 4000 of the right-hand side run the same kernel of 64 columns
+    (one disk cache entry, no compilation per width); b used elsewhere in F keeps its width."""
+    keys = set()
+    for width in (100, 1000, 4000):
+        g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", f"b = Vj({width})"], "Sum", axis=1)
+        keys.add(g.reduction.kernel("float32").stats["key"])
+    assert len(keys) == 1
+    g = Genred("Exp(-SqDist(x,y)) * b + b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(100)"], "Sum", axis=1)
+    assert not cpu.schedule(g.reduction.program).tiling.columns
+    g = Genred("Exp(-SqDist(x,y) * Sum(b)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(100)"], "Sum", axis=1)
+    assert not cpu.schedule(g.reduction.program).tiling.columns

@@ -75,10 +75,11 @@ class CpuKernel:
     The other variants of the program (the functions that split j across
     threads, the block-sparse kernel) are compiled on first need."""
 
-    def __init__(self, obj: bytes, stats, variant_of=None):
+    def __init__(self, obj: bytes, stats, variant_of=None, tiling=None):
         self.engine = toolchain.host_engine(obj)
         self.stats = stats
         self.variant_of = variant_of  # variant name -> the CpuKernel of that variant
+        self.tiling = tiling  # the schedule it was compiled with
         address = self.engine.get_function_address
         if address(KERNEL_NAME):
             self.fn = _KERNEL_TYPE(address(KERNEL_NAME))
@@ -199,13 +200,13 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
         obj = cache.load(key)
         if obj is not None:
             try:
-                kernel = CpuKernel(obj, {"source": "disk"}, siblings)
+                kernel = CpuKernel(obj, {"source": "disk"}, siblings, tiled.tiling)
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
             obj, stats = _build(tiled, dtype, acc_dtype, sum_scheme, variant)
             cache.store(key, obj)
-            kernel = CpuKernel(obj, stats, siblings)
+            kernel = CpuKernel(obj, stats, siblings, tiled.tiling)
         kernel.stats["total_s"] = time.perf_counter() - t0
         kernel.stats["key"] = key
         _kernels[memo] = kernel
@@ -219,9 +220,29 @@ def run(launch, arrays):
     buffers = [np.ascontiguousarray(a.T if cat == 1 else a) for a, cat in zip(arrays, launch.arg_cats)]
     outs = launch.numpy_outputs()
     kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme)
-    pointers = ([b.ctypes.data for b in buffers], [o.ctypes.data for o in outs], launch.n_i, launch.n_j)
-    if launch.ranges is None:
-        kernel(*pointers)
+
+    def call(arg_ptrs, out_ptrs):
+        if launch.ranges is None:
+            kernel(arg_ptrs, out_ptrs, launch.n_i, launch.n_j)
+        else:
+            kernel.run_ranges(arg_ptrs, out_ptrs, launch.n_i, launch.n_j, *launch.ranges)
+
+    arg_ptrs = [b.ctypes.data for b in buffers]
+    if kernel.tiling is not None and kernel.tiling.columns:
+        _column_blocks(call, arg_ptrs, buffers, outs[0], *kernel.tiling.columns)
     else:
-        kernel.run_ranges(*pointers, *launch.ranges)
+        call(arg_ptrs, [o.ctypes.data for o in outs])
     return outs
+
+
+def _column_blocks(call, arg_ptrs, buffers, out, pos, block):
+    """A Sum of s * b (`tiling.columns`): the kernel of `block` columns of b called on each
+    block of b's columns (rows of its transposed buffer), the last one zero-padded."""
+    b_t = buffers[pos]  # (columns, n_j), C-contiguous
+    part = np.empty((out.shape[0], block), out.dtype)
+    for c0 in range(0, b_t.shape[0], block):
+        cols = b_t[c0:c0 + block]
+        if cols.shape[0] < block:  # never read past b: the last columns copied beside zeros
+            cols = np.concatenate([cols, np.zeros((block - cols.shape[0], b_t.shape[1]), b_t.dtype)])
+        call(arg_ptrs[:pos] + [cols.ctypes.data] + arg_ptrs[pos + 1:], [part.ctypes.data])
+        out[:, c0:c0 + block] = part[:, :min(block, b_t.shape[0] - c0)]
