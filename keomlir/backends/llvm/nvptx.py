@@ -6,7 +6,7 @@ used in place), parameters one row, outputs one row per i:
 
     keomlir_1d(i64 n_i, i64 n_j, T* arg_0, ..., out_0*, ...)
         The 1-D scheme, KeOps's main kernel: grid (ceil(n_i / BLOCK), 1), one
-        thread per row i.  The block walks j in tiles of BLOCK rows; each tile of
+        thread per row i.  The block walks j in tiles of TILE (<= BLOCK) rows; each tile of
         every j-variable is staged in shared memory by the whole block (coalesced:
         a tile of a row-major variable is one contiguous run), then each thread
         folds the tile into its reduction state.  A tile is a block of the
