@@ -44,14 +44,16 @@ CASES = {
     # the Sum state is wide: K @ B with B of w columns
     "wide_rhs": (GAUSS, lambda w: {"x": ("i", 3), "y": ("j", 3), "b": ("j", w)}, _gauss_oracle),
     # wide contractions of an i and a j variable, a narrow state
-    "sqdist_scalprod": ("Exp(-SqDist(x,y)) * b + Exp((x|y)) * b", lambda w: {"x": ("i", w), "y": ("j", w), "b": ("j", 2)},
+    "sqdist_scalprod": ("Exp(-SqDist(x,y)) * b + Exp((x|y)) * b",
+                        lambda w: {"x": ("i", w), "y": ("j", w), "b": ("j", 2)},
                         lambda x, y, b: np.exp(-_d2(x, y)) @ b + np.exp(x @ y.T) @ b),
     # everything wide: the Gaussian kernel of the brief's measurements
     "all_wide": (GAUSS, lambda w: {"x": ("i", w), "y": ("j", w), "b": ("j", w)}, _gauss_oracle),
     # the gradient torch builds for x: a wide Sum state of element-wise wide terms
     "grad_x": ("Grad(Exp(-SqDist(x,y)) * b, x, e)",
                lambda w: {"x": ("i", w), "y": ("j", w), "b": ("j", 1), "e": ("i", 1)},
-               lambda x, y, b, e: -2 * e * ((np.exp(-_d2(x, y)) * b[:, 0])[:, :, None] * (x[:, None] - y[None])).sum(1)),
+               lambda x, y, b, e: -2 * e * ((np.exp(-_d2(x, y)) * b[:, 0])[:, :, None]
+                                            * (x[:, None] - y[None])).sum(1)),
 }
 
 
