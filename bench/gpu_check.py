@@ -5,10 +5,11 @@
 
 Covers: every reduction on both axes, float32 and float64, odd sizes that no
 tile divides, the 1-D and the 2-D scheme (forced, and as 'auto' picks); the
-large-dimension paths (j tiles of fewer rows than threads, no staging); wide formulas
-(loops over components, wide Sum states in local memory: W = 17 ... 1024); float16
-(half data, float32 arithmetic, against the float32 CPU result on the same inputs);
-block-sparse reductions (`ranges`, the keomlir_ranges kernel, and torch gradients through it); gradients (torch autograd on CUDA tensors against torch
+large-dimension paths (j tiles of fewer rows than threads, no staging); wide
+formulas (loops over components, wide Sum states in local memory: W = 17 ... 1024);
+float16 (half data, float32 arithmetic, against the float32 CPU result on the same
+inputs); block-sparse reductions (`ranges`, the keomlir_ranges kernel, and torch
+gradients through it); gradients (torch autograd on CUDA tensors against torch
 on CPU tensors, first and second order); torch CUDA tensors in and out (device,
 dtype, no copy of contiguous inputs, torch's current stream).  Exit status 0
 when every row passes, 1 otherwise, 2 without a usable GPU.
