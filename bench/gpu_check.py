@@ -5,9 +5,11 @@
 
 Covers: every reduction on both axes, float32 and float64, odd sizes that no
 tile divides, the 1-D and the 2-D scheme (forced, and as 'auto' picks); the
-large-dimension path; float16 (half data, float32 arithmetic, against the float32 CPU
-result on the same inputs); block-sparse reductions (`ranges`, the keomlir_ranges
-kernel, and torch gradients through it); gradients (torch autograd on CUDA tensors against torch
+large-dimension paths (j tiles of fewer rows than threads, no staging); wide
+formulas (loops over components, wide Sum states in local memory: W = 17 ... 1024);
+float16 (half data, float32 arithmetic, against the float32 CPU result on the same
+inputs); block-sparse reductions (`ranges`, the keomlir_ranges kernel, and torch
+gradients through it); gradients (torch autograd on CUDA tensors against torch
 on CPU tensors, first and second order); torch CUDA tensors in and out (device,
 dtype, no copy of contiguous inputs, torch's current stream).  Exit status 0
 when every row passes, 1 otherwise, 2 without a usable GPU.
@@ -43,6 +45,14 @@ REDUCTIONS = [  # (name, formula, formula2, K)
 MATH = "Sin(Sum(x)) * Cos(Sum(y)) + Log(1 + Exp(Sum(b))) + Atan2(Sum(x), Sum(y)) + Sqrt(SqNorm2(x - y)) " \
        "+ Powf(1 + Square(Sum(b)), IntInv(3)) + Asin(Sin(Sum(x))) + Acos(Cos(Sum(y)))"
 TOL = {"float16": 2e-3, "float32": 2e-4, "float64": 1e-10}
+WIDE = [  # (label, formula, aliases for a width w): dimensions above WIDE_THRESHOLD, loops over components
+    ("wide Sum state", "Exp(-SqDist(x,y)) * b", lambda w: ["x = Vi(3)", "y = Vj(3)", f"b = Vj({w})"]),
+    ("wide SqDist, Scalprod", "Exp(-SqDist(x,y)) * b + Exp((x|y)) * b",
+     lambda w: [f"x = Vi({w})", f"y = Vj({w})", "b = Vj(2)"]),
+    ("wide x, y, b", "Exp(-SqDist(x,y)) * b", lambda w: [f"x = Vi({w})", f"y = Vj({w})", f"b = Vj({w})"]),
+    ("wide gradient", "Grad(Exp(-SqDist(x,y)) * b, x, e)",
+     lambda w: [f"x = Vi({w})", f"y = Vj({w})", "b = Vj(1)", "e = Vi(1)"]),
+]
 
 rows = []
 
@@ -105,10 +115,14 @@ def check_special(rng):
     for dtype in ("float32", "float64"):
         cases = [
             ("math functions", CompiledReduction(MATH, ALIASES[1], "Sum", 1), [(517, 3), (1029, 3), (1029, 2)]),
-            ("large dimension (no staging)",
+            ("large dimension (tiles < block)",
              CompiledReduction("Exp(-SqDist(x,y) / 100) * b", ["x = Vi(400)", "y = Vj(400)", "b = Vj(2)"],
                                "Sum", 1),
              [(301, 400), (777, 400), (777, 2)]),
+            ("large dimension (no staging)",  # one j row above 48 KiB of shared memory
+             CompiledReduction("Exp(-SqDist(x,y) / 10000) * b", ["x = Vi(12289)", "y = Vj(12289)", "b = Vj(1)"],
+                               "Sum", 1),
+             [(301, 12289), (777, 12289), (777, 1)]),
             ("parameters", CompiledReduction("Exp(-SqNorm2(x - p)) * y", ["x = Vi(2)", "p = Pm(2)", "y = Vj(1)"],
                                              "Sum", 1), [(99, 2), (2,), (1001, 1)]),
             ("empty j range", CompiledReduction("x - y", ["x = Vi(3)", "y = Vj(3)"], "Min", 1), [(10, 3), (0, 3)]),
@@ -126,6 +140,28 @@ def check_special(rng):
                 except Exception as e:  # noqa: BLE001
                     record(label, dtype, scheme, float("nan"), False, time.perf_counter() - t0,
                            f"{type(e).__name__}: {e}")
+
+
+def check_wide(rng, widths):
+    """The WIDE formulas against the CPU backend (its own loops over components)."""
+    m, n = (13, 29) if SIMULATE else (1001, 2003)
+    for label, formula, aliases in WIDE:
+        for w in widths:
+            r = CompiledReduction(formula, aliases(w), "Sum", 1)
+            for dtype in ("float32", "float64", "float16"):
+                args = [(rng.standard_normal((m if cat == 0 else n, d)) / (np.sqrt(d) if d > 2 else 1)).astype(dtype)
+                        for _, d, cat in sorted(r.program.arguments)]
+                want = r.run_numpy([a.astype(np.float32) if dtype == "float16" else a for a in args], "CPU")
+                for scheme in ("1d", "2d"):
+                    t0 = time.perf_counter()
+                    try:
+                        got = cuda.run_numpy(r.launch(args), args, scheme=scheme)
+                        err = max_error(got, want, dtype)
+                        record(f"{label} W={w} {m}x{n}", dtype, scheme, err, err <= TOL[dtype],
+                               time.perf_counter() - t0)
+                    except Exception as e:  # noqa: BLE001
+                        record(f"{label} W={w} {m}x{n}", dtype, scheme, float("nan"), False,
+                               time.perf_counter() - t0, f"{type(e).__name__}: {e}")
 
 
 def block_ranges(m, n, rng, size=97):
@@ -274,6 +310,7 @@ def main(argv=None):
     try:
         check_reductions(rng, args.quick)
         check_special(rng)
+        check_wide(rng, (17, 64) if args.quick else (17, 64, 300, 1024))
         check_block_sparse(rng, args.quick)
         check_torch(args.quick)
     except Exception:  # an error outside a case: say where
@@ -290,7 +327,7 @@ SIMULATE = False
 
 
 def simulate_main():
-    """The reduction checks through cuda.simulate (8 threads a block, small chunks)."""
+    """The reduction, block-sparse and wide checks through cuda.simulate (8 threads a block, small chunks)."""
     global SIMULATE
     SIMULATE = True
 
@@ -298,9 +335,10 @@ def simulate_main():
         return cuda.simulate(launch, args, block=8, scheme="2d" if scheme == "2d" else "1d", chunk=16, fan=3)
 
     cuda.run_numpy = run_numpy
-    print("host simulator (no GPU): reductions only, small sizes")
+    print("host simulator (no GPU): reductions, block-sparse and wide formulas, small sizes")
     check_reductions(np.random.default_rng(0), True)
     check_block_sparse(np.random.default_rng(0), True)
+    check_wide(np.random.default_rng(0), (17, 300))
     failed = [r for r in rows if not r[4]]
     print(f"\n{len(rows) - len(failed)}/{len(rows)} passed")
     return 1 if failed else 0

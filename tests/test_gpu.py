@@ -159,7 +159,8 @@ def test_ptxas_fast_math_and_large_dimension(tmp_path):
     assert all("error" not in rep.lower() for rep in reports)
     assert "ex2.approx" in nvptx.render_ptx(r.program, "float32", fast_math=True)
     big = Reduction("Exp(-SqDist(x,y)) * Sum(b)", ["x = Vi(200)", "y = Vj(200)", "b = Vj(100)"], "Sum", 1)
-    assert not nvptx.config_for(big.program, "float64").stage
+    config = nvptx.config_for(big.program, "float64")
+    assert config.stage and config.tile == 48 * 1024 // (300 * 8) < config.block  # fewer j than threads
     assemble_all(big.program, tmp_path, "large-dim")
 
 
@@ -177,7 +178,8 @@ def test_ptx_structure():
 
 
 def test_large_dimension_path_reads_global_memory():
-    big = Reduction("Exp(-SqDist(x,y))", ["x = Vi(400)", "y = Vj(400)"], "Sum", 1)
+    """A j row above the 48 KiB of shared memory is not staged."""
+    big = Reduction("Exp(-SqDist(x,y))", ["x = Vi(12289)", "y = Vj(12289)"], "Sum", 1)
     config = nvptx.config_for(big.program, "float32")
     assert not config.stage
     ptx = nvptx.render_ptx(big.program, "float32")
@@ -188,6 +190,7 @@ def test_block_shrinks_to_fit_shared_memory():
     mid = Reduction("Exp(-SqDist(x,y))", ["x = Vi(60)", "y = Vj(60)"], "Sum", 1)
     assert nvptx.config_for(mid.program, "float32").block == 128  # 256 * 60 * 4 > 48 KiB
     assert nvptx.config_for(mid.program, "float64").block == 64
+    assert nvptx.config_for(mid.program, "float64").tile == 64  # one j row per thread
 
 
 def test_bad_arch():
@@ -367,7 +370,7 @@ def test_gpu_math_special_values():
 
 
 def _info(block=256, slots=3):
-    return nvptx.KernelInfo(block, nvptx.MERGE_BLOCK, slots, True, 0)
+    return nvptx.KernelInfo(block, nvptx.MERGE_BLOCK, slots, True, 0, block)
 
 
 def test_plan_many_rows_is_one_d():

@@ -14,7 +14,7 @@ from .ops import make
 from .reductions import get as get_reduction
 
 
-# nodes and Sum states wider than this are lowered as loops over components on the CPU
+# nodes and Sum states wider than this are lowered as loops over components (CPU and GPU)
 # (backends/llvm/wide.py): unrolled, a 512-wide variable took seconds of LLVM time and
 # spilled every register; the tiling pass blocks contractions of such variables
 WIDE_THRESHOLD = 16

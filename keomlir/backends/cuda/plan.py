@@ -47,7 +47,7 @@ def plan(n_i, n_j, n_in, n_out, info, sm_count, threads_per_sm=2048, scheme="aut
                 return one_d
         else:
             gj = min(_cdiv(n_j, B), 64)
-        chunk = _cdiv(_cdiv(n_j, gj), B) * B
+        chunk = _cdiv(_cdiv(n_j, gj), info.tile) * info.tile  # whole tiles
     chunk = max(chunk, _cdiv(n_j, 65535))  # the y dimension of a grid is at most 65535
     gj = _cdiv(n_j, chunk)
     S = info.state_slots

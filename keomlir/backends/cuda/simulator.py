@@ -66,11 +66,13 @@ _sims = {}
 
 
 def simulate(launch, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_count=1, stage=None,
-             fast_math=False):
+             fast_math=False, tile=None):
     """Run a Launch's GPU kernels on the host with `block` threads per block and the
-    launch plan of `plan.py` (dense, or block-sparse when the launch has ranges)."""
+    launch plan of `plan.py` (dense, or block-sparse when the launch has ranges);
+    `tile` j rows per tile (default: as many as the GPU's tile, at most `block`)."""
     base = config_for(launch.program, launch.dtype)
-    config = GpuConfig(block, base.stage if stage is None else stage, fast_math)
+    config = GpuConfig(block, base.stage if stage is None else stage, fast_math,
+                       min(block, base.tile) if tile is None else tile)
     key = ptx_key(launch, "host-sim", config)
     sim = _sims.get(key)
     if sim is None:

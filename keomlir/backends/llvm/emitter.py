@@ -67,7 +67,7 @@ class SlotArray:
 
 
 class Emitter:
-    # wide values (Wide, SlotArray) above this dimension; None: always unrolled (as the GPU)
+    # wide values (Wide, SlotArray) above this dimension; None: always unrolled
     wide_threshold = None
     # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU,
     # scalarized in vector code); pow stays with libm for its float64 accuracy

@@ -6,7 +6,7 @@ used in place), parameters one row, outputs one row per i:
 
     keomlir_1d(i64 n_i, i64 n_j, T* arg_0, ..., out_0*, ...)
         The 1-D scheme, KeOps's main kernel: grid (ceil(n_i / BLOCK), 1), one
-        thread per row i.  The block walks j in tiles of BLOCK rows; each tile of
+        thread per row i.  The block walks j in tiles of TILE (<= BLOCK) rows; each tile of
         every j-variable is staged in shared memory by the whole block (coalesced:
         a tile of a row-major variable is one contiguous run), then each thread
         folds the tile into its reduction state.  A tile is a block of the
@@ -27,12 +27,19 @@ used in place), parameters one row, outputs one row per i:
         Every thread of a block sees the same intervals, so the tiles and barriers
         stay uniform.  Rows of no block are written first by keomlir_1d with n_j = 0.
 
-The large-dimension path: when a tile of the j-variables does not fit the 48 KiB
-of static shared memory even at 64 threads, nothing is staged and each thread
-reads the j rows from global memory (one row serves the whole block through
-the L1 cache).  KeOps's further "chunked" mode (splitting a long formula
-dimension into slices, each with its own pass) is not implemented: register
-pressure then spills to local memory, slower but correct.
+Tiles hold one j row per thread while that fits the 48 KiB of static shared
+memory (at 256, 128 or 64 threads); wider j-variables get tiles of fewer rows
+than threads (`GpuConfig.tile`), and only a single j row above 48 KiB is not
+staged at all: each thread then reads the j rows from global memory (one row
+serves the whole block through the L1 cache).
+
+Wide formulas (nodes or a Sum state above `WIDE_THRESHOLD` components) are
+loops over components, as on the CPU (`wide.py` through the skeleton): the
+kernel's size and compile time do not grow with the width.  A wide Sum state,
+which no register file holds, is a per-thread array in local memory (cached
+in L1/L2, interleaved across threads so that a warp's accesses coalesce).
+KeOps's "chunked" mode (one pass per slice of a long dimension) is not
+implemented.
 
 Reductions are composed, not re-implemented: `Reduction.init/update/end_block/
 finalize/merge` run per thread on slots, exactly as on the CPU.  Math goes
@@ -53,9 +60,10 @@ import math
 
 from llvmlite import ir
 
+from ...ir.program import WIDE_THRESHOLD
 from . import mathlib, toolchain
 from .emitter import Emitter, counted_loop
-from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, imin, intervals, state_slots
+from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, n_cells
 
 
 I32 = ir.IntType(32)
@@ -64,6 +72,7 @@ DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir
 DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
 SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
+WIDE_BLOCK = 128  # threads per block when a tile holds fewer j rows than threads, or none
 MERGE_BLOCK = 128
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120")
 
@@ -142,9 +151,10 @@ _FAST = {"exp": _fast_exp, "log": _fast_log}
 
 @dataclasses.dataclass(frozen=True)
 class GpuConfig:
-    block: int = 256  # threads per block of the 1-D and partial kernels (= j rows per tile)
+    block: int = 256  # threads per block of the 1-D and partial kernels
     stage: bool = True  # j tiles in shared memory; False: the large-dimension path
     fast_math: bool = False
+    tile: int = 256  # j rows per tile (staged or not), and per block of the compensated sum
 
 
 def _j_dims(program):
@@ -158,12 +168,14 @@ def _j_dims(program):
 
 
 def config_for(program, dtype, fast_math=False):
-    """The largest block whose j tile fits shared memory; none fits: no staging."""
+    """The largest block whose tile of one j row per thread fits shared memory; else
+    WIDE_BLOCK threads sharing tiles of as many rows as fit; not one row: no staging."""
     row_bytes = sum(d for _, d in _j_dims(program)) * DATA_BYTES[dtype]
     for block in (256, 128, 64):
         if block * row_bytes <= SHARED_BYTES:
-            return GpuConfig(block, True, fast_math)
-    return GpuConfig(128, False, fast_math)
+            return GpuConfig(block, True, fast_math, block)
+    rows = SHARED_BYTES // row_bytes
+    return GpuConfig(WIDE_BLOCK, rows > 0, fast_math, rows or WIDE_BLOCK)
 
 
 # ---- targets: where ids, barriers and shared memory come from ---------------------------
@@ -246,16 +258,17 @@ class KernelInfo:
     state_slots: int  # i64 words per thread state in the 2-D scheme's buffers
     stage: bool
     shared_bytes: int  # shared tile of the 1-D and partial kernels (host-sim: its size)
+    tile: int  # j rows per tile: the 2-D scheme's chunks are multiples of it
 
     def header(self):
         return (f"// keomlir: block={self.block} merge_block={self.merge_block} state_slots={self.state_slots} "
-                f"stage={int(self.stage)} shared_bytes={self.shared_bytes}")
+                f"stage={int(self.stage)} shared_bytes={self.shared_bytes} tile={self.tile}")
 
     @classmethod
     def from_header(cls, line):
         fields = dict(kv.split("=") for kv in line.split(":", 1)[1].split())
         return cls(int(fields["block"]), int(fields["merge_block"]), int(fields["state_slots"]),
-                   bool(int(fields["stage"])), int(fields["shared_bytes"]))
+                   bool(int(fields["stage"])), int(fields["shared_bytes"]), int(fields["tile"]))
 
 
 class _GpuModule(KernelSkeleton):
@@ -275,7 +288,7 @@ class _GpuModule(KernelSkeleton):
         self.tile_offsets, off = {}, 0
         for pos, dim in self.j_vars:
             self.tile_offsets[pos] = off
-            off += config.block * dim
+            off += config.tile * dim
         self.tile_size = off
         self.state_slots = None
 
@@ -284,6 +297,7 @@ class _GpuModule(KernelSkeleton):
         """Start kernel `name`: its arguments past the target's hidden ones."""
         fn, args = self.target.kernel(self.module, name, params, block)
         self.begin(fn)
+        self.em.wide_threshold = self.ea.wide_threshold = WIDE_THRESHOLD
         return args
 
     def _arg_types(self):
@@ -294,7 +308,7 @@ class _GpuModule(KernelSkeleton):
 
     def _new_state(self):
         st = self.fresh_state()
-        n = len(state_slots(st))
+        n = n_cells(st)
         assert self.state_slots in (None, n)
         self.state_slots = n
         return st
@@ -305,7 +319,7 @@ class _GpuModule(KernelSkeleton):
         b = self.b
 
         def cell(s, ty):
-            return b.gep(buf, [b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), c64(s)), n_i), i)])
+            return b.gep(buf, [b.add(b.mul(b.add(b.mul(chunk, c64(self.state_slots)), cell_index(s)), n_i), i)])
 
         return cell
 
@@ -337,7 +351,7 @@ class _GpuModule(KernelSkeleton):
     def tiles_kernel(self, kind):
         """kind: '1d', 'partial' (the 2-D scheme's first pass) or 'ranges' (block-sparse)."""
         cfg, tgt = self.config, self.target
-        B = cfg.block
+        B, T = cfg.block, cfg.tile
         head = {"1d": [I64, I64], "partial": [I64, I64, I64], "ranges": [I64, I64, I64.as_pointer(), I64.as_pointer()]}[kind]
         tail = [I64.as_pointer()] if kind == "partial" else self._out_types()
         args = self._start(f"keomlir_{kind}", head + self._arg_types() + tail, B)
@@ -366,24 +380,27 @@ class _GpuModule(KernelSkeleton):
 
         def load_var(n, em_):
             pos, dim, cat = n.attrs
+            src = data[pos]
             if cat == 1:
                 if stage:
                     jj = b.sub(cursor["j"], cursor["jt"])
-                    base = b.add(c64(self.tile_offsets[pos]), b.mul(jj, c64(dim)))
-                    return [self._widen(b.load(b.gep(tile, [b.add(base, c64(c))]))) for c in range(dim)]
-                base = b.mul(cursor["j"], c64(dim))
+                    src, base = tile, b.add(c64(self.tile_offsets[pos]), b.mul(jj, c64(dim)))
+                else:
+                    base = b.mul(cursor["j"], c64(dim))
             else:
                 base = b.mul(row, c64(dim)) if cat == 0 else c64(0)
-            return [self._widen(b.load(b.gep(data[pos], [b.add(base, c64(c))]))) for c in range(dim)]
+            if em_.is_wide(dim):  # loaded component by component inside the consumer's loop
+                return em_.wide(dim, lambda c: self._widen(b.load(b.gep(src, [b.add(base, c)]))), cheap=True)
+            return [self._widen(b.load(b.gep(src, [b.add(base, c64(c))]))) for c in range(dim)]
 
         values = Values(em, load_var)
         self.emit_row_scope(values)  # once per thread
         st = self._new_state()
 
         def tiles(j_lo, j_hi):
-            with counted_loop(b, j_lo, j_hi, "jt", B) as jt:
+            with counted_loop(b, j_lo, j_hi, "jt", T) as jt:
                 cursor["jt"] = jt
-                tile_end = imin(b, j_hi, b.add(jt, c64(B)))
+                tile_end = imin(b, j_hi, b.add(jt, c64(T)))
                 if stage:
                     tgt.barrier(b)  # the previous tile is no longer read
                     rows = b.sub(tile_end, jt)
@@ -454,7 +471,7 @@ class _GpuModule(KernelSkeleton):
         elem = {ir.HalfType(): 2, ir.FloatType(): 4, ir.DoubleType(): 8}[self.t_data]
         stage = self.config.stage and self.tile_size > 0
         info = KernelInfo(self.config.block, MERGE_BLOCK, self.state_slots, stage,
-                          self.tile_size * elem if stage else 0)
+                          self.tile_size * elem if stage else 0, self.config.tile)
         return self.module, info
 
 
