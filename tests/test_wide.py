@@ -171,12 +171,13 @@ def test_width_1024(dtype):
 
 
 def test_code_size_independent_of_width():
-    """The rendered module of a 4096-wide formula is about as large as a 32-wide one's."""
+    """The rendered module of a 4096-wide formula is about as large as a 64-wide one's (b's
+    columns run in register tiles of 4 vectors: 64 columns fill one, 32 a narrower one)."""
     def size(w):
         g = Genred("Exp(-SqDist(x,y)) * b", [f"x = Vi({w})", f"y = Vj({w})", f"b = Vj({w})"], "Sum", axis=1)
         return len(str(renderer.render(cpu.schedule(g.reduction.program), "float32")))
 
-    assert size(4096) < 1.1 * size(32)
+    assert size(4096) < 1.1 * size(64)
 
 
 @pytest.mark.parametrize("scheme", ["direct_sum", "kahan_scheme", "block_sum"])

@@ -8,7 +8,7 @@ import pytest
 
 from keomlir.backends import cpu
 from keomlir.backends.llvm import renderer
-from keomlir.passes.tiling import COLUMN_BLOCK, CONTRACT_ROWS
+from keomlir.passes.tiling import COLUMN_BLOCK, COLUMN_ROWS, CONTRACT_ROWS
 from keomlir.numpy import Genred
 
 from conftest import assert_close
@@ -125,19 +125,21 @@ def test_far_from_origin_stays_exact():
     assert_close(g(xs, ys, b), np.exp(-d2s) @ b.astype(np.float64), "float32")
 
 
-@pytest.mark.parametrize("width", [65, 128, 1000])
+@pytest.mark.parametrize("width", [20, 65, 128, 1000])
 @AXES
 @DTYPES
 def test_wide_right_hand_side_in_column_blocks(width, axis, dtype):
     """K @ B with B of many columns: one kernel of at most COLUMN_BLOCK columns called on
-    each block (the last one zero-padded), with a j split, block-sparse ranges and both axes."""
+    each block (the last one zero-padded), b row-major, with a j split, block-sparse ranges,
+    both axes, tails of rows, of j vectors and of column vectors."""
     rng = np.random.default_rng(width)
-    m, n = 203, 517
+    m, n = 6 * COLUMN_ROWS + 5, 1100  # a tail of rows; 2 blocks of j and a tail of j
     x, y = rng.normal(size=(m, 3)).astype(dtype), rng.normal(size=(n, 3)).astype(dtype)
     b = rng.normal(size=(n, width)).astype(dtype)
     g = _genred("Exp(-SqDist(x,y)) * b", ["x = i(3)", "y = j(3)", f"b = j({width})"], "Sum", axis)
     tiling = cpu.schedule(g.reduction.program).tiling
     assert tiling.columns and tiling.columns[1] <= COLUMN_BLOCK and tiling.columns[1] % 16 == 0
+    assert "row-major" in tiling.text()
     K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
     assert_close(g(x, y, b), K @ b.astype(np.float64), dtype)
     if axis == 1:
@@ -150,11 +152,48 @@ def test_wide_right_hand_side_in_column_blocks(width, axis, dtype):
         cpu.set_num_threads(None)
 
 
+@pytest.mark.parametrize("scheme", ["direct_sum", "block_sum", "kahan_scheme"])
+@pytest.mark.parametrize("dtype, acc", [("float32", "auto"), ("float32", "float64"), ("float64", "auto")])
+def test_column_micro_kernel_sum_schemes(scheme, dtype, acc):
+    """Each sum scheme and accumulator type through the column micro-kernel: 300 columns
+    (2 blocks of 160, a register tile of fewer column vectors), with a D = 20 contraction
+    (its tile of CONTRACT_ROWS rows), ranges and a j split."""
+    rng = np.random.default_rng(3)
+    m, n, d, width = 2 * CONTRACT_ROWS + 3, 1300, 20, 300
+    x, y = rng.normal(size=(m, d)).astype(dtype) / 3, rng.normal(size=(n, d)).astype(dtype) / 3
+    b = rng.normal(size=(n, width)).astype(dtype)
+    g = Genred("Exp(-SqDist(x,y)) * b", [f"x = Vi({d})", f"y = Vj({d})", f"b = Vj({width})"], "Sum", axis=1,
+               sum_scheme=scheme, dtype_acc=acc)
+    assert cpu.schedule(g.reduction.program).tiling.columns == (2, 160)
+    K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
+    assert_close(g(x, y, b), K @ b.astype(np.float64), dtype)
+    ranges = random_ranges(np.random.default_rng(2), m, n)
+    assert_close(g(x, y, b, ranges=ranges), np.where(mask_of(ranges, m, n), K, 0.0) @ b.astype(np.float64), dtype)
+    try:
+        cpu.set_num_threads(2)
+        assert_close(g(x[:3], y, b), K[:3] @ b.astype(np.float64), dtype)
+    finally:
+        cpu.set_num_threads(None)
+
+
+@pytest.mark.parametrize("scheme", ["block_sum", "kahan_scheme"])
+def test_column_micro_kernel_float32_accurate_for_large_n(scheme):
+    """Compensated sums stay compensated in the column micro-kernel: 10^6 positive terms
+    a column in float32 (the rows' j split across threads: partial states combined)."""
+    n, width = 1_000_000, 20
+    b = np.random.default_rng(7).uniform(0, 1, size=(n, width)).astype(np.float32)
+    x, y = np.zeros((2, 1), np.float32), np.zeros((n, 1), np.float32)
+    g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(1)", "y = Vj(1)", f"b = Vj({width})"], "Sum", axis=1,
+               sum_scheme=scheme)
+    exact = b.astype(np.float64).sum(0)
+    assert np.abs(g(x, y, b) - exact).max() / exact.min() < 1e-6
+
+
 def test_column_blocks_share_one_kernel_across_widths():
-    """Widths 100, 1000 and 4000 of the right-hand side run the same kernel of 64 columns
+    """Widths 1000, 2000 and 4000 of the right-hand side run the same kernel of 256 columns
     (one disk cache entry, no compilation per width); b used elsewhere in F keeps its width."""
     keys = set()
-    for width in (100, 1000, 4000):
+    for width in (1000, 2000, 4000):
         g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", f"b = Vj({width})"], "Sum", axis=1)
         keys.add(g.reduction.kernel("float32").stats["key"])
     assert len(keys) == 1

@@ -215,11 +215,13 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
 
 def run(launch, arrays):
     """Run a checked Launch on NumPy arrays on the host; returns the outputs."""
-    # j data transposed to (dim, rows) for contiguous vector loads; a copy only where
-    # needed, inputs never written
-    buffers = [np.ascontiguousarray(a.T if cat == 1 else a) for a, cat in zip(arrays, launch.arg_cats)]
-    outs = launch.numpy_outputs()
     kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme)
+    columns = kernel.tiling.columns if kernel.tiling is not None else ()
+    # j data transposed to (dim, rows) for contiguous vector loads (b of `columns` stays
+    # row-major, copied by blocks); a copy only where needed, inputs never written
+    buffers = [np.ascontiguousarray(a.T if cat == 1 and (not columns or p != columns[0]) else a)
+               for p, (a, cat) in enumerate(zip(arrays, launch.arg_cats))]
+    outs = launch.numpy_outputs()
 
     def call(arg_ptrs, out_ptrs):
         if launch.ranges is None:
@@ -228,8 +230,8 @@ def run(launch, arrays):
             kernel.run_ranges(arg_ptrs, out_ptrs, launch.n_i, launch.n_j, *launch.ranges)
 
     arg_ptrs = [b.ctypes.data for b in buffers]
-    if kernel.tiling is not None and kernel.tiling.columns:
-        _column_blocks(call, arg_ptrs, buffers, outs[0], *kernel.tiling.columns)
+    if columns:
+        _column_blocks(call, arg_ptrs, buffers, outs[0], *columns)
     else:
         call(arg_ptrs, [o.ctypes.data for o in outs])
     return outs
@@ -237,12 +239,12 @@ def run(launch, arrays):
 
 def _column_blocks(call, arg_ptrs, buffers, out, pos, block):
     """A Sum of s * b (`tiling.columns`): the kernel of `block` columns of b called on each
-    block of b's columns (rows of its transposed buffer), the last one zero-padded."""
-    b_t = buffers[pos]  # (columns, n_j), C-contiguous
+    block of b's columns, passed as a row-major (n_j, block) copy, the last one zero-padded."""
+    b = buffers[pos]  # (n_j, columns)
     part = np.empty((out.shape[0], block), out.dtype)
-    for c0 in range(0, b_t.shape[0], block):
-        cols = b_t[c0:c0 + block]
-        if cols.shape[0] < block:  # never read past b: the last columns copied beside zeros
-            cols = np.concatenate([cols, np.zeros((block - cols.shape[0], b_t.shape[1]), b_t.dtype)])
+    cols = np.zeros((b.shape[0], block), b.dtype)
+    for c0 in range(0, b.shape[1], block):
+        width = min(block, b.shape[1] - c0)
+        cols[:, :width] = b[:, c0:c0 + width]  # never read past b: the last columns beside zeros
         call(arg_ptrs[:pos] + [cols.ctypes.data] + arg_ptrs[pos + 1:], [part.ctypes.data])
-        out[:, c0:c0 + block] = part[:, :min(block, b_t.shape[0] - c0)]
+        out[:, c0:c0 + width] = part[:, :width]

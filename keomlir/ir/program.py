@@ -29,7 +29,8 @@ class Tiling:
     block: int = 512  # j per block: the unit of compensated summation
     contractions: int = 0  # wide contractions of an i and a j variable run as one micro-kernel per tile of rows
     cache_bytes: int = 0  # j data per cache block, read by every tile of a chunk of rows (0: no cache blocking)
-    columns: tuple = ()  # (pos, width): F = s * b, b = argument pos, run `width` columns of b per call
+    # (pos, width): F = s * b, b = argument pos given row-major (n_j, width), `width` columns of b per call
+    columns: tuple = ()
 
     def lanes(self, scalar_bits):
         return self.vector_bits // scalar_bits if self.vector_bits else None
@@ -42,7 +43,8 @@ class Tiling:
         if self.cache_bytes:
             text += f", j in cache blocks of {self.cache_bytes // 1024} KiB of j data"
         if self.columns:
-            text += f", argument {self.columns[0]} in blocks of {self.columns[1]} columns (one call each)"
+            text += (f", argument {self.columns[0]} in blocks of {self.columns[1]} columns (one call each, "
+                     f"row-major), multiplied into register tiles of rows x column vectors")
         return text
 
 

@@ -9,11 +9,12 @@ are load-bound when each row runs its own loop over components; the renderer
 runs them as one register-blocked loop for the whole tile (`CONTRACT_ROWS`
 rows: each j vector loaded once per component for all of them), and reduces j
 in blocks that stay in cache while every tile of a chunk of rows reads them.
-A Sum of `s * b` with s a scalar and b a j variable of many columns (`K @ B`)
-runs as one kernel of at most COLUMN_BLOCK columns of b called on each block
-of columns: no kernel per width, and a Sum state that stays in L1 (a state of
-1000 columns, one vector per column, streams 64 KB per j through L2: 2.6x
-slower at 1000 columns, 1.7x at 256).
+A Sum of `s * b` with s a scalar and b a wide j variable (`K @ B`) runs as
+one kernel of at most COLUMN_BLOCK columns of b called on each block of
+columns (no kernel per large width), b passed row-major per block: a GEMM-like
+micro-kernel (`backends/llvm/columns.py`) multiplies s of COLUMN_ROWS rows into
+register accumulators across columns, 3.5x faster than a Sum state of one
+vector of j lanes per column (2 loads and a store of L1 per multiply-add).
 
 This is the one target-aware pass: it is not in the generic pipeline (which
 `Reduction` runs once, for every backend) but run by a backend, or by
@@ -34,10 +35,12 @@ CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight,
 # (streamed from L3 once per tile instead, the j data of a wide contraction is what the kernel waits
 # for; 128 / 256 / 512 KiB measured 0.264 / 0.244 / 0.238 s for a Gaussian at D = 128 on one core)
 CACHE_BYTES = 512 * 1024
-# columns of a wide right-hand side per kernel call (blocks of 32 / 48 / 64 / 128 columns took 1.19 /
-# 1.12 / 1.11 / 1.23 s for Exp(-SqDist(x,y)) * b, D = 3, 1000 columns, M = N = 4000, one core; 2.99 s as
-# one kernel of 1000 columns)
-COLUMN_BLOCK = 64
+# columns of a wide right-hand side per kernel call, and rows of its register tiles (blocks of 128 / 256 /
+# 512 columns took 0.371 / 0.341 / 0.346 s for Exp(-SqDist(x,y)) * b, D = 3, 1000 columns, M = N = 4000,
+# one core, 6 rows; 0.357 s with 4 rows; at D = 64, where s is made again for every block, 0.71 / 0.64 /
+# 0.82 s)
+COLUMN_BLOCK = 256
+COLUMN_ROWS = 6
 
 
 def wide_contractions(program):
@@ -53,12 +56,12 @@ def wide_contractions(program):
 
 def column_split(program):
     """(pos, width) of the j variable b when the program is a Sum of s * b (b used nowhere
-    else, s a scalar) and b is wider than COLUMN_BLOCK, else None."""
+    else, s a scalar) and b is wide (a Sum state kept in loops, `WIDE_THRESHOLD`), else None."""
     f = program.formula
     if program.reduction != "Sum" or program.formula2 is not None or f.name != "Mult":
         return None
     scalars = [a for a in f.args if a.dim == 1]
-    wide_vars = [a for a in f.args if a.name == "Var" and a.attrs[2] == 1 and a.dim > COLUMN_BLOCK]
+    wide_vars = [a for a in f.args if a.name == "Var" and a.attrs[2] == 1 and a.dim > WIDE_THRESHOLD]
     if len(scalars) != 1 or len(wide_vars) != 1:
         return None
     b = wide_vars[0]
@@ -110,6 +113,8 @@ class TilingPass(Pass):
             # (a K-min's insertion is unrolled per row: 8 rows doubled its compile time, 0.63 -> 1.15 s
             # at D = 512, for 2% of speed; other states are small)
             rows = max(rows, CONTRACT_ROWS)
+        if columns:
+            rows = max(rows, COLUMN_ROWS)
         tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
                         cache_bytes=CACHE_BYTES if n else 0, columns=columns or ())
         return dataclasses.replace(program, tiling=tiling)

@@ -44,7 +44,7 @@ from llvmlite import ir
 from ...ir.program import WIDE_THRESHOLD, Tiling
 from .emitter import Emitter, counted_loop
 from ...passes.tiling import wide_contractions
-from . import microkernel, wide
+from . import columns, microkernel, wide
 from .emitter import SlotArray
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
                        n_cells)
@@ -71,6 +71,8 @@ class _Kernel(KernelSkeleton):
         self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
         self.contractions = wide_contractions(program) if tiling.contractions else []
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
+        # a Sum of s * b run per block of b's columns, b row-major: the column micro-kernel
+        self.column_tile = columns.ColumnTile(self, tiling.columns[0]) if tiling.columns else None
 
     def _function(self, name, arg_types):
         """Start a function: builder and emitters for the data type and the accumulators
@@ -125,6 +127,8 @@ class _Kernel(KernelSkeleton):
     def _load_j(self, pos, c, em):
         """Component c (an i64 value) of j variable `pos` at the current j (a vector of them)."""
         b = self.b
+        if self.column_tile is not None and pos == self.column_tile.pos:  # row-major, read by the tail only
+            return b.load(b.gep(self.base(pos), [self.column_tile.b_index(c)]))
         ptr = b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)])
         if em.lanes is None:
             return b.load(ptr)
@@ -380,21 +384,21 @@ class _Kernel(KernelSkeleton):
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             for v in vec_rows:
                 self.emit_row_scope(v)
-            vec_states = [start_state(i) if start_state else red.init(self.em_v, self.ea_v, self.dims, k)
-                          for i in row_ids]
+            vec_states = [start_state(i) if start_state else self.fresh_state() if self.column_tile
+                          else red.init(self.em_v, self.ea_v, self.dims, k) for i in row_ids]
         if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
             j0, j1 = j_span
             vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
             states = self._merged_lanes(vec_states, len(row_ids))
             self._scalar_part(scalar_rows, states, vec_end, j1)
         else:  # many intervals: each one's SIMD part and tail, in order; lanes and tails merged last
-            tails = (vec_states if vec_states is not None and red.lanes_share_state
+            tails = (vec_states if vec_states is not None and (red.lanes_share_state or self.column_tile)
                      else [red.init(self.em, self.ea, self.dims, k) for _ in row_ids])
             with j_span() as (j0, j1):
                 vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
                 self._scalar_part(scalar_rows, tails, vec_end, j1)
             states = tails
-            if vec_states is not None and not red.lanes_share_state:
+            if vec_states is not None and not (red.lanes_share_state or self.column_tile):
                 states = self._merged_lanes(vec_states, len(row_ids))
                 for st, tail in zip(states, tails):
                     red.merge(self.em, self.ea, st, tail)
@@ -407,6 +411,8 @@ class _Kernel(KernelSkeleton):
 
     def _vector_part(self, vec_rows, vec_states, j0, j1):
         """SIMD over the whole vectors of [j0, j1), in blocks; returns where the tail starts."""
+        if self.column_tile is not None:  # scalar states, b's columns across the lanes
+            return self.column_tile.vector_part(vec_rows, vec_states, j0, j1)
         b, lanes, block = self.b, self.lanes, self.block
         vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
         with counted_loop(b, j0, vec_end, "jvb", block) as jb:
@@ -424,7 +430,7 @@ class _Kernel(KernelSkeleton):
         b, red, lanes = self.b, self.red, self.lanes
         if vec_states is None:
             return [red.init(self.em, self.ea, self.dims, self.program.opt_arg) for _ in range(n_rows)]
-        if red.lanes_share_state:  # already one scalar state
+        if red.lanes_share_state or self.column_tile:  # already one scalar state
             return vec_states
         states = []
         for vec_state in vec_states:
