@@ -125,6 +125,23 @@ def test_every_reduction_both_axes(client, data, reduction_op, axis, chains):
             assert_close(a, ref, "float32")
 
 
+@pytest.mark.parametrize("chains", [1, 2])
+@pytest.mark.parametrize("axis", [1, 0])
+def test_wide_right_hand_side_in_column_blocks(client, axis, chains):
+    """K @ B with B of 300 columns (the kernel runs per block of b's columns, b row-major):
+    every task's states hold one state per block, continued, merged and finalized."""
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((100, 3)).astype(np.float32), rng.standard_normal((123, 3)).astype(np.float32)
+    b = rng.standard_normal((123, 300)).astype(np.float32)
+    aliases = ["x = Vi(3)", "y = Vj(3)", "b = Vj(300)"] if axis == 1 else ["x = Vj(3)", "y = Vi(3)", "b = Vi(300)"]
+    g = kd.Genred("Exp(-SqDist(x,y)) * b", aliases, "Sum", axis)
+    xd, yd = da.from_array(x, chunks=(CHUNKS_I, 3)), da.from_array(y, chunks=(CHUNKS_J, 3))
+    got = client.compute(g(xd, yd, da.from_array(b, chunks=(CHUNKS_J, 300)), split_every=2, chains=chains),
+                         sync=True)
+    K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
+    assert_close(got, K @ b.astype(np.float64), "float32")
+
+
 @pytest.mark.parametrize("reduction_op, k", [("ArgKMin", 7), ("Sum", None), ("LogSumExp", None), ("Max_ArgMax", None)])
 def test_states_continued_over_j_blocks_of_wide_variables(reduction_op, k):
     """A worker's chain: states of the first j block continued block by block

@@ -81,7 +81,12 @@ class Engine:
         self.arguments = red.kernel_arguments
         self.output_shapes = red.output_shapes
         self.split = cpu.compile_program(red.program, spec.dtype, acc, red.sum_scheme, variant="split_j")
-        self.cells = self.split.state_cells
+        # a Sum of s * b run per block of b's columns (`Tiling.columns`): a row's state is the
+        # states of its blocks side by side, each block's kernel given b's columns row-major
+        tiling = self.split.tiling
+        self.columns = tiling.columns if tiling is not None else ()
+        self.n_blocks = -(-self.arguments[self.columns[0]][1] // self.columns[1]) if self.columns else 1
+        self.cells = self.split.state_cells * self.n_blocks
 
     def partial(self, blocks, j0, j1, state=None, rows=None):
         """States of a block of rows over the reduced rows [j0, j1) (global numbers, so that
@@ -104,7 +109,10 @@ class Engine:
             if (a.reshape(-1).shape if cat == 2 else a.shape) != expected:  # never read out of bounds
                 raise ValueError(f"keomlir.dask: argument {p} has a block of shape {a.shape}, expected "
                                  f"{expected}: the dask array's chunks do not match its data")
-            if cat == 1:  # transposed to (dim, width), as the kernel reads j data
+            if self.columns and p == self.columns[0]:  # row-major, copied by blocks in `_run`
+                a = np.asarray(a, dtype=self.dtype)
+                pointers.append(None)
+            elif cat == 1:  # transposed to (dim, width), as the kernel reads j data
                 a = np.ascontiguousarray(a.T, dtype=self.dtype)
                 # component c of j is read at base + c*width + j: the base shifted back by j0
                 pointers.append((a.ctypes.data - j0 * self.dtype.itemsize) % _ADDRESS)
@@ -113,17 +121,34 @@ class Engine:
                 pointers.append(a.ctypes.data)
             keep.append(a)
         n_i = 1 if n_i is None else n_i
-        args = (_PTR * max(len(pointers), 1))(*pointers)
         if state is None:
             out = np.empty((n_i, self.cells), np.uint64)
-            self.split.partial(0, n_i, j0, j1, width, args, out.ctypes.data)
         else:
             if state.shape != (n_i, self.cells):
                 raise ValueError(f"keomlir.dask: a state of shape {state.shape} cannot continue over a block of "
                                  f"{n_i} rows ({self.cells} cells each)")
             out = np.array(state, dtype=np.uint64, order="C")  # a copy: a rerun task finds its input intact
-            self.split.resume(0, n_i, j0, j1, width, args, out.ctypes.data)
+        self._run(self.split.partial if state is None else self.split.resume, pointers, keep, out, j0, j1)
         return out
+
+    def _run(self, fn, pointers, keep, out, j0, j1):
+        """fn (`partial` or `resume`) over [j0, j1) into out, once per block of columns."""
+        n_i, width = out.shape[0], j1 - j0
+        if not self.columns:
+            fn(0, n_i, j0, j1, width, (_PTR * max(len(pointers), 1))(*pointers), out.ctypes.data)
+            return
+        pos, block = self.columns
+        b, cells = keep[pos], self.split.state_cells
+        cols = np.zeros((width, block), self.dtype)
+        part = np.empty((n_i, cells), np.uint64)
+        for k in range(self.n_blocks):
+            c0 = k * block
+            cols[:, :min(block, b.shape[1] - c0)] = b[:, c0:c0 + block]
+            # column c of j is read at base + j*block + c: the base shifted back by j0 rows
+            pointers[pos] = (cols.ctypes.data - j0 * block * self.dtype.itemsize) % _ADDRESS
+            part[:] = out[:, k * cells:(k + 1) * cells]
+            fn(0, n_i, j0, j1, width, (_PTR * len(pointers))(*pointers), part.ctypes.data)
+            out[:, k * cells:(k + 1) * cells] = part
 
     def merge(self, states):
         """The states of consecutive j ranges, in order of j, merged into one (not finalized)."""
@@ -134,7 +159,9 @@ class Engine:
         if any(s.shape != (n, self.cells) for s in parts):
             raise ValueError(f"keomlir.dask: states of shapes {[s.shape for s in parts]} cannot be merged")
         out = np.empty_like(parts[0])
-        self.split.merge(0, n, len(parts), (_PTR * len(parts))(*[s.ctypes.data for s in parts]), out.ctypes.data)
+        # (blocks of columns: each row's states of its blocks, merged as rows of their own)
+        self.split.merge(0, n * self.n_blocks, len(parts), (_PTR * len(parts))(*[s.ctypes.data for s in parts]),
+                         out.ctypes.data)
         return out
 
     def finish(self, pieces):
@@ -144,6 +171,12 @@ class Engine:
         n = state.shape[0]
         outs = [np.empty(shape, dtype=np.int64 if kind == "index" else self.dtype)
                 for shape, kind in self.output_shapes(n)]
+        if self.columns:  # the Sum of every block of columns, side by side, then the columns of b
+            blocks = np.empty((n, self.n_blocks * self.columns[1]), self.dtype)
+            self.split.combine(0, n * self.n_blocks, n * self.n_blocks, 1, state.ctypes.data,
+                               (_PTR * 1)(blocks.ctypes.data))
+            outs[0][:] = blocks[:, :outs[0].shape[1]]
+            return tuple(outs)
         ptrs = (_PTR * len(outs))(*[o.ctypes.data for o in outs])
         self.split.combine(0, n, n, 1, state.ctypes.data, ptrs)
         return tuple(outs)
