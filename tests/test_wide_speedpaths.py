@@ -156,7 +156,7 @@ def test_wide_right_hand_side_in_column_blocks(width, axis, dtype):
 @pytest.mark.parametrize("dtype, acc", [("float32", "auto"), ("float32", "float64"), ("float64", "auto")])
 def test_column_micro_kernel_sum_schemes(scheme, dtype, acc):
     """Each sum scheme and accumulator type through the column micro-kernel: 300 columns
-    (3 blocks of 112, a register tile of fewer column vectors), with a D = 20 contraction
+    (one block of 304, a register tile of fewer column vectors), with a D = 20 contraction
     (its tile of CONTRACT_ROWS rows), ranges and a j split."""
     rng = np.random.default_rng(3)
     m, n, d, width = 2 * CONTRACT_ROWS + 3, 1300, 20, 300
@@ -164,7 +164,7 @@ def test_column_micro_kernel_sum_schemes(scheme, dtype, acc):
     b = rng.normal(size=(n, width)).astype(dtype)
     g = Genred("Exp(-SqDist(x,y)) * b", [f"x = Vi({d})", f"y = Vj({d})", f"b = Vj({width})"], "Sum", axis=1,
                sum_scheme=scheme, dtype_acc=acc)
-    assert cpu.schedule(g.reduction.program).tiling.columns == (2, 112)
+    assert cpu.schedule(g.reduction.program).tiling.columns == (2, 304)
     K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
     assert_close(g(x, y, b), K @ b.astype(np.float64), dtype)
     ranges = random_ranges(np.random.default_rng(2), m, n)
@@ -190,7 +190,7 @@ def test_column_micro_kernel_float32_accurate_for_large_n(scheme):
 
 
 def test_column_blocks_share_one_kernel_across_widths():
-    """Widths 1000, 2000 and 4000 of the right-hand side run the same kernel of 256 columns
+    """Widths 1000, 2000 and 4000 of the right-hand side run the same kernel of 512 columns
     (one disk cache entry, no compilation per width); b used elsewhere in F keeps its width."""
     keys = set()
     for width in (1000, 2000, 4000):

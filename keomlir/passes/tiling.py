@@ -35,15 +35,14 @@ CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight,
 # (streamed from L3 once per tile instead, the j data of a wide contraction is what the kernel waits
 # for; 128 / 256 / 512 KiB measured 0.264 / 0.244 / 0.238 s for a Gaussian at D = 128 on one core)
 CACHE_BYTES = 512 * 1024
-# columns of a wide right-hand side per kernel call, and rows of its register tiles (blocks of 128 / 256 /
-# 512 columns took 0.371 / 0.341 / 0.346 s for Exp(-SqDist(x,y)) * b, D = 3, 1000 columns, M = N = 4000,
-# one core, 6 rows; 0.357 s with 4 rows; at D = 64, where s is made again for every block, 0.71 / 0.64 /
-# 0.82 s)
-COLUMN_BLOCK = 256
+# columns of a wide right-hand side per kernel call, and rows of its register tiles, for Exp(-SqDist(x,y))
+# * b, 1000 columns, M = N = 4000, one core: blocks of 128 / 256 / 512 / 1024 columns took 0.37 / 0.34 /
+# 0.33 / 0.45 s at D = 3 (1024: b's columns of a block of j no longer in L2), 0.71 / 0.51 / 0.46 / 0.61 s
+# at D = 64 (s made again for every block); 4 rows instead of 6: 0.36 s at D = 3.  No cache blocking of
+# j with them: 0.51 s instead of 0.64 s at D = 64 and 256 columns, and code generation in 0.3 s, not 6 s
+# (the wide states of the chunk's rows saved and merged between blocks)
+COLUMN_BLOCK = 512
 COLUMN_ROWS = 6
-# with a wide contraction (its states saved and merged between cache blocks): 128 columns compile in
-# 2.3 s, 256 in 6.4 s (LLVM code generation, D = 64), for 0.71 s instead of 0.64 s at 1000 columns
-CONTRACT_COLUMN_BLOCK = 128
 
 
 def wide_contractions(program):
@@ -73,10 +72,10 @@ def column_split(program):
     return b.attrs[0], b.dim
 
 
-def split_columns(program, pos, width, most=COLUMN_BLOCK):
-    """The program on `block` columns of argument pos, where `block` (at most `most`, a
-    multiple of 16) covers `width` in as few equal blocks as possible."""
-    n = -(-width // most)
+def split_columns(program, pos, width):
+    """The program on `block` columns of argument pos, where `block` (at most COLUMN_BLOCK,
+    a multiple of 16) covers `width` in as few equal blocks as possible."""
+    n = -(-width // COLUMN_BLOCK)
     block = 16 * -(-width // (16 * n))
 
     def narrow(p, dim, cat):
@@ -108,9 +107,9 @@ class TilingPass(Pass):
         if self.target.vector_bits is None:  # no SIMD across j: the backend's own launch plan schedules
             return dataclasses.replace(program, tiling=None)
         columns = column_split(program)
-        n = len(wide_contractions(program))
         if columns:
-            program, columns = split_columns(program, *columns, CONTRACT_COLUMN_BLOCK if n else COLUMN_BLOCK)
+            program, columns = split_columns(program, *columns)
+        n = len(wide_contractions(program))
         rows = program.red.tile_rows
         if n and not program.red.lanes_share_state:
             # (a K-min's insertion is unrolled per row: 8 rows doubled its compile time, 0.63 -> 1.15 s
@@ -119,5 +118,5 @@ class TilingPass(Pass):
         if columns:
             rows = max(rows, COLUMN_ROWS)
         tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
-                        cache_bytes=CACHE_BYTES if n else 0, columns=columns or ())
+                        cache_bytes=CACHE_BYTES if n and not columns else 0, columns=columns or ())
         return dataclasses.replace(program, tiling=tiling)
