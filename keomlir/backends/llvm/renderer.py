@@ -24,7 +24,8 @@ the front end has checked every index against the array sizes.
 
 Layout: args[p] points to argument p: i-variables row-major (rows, dim),
 j-variables transposed (dim, n_j) so that W consecutive j of one component are
-one contiguous vector load, parameters a single row.  outs[k] is output k,
+one contiguous vector load (but b of `Tiling.columns`: row-major, see columns.py),
+parameters a single row.  outs[k] is output k,
 row-major with one row per i.
 
 Schedule (`program.tiling`, chosen by the tiling pass): rows i are taken `rows`
