@@ -4,10 +4,11 @@ With SIMD across j, the Sum state of a wide F keeps one vector of lanes per colu
 every term is 2 loads and a store of L1 (measured 12.5 G column-FMA/s on one core,
 slower than a dense matmul from 256 columns).  Run per block of columns
 (`Tiling.columns`), b comes row-major (n_j, block) instead, and the tile of rows
-works as a GEMM micro-kernel: s of its rows is made across the lanes' j as usual and
-stored to a stack buffer; then for each of these j, b's row j is loaded as vectors
-across columns, once for a group of rows, and each row's broadcast s[r, j] is
-multiplied into its accumulators, held in registers over the lanes' j.  The
+works as a GEMM micro-kernel: s of its rows over a block of j is made across the
+lanes' j as usual and stored to a stack buffer; then for each j of the block, b's row
+j is loaded as vectors across columns, once for a group of rows, and each row's
+broadcast s[r, j] is multiplied into its accumulators, held in registers over the
+block (47 G column-FMA/s, a dense float32 matmul 50).  The
 accumulators are the row's scalar Sum state (one value a column, no lane states to
 merge): `block` (block_sum: added with compensation at the end of each block of j,
 as the generic path does), `total` (direct_sum), or `total` and `comp` with a
@@ -15,8 +16,6 @@ compensated add per term (kahan_scheme: the same error bound as the generic path
 """
 
 from __future__ import annotations
-
-from llvmlite import ir
 
 from .emitter import SlotArray, counted_loop
 from .skeleton import c64, imin
