@@ -111,17 +111,91 @@ def test_gradient_of_gaussian_in_wide_x(w, axis, dtype):
     assert_close(g(x, y, b, e), (coef[:, :, None] * d).sum(1), dtype)
 
 
+@WIDTHS
 @DTYPES
-def test_wide_operand_of_an_unrolled_op(dtype):
-    """Ops without a loop form (Elem, Extract, Concat) take wide operands unrolled."""
-    rng = np.random.default_rng(5)
-    w = 20
+def test_concat_extract_elem(w, dtype):
+    """Index operations on wide operands, in loop form: Concats of i, j and computed
+    halves, wide and narrow Extracts, Elem of a variable and of a computed vector."""
+    rng = np.random.default_rng(w + 5)
     x, y = _points(rng, M, w, dtype), _points(rng, N, w, dtype)
-    g = _genred("Elem(x, 3) * Concat(Extract(y, 2, 17), x)", [f"x = i({w})", f"y = j({w})"], "Sum", 1)
-    X, Y = x.astype(np.float64), y.astype(np.float64)
-    cat = np.concatenate([np.broadcast_to(Y[None, :, 2:19], (M, N, 17)), np.broadcast_to(X[:, None], (M, N, w))], -1)
-    F = X[:, None, 3:4] * cat
+    f = (f"Elem(x, 3) * Concat(Extract(y, 2, {w - 3}), x - y)"
+         f" + Elem(x - y, {w - 1}) * Concat(y, Extract(x, 1, {w - 3})) + Sum(Extract(x - y, 5, 4))")
+    g = _genred(f, [f"x = i({w})", f"y = j({w})"], "Sum", 1)
+    X, Y = (np.broadcast_to(v.astype(np.float64), (M, N, w)) for v in (x[:, None], y[None]))
+    D = X - Y
+    F = (X[..., 3:4] * np.concatenate([Y[..., 2:w - 1], D], -1)
+         + D[..., w - 1:] * np.concatenate([Y, X[..., 1:w - 2]], -1) + D[..., 5:9].sum(-1, keepdims=True))
     assert_close(g(x, y), F.sum(1), dtype)
+
+
+@WIDTHS
+@DTYPES
+def test_contractions(w, dtype):
+    """MatVecMult and TensorDot to a narrow result (wide sums), VecMatMult, TensorProd
+    and a permuted TensorDot to a wide one."""
+    rng = np.random.default_rng(w + 10)
+    x, y = _points(rng, M, w, dtype), _points(rng, N, w, dtype)
+    a = rng.normal(size=3 * w).astype(dtype)
+    b = rng.normal(size=(N, 2 * w)).astype(dtype)
+    c = rng.normal(size=(M, 3)).astype(dtype)
+    al = [f"x = i({w})", f"y = j({w})", f"a = p({3 * w})", f"b = j({2 * w})", "c = i(3)"]
+    X, Y, A, B, C = (v.astype(np.float64) for v in (x, y, a, b, c))
+    D = X[:, None] - Y[None]
+    Cat = np.concatenate([np.broadcast_to(B[None], (M, N, 2 * w)), np.broadcast_to(X[:, None], (M, N, w))], -1)
+    Cat = Cat.reshape(M, N, 3, w)
+
+    narrow = f"MatVecMult(a, x - y) + Concat(TensorDot(b, x, Ind(2,{w}), Ind({w}), Ind(1), Ind(0)), Elem(x, 0))"
+    expected = np.einsum("kl,mnl->mnk", A.reshape(3, w), D) + np.concatenate(
+        [np.einsum("nal,ml->mna", B.reshape(N, 2, w), X), np.broadcast_to(X[:, None, :1], (M, N, 1))], -1)
+    assert_close(_genred(narrow, al, "Sum", 1)(x, y, a, b, c), expected.sum(1), dtype)
+
+    vm = _genred("VecMatMult(c, Concat(b, x))", al, "Sum", 1)(x, y, a, b, c)
+    assert_close(vm, np.einsum("mk,mnkl->ml", C, Cat), dtype)
+
+    wide = (f"TensorProd(c, x - y)"
+            f" + TensorDot(Concat(b, x), TensorProd(c, c), Ind(3,{w}), Ind(3,3), Ind(0), Ind(0), Ind(1,0))")
+    expected = np.einsum("mk,mnl->mnkl", C, D) + np.einsum("mnak,ma,ml->mnlk", Cat, C, C)
+    assert_close(_genred(wide, al, "Sum", 1)(x, y, a, b, c), expected.reshape(M, N, 3 * w).sum(1), dtype)
+
+
+@WIDTHS
+@AXES
+@DTYPES
+def test_gradient_of_gaussian_with_wide_x_and_b(w, axis, dtype):
+    """Grad(Exp(-SqDist(x,y)) * b, x, e) with x, b and e all wide (a wide Sum state)."""
+    rng = np.random.default_rng(w + 11)
+    x, y = _points(rng, M, w, dtype), _points(rng, N, w, dtype)
+    b, e = rng.normal(size=(N, w)).astype(dtype), rng.normal(size=(M, w)).astype(dtype)
+    g = _genred("Grad(Exp(-SqDist(x,y)) * b, x, e)", [f"x = i({w})", f"y = j({w})", f"b = j({w})", f"e = i({w})"],
+                "Sum", axis)
+    d, d2 = _sqdist(x, y)
+    coef = -2 * np.exp(-d2) * (e.astype(np.float64) @ b.astype(np.float64).T)  # (M, N)
+    assert_close(g(x, y, b, e), (coef[:, :, None] * d).sum(1), dtype)
+
+
+@WIDTHS
+@DTYPES
+def test_gradients_through_index_and_vector_ops(w, dtype):
+    """The adjoints gradients produce, in loop form: ExtractT (of Extract and Concat),
+    ElemT, SumT, OneHot(ArgMax), Normalize and VecMatMult (of MatVecMult)."""
+    rng = np.random.default_rng(w + 12)
+    x, y = _points(rng, M, w, dtype), _points(rng, N, w, dtype)
+    a = rng.normal(size=3 * w).astype(dtype)
+    e = rng.normal(size=(M, 3)).astype(dtype)
+    f = (f"Elem(x, 2) * Sum(Extract(y, 1, {w - 1}) * Extract(x, 0, {w - 1})) + (Concat(x, y) | Concat(y, x))"
+         " + Exp(-Sum(x * y)) + Max(x * y) + Norm2(x - y) + (MatVecMult(a, x) | e)")
+    g = _genred(f"Grad({f}, x, Elem(e, 0))", [f"x = i({w})", f"y = j({w})", f"a = p({3 * w})", "e = i(3)"], "Sum", 1)
+    X, Y, A, E = (v.astype(np.float64) for v in (x, y, a, e))
+    Xb, Yb = np.broadcast_to(X[:, None], (M, N, w)), np.broadcast_to(Y[None], (M, N, w))
+    grad = np.zeros((M, N, w))
+    grad[..., 2] += (Yb[..., 1:] * Xb[..., :-1]).sum(-1)
+    grad[..., :-1] += Xb[..., 2:3] * Yb[..., 1:]
+    grad += 2 * Yb - np.exp(-(Xb * Yb).sum(-1))[..., None] * Yb
+    grad += (np.arange(w) == (Xb * Yb).argmax(-1)[..., None]) * Yb
+    D = Xb - Yb
+    grad += D / np.sqrt((D ** 2).sum(-1, keepdims=True))
+    grad += (E @ A.reshape(3, w))[:, None]
+    assert_close(g(x, y, a, e), (E[:, None, :1] * grad).sum(1), dtype)
 
 
 @pytest.mark.parametrize("w", [17, 64])
@@ -174,6 +248,24 @@ def test_code_size_independent_of_width():
     """The rendered module of a 4096-wide formula is about as large as a 32-wide one's."""
     def size(w):
         g = Genred("Exp(-SqDist(x,y)) * b", [f"x = Vi({w})", f"y = Vj({w})", f"b = Vj({w})"], "Sum", axis=1)
+        return len(str(renderer.render(cpu.schedule(g.reduction.program), "float32")))
+
+    assert size(4096) < 1.1 * size(32)
+
+
+@pytest.mark.parametrize("formula,reduction,k", [
+    (lambda w: f"Elem(x, 3) * Concat(Extract(y, 2, {w - 3}), x - y) + ElemT(Elem(y, 1), {2 * w - 3}, 3)", "Sum", None),
+    (lambda w: f"MatVecMult(a, x - y) + TensorDot(b, x, Ind(3,{w}), Ind({w}), Ind(1), Ind(0))", "Sum", None),
+    (lambda w: f"TensorProd(c, x) + TensorProd(c, TensorDot(b, c, Ind(3,{w}), Ind(3), Ind(0), Ind(0)))", "Sum", None),
+    (lambda w: "Grad(Norm2(x - y) + Max(x * y) + Exp(-Sum(x * y)), x, e)", "Sum", None),
+])
+def test_loop_forms_independent_of_width(formula, reduction, k):
+    """Each loop form renders to about the same module at width 32 and 4096 (an op that
+    fell back to unrolling would grow 128 times)."""
+    def size(w):
+        al = [f"x = Vi({w})", f"y = Vj({w})", f"a = Pm({3 * w})", f"b = Vj({3 * w})", "c = Vi(3)", "e = Vi(1)"]
+        f2 = "b" if reduction == "SumSoftMaxWeight" else None
+        g = Genred(formula(w), al, reduction, axis=1, opt_arg=k, formula2=f2)
         return len(str(renderer.render(cpu.schedule(g.reduction.program), "float32")))
 
     assert size(4096) < 1.1 * size(32)
