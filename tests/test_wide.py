@@ -198,6 +198,59 @@ def test_gradients_through_index_and_vector_ops(w, dtype):
     assert_close(g(x, y, a, e), (E[:, None, :1] * grad).sum(1), dtype)
 
 
+@WIDTHS
+@AXES
+@DTYPES
+def test_min_max_and_indices_of_a_wide_formula(w, axis, dtype):
+    """Component-wise Min / ArgMin / Max_ArgMax of a wide F: states in array slots."""
+    rng = np.random.default_rng(w + 13)
+    x, y = _points(rng, M, w, dtype), _points(rng, N, w, dtype)
+    al = [f"x = i({w})", f"y = j({w})"]
+    # F in the dtype, exactly as the kernel rounds it: the indices must then match exactly
+    F = (np.abs(x[:, None] - y[None]) * x[:, None]).astype(np.float64)
+    f = "Abs(x - y) * x"
+    assert_close(_genred(f, al, "Min", axis)(x, y), F.min(1), dtype)
+    np.testing.assert_array_equal(_genred(f, al, "ArgMin", axis)(x, y), F.argmin(1))
+    vals, idx = _genred(f, al, "Max_ArgMax", axis)(x, y)
+    assert_close(vals, F.max(1), dtype)
+    np.testing.assert_array_equal(idx, F.argmax(1))
+
+
+@WIDTHS
+@AXES
+@DTYPES
+def test_k_min_of_a_wide_formula(w, axis, dtype):
+    """KMin / ArgKMin / KMin_ArgKMin of a wide F: the K ranks in array slots, (K, w) outputs."""
+    rng = np.random.default_rng(w + 14)
+    x, y = _points(rng, M, w, dtype), _points(rng, N, w, dtype)
+    al = [f"x = i({w})", f"y = j({w})"]
+    F = np.abs(x[:, None] - y[None]).astype(np.float64)  # exact in the dtype: indices must match
+    order = np.argsort(F, axis=1, kind="stable")[:, :3]
+    vals, idx = _genred("Abs(x - y)", al, "KMin_ArgKMin", axis, opt_arg=3)(x, y)
+    assert_close(vals, np.take_along_axis(F, order, 1), dtype)
+    np.testing.assert_array_equal(idx, order)
+    assert_close(_genred("Abs(x - y)", al, "KMin", axis, opt_arg=2)(x, y), np.sort(F, 1)[:, :2], dtype)
+    idx4 = _genred("Abs(x - y)", al, "ArgKMin", axis, opt_arg=4)(x, y)
+    np.testing.assert_array_equal(idx4, np.argsort(F, axis=1, kind="stable")[:, :4])
+
+
+@WIDTHS
+@AXES
+@DTYPES
+def test_logsumexp_and_softmax_with_wide_weights(w, axis, dtype):
+    """LogSumExp and SumSoftMaxWeight with a wide formula2: the weighted sums in array slots."""
+    rng = np.random.default_rng(w + 15)
+    x, y, b = _points(rng, M, 3, dtype), _points(rng, N, 3, dtype), rng.normal(size=(N, w)).astype(dtype)
+    al = ["x = i(3)", "y = j(3)", f"b = j({w})"]
+    _, d2 = _sqdist(x, y)
+    B = b.astype(np.float64)
+    lse = _genred("-SqDist(x,y)", al, "LogSumExp", axis, formula2="Exp(b)")(x, y, b)
+    assert_close(lse, np.log(np.exp(-d2) @ np.exp(B)), dtype)
+    soft = _genred("-SqDist(x,y)", al, "SumSoftMaxWeight", axis, formula2="b")(x, y, b)
+    K = np.exp(-d2)
+    assert_close(soft, (K @ B) / K.sum(1, keepdims=True), dtype)
+
+
 @pytest.mark.parametrize("w", [17, 64])
 @DTYPES
 def test_block_sparse_ranges_wide(w, dtype):
@@ -234,6 +287,46 @@ def test_few_rows_split_j_wide(dtype):
     assert_close(lse, m + np.log(np.exp(-d2 - m).sum(1, keepdims=True)), dtype, rtol=rtol)
 
 
+@DTYPES
+def test_wide_states_split_j_ranges_and_cache_blocks(dtype):
+    """The new wide states (Min_ArgMin, KMin_ArgKMin, SumSoftMaxWeight) saved to cells and
+    merged: j split across 2 threads (M = 3), block-sparse ranges, and j in cache blocks
+    (a wide contraction in F: K-min lists resumed, extremes merged, in order of j)."""
+    from test_ranges import mask_of, random_ranges
+    rng = np.random.default_rng(16)
+    w = 300
+    x, y, b = _points(rng, 3, w, dtype), _points(rng, 1000, w, dtype), rng.normal(size=(1000, w)).astype(dtype)
+    al = [f"x = i({w})", f"y = j({w})", f"b = j({w})"]
+
+    def check(x, y, b, mask=None, **kw):
+        F = (np.exp(-((x[:, None] - y[None]) ** 2).sum(-1))[..., None] * b[None]).astype(np.float64)
+        if mask is not None:
+            F = np.where(mask[..., None], F, np.inf)
+        vals, idx = _genred("Exp(-SqDist(x,y)) * b", al, "Min_ArgMin", 1)(x, y, b, **kw)
+        assert_close(vals, F.min(1), dtype)
+        np.testing.assert_array_equal(idx, np.where(np.isinf(F.min(1)), -1, F.argmin(1)))  # no j: index -1
+        vals, idx = _genred("Exp(-SqDist(x,y)) * b", al, "KMin_ArgKMin", 1, opt_arg=3)(x, y, b, **kw)
+        order = np.argsort(F, axis=1, kind="stable")[:, :3]
+        assert_close(vals, np.take_along_axis(F, order, 1), dtype, rtol=1e-4)
+        if dtype == "float64":
+            np.testing.assert_array_equal(idx, np.where(np.isinf(np.take_along_axis(F, order, 1)), -1, order))
+        soft = _genred("-SqDist(x,y)", al, "SumSoftMaxWeight", 1, formula2="b")(x, y, b, **kw)
+        _, d2 = _sqdist(x, y)
+        K = np.exp(-d2) if mask is None else np.where(mask, np.exp(-d2), 0.0)
+        with np.errstate(invalid="ignore"):  # a row without j: 0 / 0
+            assert_close(soft, (K @ b.astype(np.float64)) / K.sum(1, keepdims=True), dtype)
+
+    try:
+        cpu.set_num_threads(2)
+        check(x, y, b)  # few rows: j split
+    finally:
+        cpu.set_num_threads(None)
+    xs = _points(rng, 41, w, dtype)
+    check(xs, y, b)  # j in cache blocks
+    ranges = random_ranges(rng, 41, 1000)
+    check(xs, y, b, mask_of(ranges, 41, 1000), ranges=ranges)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_width_1024(dtype):
     rng = np.random.default_rng(8)
@@ -258,6 +351,9 @@ def test_code_size_independent_of_width():
     (lambda w: f"MatVecMult(a, x - y) + TensorDot(b, x, Ind(3,{w}), Ind({w}), Ind(1), Ind(0))", "Sum", None),
     (lambda w: f"TensorProd(c, x) + TensorProd(c, TensorDot(b, c, Ind(3,{w}), Ind(3), Ind(0), Ind(0)))", "Sum", None),
     (lambda w: "Grad(Norm2(x - y) + Max(x * y) + Exp(-Sum(x * y)), x, e)", "Sum", None),
+    (lambda w: "x - y", "Max_ArgMax", None),
+    (lambda w: "x - y", "KMin_ArgKMin", 3),
+    (lambda w: "-SqDist(x, y)", "SumSoftMaxWeight", None),
 ])
 def test_loop_forms_independent_of_width(formula, reduction, k):
     """Each loop form renders to about the same module at width 32 and 4096 (an op that
