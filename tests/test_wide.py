@@ -251,6 +251,39 @@ def test_logsumexp_and_softmax_with_wide_weights(w, axis, dtype):
     assert_close(soft, (K @ B) / K.sum(1, keepdims=True), dtype)
 
 
+@WIDTHS
+@pytest.mark.parametrize("reduction", ["Sum", "LogSumExp", "SumSoftMaxWeight"])
+def test_torch_gradients_with_wide_weights(w, reduction):
+    """The torch front end's backward of K @ b, log(K @ exp(b)) and softmax(-d2) @ b with
+    b of w columns (the reductions it builds keep wide states) against dense NumPy."""
+    torch = pytest.importorskip("torch")
+    from keomlir.torch import Genred as TorchGenred
+    rng = np.random.default_rng(w + 17)
+    x, y, b = _points(rng, M, 3, "float64"), _points(rng, N, 3, "float64"), rng.normal(size=(N, w))
+    c = np.cos(np.arange(w))  # the output's cotangent, the same for every row
+    formula, formula2 = ("Exp(-SqDist(x,y)) * b", None) if reduction == "Sum" else (
+        "-SqDist(x,y)", "Exp(b)" if reduction == "LogSumExp" else "b")
+    g = TorchGenred(formula, ["x = Vi(3)", "y = Vj(3)", f"b = Vj({w})"], reduction, axis=1, formula2=formula2)
+    xt, yt, bt = (torch.tensor(v, requires_grad=True) for v in (x, y, b))
+    out = g(xt, yt, bt)
+    grads = torch.autograd.grad((out * torch.tensor(c)).sum(), [xt, yt, bt])
+    d, d2 = _sqdist(x, y)
+    K = np.exp(-d2)
+    if reduction == "Sum":
+        value, dK, db = K @ b, np.broadcast_to(b @ c, (M, N)), K.T @ np.broadcast_to(c, (M, w))
+    elif reduction == "LogSumExp":
+        S = K @ np.exp(b)
+        value, dK, db = np.log(S), (c / S) @ np.exp(b).T, np.exp(b) * (K.T @ (c / S))
+    else:
+        Z = K.sum(1, keepdims=True)
+        value = K @ b / Z
+        dK, db = (b @ c - value @ c[:, None]) / Z, (K / Z).T @ np.broadcast_to(c, (M, w))
+    dx = (-2 * dK * K)[..., None] * d  # through K_ij = exp(-|x_i - y_j|^2)
+    assert_close(out.detach().numpy(), value, "float64")
+    for got, expected in zip(grads, [dx.sum(1), -dx.sum(0), db]):
+        assert_close(got.numpy(), expected, "float64")
+
+
 @pytest.mark.parametrize("w", [17, 64])
 @DTYPES
 def test_block_sparse_ranges_wide(w, dtype):

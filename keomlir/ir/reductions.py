@@ -173,11 +173,11 @@ class _ShiftedExpSum(Reduction):
 
     def update(self, em, ea, st, f, g, j):
         f = em.convert(f[0], ea)
-        w = self.weights(em, g)
-        if isinstance(w, list):
-            w = [em.convert(v, ea) for v in w]
+        weights = self.weights(em, g)
+        if isinstance(weights, list):
+            w = [em.convert(v, ea) for v in weights]
         else:
-            w = ea.wide(w.dim, (lambda at: lambda c: em.convert(at(c), ea))(w.at))
+            w = ea.wide(weights.dim, lambda c: em.convert(weights.at(c), ea))
         self._absorb(ea, st["bm"], st["bs"], None, f, w)
 
     def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w):
