@@ -38,6 +38,10 @@ class Reduction:
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
     lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
     wide_state = False  # keeps a wide F (em.is_wide) in array slots, updated by loops over components
+    # update_screened(em, ea, st, may_beat, exact, j), where defined (K-min): `update` of a scalar F
+    # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
+    # be below the scalar v, NaN v included) says some lane may enter the state
+    update_screened = None
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -368,21 +372,29 @@ class _KMin(Reduction):
                 "i": [[es.slot(es.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
 
     def update(self, em, ea, st, f, g, j):
+        for c, x in enumerate(f):
+            self._enter(em, st, c, lambda last_v, x=x: _less_nan_last(em, x, em.splat(last_v)), lambda x=x: x, j)
+
+    def update_screened(self, em, ea, st, may_beat, exact, j):
+        self._enter(em, st, 0, may_beat, lambda: exact()[0], j)
+
+    def _enter(self, em, st, c, below, value, j):
+        """Insert value() (component c) where it beats the K-th: most candidates do not,
+        so below(K-th value) tests that first and the insertion is rarely taken."""
         es = em.with_lanes(None)
         k = len(st["v"])
-        for c, x in enumerate(f):
-            # most candidates do not beat the current K-th: test that first, insert rarely
-            last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
-            enters = em.or_(em.splat(es.not_(_filled(es, last_i))), _less_nan_last(em, x, em.splat(last_v)))
-            with em.if_then(em.any(enters)):
-                if em.lanes is None:
-                    self._insert(es, st, c, x, j, tie_break=False)
-                    continue
-                with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
-                    xl, jl = em.lane(x, lane), em.lane(j, lane)
-                    last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
-                    with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
-                        self._insert(es, st, c, xl, jl, tie_break=False)
+        last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
+        enters = em.or_(em.splat(es.not_(_filled(es, last_i))), below(last_v))
+        with em.if_then(em.any(enters)):
+            x = value()
+            if em.lanes is None:
+                self._insert(es, st, c, x, j, tie_break=False)
+                return
+            with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
+                xl, jl = em.lane(x, lane), em.lane(j, lane)
+                last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
+                with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
+                    self._insert(es, st, c, xl, jl, tie_break=False)
 
     @staticmethod
     def _insert(em, st, c, x, xi, tie_break):

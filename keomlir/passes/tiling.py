@@ -9,6 +9,9 @@ are load-bound when each row runs its own loop over components; the renderer
 runs them as one register-blocked loop for the whole tile (`CONTRACT_ROWS`
 rows: each j vector loaded once per component for all of them), and reduces j
 in blocks that stay in cache while every tile of a chunk of rows reads them.
+A K-min of F = SqDist(x,y) itself is screened: the expanded form |x|^2 + |y|^2 -
+2<x,y> (one FMA per component, not two operations) tells which j may beat a row's
+K-th value, with a bound on its rounding error, and only those get exact values.
 
 This is the one target-aware pass: it is not in the generic pipeline (which
 `Reduction` runs once, for every backend) but run by a backend, or by
@@ -64,10 +67,12 @@ class TilingPass(Pass):
             return dataclasses.replace(program, tiling=None)
         n = len(wide_contractions(program))
         rows = program.red.tile_rows
+        screen = (n == 1 and program.red.update_screened is not None and program.formula2 is None
+                  and wide_contractions(program)[0] is program.formula and program.formula.name == "SqDist")
         if n and not program.red.lanes_share_state:
             # (a K-min's insertion is unrolled per row: 8 rows doubled its compile time, 0.63 -> 1.15 s
-            # at D = 512, for 2% of speed; other states are small)
+            # at D = 512, for 2% of speed; other states are small; screened, 8 rows were 1% faster)
             rows = max(rows, CONTRACT_ROWS)
         tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
-                        cache_bytes=CACHE_BYTES if n else 0)
+                        cache_bytes=CACHE_BYTES if n else 0, screen=screen)
         return dataclasses.replace(program, tiling=tiling)

@@ -62,6 +62,8 @@ class _Kernel(KernelSkeleton):
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
         self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
         self.contractions = wide_contractions(program) if tiling.contractions else []
+        self.screen = tiling.screen
+        self.y_norms = None  # (stack buffer, first j) of the current cache block's |y|^2, for the screen
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
 
     def _function(self, name, arg_types):
@@ -225,7 +227,11 @@ class _Kernel(KernelSkeleton):
             resume = ((lambda row: self._load_state(buf, b.sub(row, ic)))
                       if self.red.lanes_share_state and self.lanes else None)
             with counted_loop(b, j0, j1, "jc", jblock) as jc:
-                self._row_tiles(ic, ie, (jc, imin(b, b.add(jc, c64(jblock)), j1)), merge_into_chunk, resume)
+                je = imin(b, b.add(jc, c64(jblock)), j1)
+                if self.screen and self.lanes:
+                    self._fill_y_norms(jc, je, jblock)
+                self._row_tiles(ic, ie, (jc, je), merge_into_chunk, resume)
+            self.y_norms = None
             with counted_loop(b, ic, ie, "ie") as row:
                 emit_result(row, self._load_state(buf, b.sub(row, ic)))
 
@@ -308,30 +314,109 @@ class _Kernel(KernelSkeleton):
         return v
 
     def update(self, rows, em, ea, states, j):
-        if em.lanes is not None:
+        if em.lanes is not None and self.screen:
+            self._screened(em, ea, states, j)
+        elif em.lanes is not None:
             for node in self.contractions:
                 self._contract(node, rows, em)
-        super().update(rows, em, ea, states, j)
+        if em.lanes is None or not self.screen:
+            super().update(rows, em, ea, states, j)
         self.j_loads.clear()
 
-    def _contract(self, node, rows, em):
-        """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
-        its values given to each row's `Values`."""
+    def _x_at(self, node, em):
+        """x_at(r, c): component c of row r of the tile's i variable of `node`, splatted."""
         b = self.b
-        x, y = sorted(node.args, key=lambda a: a.attrs[2])  # the i variable, the j variable
+        x = min(node.args, key=lambda a: a.attrs[2])
         starts = [b.mul(i, c64(x.dim)) for i in self.row_ids]
+        return lambda r, c: em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(starts[r], c)])))
 
-        def x_at(r, c):
-            return em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(starts[r], c)])))
+    def _y_at(self, node, em):
+        """y_at(c) (component c of the j variable of `node` at the current j vector) and prefetch(c)."""
+        b = self.b
+        y = max(node.args, key=lambda a: a.attrs[2])
 
         def prefetch(c):  # the j data of the vector after next: D strided streams defeat the hardware's prefetcher
             ahead = b.add(b.add(b.mul(c, self.n_j), self.j), c64(2 * self.lanes))
             addr = b.bitcast(b.gep(self.base(y.attrs[0]), [ahead]), ir.IntType(8).as_pointer())
             b.call(self._prefetch(), [addr, *(ir.Constant(ir.IntType(32), v) for v in (0, 3, 1))])
 
-        vals = microkernel.contract(em, node, x_at, lambda c: self._load_j(y.attrs[0], c, em), len(rows), prefetch)
+        return (lambda c: self._load_j(y.attrs[0], c, em)), prefetch
+
+    def _contract(self, node, rows, em):
+        """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
+        its values given to each row's `Values`."""
+        x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
+        vals = microkernel.contract(em, node, x_at, y_at, len(rows), prefetch)
         for values, v in zip(rows, vals):
             values.memo[id(node)] = [v]
+
+    def _screen_bound(self, em):
+        """(c, tiny): the expanded form d' = (1 - c)(|x|^2 + |y|^2) - 2<x,y> of SqDist, every term
+        in this type with FMA, is below the exact d (and so below (1 + c) E + tiny, E the value
+        `contract` sums, of relative error below D + 2 units) whatever the order of summation:
+        the rounding errors of the D-term sums are at most D + 2 units of |x|^2 + |y|^2 and
+        c = 4 (D + 4) units is twice that; tiny covers the absolute errors of subnormal terms.
+        An overflow makes d' infinite or NaN, which never rejects."""
+        dim = self.contractions[0].args[0].dim
+        unit = 2.0 ** (-24 if em.bits == 32 else -53)
+        return 4 * (dim + 4) * unit, 2.0 ** (-100 if em.bits == 32 else -1000)
+
+    def _screened(self, em, ea, states, j):
+        """The tile's K-min updates screened by the expanded form (`_screen_bound`): a j vector
+        whose every lane has d' >= (1 + c) K-th + tiny cannot enter; for the rare others the row's
+        exact values, (x - y)^2 summed as the unscreened kernel sums them."""
+        node = self.contractions[0]
+        x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
+        es = em.with_lanes(None)
+        c, tiny = self._screen_bound(em)
+        vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None, prefetch)
+        if self.y_norms is None:
+            ny = em.mul(vals[-1], em.const(1 - c))
+        else:
+            buf, first = self.y_norms
+            ptr = self.b.bitcast(self.b.gep(buf, [self.b.sub(self.j, first)]), em.t.as_pointer())
+            ny = self.b.load(ptr, align=em.bits // 8)
+        for r, (st, dot) in enumerate(zip(states, vals)):
+            d = em.fma(dot, em.const(-2.0), em.add(self.x_norms[r], ny))
+
+            def may_beat(v, d=d):
+                beaten = em.cmp(">=", d, em.splat(es.fma(v, es.const(1 + c), es.const(tiny))))
+                return em.not_(em.and_(beaten, em.cmp("<", d, em.const(float("inf")))))
+
+            def exact(r=r):
+                return microkernel.contract(em, node, lambda _, k: x_at(r, k), y_at, 1)
+
+            self.red.update_screened(em, ea, st, may_beat, exact, j)
+
+    def _fill_y_norms(self, j0, j1, n):
+        """(1 - c) |y|^2 of the whole vectors of j in [j0, j1) (at most n j), into a stack buffer
+        read by every tile of the chunk (`_screened`): not recomputed by each tile."""
+        b, em = self.b, self.em_v
+        node = self.contractions[0]
+        with b.goto_block(self.em.entry):
+            b.position_at_start(self.em.entry)
+            buf = b.bitcast(b.alloca(ir.ArrayType(self.t, n)), self.t.as_pointer())
+        c, _ = self._screen_bound(em)
+        y_at, prefetch = self._y_at(node, em)
+        with counted_loop(b, j0, b.sub(j1, b.srem(b.sub(j1, j0), c64(self.lanes))), "jn", self.lanes) as jv:
+            self.j = jv
+            ny = microkernel.expanded(em, node.args[0].dim, None, y_at, 0, True, prefetch)[0]
+            ptr = b.bitcast(b.gep(buf, [b.sub(jv, j0)]), em.t.as_pointer())
+            b.store(em.mul(ny, em.const(1 - c)), ptr, align=em.bits // 8)
+        self.y_norms = (buf, j0)
+
+    def _x_norms(self):
+        """(1 - c) |x|^2 of every row of the tile, splatted (the screen's row terms)."""
+        b, em = self.b, self.em
+        x = min(self.contractions[0].args, key=lambda a: a.attrs[2])
+        c, _ = self._screen_bound(em)
+        norms = []
+        for i in self.row_ids:
+            start = b.mul(i, c64(x.dim))
+            at = b.gep(self.base(x.attrs[0]), [start])
+            sq = wide.fold(em, x.dim, lambda k, at=at: _square(em, b.load(b.gep(at, [k]))), em.add)
+            norms.append(self.em_v.splat(em.mul(sq, em.const(1 - c))))
+        return norms
 
     def rows_body(self, row_ids, j_span, emit_result, start_state=None):
         """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or a
@@ -345,6 +430,8 @@ class _Kernel(KernelSkeleton):
         vec_rows, vec_states = [], None
         if self.lanes:
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
+            if self.screen:
+                self.x_norms = self._x_norms()
             for v in vec_rows:
                 self.emit_row_scope(v)
             vec_states = [start_state(i) if start_state else red.init(self.em_v, self.ea_v, self.dims, k)
@@ -435,6 +522,10 @@ class _Kernel(KernelSkeleton):
             return slot
 
         return map_state(vec_state, one)
+
+
+def _square(em, v):
+    return em.mul(v, v)
 
 
 def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
