@@ -12,6 +12,8 @@ never the LLVM builder, so one state machine serves scalar, SIMD and NVPTX code.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 REDUCTIONS: dict[str, "Reduction"] = {}
@@ -376,25 +378,28 @@ class _KMin(Reduction):
             self._enter(em, st, c, lambda last_v, x=x: _less_nan_last(em, x, em.splat(last_v)), lambda x=x: x, j)
 
     def update_screened(self, em, ea, st, may_beat, exact, j):
-        self._enter(em, st, 0, may_beat, lambda: exact()[0], j)
+        self._enter(em, st, 0, may_beat, lambda: exact()[0], j, recheck=True)
 
-    def _enter(self, em, st, c, below, value, j):
+    def _enter(self, em, st, c, below, value, j, recheck=False):
         """Insert value() (component c) where it beats the K-th: most candidates do not,
-        so below(K-th value) tests that first and the insertion is rarely taken."""
+        so below(K-th value) tests that first and the insertion is rarely taken (a test of
+        value() itself comes before the lanes when below() is only a screen: `recheck`)."""
         es = em.with_lanes(None)
         k = len(st["v"])
         last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
-        enters = em.or_(em.splat(es.not_(_filled(es, last_i))), below(last_v))
-        with em.if_then(em.any(enters)):
+        empty = em.splat(es.not_(_filled(es, last_i)))
+        with em.if_then(em.any(em.or_(empty, below(last_v)))):
             x = value()
             if em.lanes is None:
                 self._insert(es, st, c, x, j, tie_break=False)
                 return
-            with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
-                xl, jl = em.lane(x, lane), em.lane(j, lane)
-                last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
-                with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
-                    self._insert(es, st, c, xl, jl, tie_break=False)
+            gate = em.if_then(em.any(em.or_(empty, _less_nan_last(em, x, em.splat(last_v))))) if recheck else None
+            with gate or contextlib.nullcontext():
+                with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
+                    xl, jl = em.lane(x, lane), em.lane(j, lane)
+                    last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
+                    with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
+                        self._insert(es, st, c, xl, jl, tie_break=False)
 
     @staticmethod
     def _insert(em, st, c, x, xi, tie_break):

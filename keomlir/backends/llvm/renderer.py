@@ -51,6 +51,7 @@ RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
 # cache blocking (`_blocked_tiles`): at most CHUNK_ROWS rows per chunk, their states in CHUNK_BYTES of stack
 CHUNK_ROWS, CHUNK_BYTES = 256, 64 * 1024
+SCREEN_TRIAL = 64  # row-vectors screened before the screen may be found useless (`_screened`)
 
 
 class _Kernel(KernelSkeleton):
@@ -364,27 +365,48 @@ class _Kernel(KernelSkeleton):
     def _screened(self, em, ea, states, j):
         """The tile's K-min updates screened by the expanded form (`_screen_bound`): a j vector
         whose every lane has d' >= (1 + c) K-th + tiny cannot enter; for the rare others the row's
-        exact values, (x - y)^2 summed as the unscreened kernel sums them."""
-        node = self.contractions[0]
+        exact values, (x - y)^2 summed as the unscreened kernel sums them.  Where over half the
+        row-vectors of this tile and j span have passed (after SCREEN_TRIAL), the bound is too wide
+        to reject anything (points far from the origin against their distances): the tile's exact
+        values instead, as unscreened, tested as the screened ones (d' below the exact value)."""
+        b, node = self.b, self.contractions[0]
         x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
         es = em.with_lanes(None)
         c, tiny = self._screen_bound(em)
-        vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None, prefetch)
-        if self.y_norms is None:
-            ny = em.mul(vals[-1], em.const(1 - c))
-        else:
-            buf, first = self.y_norms
-            ptr = self.b.bitcast(self.b.gep(buf, [self.b.sub(self.j, first)]), em.t.as_pointer())
-            ny = self.b.load(ptr, align=em.bits // 8)
-        for r, (st, dot) in enumerate(zip(states, vals)):
-            d = em.fma(dot, em.const(-2.0), em.add(self.x_norms[r], ny))
+        seen, passed = self.screen_counts
+        n_seen = b.add(b.load(seen), c64(len(states)))
+        b.store(n_seen, seen)
+        useless = b.and_(b.icmp_signed(">", b.mul(b.load(passed), c64(2)), n_seen),
+                         b.icmp_signed(">=", n_seen, c64(SCREEN_TRIAL)))
+        ds = [em.slot(em.const(0.0)) for _ in states]  # d' screened, or (useless) the exact values
+        with b.if_else(useless) as (exact_tile, screen):
+            with exact_tile:  # counted as passed: useless stays so for the rest of the span
+                b.store(b.add(b.load(passed), c64(len(states))), passed)
+                for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), prefetch)):
+                    em.store(ds[r], v)
+            with screen:
+                vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None,
+                                            prefetch)
+                if self.y_norms is None:
+                    ny = em.mul(vals[-1], em.const(1 - c))
+                else:
+                    buf, first = self.y_norms
+                    ny = b.load(b.bitcast(b.gep(buf, [b.sub(self.j, first)]), em.t.as_pointer()), align=em.bits // 8)
+                for r, dot in enumerate(vals[:len(states)]):
+                    em.store(ds[r], em.fma(dot, em.const(-2.0), em.add(self.x_norms[r], ny)))
+        for r, st in enumerate(states):
+            d = em.load(ds[r])
 
             def may_beat(v, d=d):
                 beaten = em.cmp(">=", d, em.splat(es.fma(v, es.const(1 + c), es.const(tiny))))
                 return em.not_(em.and_(beaten, em.cmp("<", d, em.const(float("inf")))))
 
-            def exact(r=r):
-                return microkernel.contract(em, node, lambda _, k: x_at(r, k), y_at, 1)
+            def exact(r=r, d=d):
+                b.store(b.add(b.load(passed), c64(1)), passed)
+                value = em.slot(d)
+                with b.if_then(b.not_(useless)):
+                    em.store(value, microkernel.contract(em, node, lambda _, k: x_at(r, k), y_at, 1)[0])
+                return [em.load(value)]
 
             self.red.update_screened(em, ea, st, may_beat, exact, j)
 
@@ -432,6 +454,7 @@ class _Kernel(KernelSkeleton):
             vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
             if self.screen:
                 self.x_norms = self._x_norms()
+                self.screen_counts = [self.em.slot(c64(0), I64) for _ in range(2)]  # row-vectors seen, passed
             for v in vec_rows:
                 self.emit_row_scope(v)
             vec_states = [start_state(i) if start_state else red.init(self.em_v, self.ea_v, self.dims, k)
