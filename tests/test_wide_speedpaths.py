@@ -40,8 +40,8 @@ def test_tiling_records_the_micro_kernel():
     tiling = cpu.schedule(g.reduction.program).tiling
     assert tiling.contractions == 1 and tiling.rows == CONTRACT_ROWS
     assert tiling.cache_bytes and "register-blocked" in tiling.text() and "cache blocks" in tiling.text()
-    knn = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
-    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # K-min: 4 rows (compile time)
+    knn = Genred("SqDist(x,y) * 2", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
+    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # unscreened K-min: 4 rows (compile time)
     small = Genred("Exp(-SqDist(x,y)) * b", ["x=Vi(16)", "y=Vj(16)", "b=Vj(4)"], "Sum", axis=1)
     small_tiling = cpu.schedule(small.reduction.program).tiling
     assert (small_tiling.contractions, small_tiling.cache_bytes) == (0, 0)
@@ -148,7 +148,7 @@ def test_tiling_screens_k_min_of_sqdist_only():
 
     for red in ("KMin", "ArgKMin", "KMin_ArgKMin"):
         t = tiling("SqDist(x,y)", red, opt_arg=3)
-        assert t.screen and "screened" in t.text() and t.rows == 4
+        assert t.screen and "screened" in t.text() and t.rows == CONTRACT_ROWS
     for formula, red, kw in [("SqDist(x,y) * 2", "ArgKMin", {"opt_arg": 3}), ("-(x|y)", "ArgKMin", {"opt_arg": 3}),
                              ("SqDist(x,y)", "ArgMin", {}), ("SqDist(x,y)", "Sum", {})]:
         assert not tiling(formula, red, **kw).screen
@@ -164,6 +164,22 @@ def test_screened_k_nearest_are_exact(axis, dtype, shift):
     x, y = x + np.asarray(shift, dtype), y + np.asarray(shift, dtype)
     d2 = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
     vals, idx = _genred("SqDist(x,y)", [f"x = i({D})", f"y = j({D})"], "KMin_ArgKMin", axis, opt_arg=9)(x, y)
+    _assert_neighbours(idx, d2, dtype)
+    assert_close(vals, np.sort(d2, 1)[:, :9], dtype, rtol=1e-5 if dtype == "float32" else 1e-12, atol=0)
+
+
+@DTYPES
+def test_screened_k_nearest_in_tight_clusters(dtype):
+    """Near neighbours 100x closer than the other points, all far from the origin: the screen
+    rejects the far points, and the expanded form's error (above the near ones' gaps) must be
+    covered by its bound, or true neighbours are rejected."""
+    rng = np.random.default_rng(12)
+    x = (7 + rng.normal(size=(40, D)) / np.sqrt(D)).astype(dtype)
+    near = x[:, None] + 0.1 * rng.normal(size=(40, 20, D)) / np.sqrt(D)
+    y = np.concatenate([near.reshape(-1, D), 7 + 3 * rng.normal(size=(600, D)) / np.sqrt(D)]).astype(dtype)
+    y = y[rng.permutation(len(y))]
+    d2 = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+    vals, idx = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "KMin_ArgKMin", axis=1, opt_arg=9)(x, y)
     _assert_neighbours(idx, d2, dtype)
     assert_close(vals, np.sort(d2, 1)[:, :9], dtype, rtol=1e-5 if dtype == "float32" else 1e-12, atol=0)
 

@@ -69,9 +69,10 @@ class TilingPass(Pass):
         rows = program.red.tile_rows
         screen = (n == 1 and program.red.update_screened is not None and program.formula2 is None
                   and wide_contractions(program)[0] is program.formula and program.formula.name == "SqDist")
-        if n and not program.red.lanes_share_state:
-            # (a K-min's insertion is unrolled per row: 8 rows doubled its compile time, 0.63 -> 1.15 s
-            # at D = 512, for 2% of speed; other states are small; screened, 8 rows were 1% faster)
+        if n and (screen or not program.red.lanes_share_state):
+            # (an unscreened K-min's insertion is unrolled per row: 8 rows doubled its compile time,
+            # 0.63 -> 1.15 s at D = 512, for 2% of speed; screened, one loop over the rows inserts, and
+            # 8 rows took 0.69x the time of 4 at D = 256, 0.95x at D = 32; other states are small)
             rows = max(rows, CONTRACT_ROWS)
         tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
                         cache_bytes=CACHE_BYTES if n else 0, screen=screen)

@@ -33,6 +33,8 @@ operation's `lower` makes the values; this module only places them.
 
 from __future__ import annotations
 
+import contextlib
+
 from llvmlite import ir
 
 from ...ir.program import WIDE_THRESHOLD, Tiling
@@ -315,14 +317,40 @@ class _Kernel(KernelSkeleton):
         return v
 
     def update(self, rows, em, ea, states, j):
-        if em.lanes is not None and self.screen:
-            self._screened(em, ea, states, j)
-        elif em.lanes is not None:
-            for node in self.contractions:
-                self._contract(node, rows, em)
-        if em.lanes is None or not self.screen:
+        if self.screen:  # the tile's states are in its buffer (`_tile_states`)
+            (self._screened if em.lanes is not None else self._exact_rows)(em, ea, states, j)
+        else:
+            if em.lanes is not None:
+                for node in self.contractions:
+                    self._contract(node, rows, em)
             super().update(rows, em, ea, states, j)
         self.j_loads.clear()
+
+    @contextlib.contextmanager
+    def _tile_states(self, states):
+        """With a screen, the tile's states stay in a stack buffer while j runs, so that one loop
+        over the rows (`_screened`, `_exact_rows`) updates them with one copy of the insertion
+        code, however many rows: saved to it here, loaded back after."""
+        for r, st in enumerate(states if self.screen else ()):
+            self._save_state(self.tile_buf, c64(r), st)
+        yield
+        for r, st in enumerate(states if self.screen else ()):
+            self.load_state(st, self._cells_of(self.tile_buf, c64(r), n_cells(st)))
+
+    def _tile_rows(self, n):
+        """A loop over the n rows of the tile, its bound in a form LLVM cannot constant-fold (so
+        that it does not unroll it), yielding (row, the row's state in the tile buffer)."""
+        return counted_loop(self.b, c64(0), self.b.add(c64(n), self.b.ashr(self.n_j, c64(63))), "row")
+
+    def _tile_view(self, template, r):
+        return map_state(template, _cell_pointers(self._cells_of(self.tile_buf, r, n_cells(template))))
+
+    def _exact_rows(self, em, ea, states, j):
+        """The scalar tail of j for a screened tile: F exact, row by row."""
+        with self._tile_rows(len(states)) as r:
+            values = self._row_values(em, self.b.add(self.row_ids[0], r))
+            self.red.update(em, ea, self._tile_view(states[0], r), wide.as_list(em, values.get(self.program.formula)),
+                            None, j)
 
     def _x_at(self, node, em):
         """x_at(r, c): component c of row r of the tile's i variable of `node`, splatted."""
@@ -378,12 +406,12 @@ class _Kernel(KernelSkeleton):
         b.store(n_seen, seen)
         useless = b.and_(b.icmp_signed(">", b.mul(b.load(passed), c64(2)), n_seen),
                          b.icmp_signed(">=", n_seen, c64(SCREEN_TRIAL)))
-        ds = [em.slot(em.const(0.0)) for _ in states]  # d' screened, or (useless) the exact values
+        ds = em.array(em.t, len(states))  # d' screened, or (useless) the exact values, by row
         with b.if_else(useless) as (exact_tile, screen):
             with exact_tile:  # counted as passed: useless stays so for the rest of the span
                 b.store(b.add(b.load(passed), c64(len(states))), passed)
                 for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), prefetch)):
-                    em.store(ds[r], v)
+                    em.store(em.at(ds, c64(r)), v)
             with screen:
                 vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None,
                                             prefetch)
@@ -393,22 +421,25 @@ class _Kernel(KernelSkeleton):
                     buf, first = self.y_norms
                     ny = b.load(b.bitcast(b.gep(buf, [b.sub(self.j, first)]), em.t.as_pointer()), align=em.bits // 8)
                 for r, dot in enumerate(vals[:len(states)]):
-                    em.store(ds[r], em.fma(dot, em.const(-2.0), em.add(self.x_norms[r], ny)))
-        for r, st in enumerate(states):
-            d = em.load(ds[r])
+                    em.store(em.at(ds, c64(r)), em.fma(dot, em.const(-2.0), em.add(self.x_norms[r], ny)))
+        x = min(node.args, key=lambda a: a.attrs[2])
+        with self._tile_rows(len(states)) as r:
+            d = em.load(em.at(ds, r))
+            start = b.mul(b.add(self.row_ids[0], r), c64(x.dim))
 
-            def may_beat(v, d=d):
+            def may_beat(v):
                 beaten = em.cmp(">=", d, em.splat(es.fma(v, es.const(1 + c), es.const(tiny))))
                 return em.not_(em.and_(beaten, em.cmp("<", d, em.const(float("inf")))))
 
-            def exact(r=r, d=d):
+            def exact():
                 b.store(b.add(b.load(passed), c64(1)), passed)
                 value = em.slot(d)
                 with b.if_then(b.not_(useless)):
-                    em.store(value, microkernel.contract(em, node, lambda _, k: x_at(r, k), y_at, 1)[0])
+                    row_x = lambda _, k: em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(start, k)])))
+                    em.store(value, microkernel.contract(em, node, row_x, y_at, 1)[0])
                 return [em.load(value)]
 
-            self.red.update_screened(em, ea, st, may_beat, exact, j)
+            self.red.update_screened(em, ea, self._tile_view(states[0], r), may_beat, exact, j)
 
     def _fill_y_norms(self, j0, j1, n):
         """(1 - c) |y|^2 of the whole vectors of j in [j0, j1) (at most n j), into a stack buffer
@@ -459,6 +490,12 @@ class _Kernel(KernelSkeleton):
                 self.emit_row_scope(v)
             vec_states = [start_state(i) if start_state else red.init(self.em_v, self.ea_v, self.dims, k)
                           for i in row_ids]
+            if self.screen:  # the states of the tile, updated in place (`_screened`)
+                with self.b.goto_block(self.em.entry):
+                    self.b.position_at_start(self.em.entry)
+                    size = len(row_ids) * n_cells(vec_states[0]) * 8
+                    self.tile_buf = self.b.bitcast(self.b.alloca(ir.ArrayType(ir.IntType(8), size)),
+                                                   ir.IntType(8).as_pointer())
         if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
             j0, j1 = j_span
             vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
@@ -486,7 +523,7 @@ class _Kernel(KernelSkeleton):
         """SIMD over the whole vectors of [j0, j1), in blocks; returns where the tail starts."""
         b, lanes, block = self.b, self.lanes, self.block
         vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
-        with counted_loop(b, j0, vec_end, "jvb", block) as jb:
+        with self._tile_states(vec_states), counted_loop(b, j0, vec_end, "jvb", block) as jb:
             room = b.sub(vec_end, jb)
             block_end = b.add(jb, imin(b, room, c64(block)))
             with counted_loop(b, jb, block_end, "jv", lanes) as jv:
@@ -517,7 +554,7 @@ class _Kernel(KernelSkeleton):
     def _scalar_part(self, scalar_rows, states, j0, j1):
         """The j of [j0, j1) one at a time (all of them without SIMD, else the tail), in blocks."""
         b, block = self.b, self.block
-        with counted_loop(b, j0, j1, "jtb", block) as jb:
+        with self._tile_states(states), counted_loop(b, j0, j1, "jtb", block) as jb:
             room = b.sub(j1, jb)
             block_end = b.add(jb, imin(b, room, c64(block)))
             with counted_loop(b, jb, block_end, "j") as j:
@@ -545,6 +582,13 @@ class _Kernel(KernelSkeleton):
             return slot
 
         return map_state(vec_state, one)
+
+
+def _cell_pointers(cell):
+    """fn(slot) for `map_state`: the pointer to the next cell, typed as the slot (a state read
+    and written in place in a buffer)."""
+    count = iter(range(1 << 30))
+    return lambda slot: cell(next(count), slot.type.pointee)
 
 
 def _square(em, v):
