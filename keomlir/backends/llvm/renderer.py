@@ -26,7 +26,9 @@ at a time (register tiling: one load of j data serves every row); j runs in
 vectors of `lanes` (SIMD across j) inside blocks (the unit of compensated
 summation), then a scalar tail.
 Per row, the lane states are merged into one scalar state (`Reduction.merge`),
-the tail j are added to it, and it is finalized.  Nodes that do not depend on j
+the tail j are added to it, and it is finalized.  A K-min of SqDist(x,y) may be
+screened (`_screened`): most j vectors rejected by the expanded form, exact values
+made only for the others.  Nodes that do not depend on j
 are emitted before the j loops (parameter-only nodes once per call).  Each
 operation's `lower` makes the values; this module only places them.
 """
@@ -34,6 +36,7 @@ operation's `lower` makes the values; this module only places them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 from llvmlite import ir
 
@@ -330,7 +333,8 @@ class _Kernel(KernelSkeleton):
     def _tile_states(self, states):
         """With a screen, the tile's states stay in a stack buffer while j runs, so that one loop
         over the rows (`_screened`, `_exact_rows`) updates them with one copy of the insertion
-        code, however many rows: saved to it here, loaded back after."""
+        code, however many rows: saved to it here, loaded back after (only a K-min is screened: its
+        `end_block`, which sees the stale slots meanwhile, does nothing)."""
         for r, st in enumerate(states if self.screen else ()):
             self._save_state(self.tile_buf, c64(r), st)
         yield
@@ -338,11 +342,12 @@ class _Kernel(KernelSkeleton):
             self.load_state(st, self._cells_of(self.tile_buf, c64(r), n_cells(st)))
 
     def _tile_rows(self, n):
-        """A loop over the n rows of the tile, its bound in a form LLVM cannot constant-fold (so
-        that it does not unroll it), yielding (row, the row's state in the tile buffer)."""
+        """A loop over the n rows of the tile (yields the row's index in the tile), its bound in
+        a form LLVM cannot constant-fold, so that it does not unroll it."""
         return counted_loop(self.b, c64(0), self.b.add(c64(n), self.b.ashr(self.n_j, c64(63))), "row")
 
     def _tile_view(self, template, r):
+        """Row r's state in the tile buffer, read and written in place (slots like template's)."""
         return map_state(template, _cell_pointers(self._cells_of(self.tile_buf, r, n_cells(template))))
 
     def _exact_rows(self, em, ea, states, j):
@@ -587,7 +592,7 @@ class _Kernel(KernelSkeleton):
 def _cell_pointers(cell):
     """fn(slot) for `map_state`: the pointer to the next cell, typed as the slot (a state read
     and written in place in a buffer)."""
-    count = iter(range(1 << 30))
+    count = itertools.count()
     return lambda slot: cell(next(count), slot.type.pointee)
 
 
