@@ -30,6 +30,7 @@ class Tiling:
     contractions: int = 0  # wide contractions of an i and a j variable run as one micro-kernel per tile of rows
     cache_bytes: int = 0  # j data per cache block, read by every tile of a chunk of rows (0: no cache blocking)
     columns: tuple = ()  # (pos, width): F = s * b, b = argument pos, run `width` columns of b per call
+    screen: bool = False  # F = SqDist(x,y) ranked by its expanded form, exact values only for j that may enter
 
     def lanes(self, scalar_bits):
         return self.vector_bits // scalar_bits if self.vector_bits else None
@@ -43,6 +44,8 @@ class Tiling:
             text += f", j in cache blocks of {self.cache_bytes // 1024} KiB of j data"
         if self.columns:
             text += f", argument {self.columns[0]} in blocks of {self.columns[1]} columns (one call each)"
+        if self.screen:
+            text += ", SqDist screened by |x|^2 + |y|^2 - 2<x,y> (exact values for the j that may enter)"
         return text
 
 

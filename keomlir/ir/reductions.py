@@ -12,6 +12,8 @@ never the LLVM builder, so one state machine serves scalar, SIMD and NVPTX code.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 REDUCTIONS: dict[str, "Reduction"] = {}
@@ -38,6 +40,10 @@ class Reduction:
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
     lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
     wide_state = False  # keeps a wide F or G (em.is_wide) in array slots, updated by loops over components
+    # update_screened(em, ea, st, may_beat, exact, j), where defined (K-min): `update` of a scalar F
+    # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
+    # be below the scalar v, NaN v included) says some lane may enter the state
+    update_screened = None
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -399,16 +405,29 @@ class _KMin(Reduction):
                 "i": [[es.slot(es.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
 
     def update(self, em, ea, st, f, g, j):
+        for (vcol, icol), (x,) in _columns(em.with_lanes(None), [st["v"], st["i"]], [f]):
+            self._enter(em, vcol, icol, lambda last_v, x=x: _less_nan_last(em, x, em.splat(last_v)), lambda x=x: x, j)
+
+    def update_screened(self, em, ea, st, may_beat, exact, j):
+        (vcol, icol), _ = next(_columns(em.with_lanes(None), [st["v"], st["i"]]))  # a scalar F: one column
+        self._enter(em, vcol, icol, may_beat, lambda: exact()[0], j, recheck=True)
+
+    def _enter(self, em, vcol, icol, below, value, j, recheck=False):
+        """Insert value() into one component's list (slots vcol, icol) where it beats the
+        K-th: most candidates do not, so below(K-th value) tests that first and the
+        insertion is rarely taken (a test of value() itself comes before the lanes when
+        below() is only a screen: `recheck`)."""
         es = em.with_lanes(None)
-        k = len(st["v"])
-        for (vcol, icol), (x,) in _columns(es, [st["v"], st["i"]], [f]):
-            # most candidates do not beat the current K-th: test that first, insert rarely
-            last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
-            enters = em.or_(em.splat(es.not_(_filled(es, last_i))), _less_nan_last(em, x, em.splat(last_v)))
-            with em.if_then(em.any(enters)):
-                if em.lanes is None:
-                    self._insert(es, vcol, icol, x, j, tie_break=False)
-                    continue
+        k = len(vcol)
+        last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
+        empty = em.splat(es.not_(_filled(es, last_i)))
+        with em.if_then(em.any(em.or_(empty, below(last_v)))):
+            x = value()
+            if em.lanes is None:
+                self._insert(es, vcol, icol, x, j, tie_break=False)
+                return
+            gate = em.if_then(em.any(em.or_(empty, _less_nan_last(em, x, em.splat(last_v))))) if recheck else None
+            with gate or contextlib.nullcontext():
                 with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
                     xl, jl = em.lane(x, lane), em.lane(j, lane)
                     last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
