@@ -41,8 +41,8 @@ def test_tiling_records_the_micro_kernel():
     tiling = cpu.schedule(g.reduction.program).tiling
     assert tiling.contractions == 1 and tiling.rows == CONTRACT_ROWS
     assert tiling.cache_bytes and "register-blocked" in tiling.text() and "cache blocks" in tiling.text()
-    knn = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
-    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # K-min: 4 rows (compile time)
+    knn = Genred("SqDist(x,y) * 2", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
+    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # unscreened K-min: 4 rows (compile time)
     small = Genred("Exp(-SqDist(x,y)) * b", ["x=Vi(16)", "y=Vj(16)", "b=Vj(4)"], "Sum", axis=1)
     small_tiling = cpu.schedule(small.reduction.program).tiling
     assert (small_tiling.contractions, small_tiling.cache_bytes) == (0, 0)
@@ -201,3 +201,92 @@ def test_column_blocks_share_one_kernel_across_widths():
     assert not cpu.schedule(g.reduction.program).tiling.columns
     g = Genred("Exp(-SqDist(x,y) * Sum(b)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(100)"], "Sum", axis=1)
     assert not cpu.schedule(g.reduction.program).tiling.columns
+
+
+# ---- K-min of SqDist(x,y) screened by the expanded form, exact values for the j that may enter ----
+
+
+def _assert_neighbours(idx, d2, dtype):
+    """idx (M, K) are the K nearest j by d2 (float64, ties to the lower j); where the dtype's
+    rounding cannot order two of the K + 1 nearest distances, their distances agree instead."""
+    k = idx.shape[1]
+    want = np.argsort(d2, 1, kind="stable")[:, :k]
+    near = np.sort(d2, 1)[:, :k + 1]
+    tol = (1e-5 if dtype == "float32" else 1e-13) * (1 + near.max())
+    assert_close(np.take_along_axis(d2, idx, 1), near[:, :k], dtype, rtol=0, atol=tol)
+    clear = (np.diff(near, axis=1) > tol).all(1)
+    assert clear.mean() > 0.5  # most rows can be checked index by index
+    np.testing.assert_array_equal(idx[clear], want[clear])
+
+
+def test_tiling_screens_k_min_of_sqdist_only():
+    def tiling(formula, reduction, **kw):
+        g = Genred(formula, [f"x=Vi({D})", f"y=Vj({D})"], reduction, axis=1, **kw)
+        return cpu.schedule(g.reduction.program).tiling
+
+    for red in ("KMin", "ArgKMin", "KMin_ArgKMin"):
+        t = tiling("SqDist(x,y)", red, opt_arg=3)
+        assert t.screen and "screened" in t.text() and t.rows == CONTRACT_ROWS
+    for formula, red, kw in [("SqDist(x,y) * 2", "ArgKMin", {"opt_arg": 3}), ("-(x|y)", "ArgKMin", {"opt_arg": 3}),
+                             ("SqDist(x,y)", "ArgMin", {}), ("SqDist(x,y)", "Sum", {})]:
+        assert not tiling(formula, red, **kw).screen
+
+
+@AXES
+@DTYPES
+@pytest.mark.parametrize("shift", [0.0, 100.0])
+def test_screened_k_nearest_are_exact(axis, dtype, shift):
+    """Neighbours and values as the exact (x - y)^2, also far from the origin, where
+    |x|^2 + |y|^2 - 2<x,y> alone cannot rank them (its float32 error exceeds their gaps)."""
+    x, y, _, _, _ = _data(8, dtype)
+    x, y = x + np.asarray(shift, dtype), y + np.asarray(shift, dtype)
+    d2 = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+    vals, idx = _genred("SqDist(x,y)", [f"x = i({D})", f"y = j({D})"], "KMin_ArgKMin", axis, opt_arg=9)(x, y)
+    _assert_neighbours(idx, d2, dtype)
+    assert_close(vals, np.sort(d2, 1)[:, :9], dtype, rtol=1e-5 if dtype == "float32" else 1e-12, atol=0)
+
+
+@DTYPES
+def test_screened_k_nearest_in_tight_clusters(dtype):
+    """Near neighbours 100x closer than the other points, all far from the origin: the screen
+    rejects the far points, and the expanded form's error (above the near ones' gaps) must be
+    covered by its bound, or true neighbours are rejected."""
+    rng = np.random.default_rng(12)
+    x = (7 + rng.normal(size=(40, D)) / np.sqrt(D)).astype(dtype)
+    near = x[:, None] + 0.1 * rng.normal(size=(40, 20, D)) / np.sqrt(D)
+    y = np.concatenate([near.reshape(-1, D), 7 + 3 * rng.normal(size=(600, D)) / np.sqrt(D)]).astype(dtype)
+    y = y[rng.permutation(len(y))]
+    d2 = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+    vals, idx = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "KMin_ArgKMin", axis=1, opt_arg=9)(x, y)
+    _assert_neighbours(idx, d2, dtype)
+    assert_close(vals, np.sort(d2, 1)[:, :9], dtype, rtol=1e-5 if dtype == "float32" else 1e-12, atol=0)
+
+
+def test_screened_k_nearest_overflow_and_nan():
+    """|x|^2 overflows float32 while <x,y> and (x - y)^2 do not (the expanded form is +inf):
+    the screen must not reject there; NaN data sorts last, as unscreened."""
+    rng = np.random.default_rng(9)
+    x = (np.float32(1.368e18) + np.float32(1e17) * rng.normal(size=(40, D)) / np.sqrt(D)).astype(np.float32)
+    y = (np.float32(1.166e18) + np.float32(1e17) * rng.normal(size=(300, D)) / np.sqrt(D)).astype(np.float32)
+    y[5, 7] = np.nan
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    assert (x64 ** 2).sum(1).min() > np.finfo(np.float32).max > np.nanmax(np.abs(x64 @ y64.T))
+    d2 = ((x64[:, None] - y64[None]) ** 2).sum(-1)
+    idx = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=4)(x, y)
+    _assert_neighbours(idx, np.where(np.isnan(d2), np.inf, d2), "float32")
+    vals = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "KMin", axis=1, opt_arg=300)(x[:2], y)
+    assert np.isnan(vals[:, -1]).all() and not np.isnan(vals[:, :-1]).any()
+
+
+@DTYPES
+def test_screened_k_nearest_block_sparse(dtype):
+    """The block-sparse kernel screens with |y|^2 computed in the micro-kernel (no cache blocks)."""
+    x, y, _, d2, _ = _data(10, dtype, m=150, n=400)
+    ranges = random_ranges(np.random.default_rng(11), 150, 400)
+    vals, idx = Genred("SqDist(x,y)", [f"x=Vi({D})", f"y=Vj({D})"], "KMin_ArgKMin", axis=1, opt_arg=3)(
+        x, y, ranges=ranges)
+    masked = np.where(mask_of(ranges, 150, 400), d2, np.inf)
+    assert_close(vals, np.sort(masked, 1)[:, :3], dtype)
+    found = np.isfinite(vals)
+    assert (idx[~found] == -1).all() and found.any()
+    assert_close(np.take_along_axis(masked, np.where(found, idx, 0), 1)[found], vals[found], dtype)

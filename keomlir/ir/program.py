@@ -31,6 +31,7 @@ class Tiling:
     cache_bytes: int = 0  # j data per cache block, read by every tile of a chunk of rows (0: no cache blocking)
     # (pos, width): F = s * b, b = argument pos given row-major (n_j, width), `width` columns of b per call
     columns: tuple = ()
+    screen: bool = False  # F = SqDist(x,y) ranked by its expanded form, exact values only for j that may enter
 
     def lanes(self, scalar_bits):
         return self.vector_bits // scalar_bits if self.vector_bits else None
@@ -45,6 +46,8 @@ class Tiling:
         if self.columns:
             text += (f", argument {self.columns[0]} in blocks of {self.columns[1]} columns (one call each, "
                      f"row-major), multiplied into register tiles of rows x column vectors")
+        if self.screen:
+            text += ", SqDist screened by |x|^2 + |y|^2 - 2<x,y> (exact values for the j that may enter)"
         return text
 
 

@@ -12,6 +12,8 @@ never the LLVM builder, so one state machine serves scalar, SIMD and NVPTX code.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 REDUCTIONS: dict[str, "Reduction"] = {}
@@ -37,7 +39,11 @@ class Reduction:
     compensated = False  # uses the sum scheme
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
     lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
-    wide_state = False  # keeps a wide F (em.is_wide) in array slots, updated by loops over components
+    wide_state = False  # keeps a wide F or G (em.is_wide) in array slots, updated by loops over components
+    # update_screened(em, ea, st, may_beat, exact, j), where defined (K-min): `update` of a scalar F
+    # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
+    # be below the scalar v, NaN v included) says some lane may enter the state
+    update_screened = None
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -149,17 +155,22 @@ class Sum(Reduction):
 
 
 class _ShiftedExpSum(Reduction):
-    """State (m, s_1..s_d): the maximum seen and Σ exp(F - m) w, for weights w."""
+    """State (m, s_1..s_d): the maximum seen and Σ exp(F - m) w, for weights w
+    (s in array slots for a wide G: one loop over the weights per update)."""
 
     scalar_formula = True
     compensated = True
+    wide_state = True
 
     def weights(self, em, g):
-        return [em.const(1)] if g is None else list(g)
+        return [em.const(1)] if g is None else g
 
     def init(self, em, ea, dims, k):
         n = self.n_weights(dims)
         zero = ea.const(0)
+        if dims[1] is not None and em.is_wide(dims[1]):
+            return {"m": ea.slot(ea.const(-_INF)), "s": ea.slot_array(n, zero), "c": ea.slot_array(n, zero),
+                    "bm": ea.slot(ea.const(-_INF)), "bs": ea.slot_array(n, zero)}
         return {
             "m": ea.slot(ea.const(-_INF)), "s": [ea.slot(zero) for _ in range(n)],
             "c": [ea.slot(zero) for _ in range(n)],
@@ -168,7 +179,11 @@ class _ShiftedExpSum(Reduction):
 
     def update(self, em, ea, st, f, g, j):
         f = em.convert(f[0], ea)
-        w = [em.convert(v, ea) for v in self.weights(em, g)]
+        weights = self.weights(em, g)
+        if isinstance(weights, list):
+            w = [em.convert(v, ea) for v in weights]
+        else:
+            w = ea.wide(weights.dim, lambda c: em.convert(weights.at(c), ea))
         self._absorb(ea, st["bm"], st["bs"], None, f, w)
 
     def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w):
@@ -181,12 +196,13 @@ class _ShiftedExpSum(Reduction):
         diff = ea.select(raise_max, ea.sub(m, f), ea.sub(f, m))
         is_ninf = ea.cmp("==", f, ea.const(-_INF))
         e = ea.call("exp", ea.select(is_ninf, ea.const(-_INF), diff))
-        for idx, (sp, wk) in enumerate(zip(s_ptrs, w)):
+        for ptrs, (wk,) in _per_component(ea, [s_ptrs] + ([] if c_ptrs is None else [c_ptrs]), [w]):
+            sp = ptrs[0]
             s = ea.load(sp)
             if c_ptrs is None:
                 ea.store(sp, ea.select(raise_max, ea.add(ea.mul(s, e), wk), ea.add(s, ea.mul(e, wk))))
             else:  # compensated: rescale both halves of the total on a new maximum
-                cp = c_ptrs[idx]
+                cp = ptrs[1]
                 ea.store(sp, ea.select(raise_max, ea.mul(s, e), s))
                 ea.store(cp, ea.select(raise_max, ea.mul(ea.load(cp), e), ea.load(cp)))
                 ea.kahan_add(sp, cp, ea.select(raise_max, wk, ea.mul(e, wk)))
@@ -195,13 +211,13 @@ class _ShiftedExpSum(Reduction):
     def end_block(self, em, ea, st):
         # the block's (bm, bs) is exp(bm) * bs: absorb it as f = bm with weights bs
         bm = ea.load(st["bm"])
-        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in st["bs"]])
+        self._absorb(ea, st["m"], st["s"], st["c"], bm, _map_slots(ea, [st["bs"]], ea.load))
         ea.store(st["bm"], ea.const(-_INF))
-        for p in st["bs"]:
+        for (p,), _ in _per_component(ea, [st["bs"]]):
             ea.store(p, ea.const(0))
 
     def merge(self, em, ea, st, other):
-        sums = [ea.sub(ea.load(p), ea.load(c)) for p, c in zip(other["s"], other["c"])]
+        sums = _map_slots(ea, [other["s"], other["c"]], lambda p, c: ea.sub(ea.load(p), ea.load(c)))
         self._absorb(ea, st["m"], st["s"], st["c"], ea.load(other["m"]), sums)
 
     def n_weights(self, dims):
@@ -236,7 +252,7 @@ class LogSumExp(_ShiftedExpSum):
 
     def finalize(self, em, ea, st):
         m = ea.load(st["m"])
-        return [[ea.convert(ea.add(m, ea.call("log", ea.load(p))), em) for p in st["s"]]]
+        return [_map_slots(ea, [st["s"]], lambda p: ea.convert(ea.add(m, ea.call("log", ea.load(p))), em))]
 
 
 @register
@@ -250,7 +266,14 @@ class SumSoftMaxWeight(_ShiftedExpSum):
         return dims[1] + 1
 
     def weights(self, em, g):
-        return [em.const(1)] + list(g)
+        if isinstance(g, list):
+            return [em.const(1)] + g
+        es = em.with_lanes(None)
+
+        def at(c):  # 1, then G shifted by one component (G read at 0 for c = 0, discarded)
+            first = es.index_cmp("==", c, es.index_const(0))
+            return em.select(first, em.const(1), g.at(es.select(first, c, es.index_add(c, -1))))
+        return em.wide(g.dim + 1, at)
 
     def outputs(self, dim_f, dim_g, k):
         return [((dim_g,), "float")]
@@ -263,19 +286,25 @@ class SumSoftMaxWeight(_ShiftedExpSum):
             return [s[:, 1:] / s[:, :1]]
 
     def finalize(self, em, ea, st):
-        total = ea.load(st["s"][0])
-        return [[ea.convert(ea.div(ea.load(p), total), em) for p in st["s"][1:]]]
+        s = st["s"]
+        if not isinstance(s, list):
+            total = ea.load(ea.elem(s, ea.index_const(0)))
+            return [em.wide(s.n - 1, lambda c: ea.convert(ea.div(ea.load(ea.elem(s, ea.index_add(c, 1))), total), em))]
+        total = ea.load(s[0])
+        return [[ea.convert(ea.div(ea.load(p), total), em) for p in s[1:]]]
 
 
 # ---- Min / Max and their indices ---------------------------------------------------
 
 
 class _Extreme(Reduction):
-    """Component-wise extreme over j; NaN wins (as NumPy's min), the first index on ties."""
+    """Component-wise extreme over j; NaN wins (as NumPy's min), the first index on ties
+    (a wide F: the state in array slots, one loop over the components)."""
 
     better = "<"
     with_value, with_index = True, False
     tile_rows = 2
+    wide_state = True
 
     def outputs(self, dim_f, dim_g, k):
         out = []
@@ -287,11 +316,14 @@ class _Extreme(Reduction):
 
     def init(self, em, ea, dims, k):
         start = em.const(_INF if self.better == "<" else -_INF)
+        if em.is_wide(dims[0]):
+            return {"v": em.slot_array(dims[0], start),
+                    "i": em.slot_array(dims[0], em.index_const(-1), em.index_const(0).type)}
         return {"v": [em.slot(start) for _ in range(dims[0])],
                 "i": [em.slot(em.index_const(-1), em.index_const(0).type) for _ in range(dims[0])]}
 
     def update(self, em, ea, st, f, g, j):
-        for vp, ip, x in zip(st["v"], st["i"], f):
+        for (vp, ip), (x,) in _per_component(em, [st["v"], st["i"]], [f]):
             best = em.load(vp)
             take = em.or_(em.cmp(self.better, x, best), em.and_(em.isnan(x), em.not_(em.isnan(best))))
             em.store(vp, em.select(take, x, best))
@@ -301,7 +333,7 @@ class _Extreme(Reduction):
         pass
 
     def merge(self, em, ea, st, other):
-        for vp, ip, ov, oi in zip(st["v"], st["i"], other["v"], other["i"]):
+        for (vp, ip, ov, oi), _ in _per_component(em, [st["v"], st["i"], other["v"], other["i"]]):
             v, i, w, k = em.load(vp), em.load(ip), em.load(ov), em.load(oi)
             take = em.and_(_filled(em, k), em.or_(em.not_(_filled(em, i)), _wins(em, self.better, w, k, v, i)))
             em.store(vp, em.select(take, w, v))
@@ -310,9 +342,9 @@ class _Extreme(Reduction):
     def finalize(self, em, ea, st):
         out = []
         if self.with_value:
-            out.append([em.load(p) for p in st["v"]])
+            out.append(_map_slots(em, [st["v"]], em.load))
         if self.with_index:
-            out.append([em.load(p) for p in st["i"]])
+            out.append(_map_slots(em, [st["i"]], em.load))
         return out
 
     def reference(self, F, G, k):
@@ -348,12 +380,14 @@ class _KMin(Reduction):
 
     In SIMD code every lane feeds one scalar list (`lanes_share_state`): a vector
     compare against the current K-th value lets most j pass at once, and the few
-    lanes that enter are inserted one by one, in order of j."""
+    lanes that enter are inserted one by one, in order of j.  A wide F keeps each of
+    the K ranks in array slots, the insertion in one loop over the components."""
 
     needs_k = True
     with_value, with_index = True, False
     tile_rows = 4
     lanes_share_state = True
+    wide_state = True
 
     def outputs(self, dim_f, dim_g, k):
         shape = (k,) if dim_f == 1 else (k, dim_f)
@@ -364,32 +398,49 @@ class _KMin(Reduction):
         d = dims[0]
         nan = es.const(float("nan"))
         ity = es.index_const(0).type
+        if em.is_wide(d):
+            return {"v": [es.slot_array(d, nan) for _ in range(k)],
+                    "i": [es.slot_array(d, es.index_const(-1), ity) for _ in range(k)]}
         return {"v": [[es.slot(nan) for _ in range(d)] for _ in range(k)],
                 "i": [[es.slot(es.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
 
     def update(self, em, ea, st, f, g, j):
+        for (vcol, icol), (x,) in _columns(em.with_lanes(None), [st["v"], st["i"]], [f]):
+            self._enter(em, vcol, icol, lambda last_v, x=x: _less_nan_last(em, x, em.splat(last_v)), lambda x=x: x, j)
+
+    def update_screened(self, em, ea, st, may_beat, exact, j):
+        (vcol, icol), _ = next(_columns(em.with_lanes(None), [st["v"], st["i"]]))  # a scalar F: one column
+        self._enter(em, vcol, icol, may_beat, lambda: exact()[0], j, recheck=True)
+
+    def _enter(self, em, vcol, icol, below, value, j, recheck=False):
+        """Insert value() into one component's list (slots vcol, icol) where it beats the
+        K-th: most candidates do not, so below(K-th value) tests that first and the
+        insertion is rarely taken (a test of value() itself comes before the lanes when
+        below() is only a screen: `recheck`)."""
         es = em.with_lanes(None)
-        k = len(st["v"])
-        for c, x in enumerate(f):
-            # most candidates do not beat the current K-th: test that first, insert rarely
-            last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
-            enters = em.or_(em.splat(es.not_(_filled(es, last_i))), _less_nan_last(em, x, em.splat(last_v)))
-            with em.if_then(em.any(enters)):
-                if em.lanes is None:
-                    self._insert(es, st, c, x, j, tie_break=False)
-                    continue
+        k = len(vcol)
+        last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
+        empty = em.splat(es.not_(_filled(es, last_i)))
+        with em.if_then(em.any(em.or_(empty, below(last_v)))):
+            x = value()
+            if em.lanes is None:
+                self._insert(es, vcol, icol, x, j, tie_break=False)
+                return
+            gate = em.if_then(em.any(em.or_(empty, _less_nan_last(em, x, em.splat(last_v))))) if recheck else None
+            with gate or contextlib.nullcontext():
                 with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
                     xl, jl = em.lane(x, lane), em.lane(j, lane)
-                    last_v, last_i = es.load(st["v"][k - 1][c]), es.load(st["i"][k - 1][c])
+                    last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
                     with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
-                        self._insert(es, st, c, xl, jl, tie_break=False)
+                        self._insert(es, vcol, icol, xl, jl, tie_break=False)
 
     @staticmethod
-    def _insert(em, st, c, x, xi, tie_break):
-        """Insert (x, xi) into the sorted list of component c (dropping the last)."""
-        k = len(st["v"])
-        vals = [em.load(st["v"][r][c]) for r in range(k)]
-        idxs = [em.load(st["i"][r][c]) for r in range(k)]
+    def _insert(em, vcol, icol, x, xi, tie_break):
+        """Insert (x, xi) into the sorted list of one component, its K value and index
+        slots vcol, icol (dropping the last)."""
+        k = len(vcol)
+        vals = [em.load(vcol[r]) for r in range(k)]
+        idxs = [em.load(icol[r]) for r in range(k)]
         # before[r]: x goes before slot r (an empty slot, or x smaller: NaN last, then lower j)
         before = [em.or_(em.not_(_filled(em, idxs[r])),
                          _wins(em, "nan_last", x, xi, vals[r], idxs[r]) if tie_break else _less_nan_last(em, x, vals[r]))
@@ -399,29 +450,47 @@ class _KMin(Reduction):
         for r in range(k):
             new_v = em.select(before[r - 1], vals[r - 1], x) if r else x
             new_i = em.select(before[r - 1], idxs[r - 1], xi) if r else xi
-            em.store(st["v"][r][c], em.select(before[r], new_v, vals[r]))
-            em.store(st["i"][r][c], em.select(before[r], new_i, idxs[r]))
+            em.store(vcol[r], em.select(before[r], new_v, vals[r]))
+            em.store(icol[r], em.select(before[r], new_i, idxs[r]))
 
     def merge(self, em, ea, st, other):
         # the other list goes through a stack array and a loop: one insertion body, not K
         k = len(st["v"])
-        for c in range(len(st["v"][0])):
+        for (vcol, icol, ovcol, oicol), _ in _columns(em, [st["v"], st["i"], other["v"], other["i"]]):
             vals, idxs = em.array(em.t, k), em.array(em.index_const(0).type, k)
             for r in range(k):
-                em.store(em.at(vals, em.index_const(r)), em.load(other["v"][r][c]))
-                em.store(em.at(idxs, em.index_const(r)), em.load(other["i"][r][c]))
+                em.store(em.at(vals, em.index_const(r)), em.load(ovcol[r]))
+                em.store(em.at(idxs, em.index_const(r)), em.load(oicol[r]))
             with em.loop(em.index_const(0), em.index_const(k)) as r:
-                self._insert(em, st, c, em.load(em.at(vals, r)), em.load(em.at(idxs, r)), tie_break=True)
+                self._insert(em, vcol, icol, em.load(em.at(vals, r)), em.load(em.at(idxs, r)), tie_break=True)
 
     def end_block(self, em, ea, st):
         pass
 
     def finalize(self, em, ea, st):
+        if not isinstance(st["v"][0], list):
+            return self._wide_finalize(em, st)
         flat_i = [em.load(p) for row in st["i"] for p in row]
         # a slot no j filled (fewer j than K, in a block-sparse row) reads +inf at index -1
         flat_v = [em.select(_filled(em, i), em.load(p), em.const(_INF))
                   for i, p in zip(flat_i, (p for row in st["v"] for p in row))]
         return ([flat_v] if self.with_value else []) + ([flat_i] if self.with_index else [])
+
+    def _wide_finalize(self, em, st):
+        """The (K, d) outputs, row-major, read from the K rank arrays (as `finalize`)."""
+        k, d = len(st["v"]), st["v"][0].n
+
+        def read(ranks, o):  # rank o // d, component o % d: picked among the K arrays
+            r, c = em.index_divmod(o, d)
+            vals = [em.load(em.elem(row, c)) for row in ranks]
+            v = vals[k - 1]
+            for q in range(k - 2, -1, -1):
+                v = em.select(em.index_cmp("==", r, em.index_const(q)), vals[q], v)
+            return v
+
+        idx = em.wide(k * d, lambda o: read(st["i"], o))
+        val = em.wide(k * d, lambda o: em.select(_filled(em, read(st["i"], o)), read(st["v"], o), em.const(_INF)))
+        return ([val] if self.with_value else []) + ([idx] if self.with_index else [])
 
     def reference(self, F, G, k):
         M, N, d = F.shape
@@ -442,6 +511,32 @@ def _kmin(name, with_value, with_index):
 _kmin("KMin", True, False)
 _kmin("ArgKMin", False, True)
 _kmin("KMin_ArgKMin", True, True)
+
+
+def _columns(em, tables, values=()):
+    """For each component c: column c of each table (a list over ranks of per-component
+    slots: lists of pointers, unrolled; or array slots, yielded once inside a loop over
+    the components) and the values' component c."""
+    first = tables[0][0]
+    if isinstance(first, list):
+        for c in range(len(first)):
+            yield [[row[c] for row in t] for t in tables], [v[c] for v in values]
+        return
+    with em.components(first.n) as c:
+        yield [[em.elem(row, c) for row in t] for t in tables], [v.at(c) for v in values]
+
+
+def _per_component(em, slots, values=()):
+    """As `_columns` for states of one rank: each component's pointer in each of `slots`."""
+    for cols, vals in _columns(em, [[s] for s in slots], values):
+        yield [col[0] for col in cols], vals
+
+
+def _map_slots(em, slots, fn):
+    """fn of each component's pointers in `slots`: a list, or a Wide for array slots."""
+    if isinstance(slots[0], list):
+        return [fn(*ptrs) for ptrs in zip(*slots)]
+    return em.wide(slots[0].n, lambda c: fn(*[em.elem(s, c) for s in slots]))
 
 
 def _filled(em, idx):

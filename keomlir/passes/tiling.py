@@ -15,6 +15,9 @@ columns (no kernel per large width), b passed row-major per block: a GEMM-like
 micro-kernel (`backends/llvm/columns.py`) multiplies s of COLUMN_ROWS rows into
 register accumulators across columns, 3.5x faster than a Sum state of one
 vector of j lanes per column (2 loads and a store of L1 per multiply-add).
+A K-min of F = SqDist(x,y) itself is screened: the expanded form |x|^2 + |y|^2 -
+2<x,y> (one FMA per component, not two operations) tells which j may beat a row's
+K-th value, with a bound on its rounding error, and only those get exact values.
 
 This is the one target-aware pass: it is not in the generic pipeline (which
 `Reduction` runs once, for every backend) but run by a backend, or by
@@ -111,12 +114,15 @@ class TilingPass(Pass):
             program, columns = split_columns(program, *columns)
         n = len(wide_contractions(program))
         rows = program.red.tile_rows
-        if n and not program.red.lanes_share_state:
-            # (a K-min's insertion is unrolled per row: 8 rows doubled its compile time, 0.63 -> 1.15 s
-            # at D = 512, for 2% of speed; other states are small)
+        screen = (n == 1 and program.red.update_screened is not None and program.formula2 is None
+                  and wide_contractions(program)[0] is program.formula and program.formula.name == "SqDist")
+        if n and (screen or not program.red.lanes_share_state):
+            # (an unscreened K-min's insertion is unrolled per row: 8 rows doubled its compile time,
+            # 0.63 -> 1.15 s at D = 512, for 2% of speed; screened, one loop over the rows inserts, and
+            # 8 rows took 0.69x the time of 4 at D = 256, 0.95x at D = 32; other states are small)
             rows = max(rows, CONTRACT_ROWS)
         if columns:
             rows = max(rows, COLUMN_ROWS)
         tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
-                        cache_bytes=CACHE_BYTES if n and not columns else 0, columns=columns or ())
+                        cache_bytes=CACHE_BYTES if n and not columns else 0, columns=columns or (), screen=screen)
         return dataclasses.replace(program, tiling=tiling)

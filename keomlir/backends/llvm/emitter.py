@@ -277,6 +277,14 @@ class Emitter:
     def index_const(self, v):
         return self._typed(ir.IntType(64), v)
 
+    def index_add(self, i, k):
+        """i + k for a scalar i64 index (a component of a wide state) and an integer k."""
+        return self.b.add(i, ir.Constant(I64, k))
+
+    def index_divmod(self, i, n):
+        """(i // n, i % n) for a scalar non-negative i64 index and an integer n."""
+        return self.b.udiv(i, ir.Constant(I64, n)), self.b.urem(i, ir.Constant(I64, n))
+
     # ---- wide values: loops over components ----------------------------------------
     def is_wide(self, dim):
         """Is a value or state of `dim` components kept wide (loops), not unrolled."""

@@ -7,8 +7,10 @@ kernel is load-bound.  Here one loop over components serves the tile, as a BLAS
 micro-kernel does: the j vector of component c is loaded once, each row broadcasts
 its x[r, c] and accumulates into its own partial sums (independent chains in
 flight, combined pairwise as `wide.fold` combines its partial sums).  SqDist stays
-exact, (x - y)^2 summed, with no |x|^2 + |y|^2 - 2<x,y> cancellation.  The tiling
-pass chooses the nodes (`passes.tiling.wide_contractions`) and the rows.
+exact, (x - y)^2 summed, with no |x|^2 + |y|^2 - 2<x,y> cancellation; `expanded`
+gives the scalar products and |y|^2 that a K-min ranks candidates with (one FMA per
+component instead of a subtraction and an FMA), its exact values made by `contract`.
+The tiling pass chooses the nodes (`passes.tiling.wide_contractions`) and the rows.
 """
 
 from __future__ import annotations
@@ -21,29 +23,21 @@ from .emitter import I64, counted_loop
 REGISTERS = 16  # accumulators of a tile (of the 32 vector registers of AVX-512)
 
 
-def contract(em, node, x_at, y_at, n_rows, prefetch=None):
-    """One value per row: `node` (SqDist or Scalprod) of x_at(r, c), the splatted
-    x[r, c], and y_at(c), the vector of y[c] over the lanes' j (c an i64 value);
-    prefetch(c), if given, is emitted once per component."""
+def _accumulate(em, dim, n_sums, term, y_at, prefetch):
+    """n_sums sums over the components c in [0, dim): acc = term(s, c, y, acc), y = y_at(c)
+    loaded once per component for every sum; prefetch(c), if given, emitted once per component."""
     b = em.b
-    unroll = max(1, min(wide.UNROLL, REGISTERS // n_rows))
-    dim, square = node.args[0].dim, node.name == "SqDist"
+    unroll = max(1, min(wide.UNROLL, REGISTERS // n_sums))
     main = dim - dim % unroll
     zero = em.const(0.0)
-    accs = [[em.slot(zero) for _ in range(unroll)] for _ in range(n_rows)]
+    accs = [[em.slot(zero) for _ in range(unroll)] for _ in range(n_sums)]
 
     def step(c, u):
         y = y_at(c)
         if prefetch is not None:
             prefetch(c)
-        for r in range(n_rows):
-            x = x_at(r, c)
-            acc = accs[r][u]
-            if square:
-                d = em.sub(x, y)
-                em.store(acc, em.fma(d, d, em.load(acc)))
-            else:
-                em.store(acc, em.fma(x, y, em.load(acc)))
+        for s in range(n_sums):
+            em.store(accs[s][u], term(s, c, y, em.load(accs[s][u])))
 
     with counted_loop(b, ir.Constant(I64, 0), ir.Constant(I64, main), "mk", unroll) as c:
         for u in range(unroll):
@@ -57,3 +51,26 @@ def contract(em, node, x_at, y_at, n_rows, prefetch=None):
             vals = [em.add(vals[k], vals[k + 1]) if k + 1 < len(vals) else vals[k] for k in range(0, len(vals), 2)]
         out.append(vals[0])
     return out
+
+
+def contract(em, node, x_at, y_at, n_rows, prefetch=None):
+    """One value per row: `node` (SqDist or Scalprod) of x_at(r, c), the splatted
+    x[r, c], and y_at(c), the vector of y[c] over the lanes' j (c an i64 value)."""
+    square = node.name == "SqDist"
+
+    def term(r, c, y, acc):
+        x = x_at(r, c)
+        if square:
+            d = em.sub(x, y)
+            return em.fma(d, d, acc)
+        return em.fma(x, y, acc)
+
+    return _accumulate(em, node.args[0].dim, n_rows, term, y_at, prefetch)
+
+
+def expanded(em, dim, x_at, y_at, n_rows, norm, prefetch=None):
+    """<x_r, y> for every row, then |y|^2 if `norm`: the terms of |x|^2 + |y|^2 - 2<x,y>."""
+    def term(r, c, y, acc):
+        return em.fma(y if r == n_rows else x_at(r, c), y, acc)
+
+    return _accumulate(em, dim, n_rows + norm, term, y_at, prefetch)

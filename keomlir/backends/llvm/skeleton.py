@@ -152,17 +152,17 @@ class KernelSkeleton:
     def update(self, rows, em, ea, states, j):
         """Fold F_j (and G_j) of every row (its `Values`) into its state; forget the j nodes."""
         for values, st in zip(rows, states):
-            f = self._red_input(em, values.get(self.program.formula))
+            f = self._red_input(em, values.get(self.program.formula), self.dims[0])
             g = values.get(self.program.formula2) if self.program.formula2 is not None else None
-            g = None if g is None else wide.as_list(em, g)
+            g = None if g is None else self._red_input(em, g, self.dims[1])
             self.red.update(em, ea, st, f, g, j)
         for values in rows:
             values.forget(self.j_nodes)
 
-    def _red_input(self, em, f):
-        """F as the reduction takes it: wide (a Wide) for a reduction keeping a wide
-        state (`wide_state`), else a list of components."""
-        if getattr(self.red, "wide_state", False) and em.is_wide(self.dims[0]):
+    def _red_input(self, em, f, dim):
+        """F (or G) as the reduction takes it: wide (a Wide) for a reduction keeping a
+        wide state (`wide_state`), else a list of components."""
+        if getattr(self.red, "wide_state", False) and em.is_wide(dim):
             return wide.as_wide(em, f)
         return wide.as_list(em, f)
 
