@@ -193,7 +193,7 @@ def main():
         "",
         f"## Overhead, M = N = {osize:.0e}, best of 5 alternating runs",
         "",
-        "x in 4 chunks; y (and b) in 4 chunks (4 x 4 blocks: partial states over j merged) or in one (4 x 1).",
+        "x in 4 chunks; y (and b) in 4 chunks (4 x 4 blocks: states continued from j block to j block, in chains) or in one (4 x 1); blocks of rows cut into pieces so that each worker thread has about four chains.",
         "",
         "| case | blocks | keomlir.numpy, 2 threads | keomlir.dask, 2 workers | overhead |",
         "|---|---|---|---|---|",
