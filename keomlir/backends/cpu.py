@@ -217,27 +217,28 @@ def run(launch, arrays):
     """Run a checked Launch on NumPy arrays on the host; returns the outputs."""
     kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme)
     columns = kernel.tiling.columns if kernel.tiling is not None else ()
+    row_major = columns[0] if columns else -1
     # j data transposed to (dim, rows) for contiguous vector loads (b of `columns` stays
     # row-major, copied by blocks); a copy only where needed, inputs never written
-    buffers = [np.ascontiguousarray(a.T if cat == 1 and (not columns or p != columns[0]) else a)
+    buffers = [np.ascontiguousarray(a.T if cat == 1 and p != row_major else a)
                for p, (a, cat) in enumerate(zip(arrays, launch.arg_cats))]
     outs = launch.numpy_outputs()
-
-    def call(arg_ptrs, out_ptrs):
-        if launch.ranges is None:
-            kernel(arg_ptrs, out_ptrs, launch.n_i, launch.n_j)
-        else:
-            kernel.run_ranges(arg_ptrs, out_ptrs, launch.n_i, launch.n_j, *launch.ranges)
-
     arg_ptrs = [b.ctypes.data for b in buffers]
     if columns:
-        _column_blocks(call, arg_ptrs, buffers, outs[0], *columns)
+        _column_blocks(kernel, launch, arg_ptrs, buffers, outs[0], *columns)
     else:
-        call(arg_ptrs, [o.ctypes.data for o in outs])
+        _call(kernel, launch, arg_ptrs, [o.ctypes.data for o in outs])
     return outs
 
 
-def _column_blocks(call, arg_ptrs, buffers, out, pos, block):
+def _call(kernel, launch, arg_ptrs, out_ptrs):
+    if launch.ranges is None:
+        kernel(arg_ptrs, out_ptrs, launch.n_i, launch.n_j)
+    else:
+        kernel.run_ranges(arg_ptrs, out_ptrs, launch.n_i, launch.n_j, *launch.ranges)
+
+
+def _column_blocks(kernel, launch, arg_ptrs, buffers, out, pos, block):
     """A Sum of s * b (`tiling.columns`): the kernel of `block` columns of b called on each
     block of b's columns, passed as a row-major (n_j, block) copy, the last one zero-padded."""
     b = buffers[pos]  # (n_j, columns)
@@ -246,5 +247,5 @@ def _column_blocks(call, arg_ptrs, buffers, out, pos, block):
     for c0 in range(0, b.shape[1], block):
         width = min(block, b.shape[1] - c0)
         cols[:, :width] = b[:, c0:c0 + width]  # never read past b: the last columns beside zeros
-        call(arg_ptrs[:pos] + [cols.ctypes.data] + arg_ptrs[pos + 1:], [part.ctypes.data])
+        _call(kernel, launch, arg_ptrs[:pos] + [cols.ctypes.data] + arg_ptrs[pos + 1:], [part.ctypes.data])
         out[:, c0:c0 + width] = part[:, :width]

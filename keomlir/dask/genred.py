@@ -76,20 +76,20 @@ def _parallel_threads():
 MIN_PIECE_ROWS = 4096  # rows below which a block of rows is not cut into pieces
 
 
-def _chain_count(n_row_blocks, n_j_blocks, chains):
+def _chain_count(n_row_blocks, n_j_blocks, chains, threads):
     """Chains of consecutive j blocks per row block: each chain's tasks continue one
     state (a K-min list resumed, not restarted in every block), chains merge in a tree.
-    By default as few as give every thread two chains to take."""
+    By default as few as give every one of `threads` two chains to take."""
     if chains is None:
-        chains = -(-2 * _parallel_threads() // n_row_blocks)
+        chains = -(-2 * threads // n_row_blocks)
     return max(1, min(int(chains), n_j_blocks))
 
 
-def _pieces(rows, n_row_blocks, n_chains):
-    """Bounds of the pieces a block of `rows` rows is cut into, so that every thread has
-    about four chains to take: two would leave one thread idle half the time whenever
-    data locality draws three of them to one worker."""
-    want = -(-4 * _parallel_threads() // (n_row_blocks * n_chains))
+def _pieces(rows, n_row_blocks, n_chains, threads):
+    """Bounds of the pieces a block of `rows` rows is cut into, so that every one of
+    `threads` has about four chains to take: two would leave one idle half the time
+    whenever data locality draws three of them to one worker."""
+    want = -(-4 * threads // (n_row_blocks * n_chains))
     n = max(1, min(want, rows // MIN_PIECE_ROWS))
     return [rows * p // n for p in range(n + 1)]
 
@@ -117,8 +117,9 @@ def _graph(spec, red, args, n_i, n_j, split_every, chains):
         refs.append(d)
     bounds = {c: np.concatenate([[0], np.cumsum(chunks[c])]).astype(int).tolist() for c in (0, 1)}
     n_b = len(chunks[1])
-    n_chains = _chain_count(len(chunks[0]), n_b, chains)
-    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, n_chains, _parallel_threads(), refs)}"
+    threads = _parallel_threads()  # asked once: with a client, a round trip to the scheduler
+    n_chains = _chain_count(len(chunks[0]), n_b, chains, threads)
+    name = f"keomlir-{spec.reduction_op.lower()}-{tokenize(spec, split_every, n_chains, threads, refs)}"
 
     def block(ref, cat, a, b):
         if not isinstance(ref, da.Array):
@@ -127,7 +128,7 @@ def _graph(spec, red, args, n_i, n_j, split_every, chains):
 
     dsk = {}
     for a in range(len(chunks[0])):
-        cuts = _pieces(chunks[0][a], len(chunks[0]), n_chains)
+        cuts = _pieces(chunks[0][a], len(chunks[0]), n_chains, threads)
         roots = []
         for piece, rows in enumerate(zip(cuts[:-1], cuts[1:])):
             level = []
