@@ -211,8 +211,8 @@ class CompiledReduction:
                     raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {shape}")
                 continue
             if len(shape) != 2:
-                hint = " (leading batch dimensions are not supported yet)" if len(shape) > 2 else \
-                    " (a 1-d array is read as (n, 1) for a variable of dimension 1 only)" if len(shape) == 1 else ""
+                hint = {0: "", 1: " (a 1-d array is read as (n, 1) for a variable of dimension 1 only)"}.get(
+                    len(shape), " (leading batch dimensions are not supported yet)")
                 raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {shape}{hint}")
             if shape[1] != dim:
                 raise ValueError(f"{label}: expected {dim} columns, got shape {shape}")
@@ -234,9 +234,9 @@ class CompiledReduction:
         return dtype, n_i, n_j
 
     def acc_dtype(self, dtype):
-        """The accumulator dtype for `dtype` data.  float16 data is computed and summed in
-        float32 (or float64, asked for): dtype_acc='float16', which pykeops allows for
-        float16 data only, gets float32 sums, at least as accurate."""
+        """The accumulator dtype for `dtype` data.  float16 data is computed in float32 and
+        summed in float32 or float64, so dtype_acc='float16' (which pykeops allows for
+        float16 data only) gets float32 sums: at least as accurate as asked."""
         if self.dtype_acc == "float16":
             if dtype != "float16":
                 raise ValueError(f"dtype_acc='float16' is allowed for float16 arguments only, got {dtype} "
