@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..arrays import TORCH
+from ..passes import DEFAULT_PIPELINE
 from ..solve import KernelSolve, check_alpha, solve_arrays
 
 
@@ -107,6 +108,13 @@ class TorchKernelSolve(KernelSolve):
     """KernelSolve on torch tensors, through KernelSolveFunction (a front end sets genred_class)."""
 
     arrays = TORCH
+
+    def __init__(self, formula, aliases, varinvalias, axis=0, dtype_acc="auto", use_double_acc=False,
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=None, dtype=None, cuda_type=None,
+                 use_fast_math=True, opt_arg=None, passes=DEFAULT_PIPELINE):
+        """pykeops.torch.KernelSolve's keywords in its order, which differs from pykeops.numpy's."""
+        super().__init__(formula, aliases, varinvalias, axis, dtype_acc=dtype_acc, use_double_acc=use_double_acc,
+                         sum_scheme=sum_scheme, passes=passes)
 
     def _alpha(self, alpha):
         if isinstance(alpha, torch.Tensor):
