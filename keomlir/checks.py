@@ -1,13 +1,14 @@
 """pykeops's top-level helpers under keomlir (`import keomlir as pykeops` keeps such calls working):
 `test_numpy_bindings()` / `test_torch_bindings()` check an installation by running one
 Gaussian kernel sum and comparing it with a dense evaluation; `clean_pykeops()` empties the
-kernel cache."""
+kernel cache; `show_cuda_status()` and `check_health()` report what keomlir can use here."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .backends import cache
+from . import config
+from .backends import cache, cuda
 from .numpy import Genred as NumpyGenred
 
 _FORMULA = "Exp(-SqDist(x,y)) * b"
@@ -50,3 +51,21 @@ def clean_pykeops():
     """Delete the compiled kernels of keomlir's disk cache (kernels already loaded stay
     usable); returns how many were deleted."""
     return cache.clear()
+
+
+def show_cuda_status():
+    """Print whether keomlir's GPU backend is usable here, and why not when it is not."""
+    if cuda.available():
+        print(f"keomlir: the GPU backend is available ({cuda.device_count()} device(s), driver {cuda.library_name()}).")
+    else:
+        print(f"keomlir: the GPU backend is not available ({cuda.unavailable_reason()}); reductions run on the CPU.")
+
+
+def check_health():
+    """Print the set-up (kernel cache, front ends, GPU) and run the binding checks of the
+    installed front ends; raises if a check disagrees with its dense evaluation."""
+    print(f"keomlir: kernel cache in {config.get_build_folder()}")
+    show_cuda_status()
+    test_numpy_bindings()
+    if config.torch_found:
+        test_torch_bindings()

@@ -8,6 +8,8 @@
 - `numpy_found`, `torch_found`: which front ends can be imported.
 - `get_build_folder()` / `set_build_folder(path)`: the kernel cache directory.
 - `config`: this module, for code written against `keopscore.config.config.use_cuda`.
+- `verbose` / `set_verbose(val)`: whether pykeops-style messages (`keomlir.common.utils`)
+  are printed; False when the environment sets PYKEOPS_VERBOSE=0, as in pykeops.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from .backends import cache, cuda
 numpy_found = importlib.util.find_spec("numpy") is not None
 torch_found = importlib.util.find_spec("torch") is not None
 config = sys.modules[__name__]
+verbose = os.environ.get("PYKEOPS_VERBOSE") != "0"
+
+
+def set_verbose(val):
+    """Print pykeops-style messages (True) or not (False)."""
+    global verbose
+    verbose = bool(val)
 
 
 def __getattr__(name):

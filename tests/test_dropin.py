@@ -104,9 +104,22 @@ assert pykeops is keomlir and keopscore is keomlir
 assert pykeops.numpy is keomlir.numpy and pykeops.numpy.cluster is keomlir.numpy.cluster
 assert pykeops.config is keomlir.config and keopscore.config.config is keomlir.config
 assert Genred is keomlir.numpy.Genred and grid_cluster is keomlir.numpy.cluster.grid_cluster
+import pykeops.numpy.utils, pykeops.common.utils, pykeops.common.gpu_utils, keomlir.common
+from pykeops.numpy.utils import squared_distances, np_kernel, log_sum_exp
+from pykeops.numpy.operations import KernelSolve as KS
+from pykeops.common.utils import pyKeOps_Message
+from pykeops.common.lazy_tensor import GenericLazyTensor
+assert pykeops.numpy.utils is keomlir.numpy.utils and pykeops.common is keomlir.common
+assert pykeops.common.gpu_utils.get_gpu_number is keomlir.common.gpu_utils.get_gpu_number
+assert KS is KernelSolve and isinstance(LazyTensor(1.0), GenericLazyTensor)
 if keomlir.torch_found:
-    import pykeops.torch, pykeops.torch.cluster, keomlir.torch
+    import pykeops.torch, pykeops.torch.cluster, keomlir.torch, keomlir.torch.utils
+    from pykeops.torch.utils import torch_kernel
+    from pykeops.torch.operations import KernelSolve as TKS
+    from pykeops.torch.lazytensor.LazyTensor import LazyTensor as TLT
     assert pykeops.torch is keomlir.torch and pykeops.torch.cluster is keomlir.torch.cluster
+    assert torch_kernel is keomlir.torch.utils.torch_kernel
+    assert TKS is keomlir.torch.KernelSolve and TLT is keomlir.torch.LazyTensor
 keopscore.config.config.use_cuda = False
 assert keomlir.config.use_cuda is False
 print(sorted(mapping))
@@ -118,7 +131,8 @@ def test_install_as_pykeops_maps_the_names():
     assert done.returncode == 0, done.stderr
     names = eval(done.stdout.strip().splitlines()[-1])  # a printed list of strings, from our own script
     assert {"pykeops", "pykeops.numpy", "pykeops.numpy.cluster", "pykeops.config", "keopscore",
-            "keopscore.config"} <= set(names)
+            "keopscore.config", "pykeops.numpy.utils", "pykeops.common", "pykeops.common.utils",
+            "pykeops.common.gpu_utils", "pykeops.common.lazy_tensor"} <= set(names)
 
 
 def test_install_as_pykeops_warns_about_an_earlier_import():

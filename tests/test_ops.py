@@ -78,6 +78,8 @@ CASES = {
     "IntCst": ("IntCst(3) * x + y", lambda x, y, s, t: 3 * x + y),
     "IntInv": ("IntInv(4) * x + y", lambda x, y, s, t: x / 4 + y),
     "Zero": ("Zero(3) + x - y", lambda x, y, s, t: 0 * x + x - y),
+    "Factorize": ("Factorize(Exp(x - y) * (x - y), x - y)", lambda x, y, s, t: np.exp(x - y) * (x - y)),
+    "AutoFactorize": ("AutoFactorize(Sin(x * y) + Sin(x * y) * t)", lambda x, y, s, t: np.sin(x * y) * (1 + t)),
 }
 
 

@@ -2,6 +2,7 @@
 
 tree.py: the expression tree and its IR; tensor.py: the LazyTensor API (operators,
 math, construction); reductions.py: reductions, `@` and `solve`, and their handles;
+surface.py: the rest of pykeops's methods (bspline, softdtw_sqdist, trace_operator...);
 complex.py: complex LazyTensors; variables.py: Vi / Vj / Pm / Var.
 """
 

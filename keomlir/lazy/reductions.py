@@ -56,6 +56,12 @@ class ReductionMethods:
             out.append(a)
         return out
 
+    @staticmethod
+    def separate_kwargs(kwargs):
+        """(options of a reduction's compilation, options of its call) of its keyword arguments, as dicts."""
+        return ({k: v for k, v in kwargs.items() if k in _INIT_KWARGS},
+                {k: v for k, v in kwargs.items() if k not in _INIT_KWARGS})
+
     @property
     def formula(self):
         """The formula of this LazyTensor, as text (arguments numbered as in a reduction)."""
@@ -88,8 +94,7 @@ class ReductionMethods:
             except TypeError:
                 pass  # the reduction's own check names what was given
         init, call_kwargs = _split_kwargs(kwargs)
-        if self.ranges is not None:
-            call_kwargs.setdefault("ranges", self.ranges)
+        _defaults(self, call_kwargs)
         other_sym = other._sym if other is not None else None
         formula, formula2, leaves, symbolic = self._ir(other_sym)
         red = LazyReduction(type(self).genred_class, formula, formula2, op, int(axis - nb), opt_arg, init,
@@ -111,15 +116,20 @@ class ReductionMethods:
     def sum_reduction(self, axis=None, dim=None, **kwargs):
         return self._reduce("Sum", axis, dim, what="sum_reduction", **kwargs)
 
-    def logsumexp(self, axis=None, dim=None, weight=None, **kwargs):
-        """log Σ exp(self) (self scalar), or log Σ exp(self) * weight with `weight=`."""
+    def logsumexp(self, axis=None, dim=None, weight=None, other=None, **kwargs):
+        """log Σ exp(self) (self scalar), or log Σ exp(self) * weight with `weight=` (or
+        `other=`, the name pykeops's `reduction` gives it)."""
+        weight = _one_weight(weight, other, "logsumexp")
         return self._reduce("LogSumExp", axis, dim, other=weight, what="logsumexp", **kwargs)
 
     def logsumexp_reduction(self, **kwargs):
         return self.logsumexp(**kwargs)
 
-    def sumsoftmaxweight(self, weight, axis=None, dim=None, **kwargs):
-        """Σ exp(self) weight / Σ exp(self)."""
+    def sumsoftmaxweight(self, weight=None, axis=None, dim=None, other=None, **kwargs):
+        """Σ exp(self) weight / Σ exp(self) (the weight also as `other=`)."""
+        weight = _one_weight(weight, other, "sumsoftmaxweight")
+        if weight is None:
+            raise TypeError("sumsoftmaxweight: give the weight (weight= or other=)")
         return self._reduce("SumSoftMaxWeight", axis, dim, other=weight, what="sumsoftmaxweight", **kwargs)
 
     def sumsoftmaxweight_reduction(self, **kwargs):
@@ -285,14 +295,28 @@ class ReductionMethods:
             raise ValueError(f"solve: the kernel matrix must be square, got shape {self.shape}")
         formula, _, leaves, symbolic = system._ir()
         init, call_kwargs = _split_kwargs(kwargs)
-        if system.ranges is not None:
-            call_kwargs.setdefault("ranges", system.ranges)
+        _defaults(system, call_kwargs)
         solver = _cached_solver(type(self).kernel_solve_class, formula, var._sym.ir, axis, init)
         red = LazySolve(solver, var._sym.value, axis, b_lazy._sym.data, leaves, symbolic, meta,
                         dict(call_kwargs, alpha=alpha, eps=eps, maxiter=maxiter, x0=x0, verbose=verbose), self)
         if call and len(symbolic) == 1 and meta[3] is not None:
             return red()
         return red
+
+def _one_weight(weight, other, what):
+    """The weight of a reduction, given as `weight=` or as `other=` (not both)."""
+    if weight is not None and other is not None:
+        raise TypeError(f"{what}: give the weight once, as weight= or as other=, not both")
+    return other if weight is None else weight
+
+
+def _defaults(lazy, call_kwargs):
+    """The call options a LazyTensor carries: its `ranges` and its `backend`."""
+    if lazy.ranges is not None:
+        call_kwargs.setdefault("ranges", lazy.ranges)
+    if lazy.backend is not None:
+        call_kwargs.setdefault("backend", lazy.backend)
+
 
 def _split_kwargs(kwargs):
     """(compile options as a hashable tuple, call options) of a reduction's keyword arguments."""

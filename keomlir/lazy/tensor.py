@@ -20,6 +20,7 @@ from ..ir.node import DimensionError
 from ..ir.ops import OPS
 from .complex import is_complex_operand
 from .reductions import LazyReduction, ReductionMethods
+from .surface import SurfaceMethods
 from .tree import (formula_text, is_int, is_number, leaf_data, leaf_float, leaf_int, leaf_symb, op_node,
                    symbolic_leaves)
 
@@ -46,7 +47,7 @@ def _promotes_to_complex(method):
 # ---- LazyTensor ---------------------------------------------------------------------------
 
 
-class GenericLazyTensor(ReductionMethods):
+class GenericLazyTensor(SurfaceMethods, ReductionMethods):
     """A symbolic tensor of shape `(*batch, M, N, D)` (see the module docstring).
 
     Build it with `LazyTensor(x[:, None, :])` (an i-variable), `LazyTensor(y[None, :, :])`
@@ -230,7 +231,9 @@ class GenericLazyTensor(ReductionMethods):
         except DimensionError as e:
             dims = ", ".join(str(o.ndim) for o in all_ops)
             raise ValueError(f"{what}: incompatible dimensions ({dims}): {e}") from None
-        return self._wrap(sym, meta, next((o.ranges for o in all_ops if o.ranges is not None), None))
+        res = self._wrap(sym, meta, next((o.ranges for o in all_ops if o.ranges is not None), None))
+        res.backend = next((o.backend for o in all_ops if o.backend is not None), None)
+        return res
 
     def _op_first(self, name, first, rest=(), attrs=(), what=None):
         """An operation whose first operand is `first` (for reflected operators)."""

@@ -91,6 +91,30 @@ def swap_ij(sym, memo=None):
     return res
 
 
+def same_variable(a, b):
+    """Do two leaves stand for the same variable (one array, or one symbolic index)."""
+    if a.kind == "data" and b.kind == "data":
+        return a.data is b.data and a.cat == b.cat
+    return a.kind == b.kind == "symb" and a.value == b.value
+
+
+def substitute(sym, variable, replacement, memo=None):
+    """The tree with every leaf standing for `variable` replaced by the tree `replacement`
+    (in operands: a derivative's variable attribute stays)."""
+    memo = {} if memo is None else memo
+    found = memo.get(id(sym))
+    if found is not None:
+        return found
+    if sym.kind in ("data", "symb") and same_variable(sym, variable):
+        res = replacement
+    elif sym.kind == "op":
+        res = op_node(sym.name, [substitute(a, variable, replacement, memo) for a in sym.args], sym.attrs)
+    else:
+        res = sym
+    memo[id(sym)] = res
+    return res
+
+
 def _walk(sym, seen):
     if id(sym) in seen:
         return

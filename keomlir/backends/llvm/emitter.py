@@ -281,6 +281,10 @@ class Emitter:
         """i + k for a scalar i64 index (a component of a wide state) and an integer k."""
         return self.b.add(i, ir.Constant(I64, k))
 
+    def index_from(self, k, i):
+        """k - i for an integer k and a scalar i64 index (loops that run backwards)."""
+        return self.b.sub(ir.Constant(I64, k), i)
+
     def index_divmod(self, i, n):
         """(i // n, i % n) for a scalar non-negative i64 index and an integer n."""
         return self.b.udiv(i, ir.Constant(I64, n)), self.b.urem(i, ir.Constant(I64, n))

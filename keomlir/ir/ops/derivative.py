@@ -5,6 +5,7 @@ asks the operation, so a new derivative form is one class here."""
 
 from __future__ import annotations
 
+from ..node import DimensionError
 from .base import Op, cst, mk, register, require_dim
 
 
@@ -110,3 +111,41 @@ class Laplacian(Derivative):
     def expand(self, node, grad):
         x = node.attrs[0]
         return _divergence(grad(node.args[0], x, cst(1)), x, grad)
+
+
+def _substitute(f, x, e):
+    """f with every occurrence of the variable x replaced by the node e."""
+    memo = {}
+    for n in f.walk():
+        if n == x:
+            memo[id(n)] = e
+        elif n.args:
+            memo[id(n)] = mk(n.name, *[memo[id(a)] for a in n.args], attrs=n.attrs)
+        else:
+            memo[id(n)] = n
+    return memo[id(f)]
+
+
+@register
+class TraceOperator(Derivative):
+    """TraceOperator(f, v): the trace of the linear map v -> f (f linear in v, of the
+    dimension of v or 1): Σ_k f(e_k)_k, or Σ_k f(e_k) for a scalar f (the trace of the
+    1 x d matrix against a column of ones).  The result no longer depends on v."""
+
+    name, signature = "TraceOperator", "fv"
+
+    def infer_dim(self, dims, attrs):
+        if dims[0] not in (1, attrs[0].dim):
+            raise DimensionError(f"{self.name}: f must have dimension 1 or that of the variable ({attrs[0].dim}), "
+                             f"got {dims[0]}")
+        return 1
+
+    def expand(self, node, grad):
+        f, x = node.args[0], node.attrs[0]
+        terms = [_substitute(f, x, _unit(k, x.dim)) for k in range(x.dim)]
+        if f.dim > 1:
+            terms = [mk("Elem", t, attrs=(k,)) for k, t in enumerate(terms)]
+        out = terms[0]
+        for t in terms[1:]:
+            out = mk("Add", out, t)
+        return out

@@ -446,3 +446,51 @@ class OneHot(Op):
     def lower(self, em, xs, attrs):
         r = em.call("round", xs[0][0])
         return [em.to_float(em.cmp("==", r, em.const(k))) for k in range(attrs[0])]
+
+
+# ---- factorization hints ----------------------------------------------------------------------------
+
+
+@register
+class Factorize(Op):
+    """Factorize(f, g): f, with g computed once (pykeops's explicit factorization).  keomlir's
+    nodes are shared and CSE computes every repeated subformula once, so it is f itself."""
+
+    name, signature = "Factorize", "ff"
+
+    def infer_dim(self, dims, attrs):
+        return dims[0]
+
+    def reference(self, xs, attrs):
+        return xs[0]
+
+    def lower(self, em, xs, attrs):
+        return xs[0]
+
+    def vjp(self, node, g):
+        return [g, None]
+
+    def simplify(self, node):
+        return node.args[0]
+
+
+@register
+class AutoFactorize(Op):
+    """AutoFactorize(f): f, its repeated subformulas computed once (what CSE always does)."""
+
+    name, signature = "AutoFactorize", "f"
+
+    def infer_dim(self, dims, attrs):
+        return dims[0]
+
+    def reference(self, xs, attrs):
+        return xs[0]
+
+    def lower(self, em, xs, attrs):
+        return xs[0]
+
+    def vjp(self, node, g):
+        return [g]
+
+    def simplify(self, node):
+        return node.args[0]
