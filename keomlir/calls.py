@@ -34,6 +34,13 @@ class GenredBase:
                                                       dtype_acc, sum_scheme, passes))
         return self
 
+    @classmethod
+    def from_spec(cls, spec):
+        """The Genred of a reduction's `spec` text (see CompiledReduction.spec)."""
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_spec(spec))
+        return self
+
     def _set_reduction(self, reduction):
         """Every constructor ends here (a front end may attach more to the reduction)."""
         self.reduction = reduction

@@ -17,7 +17,7 @@ from . import config
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
-from .ir import Program, make, replace_vars, swap_ij, variables
+from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
 from .passes import DEFAULT_PIPELINE, PassManager
 from .ranges import check_ranges, coalesce_intervals
@@ -119,6 +119,31 @@ class CompiledReduction:
         self.program = PassManager(list(passes)).run(program)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
+        self.spec = self._spec()
+
+    def _spec(self):
+        """This reduction as exact text, from which `from_spec` rebuilds an equal one: its
+        name by content (the torch custom operators' key).  Fields joined by `|`: the
+        reduction, axis, K, accumulator, summation, passes, alias names, then the formulas
+        and the aliases' Var nodes (`ir.serial`)."""
+        opt = "-" if self.opt_arg is None else str(operator.index(self.opt_arg))
+        dag = serial.dumps(self.formula, self.formula2, *self.names.values())
+        return "|".join((self.reduction_op, str(self.axis), opt, self.dtype_acc, self.sum_scheme,
+                         ",".join(self.passes), ",".join(self.names), dag))
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The reduction a `spec` text names (see `_spec`)."""
+        fields = spec.split("|") if isinstance(spec, str) else []
+        if len(fields) != 8:
+            raise ValueError(f"not a keomlir reduction spec (8 fields joined by '|'): {spec!r:.80}")
+        op, axis, opt, acc, scheme, passes, names, dag = fields
+        f, g, *vars_ = serial.loads(dag)
+        labels = names.split(",") if names else []
+        if len(labels) != len(vars_) or f is None:
+            raise ValueError(f"not a keomlir reduction spec (its aliases do not match its nodes): {spec!r:.80}")
+        return cls.from_ir(f, g, op, int(axis), None if opt == "-" else int(opt), dict(zip(labels, vars_)), acc,
+                           scheme, tuple(passes.split(",")) if passes else ())
 
     @property
     def options(self):

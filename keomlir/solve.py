@@ -21,12 +21,14 @@ Var node (LazyTensor.solve), so nothing is printed or parsed again.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .arrays import NUMPY, adapter_for
 from .calls import batch_plan, run_batched
 from .grammar import parse_formula
-from .ir import to_formula
+from .ir import make, to_formula
 
 __all__ = ["ConvergenceError", "KernelSolve", "conjugate_gradient", "solve_arrays"]
 
@@ -157,6 +159,8 @@ class _SolveCore:
         self.varinvpos, self.varinvdim = pos, dim
         self.separable = _separable(red.formula, pos)
         self.label = f"KernelSolve({formula_text}, unknown {unknown_text})"
+        # the solver as text, from which KernelSolve.from_spec rebuilds an equal one
+        self.spec = json.dumps(["KernelSolve", red.spec, list(unknown.attrs), axis, formula_text, unknown_text])
 
     def check_square(self, shapes):
         red = self.genred.reduction
@@ -242,6 +246,20 @@ class KernelSolve:
         self = cls.__new__(cls)
         genred = cls.genred_class.from_ir(formula, None, "Sum", axis, None, names, **options)
         self.core = _SolveCore(genred, unknown, axis, repr(to_formula(formula)), repr(to_formula(unknown)))
+        return self
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The solver of a `spec` text (`core.spec`: its Genred's spec, unknown, axis, labels)."""
+        try:
+            kind, genred_spec, attrs, axis, formula_text, unknown_text = json.loads(spec)
+        except (TypeError, ValueError):
+            kind = None
+        if kind != "KernelSolve":
+            raise ValueError(f"not a keomlir KernelSolve spec: {spec!r:.80}")
+        self = cls.__new__(cls)
+        genred = cls.genred_class.from_spec(genred_spec)
+        self.core = _SolveCore(genred, make("Var", (), tuple(attrs)), axis, formula_text, unknown_text)
         return self
 
     @property

@@ -4,6 +4,8 @@ in and out, differentiable to any order.
 The backward of a reduction is itself a set of keomlir reductions whose
 formulas contain `Grad(...)`; the autodiff pass expands them and they run
 through this same autograd Function, so double backward and beyond work.
+Every call runs the custom operator `keomlir::genred` (`ops.py`), so
+`torch.compile` sees one opaque operator per reduction.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ..calls import GenredBase, batch_plan, generic_reductions, stack_batch
 from ..compile import check_backend
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..solve import ConvergenceError  # noqa: F401
+from . import ops
 from .derivatives import Derivatives, GenredFunction
 from .solve import TorchKernelSolve
 
@@ -27,9 +30,10 @@ class Genred(GenredBase):
     def _set_reduction(self, reduction):
         self.reduction = reduction
         self.derivatives = Derivatives(Genred, reduction)
+        ops.GENREDS.add(self, reduction.spec)
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
-        result = self._call(args, backend, device_id, ranges)
+        result = self._call(args, backend, device_id, ops.ranges_tensors(ranges))
         return result if out is None else _write_out(self.reduction, result, out)
 
     def _call(self, args, backend, device_id, ranges):
@@ -44,10 +48,13 @@ class Genred(GenredBase):
                 raise ValueError("ranges: block-sparse reductions with batch dimensions are not supported; "
                                  "call once per batch element")
             recat, stacked, batch_ranges, unstack = stack_batch(self.reduction, plan, args, TORCH)
-            outs = self._with_categories(recat)._call(stacked, backend, device_id, batch_ranges)
+            outs = self._with_categories(recat)._call(stacked, backend, device_id, ops.ranges_tensors(batch_ranges))
             outs = unstack(outs if isinstance(outs, tuple) else (outs,))
             return outs[0] if len(outs) == 1 else tuple(outs)
-        outs = GenredFunction.apply(self, (backend, device_id, ranges), *args)
+        if torch.compiler.is_compiling():  # Dynamo traces the operator (its backward: register_autograd)
+            outs = tuple(ops.genred(self.reduction.spec, list(args), backend, device_id, ranges or []))
+        else:  # eager: the operator inside an autograd Function, which adds forward mode and vmap rules
+            outs = GenredFunction.apply(self, (backend, device_id, ranges), *args)
         return outs[0] if len(outs) == 1 else outs
 
     def _with_categories(self, positions):
@@ -117,5 +124,7 @@ class ComplexLazyTensor(ComplexMixin, LazyTensor):
     """A symbolic (M, N, D) tensor of complex torch tensors; see keomlir.lazy.complex."""
 
 
+ops.GENREDS.build = Genred.from_spec
+ops.SOLVERS.build = KernelSolve.from_spec
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)
 generic_sum, generic_logsumexp, generic_argmin, generic_argkmin = generic_reductions(Genred)
