@@ -119,17 +119,22 @@ class CompiledReduction:
         self.program = PassManager(list(passes)).run(program)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
-        self.spec = self._spec()
+        self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
+                                 sum_scheme, passes)
 
-    def _spec(self):
-        """This reduction as exact text, from which `from_spec` rebuilds an equal one: its
-        name by content (the torch custom operators' key).  Fields joined by `|`: the
-        reduction, axis, K, accumulator, summation, passes, alias names, then the formulas
-        and the aliases' Var nodes (`ir.serial`)."""
-        opt = "-" if self.opt_arg is None else str(operator.index(self.opt_arg))
-        dag = serial.dumps(self.formula, self.formula2, *self.names.values())
-        return "|".join((self.reduction_op, str(self.axis), opt, self.dtype_acc, self.sum_scheme,
-                         ",".join(self.passes), ",".join(self.names), dag))
+    @staticmethod
+    def spec_of(f, g, names, reduction_op, axis, opt_arg=None, dtype_acc="auto", sum_scheme="auto",
+                passes=DEFAULT_PIPELINE):
+        """The `spec` of the reduction `from_ir` builds from these arguments: exact text
+        from which `from_spec` rebuilds an equal reduction, its name by content (the
+        torch custom operators' key).  Fields joined by `|`: the reduction, axis, K,
+        accumulator, summation, passes, alias names, then the formulas and the aliases'
+        Var nodes (`ir.serial`)."""
+        opt = "-" if opt_arg is None else str(operator.index(opt_arg))
+        scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
+        dag = serial.dumps(f, g, *names.values())
+        return "|".join((reduction_op, str(int(axis)), opt, dtype_acc, scheme, ",".join(passes), ",".join(names),
+                         dag))
 
     @classmethod
     def from_spec(cls, spec):
@@ -230,12 +235,12 @@ class CompiledReduction:
             rows[cat][pos] = shape[0]
         counts = []
         for cat in (0, 1):
-            sizes = set(rows[cat].values())
-            if len(sizes) > 1:
+            sizes = list(rows[cat].values())  # compared, not hashed: torch.compile's symbolic sizes do not hash
+            if any(r != sizes[0] for r in sizes[1:]):
                 detail = ", ".join(f"{self.arg_label(p)} has {r}" for p, r in rows[cat].items())
                 word = "i" if (cat == 0) == (self.axis == 1) else "j"
                 raise ValueError(f"arguments indexed by {word} must have the same number of rows: {detail}")
-            counts.append(sizes.pop() if sizes else 1)
+            counts.append(sizes[0] if sizes else 1)
         n_i, n_j = counts
         if get_reduction(self.reduction_op).needs_k and self.opt_arg > n_j:
             raise ValueError(

@@ -163,15 +163,15 @@ class _SolveCore:
         self.spec = json.dumps(["KernelSolve", red.spec, list(unknown.attrs), axis, formula_text, unknown_text])
 
     def check_square(self, shapes):
+        """After `check_arrays` (the rows of each index agree): as many output rows as unknown rows."""
         red = self.genred.reduction
-        rows = {0: set(), 1: set()}
+        rows = {0: [], 1: []}  # compared, not hashed: torch.compile's symbolic sizes do not hash
         for (pos, dim, cat), shape in zip(red.kernel_arguments, shapes):
             if cat in (0, 1) and len(shape) == 2:
-                rows[cat].add(shape[0])
-        if len(rows[0]) == 1 and len(rows[1]) == 1 and rows[0] != rows[1]:
-            n_out, n_unknown = rows[0].pop(), rows[1].pop()
-            raise ValueError(f"{self.label}: the system must be square, but the output has {n_out} rows and the "
-                             f"unknown {n_unknown} rows")
+                rows[cat].append(shape[0])
+        if rows[0] and rows[1] and rows[0][0] != rows[1][0]:
+            raise ValueError(f"{self.label}: the system must be square, but the output has {rows[0][0]} rows and "
+                             f"the unknown {rows[1][0]} rows")
 
 
 def _unknown_of(red, varinvalias):

@@ -16,6 +16,7 @@ from ..arrays import TORCH
 from ..calls import GenredBase, batch_plan, generic_reductions, stack_batch
 from ..compile import check_backend
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
+from ..lazy.reductions import genred_spec
 from ..solve import ConvergenceError  # noqa: F401
 from . import ops
 from .derivatives import Derivatives, GenredFunction
@@ -62,6 +63,9 @@ class Genred(GenredBase):
         (a batched call's parameters that vary over the batch); cached."""
         if not positions:
             return self
+        if torch.compiler.is_compiling():
+            return _traced_genred(self.reduction.spec, positions)
+
         def build():
             genred = Genred.__new__(Genred)
             genred._set_reduction(self.reduction.with_categories(positions, 0 if self.reduction.axis == 1 else 1))
@@ -118,6 +122,28 @@ class LazyTensor(GenericLazyTensor):
     _arrays = TORCH
     genred_class = Genred
     kernel_solve_class = KernelSolve
+
+    @classmethod
+    def _genred(cls, formula, formula2, op, axis, opt_arg, init):
+        if torch.compiler.is_compiling():  # Dynamo traces the tree and its IR, not the Genred's construction
+            return _traced_genred(genred_spec(formula, formula2, op, axis, opt_arg, init))
+        return super()._genred(formula, formula2, op, axis, opt_arg, init)
+
+
+def _traced_genred(spec, positions=()):
+    """Under Dynamo: the Genred of `spec` (made a batched variant by `positions`, see
+    `Genred._with_categories`), built outside the trace and read from the registry's
+    pins, which Dynamo guards."""
+    return getattr(ops.GENREDS.pins, _pinned_genred(spec, positions))
+
+
+@torch.compiler.assume_constant_result
+def _pinned_genred(spec, positions):
+    """Run by Dynamo, not traced (it does not trace compilers): the name of the pinned Genred."""
+    genred = ops.GENREDS.lookup(spec)
+    if positions:
+        genred = genred._with_categories(positions)
+    return ops.GENREDS.pin(genred, genred.reduction.spec)
 
 
 class ComplexLazyTensor(ComplexMixin, LazyTensor):

@@ -14,13 +14,14 @@ An operator names its reduction by content: the key is the reduction's `spec`
 (`CompiledReduction.spec`, exact text from which an equal reduction is rebuilt), so
 a key can never name another computation, and a compiled graph that outlives every
 Genred of its reduction still runs (the registry rebuilds it).  The registry holds
-weakly every live Genred and strongly only the last few rebuilt ones: its size is
-bounded by what the program keeps alive.
+weakly every live Genred and strongly only the last few it rebuilt or handed to a
+trace: its size is bounded by what the program keeps alive.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
 import weakref
 from typing import Optional
@@ -30,18 +31,27 @@ import torch
 from ..backends import cuda
 from ..ranges import ranges_arrays
 
-RECENT = 64  # rebuilt Genreds (or solvers) kept alive, the least recently rebuilt dropped first
+PINNED = 128  # Genreds (or solvers) the registry keeps alive itself, the least recently pinned dropped first
+
+
+class Pins:
+    """The objects a registry keeps alive, as attributes `k<sha1 of spec>`: Dynamo reads
+    them with guards (a trace reaches a Genred it did not see built as
+    `getattr(registry.pins, name)`), so an entry dropped later fails the guard and
+    the function is traced again, never run with a missing object."""
 
 
 class Registry:
     """spec -> the Genred (or KernelSolve) it names: every live one (weakly), else one
-    rebuilt by `build(spec)` (set by the front end) and kept among the RECENT last."""
+    rebuilt by `build(spec)` (set by the front end); the last PINNED rebuilt or traced
+    ones are kept alive in `pins`."""
 
     def __init__(self, what):
         self.what, self.build = what, None
+        self.pins = Pins()
         self._alive = weakref.WeakValueDictionary()
-        self._recent = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._pinned = collections.OrderedDict()  # attribute names of `pins`, least recently pinned first
+        self._lock = threading.RLock()
 
     def add(self, obj, spec):
         self._alive.setdefault(spec, obj)
@@ -51,16 +61,26 @@ class Registry:
         if found is not None:
             return found
         with self._lock:
-            found = self._recent.get(spec)
+            found = self._alive.get(spec)
             if found is None:
                 if not isinstance(spec, str):
                     raise TypeError(f"keomlir::{self.what}: the key must be a spec string, got {type(spec).__name__}")
                 found = self.build(spec)
-                self._recent[spec] = found
-                while len(self._recent) > RECENT:
-                    self._recent.popitem(last=False)
-            self._alive.setdefault(spec, found)
+                self._alive[spec] = found
+                self.pin(found, spec)
             return found
+
+    def pin(self, obj, spec):
+        """Keep `obj` (named by `spec`) alive among the PINNED last; returns its attribute name in `pins`."""
+        name = "k" + hashlib.sha1(spec.encode()).hexdigest()
+        with self._lock:
+            if not hasattr(self.pins, name):  # an equal one already pinned stays (a trace may have read it)
+                setattr(self.pins, name, obj)
+            self._pinned[name] = None
+            self._pinned.move_to_end(name)
+            while len(self._pinned) > PINNED:
+                delattr(self.pins, self._pinned.popitem(last=False)[0])
+        return name
 
     def __len__(self):
         return len(self._alive)
