@@ -243,9 +243,15 @@ class KernelSolve:
     def from_ir(cls, formula, unknown, axis, names=None, **options):
         """The solver of the IR formula F, linear in the Var node `unknown`; `names`
         ({alias: Var}) and the compile options as in Genred.from_ir."""
+        return cls.from_genred(cls.genred_class.from_ir(formula, None, "Sum", axis, None, names, **options),
+                               unknown, axis)
+
+    @classmethod
+    def from_genred(cls, genred, unknown, axis):
+        """The solver of a Sum `genred` of the front end, linear in the Var node `unknown`."""
         self = cls.__new__(cls)
-        genred = cls.genred_class.from_ir(formula, None, "Sum", axis, None, names, **options)
-        self.core = _SolveCore(genred, unknown, axis, repr(to_formula(formula)), repr(to_formula(unknown)))
+        self.core = _SolveCore(genred, unknown, axis, repr(to_formula(genred.reduction.formula)),
+                               repr(to_formula(unknown)))
         return self
 
     @classmethod

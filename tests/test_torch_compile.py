@@ -185,12 +185,14 @@ def test_kernel_solve_compiles_fullgraph():
     solver = KernelSolve("Exp(-SqDist(x,y)) * a", ["x = Vi(2)", "y = Vj(2)", "a = Vj(1)"], "a", axis=1)
 
     def f(x, b):
-        return solver(x, x, b, alpha=0.5, eps=1e-12)
+        x_i, x_j = LazyTensor(x[:, None, :]), LazyTensor(x[None, :, :])
+        return solver(x, x, b, alpha=0.5, eps=1e-12), (-((x_i - x_j) ** 2).sum(-1)).exp().solve(b, alpha=0.5, eps=1e-12)
 
-    compiled, eager = torch.compile(f, backend="aot_eager", fullgraph=True)(x, b), f(x, b)
+    (compiled, lazy), (eager, _) = torch.compile(f, backend="aot_eager", fullgraph=True)(x, b), f(x, b)
     kernel = torch.exp(-_sqdist(x, x)) + 0.5 * torch.eye(20, dtype=torch.float64)
     torch.testing.assert_close(compiled, torch.linalg.solve(kernel, b), rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-12)
+    torch.testing.assert_close(lazy, compiled, rtol=1e-9, atol=1e-10)
     (gb,) = torch.autograd.grad(compiled.sum(), b)  # the adjoint solve: K^-1 1 (K symmetric)
     torch.testing.assert_close(gb, torch.linalg.solve(kernel, torch.ones(20, 1, dtype=torch.float64)),
                                rtol=1e-9, atol=1e-10)

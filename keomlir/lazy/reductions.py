@@ -75,6 +75,11 @@ class ReductionMethods:
         `init` (sorted pairs); one per IR and options."""
         return _cached_genred(cls.genred_class, formula, formula2, op, axis, opt_arg, init)
 
+    @classmethod
+    def _solver(cls, formula, unknown, axis, init):
+        """The front end's KernelSolve of an IR formula linear in the Var node `unknown`."""
+        return _cached_solver(cls.kernel_solve_class, formula, unknown, axis, init)
+
     def _reduce(self, op, axis, dim, other=None, opt_arg=None, call=True, what=None, **kwargs):
         what = what or op
         if axis is None:
@@ -297,7 +302,7 @@ class ReductionMethods:
         init, call_kwargs = _split_kwargs(kwargs)
         if system.ranges is not None:
             call_kwargs.setdefault("ranges", system.ranges)
-        solver = _cached_solver(type(self).kernel_solve_class, formula, var._sym.ir, axis, init)
+        solver = type(self)._solver(formula, var._sym.ir, axis, init)
         red = LazySolve(solver, var._sym.value, axis, b_lazy._sym.data, leaves, symbolic, meta,
                         dict(call_kwargs, alpha=alpha, eps=eps, maxiter=maxiter, x0=x0, verbose=verbose), self)
         if call and len(symbolic) == 1 and meta[3] is not None:
@@ -338,6 +343,11 @@ def genred_spec(formula, formula2, op, axis, opt_arg, init):
 @functools.lru_cache(maxsize=128)
 def _cached_solver(kernel_solve_class, formula, unknown, axis, init):
     return kernel_solve_class.from_ir(formula, unknown, axis, _labels(formula), **dict(init))
+
+
+def solver_genred_spec(formula, axis, init):
+    """The spec of the Sum reduction `_cached_solver`'s KernelSolve runs."""
+    return genred_spec(formula, None, "Sum", axis, None, init)
 
 
 def _identity(x):

@@ -15,8 +15,9 @@ import torch
 from ..arrays import TORCH
 from ..calls import GenredBase, batch_plan, generic_reductions, stack_batch
 from ..compile import check_backend
+from ..ir import make
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
-from ..lazy.reductions import genred_spec
+from ..lazy.reductions import genred_spec, solver_genred_spec
 from ..solve import ConvergenceError  # noqa: F401
 from . import ops
 from .derivatives import Derivatives, GenredFunction
@@ -130,6 +131,14 @@ class LazyTensor(GenericLazyTensor):
         return super()._genred(formula, formula2, op, axis, opt_arg, init)
 
 
+    @classmethod
+    def _solver(cls, formula, unknown, axis, init):
+        if torch.compiler.is_compiling():
+            name = _pinned_solver(solver_genred_spec(formula, axis, init), unknown.attrs, axis)
+            return getattr(ops.SOLVERS.pins, name)
+        return super()._solver(formula, unknown, axis, init)
+
+
 def _traced_genred(spec, positions=()):
     """Under Dynamo: the Genred of `spec` (made a batched variant by `positions`, see
     `Genred._with_categories`), built outside the trace and read from the registry's
@@ -144,6 +153,14 @@ def _pinned_genred(spec, positions):
     if positions:
         genred = genred._with_categories(positions)
     return ops.GENREDS.pin(genred, genred.reduction.spec)
+
+
+@torch.compiler.assume_constant_result
+def _pinned_solver(genred_spec, unknown, axis):
+    """As `_pinned_genred`, for the KernelSolve of LazyTensor.solve (its Sum reduction's spec,
+    the unknown's Var attributes, the axis)."""
+    solver = KernelSolve.from_genred(ops.GENREDS.lookup(genred_spec), make("Var", (), unknown), axis)
+    return ops.SOLVERS.pin(ops.SOLVERS.lookup(solver.core.spec), solver.core.spec)
 
 
 class ComplexLazyTensor(ComplexMixin, LazyTensor):

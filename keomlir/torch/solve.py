@@ -95,8 +95,8 @@ class TorchKernelSolve(KernelSolve):
         ops.SOLVERS.add(self, self.core.spec)
 
     @classmethod
-    def from_ir(cls, *args, **kwargs):
-        self = super().from_ir(*args, **kwargs)
+    def from_genred(cls, genred, unknown, axis):
+        self = super().from_genred(genred, unknown, axis)
         ops.SOLVERS.add(self, self.core.spec)
         return self
 
