@@ -18,11 +18,13 @@ class GenredBase:
 
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
                  formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
-                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, passes=DEFAULT_PIPELINE):
-        # dtype, cuda_type, enable_chunks and rec_multVar_highdim are accepted for pykeops
-        # compatibility: the dtype comes from the arguments at call time.
-        if use_double_acc:
-            dtype_acc = "float64"
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, use_fast_math=True,
+                 passes=DEFAULT_PIPELINE):
+        # pykeops 2.3's keywords, in its order.  Accepted and ignored: dtype and cuda_type
+        # (deprecated there; the dtype comes from the arguments at call time) and the CUDA
+        # compile hints enable_chunks, rec_multVar_highdim and use_fast_math (keomlir's
+        # kernels choose their own schemes and keep accurate math).
+        dtype_acc = acc_option(dtype_acc, use_double_acc)
         self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
                                               dtype_acc, sum_scheme, passes))
 
@@ -51,6 +53,27 @@ class GenredBase:
     def program(self):
         """The optimized IR this Genred compiles."""
         return self.reduction.program
+
+
+def acc_option(dtype_acc, use_double_acc):
+    """dtype_acc with pykeops's use_double_acc=True folded in (it means dtype_acc='float64')."""
+    if not use_double_acc:
+        return dtype_acc
+    if dtype_acc != "auto":
+        raise ValueError(f"use_double_acc=True and dtype_acc={dtype_acc!r}: set one of the two options only")
+    return "float64"
+
+
+def as_columns(reduction, args):
+    """`args` with each 1-d array (n,) given for a dimension-1 Vi/Vj variable reshaped to
+    (n, 1), as pykeops reads it: a view, never a copy, so torch autograd gives such an
+    argument's gradient back with its own shape (n,).  Outputs keep their 2-d shapes."""
+    out = args
+    for k in reduction.column_args:
+        if k < len(args) and len(args[k].shape) == 1:
+            out = list(out) if out is args else out
+            out[k] = args[k].reshape(args[k].shape[0], 1)
+    return out
 
 
 def batch_plan(reduction, shapes):

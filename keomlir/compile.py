@@ -23,7 +23,7 @@ from .passes import DEFAULT_PIPELINE, PassManager
 from .ranges import check_ranges, coalesce_intervals
 
 DTYPES = ("float32", "float64")
-ACC_DTYPES = ("auto", "float32", "float64")
+ACC_DTYPES = ("auto", "float16", "float32", "float64")
 SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
 CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
 
@@ -33,12 +33,23 @@ def check_str(value, what):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
 
 
+# pykeops's GPU schemes and memory placements: keomlir's GPU backend picks its scheme itself
+GPU_BACKENDS = frozenset(f"GPU_{grid}{mem}" for grid in ("1D", "2D") for mem in ("", "_host", "_device"))
+
+
 def check_backend(backend):
-    if backend not in ("auto", "CPU", "GPU", "reference"):
-        raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' or 'reference', got {backend!r}")
+    """The checked backend: 'auto', 'CPU', 'GPU' or 'reference' (pykeops's 'GPU_1D',
+    'GPU_2D_host'... are 'GPU')."""
+    given = backend
+    if backend in GPU_BACKENDS:
+        backend = "GPU"
+    elif backend not in ("auto", "CPU", "GPU", "reference"):
+        raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' (or pykeops's 'GPU_1D', 'GPU_2D'...) or "
+                         f"'reference', got {backend!r}")
     if backend == "GPU" and not cuda.available():
-        raise ValueError(f"backend='GPU': the GPU backend is not available on this machine "
+        raise ValueError(f"backend={given!r}: the GPU backend is not available on this machine "
                          f"({cuda.unavailable_reason()}); use backend='CPU' or 'auto'")
+    return backend
 
 
 def parse_aliases(aliases):
@@ -114,6 +125,8 @@ class CompiledReduction:
         else:
             self.kernel_arguments = self.arguments
         self.arg_cats = tuple(cat for _, _, cat in self.kernel_arguments)
+        # argument indices where pykeops reads a 1-d array (n,) as one column (n, 1)
+        self.column_args = tuple(k for k, (_, dim, cat) in enumerate(self.arguments) if cat != 2 and dim == 1)
         program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
         self.parsed = program
         self.program = PassManager(list(passes)).run(program)
@@ -228,7 +241,8 @@ class CompiledReduction:
                     raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {shape}")
                 continue
             if len(shape) != 2:
-                hint = " (leading batch dimensions are not supported yet)" if len(shape) > 2 else ""
+                hint = {0: "", 1: " (a 1-d array is read as (n, 1) for a variable of dimension 1 only)"}.get(
+                    len(shape), " (leading batch dimensions are not supported yet)")
                 raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {shape}{hint}")
             if shape[1] != dim:
                 raise ValueError(f"{label}: expected {dim} columns, got shape {shape}")
@@ -250,6 +264,14 @@ class CompiledReduction:
         return dtype, n_i, n_j
 
     def acc_dtype(self, dtype):
+        """The accumulator dtype for `dtype` data.  float16 data is computed in float32 and
+        summed in float32 or float64, so dtype_acc='float16' (which pykeops allows for
+        float16 data only) gets float32 sums: at least as accurate as asked."""
+        if self.dtype_acc == "float16":
+            if dtype != "float16":
+                raise ValueError(f"dtype_acc='float16' is allowed for float16 arguments only, got {dtype} "
+                                 "arguments (use dtype_acc='auto', 'float32' or 'float64')")
+            return "float32"
         if self.dtype_acc == "auto":
             return "float32" if dtype == "float16" else dtype  # float16 data is summed in float32
         return self.dtype_acc
@@ -281,7 +303,7 @@ class CompiledReduction:
 
     def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
         """Run on NumPy arrays; returns the list of outputs."""
-        check_backend(backend)
+        backend = check_backend(backend)
         launch = self.launch(arrays, ranges)
         if launch.dtype == "float16" and not (backend in ("GPU", "auto") and cuda.available()):
             raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "

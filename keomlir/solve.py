@@ -26,9 +26,10 @@ import json
 import numpy as np
 
 from .arrays import NUMPY, adapter_for
-from .calls import batch_plan, run_batched
+from .calls import as_columns, batch_plan, run_batched
 from .grammar import parse_formula
 from .ir import make, to_formula
+from .passes import DEFAULT_PIPELINE
 
 __all__ = ["ConvergenceError", "KernelSolve", "conjugate_gradient", "solve_arrays"]
 
@@ -231,11 +232,13 @@ class KernelSolve:
     genred_class = None  # the front end's Genred
     arrays = NUMPY
 
-    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, cuda_type=None,
-                 dtype_acc="auto", use_double_acc=False, sum_scheme="auto", enable_chunks=True,
-                 rec_multVar_highdim=None, **kwargs):
+    def __init__(self, formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None, dtype_acc="auto",
+                 use_double_acc=False, sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=None,
+                 use_fast_math=True, cuda_type=None, passes=DEFAULT_PIPELINE):
+        # pykeops.numpy.KernelSolve's keywords in its order (cuda_type: pykeops.torch's);
+        # dtype, opt_arg, cuda_type and the CUDA compile hints are accepted and ignored, as by Genred
         genred = self.genred_class(formula, aliases, reduction_op="Sum", axis=axis, dtype_acc=dtype_acc,
-                                   use_double_acc=use_double_acc, sum_scheme=sum_scheme, **kwargs)
+                                   use_double_acc=use_double_acc, sum_scheme=sum_scheme, passes=passes)
         unknown = _unknown_of(genred.reduction, varinvalias)
         self.core = _SolveCore(genred, unknown, axis, repr(formula), repr(varinvalias))
 
@@ -288,6 +291,7 @@ class KernelSolve:
             if not xp.is_array(a):
                 raise TypeError(f"{red.arg_label(k)}: expected {xp.array_word}, got {type(a).__name__}")
         alpha = self._alpha(alpha)
+        args = as_columns(red, args)
         shapes = [tuple(a.shape) for a in args]
         plan = batch_plan(red, shapes)
         if plan is not None:

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import solve
 from ..arrays import NUMPY
-from ..calls import GenredBase, batch_plan, generic_reductions, stack_batch
+from ..calls import GenredBase, as_columns, batch_plan, generic_reductions, stack_batch
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..solve import ConvergenceError  # noqa: F401
 
@@ -28,6 +28,7 @@ class Genred(GenredBase):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a NumPy array, got {type(a).__name__}")
             arrays.append(a)
+        arrays = as_columns(self.reduction, arrays)
         plan = batch_plan(self.reduction, [a.shape for a in arrays])
         if plan is not None:  # leading batch dimensions: one block-sparse call for the whole batch
             if ranges is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..arrays import TORCH
-from ..calls import GenredBase, batch_plan, generic_reductions, stack_batch
+from ..calls import GenredBase, as_columns, batch_plan, generic_reductions, stack_batch
 from ..compile import check_backend
 from ..ir import make
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
@@ -42,7 +42,8 @@ class Genred(GenredBase):
         for k, a in enumerate(args):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"{self.reduction.arg_label(k)}: expected a torch tensor, got {type(a).__name__}")
-        check_backend(backend)
+        backend = check_backend(backend)
+        args = as_columns(self.reduction, args)
         _check_devices(self.reduction, args, backend)
         plan = batch_plan(self.reduction, [tuple(a.shape) for a in args])
         if plan is not None:  # leading batch dimensions: one block-sparse call for the whole batch

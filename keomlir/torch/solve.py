@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..arrays import TORCH
+from ..passes import DEFAULT_PIPELINE
 from ..solve import KernelSolve, cg_setup, check_alpha, solve_arrays
 from . import ops
 
@@ -90,10 +91,6 @@ class TorchKernelSolve(KernelSolve):
 
     arrays = TORCH
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        ops.SOLVERS.add(self, self.core.spec)
-
     @classmethod
     def from_genred(cls, genred, unknown, axis):
         self = super().from_genred(genred, unknown, axis)
@@ -138,6 +135,14 @@ class TorchKernelSolve(KernelSolve):
                 grads[k] = found[k]
         g_alpha = -(KinvG * a).sum().reshape(alpha.shape).to(alpha.dtype) if needs_alpha else None
         return grads, g_alpha
+
+    def __init__(self, formula, aliases, varinvalias, axis=0, dtype_acc="auto", use_double_acc=False,
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=None, dtype=None, cuda_type=None,
+                 use_fast_math=True, opt_arg=None, passes=DEFAULT_PIPELINE):
+        """pykeops.torch.KernelSolve's keywords in its order, which differs from pykeops.numpy's."""
+        super().__init__(formula, aliases, varinvalias, axis, dtype_acc=dtype_acc, use_double_acc=use_double_acc,
+                         sum_scheme=sum_scheme, passes=passes)
+        ops.SOLVERS.add(self, self.core.spec)
 
     def _alpha(self, alpha):
         if isinstance(alpha, torch.Tensor):
