@@ -17,7 +17,7 @@ from . import config
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
-from .ir import Program, make, replace_vars, swap_ij, variables
+from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
 from .passes import DEFAULT_PIPELINE, PassManager
 from .ranges import check_ranges, coalesce_intervals
@@ -132,6 +132,36 @@ class CompiledReduction:
         self.program = PassManager(list(passes)).run(program)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
+        self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
+                                 sum_scheme, passes)
+
+    @staticmethod
+    def spec_of(f, g, names, reduction_op, axis, opt_arg=None, dtype_acc="auto", sum_scheme="auto",
+                passes=DEFAULT_PIPELINE):
+        """The `spec` of the reduction `from_ir` builds from these arguments: exact text
+        from which `from_spec` rebuilds an equal reduction, its name by content (the
+        torch custom operators' key).  Fields joined by `|`: the reduction, axis, K,
+        accumulator, summation, passes, alias names, then the formulas and the aliases'
+        Var nodes (`ir.serial`)."""
+        opt = "-" if opt_arg is None else str(operator.index(opt_arg))
+        scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
+        dag = serial.dumps(f, g, *names.values())
+        return "|".join((reduction_op, str(int(axis)), opt, dtype_acc, scheme, ",".join(passes), ",".join(names),
+                         dag))
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The reduction a `spec` text names (see `_spec`)."""
+        fields = spec.split("|") if isinstance(spec, str) else []
+        if len(fields) != 8:
+            raise ValueError(f"not a keomlir reduction spec (8 fields joined by '|'): {spec!r:.80}")
+        op, axis, opt, acc, scheme, passes, names, dag = fields
+        f, g, *vars_ = serial.loads(dag)
+        labels = names.split(",") if names else []
+        if len(labels) != len(vars_) or f is None:
+            raise ValueError(f"not a keomlir reduction spec (its aliases do not match its nodes): {spec!r:.80}")
+        return cls.from_ir(f, g, op, int(axis), None if opt == "-" else int(opt), dict(zip(labels, vars_)), acc,
+                           scheme, tuple(passes.split(",")) if passes else ())
 
     @property
     def options(self):
@@ -219,12 +249,12 @@ class CompiledReduction:
             rows[cat][pos] = shape[0]
         counts = []
         for cat in (0, 1):
-            sizes = set(rows[cat].values())
-            if len(sizes) > 1:
+            sizes = list(rows[cat].values())  # compared, not hashed: torch.compile's symbolic sizes do not hash
+            if any(r != sizes[0] for r in sizes[1:]):
                 detail = ", ".join(f"{self.arg_label(p)} has {r}" for p, r in rows[cat].items())
                 word = "i" if (cat == 0) == (self.axis == 1) else "j"
                 raise ValueError(f"arguments indexed by {word} must have the same number of rows: {detail}")
-            counts.append(sizes.pop() if sizes else 1)
+            counts.append(sizes[0] if sizes else 1)
         n_i, n_j = counts
         if get_reduction(self.reduction_op).needs_k and self.opt_arg > n_j:
             raise ValueError(

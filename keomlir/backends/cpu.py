@@ -228,6 +228,11 @@ def run(launch, arrays):
         _column_blocks(kernel, launch, arg_ptrs, buffers, outs[0], *columns)
     else:
         _call(kernel, launch, arg_ptrs, [o.ctypes.data for o in outs])
+    # The kernel read `buffers` through raw addresses: they must live until here, so this
+    # is their last use.  A frame evaluator that drops locals after their last use (as
+    # torch.compile's Dynamo did when it traced this function) would otherwise free a
+    # transposed copy before the kernel runs, and the kernel would read freed memory.
+    del buffers
     return outs
 
 

@@ -139,7 +139,10 @@ def run_torch(launch, tensors, device_id=-1, scheme="auto"):
     stream = torch.cuda.current_stream(tdev).cuda_stream
     with dev.current():
         _launch(gpu_kernels, steps, buffers, stream)
-    # the caching allocator orders reuse of `inputs` and `states` after this stream's work
+    # `buffers` holds raw addresses of `inputs` and `states`: they live until the launches
+    # are queued (this last use; see cpu.run), and the caching allocator orders their
+    # reuse after this stream's work
+    del inputs, states
     return outs
 
 
