@@ -59,7 +59,8 @@ def test_chunked_calls_match_dense_oracle(mode, name, tiny_chunks, monkeypatch):
         monkeypatch.setattr(cpu, "MAX_CHUNK_PAIRS", max_pairs)
     cpu.set_num_threads(n_threads)
     rng = np.random.default_rng(5)
-    x, y, b = rng.standard_normal((m, 3)), rng.standard_normal((n, 3)), rng.standard_normal((n, 2))
+    x, b = rng.standard_normal((m, 3)), rng.standard_normal((n, 2))
+    y = np.round(rng.standard_normal((n, 3)), 1)  # repeated points: ties, the lower j first, across chunks
     formula, _, k = CASES[name]
     g = Genred(formula, ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)"], reduction_op=name, axis=1, opt_arg=k)
     ranges = random_ranges(rng, m, n, density=0.6) if sparse else None
@@ -86,7 +87,8 @@ def test_chunk_bounds_cover_the_range():
     stop.set()
     assert not threads.chunks(lambda a, b: seen.append((a, b)), 0, 10, threads.uniform(10, 1, 1), stop)
     assert threads.bounds(100, 3, 8) == [(0, 32), (32, 64), (64, 100)]
-    assert threads.bounds(5, 4, 8) == [(0, 5)]
+    assert threads.bounds(100, 3, 16) == [(0, 33), (33, 67), (67, 100)]  # too coarse: unaligned
+    assert threads.bounds(3, 4) == [(0, 1), (1, 2), (2, 3)]
 
 
 # ---- subprocesses: fork, Ctrl-C ---------------------------------------------------------------

@@ -102,7 +102,7 @@ class CpuKernel:
         n_threads = min(num_threads(), max(1, (n_i * max(n_j, 1)) // MIN_PAIRS_PER_THREAD))
         if n_threads > 1 and n_i < n_threads * SPLIT_J_BELOW_ROWS:
             split = self.variant_of("split_j")
-            shares = threads.bounds(n_j, n_threads, split.j_block)
+            shares = threads.bounds(n_j, n_threads, split.j_block, fallback=64)  # (whole SIMD vectors)
             part_bytes = n_i * split.state_cells * 8
             parts = ctypes.create_string_buffer(part_bytes * len(shares))
             base = ctypes.addressof(parts)
@@ -111,7 +111,7 @@ class CpuKernel:
             split.combine(0, n_i, n_i, len(shares), base, outs)
             return
         block = self.row_block
-        shares = threads.bounds(n_i, n_threads, block if n_i >= 4 * n_threads * block else 1)
+        shares = threads.bounds(n_i, n_threads, block)
         if min(block, n_i) * n_j <= MAX_CHUNK_PAIRS:
             def rows(a, b):
                 self.fn(a, b, 0, n_j, n_j, args, outs)

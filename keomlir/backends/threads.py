@@ -53,11 +53,14 @@ def run(shares):
     parallel on pool threads (one share: in this thread); on an exception here, stop them
     and wait until they have stopped before it goes on."""
     stop = threading.Event()
-    if len(shares) == 1:
-        shares[0](stop)
+    if len(shares) <= 1:
+        for share in shares:
+            share(stop)
         return
-    futures = [pool(len(shares)).submit(share, stop) for share in shares]
+    executor, futures = pool(len(shares)), []
     try:
+        for share in shares:  # (an interrupt between two submits must stop the first)
+            futures.append(executor.submit(share, stop))
         while concurrent.futures.wait(futures, timeout=WAIT_SECONDS).not_done:
             pass
     except BaseException:
@@ -123,8 +126,11 @@ def weighted(cumulative):
     return extent
 
 
-def bounds(n, parts, align=1):
+def bounds(n, parts, align=1, fallback=1):
     """[0, n) split into up to `parts` non-empty consecutive ranges of about equal size,
-    the inner bounds multiples of `align`."""
+    the inner bounds multiples of `align` (of `fallback` when n is under four aligns a
+    part: an align rounds the sizes too coarsely then)."""
+    if n < 4 * parts * align:
+        align = fallback
     cuts = [min(n, round(n * t / parts / align) * align) for t in range(parts)] + [n]
     return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
