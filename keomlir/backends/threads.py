@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-CHUNK_SECONDS = 0.02  # None: each share in one kernel call (the runtime unchunked, for bench/interrupt.py)
-FIRST_PAIRS = 1 << 20  # pairs of a share's first chunk, before its speed is known
+CHUNK_SECONDS = 0.05  # None: each share in one kernel call (the runtime unchunked, for bench/interrupt.py)
+FIRST_PAIRS = 1 << 21  # pairs of a share's first chunk, before its speed is known
 GROWTH = 8  # a chunk at most this many times the pairs of the one before
 WAIT_SECONDS = 0.1  # the waiting thread wakes this often, so that signals reach it on any platform
 
