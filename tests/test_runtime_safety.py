@@ -80,12 +80,14 @@ def test_chunked_calls_match_dense_oracle(mode, name, tiny_chunks, monkeypatch):
 def test_chunk_bounds_cover_the_range():
     stop = threading.Event()
     seen = []
-    assert threads.chunks(lambda a, b: seen.append((a, b)), 3, 1000, threads.uniform(1000, 7, 16), stop)
-    assert seen[0][0] == 3 and seen[-1][1] == 1000
+    assert threads.chunks(lambda a, b: seen.append((a, b)), 3, 1000, threads.uniform(1000, 7, 16), stop,
+                          budget=300) is not None
+    assert seen[0] == (3, 3 + 32)  # 300 pairs: 42 units, made a multiple of 16
+    assert seen[-1][1] == 1000
     assert all(b0 == a1 for (_, b0), (a1, _) in zip(seen[:-1], seen[1:]))
     assert all((b - a) % 16 == 0 for a, b in seen[:-1])
     stop.set()
-    assert not threads.chunks(lambda a, b: seen.append((a, b)), 0, 10, threads.uniform(10, 1, 1), stop)
+    assert threads.chunks(lambda a, b: seen.append((a, b)), 0, 10, threads.uniform(10, 1, 1), stop) is None
     assert threads.bounds(100, 3, 8) == [(0, 32), (32, 64), (64, 100)]
     assert threads.bounds(100, 3, 16) == [(0, 33), (33, 67), (67, 100)]  # too coarse: unaligned
     assert threads.bounds(3, 4) == [(0, 1), (1, 2), (2, 3)]

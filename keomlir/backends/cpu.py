@@ -126,9 +126,11 @@ class CpuKernel:
         base = ctypes.addressof(parts)
 
         def long_rows(lo, hi, stop):
+            budget = None  # (each block goes on at the pace the one before found)
             for a in range(lo, hi, block):
                 b = min(a + block, hi)
-                if not _j_chunks(split, a, b, 0, n_j, n_j, args, base, stop):
+                budget = _j_chunks(split, a, b, 0, n_j, n_j, args, base, stop, budget)
+                if budget is None:
                     return
                 split.combine(a, b, n_i, 1, base, outs)
 
@@ -168,9 +170,9 @@ class CpuKernel:
                      for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo])
 
 
-def _j_chunks(split, i0, i1, j0, j1, n_j, args, part, stop):
+def _j_chunks(split, i0, i1, j0, j1, n_j, args, part, stop, budget=None):
     """Rows [i0, i1) of the split_j variant reduced over [j0, j1) into `part` in chunks of j,
-    each continuing the states the one before left; False if stopped before the end."""
+    each continuing the states the one before left; as `threads.chunks`."""
     resume = False
 
     def columns(a, b):
@@ -178,7 +180,7 @@ def _j_chunks(split, i0, i1, j0, j1, n_j, args, part, stop):
         (split.resume if resume else split.partial)(i0, i1, a, b, n_j, args, part)
         resume = True
 
-    return threads.chunks(columns, j0, j1, threads.uniform(j1, i1 - i0, split.j_block), stop)
+    return threads.chunks(columns, j0, j1, threads.uniform(j1, i1 - i0, split.j_block), stop, budget)
 
 
 def _work(ranges_i, slices_i, redranges_j):

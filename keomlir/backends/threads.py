@@ -81,14 +81,18 @@ def _wait_all(futures):
             pass
 
 
-def chunks(call, lo, hi, extent, stop):
+def chunks(call, lo, hi, extent, stop, budget=None):
     """call(a, b) on consecutive ranges [a, b) covering [lo, hi) until `stop` is set;
     extent(a, pairs) -> (b, pairs of [a, b)) ends a chunk that starts at a and should
-    be about `pairs` pairs of work.  Returns whether it covered all of [lo, hi)."""
-    budget = FIRST_PAIRS if CHUNK_SECONDS else math.inf
+    be about `pairs` pairs of work, `budget` for the first (default FIRST_PAIRS).
+    Returns the budget of a next chunk (to carry on with), or None if stopped."""
+    if not CHUNK_SECONDS:
+        budget = math.inf
+    elif budget is None:
+        budget = FIRST_PAIRS
     while lo < hi:
         if stop.is_set():
-            return False
+            return None
         end, pairs = extent(lo, budget)
         t0 = time.perf_counter()
         call(lo, end)
@@ -96,7 +100,7 @@ def chunks(call, lo, hi, extent, stop):
             spent = time.perf_counter() - t0
             budget = min(budget * GROWTH, pairs * CHUNK_SECONDS / max(spent, 1e-6))
         lo = end
-    return True
+    return budget
 
 
 def uniform(hi, unit_pairs, align):
