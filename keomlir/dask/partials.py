@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -184,6 +185,15 @@ class Engine:
 
 _engines: dict[Spec, Engine] = {}
 _lock = threading.Lock()
+
+
+def _new_lock():
+    """In a forked child: a lock another thread of the parent held would never be released."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
 
 
 def engine(spec: Spec) -> Engine:

@@ -61,6 +61,8 @@ RESUME_NAME = "keomlir_resume"
 COMBINE_NAME = "keomlir_combine"
 MERGE_NAME = "keomlir_merge"
 CELLS_NAME = "keomlir_state_cells"
+ROW_BLOCK_NAME = "keomlir_row_block"
+J_BLOCK_NAME = "keomlir_j_block"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
 # cache blocking (`_blocked_tiles`): at most CHUNK_ROWS rows per chunk, their states in CHUNK_BYTES of stack
@@ -76,6 +78,7 @@ class _Kernel(KernelSkeleton):
         tiling = program.tiling or Tiling()
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
         self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
+        self.row_block, self.j_block = self.rows, 64  # (cache blocking sets its own: `_blocked_tiles`)
         self.contractions = wide_contractions(program) if tiling.contractions else []
         self.screen = tiling.screen
         self.y_norms = None  # (stack buffer, first j) of the current cache block's |y|^2, for the screen
@@ -174,6 +177,7 @@ class _Kernel(KernelSkeleton):
             self._hoist_params()
             self._tiles(i0, i1, j0, j1, lambda row, st: self.write_outputs(out_rows, row, st))
             self.b.ret_void()
+            self._blocks()
         elif variant == "split_j":  # the same over a part of j, states written (not finalized) to part[row]
             i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
                 PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
@@ -184,6 +188,7 @@ class _Kernel(KernelSkeleton):
             self._combine()
             self._merge(i8p)
             self._cells()
+            self._blocks()
         elif variant == "ranges":
             self._ranges(ptr_t, i8p)
         else:
@@ -245,6 +250,7 @@ class _Kernel(KernelSkeleton):
         chunk = self.rows * max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * cells)) // self.rows)
         j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
         jblock = max(64, self.cache_bytes // j_bytes // 64 * 64)
+        self.row_block, self.j_block = chunk, jblock
         with b.goto_block(self.em.entry):
             b.position_at_start(self.em.entry)
             buf = b.bitcast(b.alloca(ir.ArrayType(ir.IntType(8), chunk * cells * 8)), ir.IntType(8).as_pointer())
@@ -346,6 +352,14 @@ class _Kernel(KernelSkeleton):
         """cells() -> i64: the 8-byte cells of one row's state in a part buffer."""
         fn = ir.Function(self.module, ir.FunctionType(I64, []), CELLS_NAME)
         ir.IRBuilder(fn.append_basic_block("entry")).ret(c64(self.n_cells))
+
+    def _blocks(self):
+        """row_block() and j_block() -> i64: the rows and the j that a call's ranges are best
+        multiples of (a tile of rows or a cache-blocked chunk; a cache block of j), for the
+        runtime that cuts a long reduction into calls."""
+        for name, value in ((ROW_BLOCK_NAME, self.row_block), (J_BLOCK_NAME, self.j_block)):
+            fn = ir.Function(self.module, ir.FunctionType(I64, []), name)
+            ir.IRBuilder(fn.append_basic_block("entry")).ret(c64(value))
 
     # ---- one tile of rows ------------------------------------------------------------
     def _row_values(self, em, row):
