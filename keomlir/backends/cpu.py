@@ -17,14 +17,16 @@ import time
 
 import numpy as np
 
-from ..passes import TARGET_PIPELINE, PassManager, Target
+from ..passes import TARGET_PIPELINE, PassManager
+from ..schedule import host
+from ..schedule.targets import ENV as TARGET_ENV
 from . import cache
 from .llvm import toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME, RANGES_NAME,
                             RESUME_NAME, render)
 
 _lock = threading.Lock()
-_kernels: dict[tuple, "CpuKernel"] = {}  # (program, dtype, acc, scheme, variant) -> kernel
+_kernels: dict[tuple, "CpuKernel"] = {}  # (program, dtype, acc, scheme, variant, $KEOMLIR_TARGET) -> kernel
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`, `resume`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
@@ -59,10 +61,9 @@ def _pool(n):
     return concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="keomlir")
 
 
-@functools.lru_cache(maxsize=None)
 def host_target():
-    """The host CPU as the tiling pass sees it (its SIMD width) and as cache keys name it."""
-    return Target(toolchain.host_target_id(), toolchain.host_vector_bits())
+    """The host CPU as the tiling pass sees it and as cache keys name it (`schedule.host`)."""
+    return host()
 
 
 def schedule(program):
@@ -184,7 +185,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
     """The CpuKernel of a target-independent `program` (one variant, see
     renderer.VARIANTS): from memory (keyed by the hash-consed IR), from disk (keyed
     by the IR text of the program tiled for the host), or freshly compiled."""
-    memo = (program, dtype, acc_dtype, sum_scheme, variant)
+    memo = (program, dtype, acc_dtype, sum_scheme, variant, os.environ.get(TARGET_ENV))
     kernel = _kernels.get(memo)
     if kernel is not None:
         return kernel
@@ -194,7 +195,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
             return kernel
         t0 = time.perf_counter()
         tiled = schedule(program)
-        key = cache.kernel_key(tiled, host_target().name, dtype=dtype, acc=acc_dtype, scheme=sum_scheme,
+        key = cache.kernel_key(tiled, host_target().key, dtype=dtype, acc=acc_dtype, scheme=sum_scheme,
                                variant=variant)
         siblings = functools.partial(compile_program, program, dtype, acc_dtype, sum_scheme)
         obj = cache.load(key)

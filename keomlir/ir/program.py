@@ -32,6 +32,7 @@ class Tiling:
     # (pos, width): F = s * b, b = argument pos given row-major (n_j, width), `width` columns of b per call
     columns: tuple = ()
     screen: bool = False  # F = SqDist(x,y) ranked by its expanded form, exact values only for j that may enter
+    registers: int = 32  # the target's vector registers (the micro-kernels' accumulators are a share)
 
     def lanes(self, scalar_bits):
         return self.vector_bits // scalar_bits if self.vector_bits else None

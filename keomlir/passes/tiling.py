@@ -29,15 +29,17 @@ from __future__ import annotations
 import dataclasses
 
 from ..ir.program import WIDE_THRESHOLD, Tiling, replace_vars
+from ..schedule import Target  # noqa: F401  (what the pass is constructed with)
 from .manager import Pass, register_pass
 
 
 CONTRACTIONS = ("SqDist", "Scalprod")
 CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight, 1 j load per 8 FMA
-# j data per cache block with a contraction: half of a 1 MiB L2, the rows' data and states beside it
+# j data per cache block with a contraction: half of the target's L2, the rows' data and states beside it
 # (streamed from L3 once per tile instead, the j data of a wide contraction is what the kernel waits
-# for; 128 / 256 / 512 KiB measured 0.264 / 0.244 / 0.238 s for a Gaussian at D = 128 on one core)
-CACHE_BYTES = 512 * 1024
+# for; 128 / 256 / 512 KiB measured 0.264 / 0.244 / 0.238 s for a Gaussian at D = 128 on one core of
+# 1 MiB of L2)
+CACHE_SHARE = 2
 # columns of a wide right-hand side per kernel call, and rows of its register tiles, for Exp(-SqDist(x,y))
 # * b, 1000 columns, M = N = 4000, one core: blocks of 128 / 256 / 512 / 1024 columns took 0.37 / 0.34 /
 # 0.33 / 0.45 s at D = 3 (1024: b's columns of a block of j no longer in L2), 0.71 / 0.51 / 0.46 / 0.61 s
@@ -89,15 +91,6 @@ def split_columns(program, pos, width):
         names=tuple((narrow(*a), name) for a, name in program.names)), (pos, block)
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What the schedule depends on: a name for printing and cache keys, and the SIMD
-    register width across j (None: one j at a time per thread, as on a GPU)."""
-
-    name: str
-    vector_bits: int | None = None
-
-
 @register_pass
 class TilingPass(Pass):
     name = "tiling"
@@ -123,6 +116,8 @@ class TilingPass(Pass):
             rows = max(rows, CONTRACT_ROWS)
         if columns:
             rows = max(rows, COLUMN_ROWS)
+        cache = self.target.l2_bytes // CACHE_SHARE
         tiling = Tiling(vector_bits=self.target.vector_bits, rows=rows, contractions=n,
-                        cache_bytes=CACHE_BYTES if n and not columns else 0, columns=columns or (), screen=screen)
+                        cache_bytes=cache if n and not columns else 0, columns=columns or (), screen=screen,
+                        registers=self.target.vector_registers)
         return dataclasses.replace(program, tiling=tiling)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import cache
 from ..llvm.nvptx import KERNELS, KernelInfo, compile_ptx, config_for
+from ...schedule import gpu
 from . import driver
 from .plan import launch_steps
 
@@ -59,7 +60,7 @@ def ptx_for(key, launch, arch, config):
 
 def kernels(dev, launch):
     """The launch's kernels loaded on `dev` (compiled or cached once per device)."""
-    config = config_for(launch.program, launch.dtype, FAST_MATH)
+    config = config_for(launch.program, launch.dtype, FAST_MATH, gpu(dev.arch))
     key = ptx_key(launch, dev.arch, config)
 
     def load():

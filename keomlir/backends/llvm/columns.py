@@ -20,8 +20,13 @@ from __future__ import annotations
 from .emitter import SlotArray, counted_loop
 from .skeleton import c64, imin
 
-REGISTERS = 24  # accumulators of a register tile (of the 32 vector registers of AVX-512)
 COLUMN_VECTORS = 4  # column vectors of a register tile: one load of b for each row's multiply-add
+
+
+def accumulators(registers):
+    """Accumulators of a register tile: the vector registers but the tile's column vectors
+    of b and a few for s and addresses (24 of AVX-512's 32)."""
+    return registers - COLUMN_VECTORS - 4
 
 
 class ColumnTile:
@@ -74,7 +79,7 @@ class ColumnTile:
         kahan = k.em.scheme == "kahan_scheme"
         n_vectors = self.width // k.lanes
         width = min(n_vectors, COLUMN_VECTORS)
-        group = max(1, REGISTERS // (COLUMN_VECTORS * (2 if kahan else 1)))
+        group = max(1, accumulators(k.registers) // (COLUMN_VECTORS * (2 if kahan else 1)))
         full = n_vectors - n_vectors % width
         for g in range(0, len(states), group):
             rows = range(g, min(g + group, len(states)))

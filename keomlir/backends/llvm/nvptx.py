@@ -61,6 +61,7 @@ import math
 from llvmlite import ir
 
 from ...ir.program import WIDE_THRESHOLD
+from ...schedule import gpu
 from . import mathlib, toolchain
 from .emitter import Emitter, counted_loop
 from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, n_cells
@@ -71,7 +72,6 @@ I32 = ir.IntType(32)
 DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
 DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
-SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
 WIDE_BLOCK = 128  # threads per block when a tile holds fewer j rows than threads, or none
 MERGE_BLOCK = 128
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120")
@@ -167,14 +167,16 @@ def _j_dims(program):
     return sorted(found.items())
 
 
-def config_for(program, dtype, fast_math=False):
-    """The largest block whose tile of one j row per thread fits shared memory; else
-    WIDE_BLOCK threads sharing tiles of as many rows as fit; not one row: no staging."""
+def config_for(program, dtype, fast_math=False, target=None):
+    """The largest block whose tile of one j row per thread fits the target's shared memory
+    (default: sm_80's); else WIDE_BLOCK threads sharing tiles of as many rows as fit; not one
+    row: no staging."""
+    shared = (target or gpu("sm_80")).shared_bytes
     row_bytes = sum(d for _, d in _j_dims(program)) * DATA_BYTES[dtype]
     for block in (256, 128, 64):
-        if block * row_bytes <= SHARED_BYTES:
+        if block * row_bytes <= shared:
             return GpuConfig(block, True, fast_math, block)
-    rows = SHARED_BYTES // row_bytes
+    rows = shared // row_bytes
     return GpuConfig(WIDE_BLOCK, rows > 0, fast_math, rows or WIDE_BLOCK)
 
 
@@ -492,9 +494,10 @@ def check_arch(arch):
 
 def compile_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", config=None):
     """(PTX text, KernelInfo): the text starts with the KernelInfo header comment."""
-    tm = toolchain.nvptx_target_machine(check_arch(arch))
+    target = gpu(check_arch(arch))
+    tm = toolchain.target_machine(target)
     module, info = render_module(program, dtype, acc_dtype, sum_scheme, config)
-    module.triple = toolchain.NVPTX_TRIPLE
+    module.triple = target.triple
     module.data_layout = str(tm.target_data)
     ptx = tm.emit_assembly(toolchain.optimize(module, tm))
     return info.header() + "\n" + ptx, info

@@ -76,6 +76,7 @@ class _Kernel(KernelSkeleton):
         tiling = program.tiling or Tiling()
         self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
         self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
+        self.registers = tiling.registers
         self.contractions = wide_contractions(program) if tiling.contractions else []
         self.screen = tiling.screen
         self.y_norms = None  # (stack buffer, first j) of the current cache block's |y|^2, for the screen
@@ -418,7 +419,7 @@ class _Kernel(KernelSkeleton):
         """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
         its values given to each row's `Values`."""
         x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
-        vals = microkernel.contract(em, node, x_at, y_at, len(rows), prefetch)
+        vals = microkernel.contract(em, node, x_at, y_at, len(rows), self.registers, prefetch)
         for values, v in zip(rows, vals):
             values.memo[id(node)] = [v]
 
@@ -453,11 +454,11 @@ class _Kernel(KernelSkeleton):
         with b.if_else(useless) as (exact_tile, screen):
             with exact_tile:  # counted as passed: useless stays so for the rest of the span
                 b.store(b.add(b.load(passed), c64(len(states))), passed)
-                for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), prefetch)):
+                for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), self.registers, prefetch)):
                     em.store(em.at(ds, c64(r)), v)
             with screen:
                 vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None,
-                                            prefetch)
+                                            self.registers, prefetch)
                 if self.y_norms is None:
                     ny = em.mul(vals[-1], em.const(1 - c))
                 else:
@@ -479,7 +480,7 @@ class _Kernel(KernelSkeleton):
                 value = em.slot(d)
                 with b.if_then(b.not_(useless)):
                     row_x = lambda _, k: em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(start, k)])))
-                    em.store(value, microkernel.contract(em, node, row_x, y_at, 1)[0])
+                    em.store(value, microkernel.contract(em, node, row_x, y_at, 1, self.registers)[0])
                 return [em.load(value)]
 
             self.red.update_screened(em, ea, self._tile_view(states[0], r), may_beat, exact, j)
@@ -496,7 +497,7 @@ class _Kernel(KernelSkeleton):
         y_at, prefetch = self._y_at(node, em)
         with counted_loop(b, j0, b.sub(j1, b.srem(b.sub(j1, j0), c64(self.lanes))), "jn", self.lanes) as jv:
             self.j = jv
-            ny = microkernel.expanded(em, node.args[0].dim, None, y_at, 0, True, prefetch)[0]
+            ny = microkernel.expanded(em, node.args[0].dim, None, y_at, 0, True, self.registers, prefetch)[0]
             ptr = b.bitcast(b.gep(buf, [b.sub(jv, j0)]), em.t.as_pointer())
             b.store(em.mul(ny, em.const(1 - c)), ptr, align=em.bits // 8)
         self.y_norms = (buf, j0)
