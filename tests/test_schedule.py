@@ -1,12 +1,15 @@
-"""Targets and schedules: the host's descriptor, named targets, $KEOMLIR_TARGET."""
+"""Targets and schedules: the host's descriptor, named targets, $KEOMLIR_TARGET; the Schedule
+of every target printed, overridden (results as the dense oracle's), the PTX printed as loaded."""
 
 import numpy as np
 import pytest
 
+from keomlir import explain
 from keomlir.backends import cpu
+from keomlir.backends.cuda import runner
 from keomlir.backends.llvm import renderer, toolchain
 from keomlir.numpy import Genred
-from keomlir.schedule import NAMED, names, target
+from keomlir.schedule import FIELDS, names, schedule, target
 from keomlir.schedule import targets as target_module
 
 from conftest import assert_close
@@ -42,6 +45,18 @@ def test_caches_are_read_from_sys(tmp_path):
     assert target_module._caches(tmp_path / "absent") == target_module.FALLBACK_CACHES
 
 
+def test_an_aarch64_host_is_detected(monkeypatch):
+    """No AVX flags to probe: NEON's 128 bits and 32 registers (SVE's length is set at run time)."""
+    monkeypatch.setattr(target_module.llvm, "get_process_triple", lambda: "aarch64-unknown-linux-gnu")
+    monkeypatch.setattr(target_module.llvm, "get_host_cpu_name", lambda: "neoverse-v1")
+    monkeypatch.setattr(target_module.llvm, "get_host_cpu_features",
+                        lambda: target_module.llvm.FeatureMap({"neon": True, "sve": True}))
+    host = target_module.detect_host.__wrapped__()
+    assert (host.triple, host.vector_bits, host.vector_registers, host.fma_units) == (
+        "aarch64-unknown-linux-gnu", 128, 32, 4)
+    assert host.features == "+neon,+sve"
+
+
 def test_named_targets():
     assert {"host", "x86-64-v3", "skylake-avx512", "sapphirerapids", "znver4", "neoverse-v1", "sm_80",
             "sm_90"} <= set(names())
@@ -71,8 +86,80 @@ def test_keomlir_target_compiles_avx2_only_code(monkeypatch, rng):
     assert (host.name, host.vector_bits, host.l2_bytes) == ("x86-64-v3", 256, target_module.detect_host().l2_bytes)
     g = _gauss()
     asm = toolchain.host_target_machine().emit_assembly(
-        toolchain.optimize(renderer.render(cpu.schedule(g.program), "float32")))
+        toolchain.optimize(renderer.render(g.program, "float32")))
     assert "ymm" in asm and "zmm" not in asm
     x, y, b = (rng.normal(size=s).astype(np.float32) for s in ((200, 3), (300, 3), (300, 1)))
     assert_close(g(x, y, b), _gauss_oracle(x, y, b), "float32")
     assert g.reduction.kernel("float32").stats["key"].splitlines()[1].startswith("target x86-64-v3")
+
+
+# ---- the Schedule: one record, printed, steerable ---------------------------------------------
+
+WIDE = ["x = Vi(128)", "y = Vj(128)"]
+
+
+def test_every_target_prints_a_complete_schedule():
+    """keomlir ir ... --target T: every field of T's kind, one `name = value` line each, and the
+    schedules differ where the targets do."""
+    shown = {}
+    for name in ("host", "x86-64-v3", "skylake-avx512", "neoverse-v1", "sm_90"):
+        ex = explain("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(1000)"], target=name)
+        block = ex.outputs["ir"].split("schedule:\n", 1)[1].split("\ntarget:", 1)[0]
+        fields = dict(line.strip().split(" = ", 1) for line in block.splitlines())
+        kind = target(name).kind
+        assert list(fields) == [f for f, spec in FIELDS.items() if spec.kind in ("all", kind)]
+        shown[name] = fields
+    v3, skx, arm, sm90 = (shown[n] for n in ("x86-64-v3", "skylake-avx512", "neoverse-v1", "sm_90"))
+    assert (v3["vector_bits"], skx["vector_bits"], arm["vector_bits"]) == ("256", "512", "128")
+    assert (v3["lanes"], arm["lanes"]) == ("8", "4")
+    assert (v3["contract_accumulators"], skx["contract_accumulators"]) == ("8", "16")  # of 16, 32 registers
+    assert v3["column_block"] == "256" and skx["column_block"] == "512"  # b's block of j in half the L2
+    assert v3["strategy"] == skx["strategy"] == "columns" and sm90["strategy"] == "threads"
+    assert (sm90["block"], sm90["tile"], sm90["stage"]) == ("128", "10", "on")  # 10 j rows of 1128 floats
+    gauss = {name: schedule(explain("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(1)"]).program, target(name))
+             for name in ("x86-64-v3", "sapphirerapids")}
+    assert [gauss[n].cache_block for n in gauss] == [256 << 10, 1 << 20]  # half of a 512 KiB, a 2 MiB L2
+    assert all(s.strategy == "contraction" and s.contract == ("%2",) for s in gauss.values())
+
+
+def test_sizes_give_threads_and_gpu_plans():
+    program = explain("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "ArgKMin", opt_arg=3).program
+    cpu8 = target("x86-64-v3")  # 8 cores
+    assert (schedule(program, cpu8, (100, 100)).threads, schedule(program, cpu8, (100, 100)).thread_strategy) \
+        == (1, "one")
+    assert schedule(program, cpu8, (10**5, 10**5)).thread_strategy == "rows"
+    assert schedule(program, cpu8, (100, 10**6)).thread_strategy == "split_j"
+    sm90 = schedule(program, target("sm_90"), (100, 10**7))
+    assert sm90.plan == "2d" and sm90.chunk % sm90.tile == 0
+    assert schedule(program, target("sm_90"), (10**6, 10**6)).plan == "1d"
+    assert "threads = per call" in schedule(program, cpu8).text()
+
+
+class _FakeDevice:
+    """What `runner.kernels` asks of a device, no GPU: the PTX it would load is recorded."""
+
+    arch, sm_count, threads_per_sm = "sm_90", 132, 2048
+
+    def loaded(self, key, load):
+        return load()
+
+    def load_module(self, ptx, names):
+        self.ptx = ptx
+        return {}
+
+
+@pytest.mark.parametrize("formula, aliases, reduction, k, formula2", [
+    ("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], "Sum", None, None),
+    ("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(1000)"], "Sum", None, None),  # the CPU's columns program
+    ("SqDist(x,y)", WIDE, "ArgKMin", 5, None),  # the CPU's screened K-min
+    ("-SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)"], "SumSoftMaxWeight", None, "b"),
+])
+def test_the_printed_ptx_is_the_ptx_the_runtime_loads(formula, aliases, reduction, k, formula2):
+    ex = explain(formula, aliases, reduction, opt_arg=k, formula2=formula2, emit="ptx", target="sm_90")
+    g = Genred(formula, aliases, reduction, axis=1, opt_arg=k, formula2=formula2)
+    arrays = [np.zeros((4 if cat == 0 else 5, dim) if cat < 2 else (dim,), np.float32)
+              for _, dim, cat in g.reduction.kernel_arguments]
+    dev = _FakeDevice()
+    runner.kernels(dev, g.reduction.launch(arrays))
+    assert ex.outputs["ptx"] == dev.ptx and ".target sm_90" in dev.ptx
+    assert f"state_slots=" in dev.ptx.split("\n", 1)[0]
