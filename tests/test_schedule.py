@@ -9,7 +9,7 @@ from keomlir.backends import cpu
 from keomlir.backends.cuda import runner
 from keomlir.backends.llvm import renderer, toolchain
 from keomlir.numpy import Genred
-from keomlir.schedule import FIELDS, names, schedule, target
+from keomlir.schedule import FIELDS, names, parse_overrides, schedule, target
 from keomlir.schedule import targets as target_module
 
 from conftest import assert_close
@@ -133,6 +133,88 @@ def test_sizes_give_threads_and_gpu_plans():
     assert sm90.plan == "2d" and sm90.chunk % sm90.tile == 0
     assert schedule(program, target("sm_90"), (10**6, 10**6)).plan == "1d"
     assert "threads = per call" in schedule(program, cpu8).text()
+
+
+def test_overrides_are_parsed_and_checked():
+    assert parse_overrides("rows=4, cache_block=256KiB,stage=off,contract=%2+%5") == (
+        ("cache_block", 256 << 10), ("contract", ("%2", "%5")), ("rows", 4), ("stage", False))
+    assert parse_overrides({"chunk_bytes": "1MiB", "fast_math": True}) == (("chunk_bytes", 1 << 20),
+                                                                          ("fast_math", True))
+    with pytest.raises(ValueError, match="unknown field 'rowz'; settable fields: strategy, wide_threshold"):
+        parse_overrides("rowz=4")
+    with pytest.raises(ValueError, match="rows='x' is not valid: expected an integer"):
+        parse_overrides("rows=x")
+    with pytest.raises(ValueError, match="sum_block=100 is not valid: .* a multiple of 64"):
+        parse_overrides({"sum_block": 100})
+    with pytest.raises(ValueError, match="vector_bits=384 is not valid: expected one of 128, 256, 512"):
+        parse_overrides({"vector_bits": 384})
+    with pytest.raises(ValueError, match="lanes is not set but follows from the others"):
+        parse_overrides({"lanes": 4})
+    with pytest.raises(ValueError, match="strategy=columns is not possible .*; possible: contraction, lanes"):
+        Genred("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(1)"], axis=1, schedule={"strategy": "columns"})
+    with pytest.raises(ValueError, match="contract=%5: not a contraction .*; those it has: %2"):
+        Genred("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(1)"], axis=1, schedule="contract=%5")
+    with pytest.raises(ValueError, match="column_block=16 makes blocks of 16 columns, not over wide_threshold=16"):
+        Genred("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(40)"], axis=1, schedule="column_block=16")
+    with pytest.raises(ValueError, match="tile=100 j rows of 4512 bytes do not fit .* at most 10"):
+        schedule(explain("Exp(-SqDist(x,y)) * b", WIDE + ["b = Vj(1000)"]).program, target("sm_90"),
+                 overrides="tile=100")
+
+
+# programs of every CPU strategy, and schedules of each that differ from the default in many fields at
+# once (rows, blocks, vector widths, cache blocks of a few hundred j, thread splits, loop forms)
+OVERRIDDEN = [
+    ("Exp(-SqDist(x,y)) * b", 3, 1, "Sum", {"rows": 3, "sum_block": 64, "vector_bits": 128,
+                                            "min_pairs_per_thread": 100, "split_j_below_rows": 1000}),
+    ("Exp(-SqDist(x,y)) * b", 3, 1, "Sum", {"wide_threshold": 2, "cache_block": "4KiB", "chunk_rows": 8}),
+    ("Exp(-SqDist(x,y)) * b", 40, 1, "Sum", {"strategy": "lanes"}),
+    ("Exp(-SqDist(x,y)) * b", 40, 1, "Sum", {"rows": 5, "cache_block": "8KiB", "chunk_bytes": "1KiB",
+                                             "contract_accumulators": 3}),
+    ("SqDist(x,y)", 40, 0, "ArgKMin", {"strategy": "contraction"}),
+    ("SqDist(x,y)", 40, 0, "ArgKMin", {"rows": 3, "screen_trial": 1, "cache_block": "8KiB", "vector_bits": 256}),
+    ("Exp(-SqDist(x,y)) * b", 3, 40, "Sum", {"column_block": 32, "column_vectors": 3, "rows": 5}),
+    ("Exp(-SqDist(x,y)) * b", 3, 40, "Sum", {"strategy": "lanes"}),
+]
+
+
+@pytest.mark.parametrize("formula, dim, width, reduction, fields", OVERRIDDEN)
+def test_overridden_schedules_give_the_dense_results(formula, dim, width, reduction, fields, rng):
+    m, n = 37, 700
+    x, y = rng.normal(size=(m, dim)).astype(np.float32) / 3, rng.normal(size=(n, dim)).astype(np.float32) / 3
+    aliases = [f"x = Vi({dim})", f"y = Vj({dim})"] + ([f"b = Vj({width})"] if width else [])
+    g = Genred(formula, aliases, reduction, axis=1, opt_arg=3 if reduction == "ArgKMin" else None, schedule=fields)
+    sched = g.reduction.kernel("float32").schedule
+    assert all(getattr(sched, k) == v for k, v in parse_overrides(fields) if k not in ("column_block",))
+    d2 = ((x.astype(np.float64)[:, None] - y[None]) ** 2).sum(-1)
+    try:
+        cpu.set_num_threads(2)
+        if reduction == "ArgKMin":
+            got = g(x, y)
+            assert_close(np.take_along_axis(d2, got, 1), np.sort(d2, 1)[:, :3], "float32")
+        else:
+            b = rng.normal(size=(n, width)).astype(np.float32)
+            assert_close(g(x, y, b), np.exp(-d2) @ b.astype(np.float64), "float32")
+    finally:
+        cpu.set_num_threads(None)
+
+
+def test_keomlir_schedule_and_the_torch_front_end(monkeypatch, rng):
+    """$KEOMLIR_SCHEDULE steers every kernel; Genred(schedule=) of torch too, and wins."""
+    torch = pytest.importorskip("torch")
+    import keomlir.torch as kt
+
+    x, y, b = (rng.normal(size=s) for s in ((30, 3), (500, 3), (500, 1)))
+    monkeypatch.setenv("KEOMLIR_SCHEDULE", "rows=3,sum_block=64")
+    g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1)
+    assert_close(g(x, y, b), _gauss_oracle(x, y, b), "float64")
+    assert (g.reduction.kernel("float64").schedule.rows, g.reduction.kernel("float64").schedule.sum_block) == (3, 64)
+    t = kt.Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1, schedule={"rows": 2})
+    out = t(*(torch.from_numpy(a) for a in (x, y, b)))
+    assert_close(out.numpy(), _gauss_oracle(x, y, b), "float64")
+    assert (t.reduction.kernel("float64").schedule.rows, t.reduction.kernel("float64").schedule.sum_block) == (2, 64)
+    monkeypatch.setenv("KEOMLIR_SCHEDULE", "rows=many")
+    with pytest.raises(ValueError, match="KEOMLIR_SCHEDULE: rows='many' is not valid"):
+        g(x[:5], y, b)
 
 
 class _FakeDevice:
