@@ -19,23 +19,25 @@ class GenredBase:
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
                  formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
                  sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, use_fast_math=True,
-                 passes=DEFAULT_PIPELINE):
+                 passes=DEFAULT_PIPELINE, schedule=None):
         # pykeops 2.3's keywords, in its order.  Accepted and ignored: dtype and cuda_type
         # (deprecated there; the dtype comes from the arguments at call time) and the CUDA
         # compile hints enable_chunks, rec_multVar_highdim and use_fast_math (keomlir's
-        # kernels choose their own schemes and keep accurate math).
+        # kernels choose their own schemes and keep accurate math).  schedule: fields of the
+        # schedule of this reduction's kernels to override (keomlir.schedule), e.g. {"rows": 4,
+        # "cache_block": "256KiB"} (its gradients, other programs, are scheduled by default).
         dtype_acc = acc_option(dtype_acc, use_double_acc)
         self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                                              dtype_acc, sum_scheme, passes))
+                                              dtype_acc, sum_scheme, passes, schedule))
 
     @classmethod
     def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
-                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
         """A Genred of IR nodes (see CompiledReduction.from_ir): for code that builds
         formulas (LazyTensor, KernelSolve, gradients) instead of writing text."""
         self = cls.__new__(cls)
         self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
-                                                      dtype_acc, sum_scheme, passes))
+                                                      dtype_acc, sum_scheme, passes, schedule))
         return self
 
     @classmethod

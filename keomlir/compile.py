@@ -20,6 +20,7 @@ from .grammar import parse_alias, parse_formula
 from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
 from .passes import DEFAULT_PIPELINE, PassManager
+from .schedule import host, parse_overrides, schedule as make_schedule
 from .ranges import check_ranges, coalesce_intervals
 
 DTYPES = ("float32", "float64")
@@ -74,26 +75,26 @@ class CompiledReduction:
     """
 
     def __init__(self, formula, aliases=(), reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
-                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
         check_str(formula, "formula")
         if formula2 is not None:
             check_str(formula2, "formula2")
         names = parse_aliases(aliases)
         f = parse_formula(formula, names)
         g = parse_formula(formula2, names, "formula2") if formula2 is not None else None
-        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes)
+        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule)
 
     @classmethod
     def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
-                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
         """The reduction of IR nodes F (and G); `names` ({alias: Var node}) only labels
         arguments in messages and printed IR.  Argument positions are those of the Vars."""
         self = cls.__new__(cls)
         self._build(formula, formula2, dict(names or {}), reduction_op, axis, opt_arg, dtype_acc, sum_scheme,
-                    passes)
+                    passes, schedule)
         return self
 
-    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes):
+    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule=None):
         check_str(reduction_op, "reduction_op")
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
             raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
@@ -130,6 +131,11 @@ class CompiledReduction:
         program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
         self.parsed = program
         self.program = PassManager(list(passes)).run(program)
+        # the caller's schedule overrides (keomlir.schedule): checked now against the host's schedule,
+        # so that a field this program does not allow is an error here, not at the first call
+        self.schedule = parse_overrides(schedule)
+        if self.schedule:
+            make_schedule(self.program, host(), overrides=self.schedule)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
         self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
@@ -189,7 +195,8 @@ class CompiledReduction:
             g = replace_vars(self.formula2, recat) if self.formula2 is not None else None
             names = {name: make("Var", (), recat(*v.attrs)) for name, v in self.argument_vars().items()}
             found = self._variants[key] = CompiledReduction.from_ir(f, g, self.reduction_op, self.axis,
-                                                                    self.opt_arg, names, **self.options)
+                                                                    self.opt_arg, names, **self.options,
+                                                                    schedule=self.schedule)
         return found
 
     @staticmethod
@@ -278,7 +285,8 @@ class CompiledReduction:
 
     def kernel(self, dtype):
         """The host CPU kernel for `dtype` (compiled, or from the caches)."""
-        return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme)
+        return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
+                                   overrides=self.schedule)
 
     def output_shapes(self, n_i):
         return [((n_i,) + shape, kind) for shape, kind in self.outputs]
@@ -299,7 +307,7 @@ class CompiledReduction:
         if ranges is not None:
             ranges = self.kernel_ranges(ranges, n_i, n_j)
         return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats, n_i, n_j,
-                      tuple(self.output_shapes(n_i)), ranges)
+                      tuple(self.output_shapes(n_i)), ranges, self.schedule)
 
     def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
         """Run on NumPy arrays; returns the list of outputs."""

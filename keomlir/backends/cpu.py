@@ -18,24 +18,25 @@ import time
 
 import numpy as np
 
-from ..passes import TARGET_PIPELINE, PassManager, Target
+from ..schedule import host, schedule, with_env
+from ..schedule.record import ENV as SCHEDULE_ENV
+from ..schedule.targets import ENV as TARGET_ENV
 from . import cache, threads
 from .llvm import toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
-                            RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, render)
+                            RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
 
 _lock = threading.Lock()
 # held across fork: a child must not inherit it locked, nor LLVM in the middle of a compilation
 os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_lock.release)
-_kernels: dict[tuple, "CpuKernel"] = {}  # (program, dtype, acc, scheme, variant) -> kernel
+# (program, dtype, acc, scheme, variant, schedule overrides, $KEOMLIR_TARGET, $KEOMLIR_SCHEDULE) -> kernel
+_kernels: dict[tuple, "CpuKernel"] = {}
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`, `resume`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
 _MERGE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _PTR, _PTR)
 _CELLS_TYPE = ctypes.CFUNCTYPE(_I64)
 _RANGES_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR)
-MIN_PAIRS_PER_THREAD = 1 << 16
-SPLIT_J_BELOW_ROWS = 64  # fewer rows than this per thread: split j instead
 MAX_CHUNK_PAIRS = 1 << 26  # the most pairs a call's smallest chunk may hold (else j is cut too)
 
 _num_threads = None
@@ -58,15 +59,10 @@ def num_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-@functools.lru_cache(maxsize=None)
-def host_target():
-    """The host CPU as the tiling pass sees it (its SIMD width) and as cache keys name it."""
-    return Target(toolchain.host_target_id(), toolchain.host_vector_bits())
-
-
-def schedule(program):
-    """`program` tiled for the host (the target-aware end of the pass pipeline)."""
-    return PassManager(list(TARGET_PIPELINE), target=host_target()).run(program)
+def kernel_schedule(program, dtype, overrides=()):
+    """The schedule of `program`'s host kernels for `dtype`: the host's (`schedule.host`),
+    $KEOMLIR_SCHEDULE's overrides, then `overrides`."""
+    return schedule(program, host(), dtype=dtype, overrides=with_env(overrides))
 
 
 class CpuKernel:
@@ -74,11 +70,11 @@ class CpuKernel:
     The other variants of the program (the functions that split j across
     threads, the block-sparse kernel) are compiled on first need."""
 
-    def __init__(self, obj: bytes, stats, variant_of=None, tiling=None):
+    def __init__(self, obj: bytes, stats, variant_of=None, schedule=None):
         self.engine = toolchain.host_engine(obj)
         self.stats = stats
         self.variant_of = variant_of  # variant name -> the CpuKernel of that variant
-        self.tiling = tiling  # the schedule it was compiled with
+        self.schedule = schedule  # the schedule it was compiled with
         address = self.engine.get_function_address
         if address(KERNEL_NAME):
             self.fn = _KERNEL_TYPE(address(KERNEL_NAME))
@@ -99,8 +95,8 @@ class CpuKernel:
         j over threads instead, each thread's j in chunks, partial states merged in order of j."""
         args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
         outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
-        n_threads = min(num_threads(), max(1, (n_i * max(n_j, 1)) // MIN_PAIRS_PER_THREAD))
-        if n_threads > 1 and n_i < n_threads * SPLIT_J_BELOW_ROWS:
+        n_threads, strategy = self.schedule.thread_plan(n_i, n_j, num_threads())
+        if strategy == "split_j":
             split = self.variant_of("split_j")
             shares = threads.bounds(n_j, n_threads, split.j_block, fallback=64)  # (whole SIMD vectors)
             part_bytes = n_i * split.state_cells * 8
@@ -155,7 +151,7 @@ class CpuKernel:
             ranges_i, slices_i, redranges_j = _split_rows(ranges_i, slices_i, redranges_j, pieces)
             n_blocks = len(ranges_i)
         cumulative = np.concatenate([[0], np.cumsum(_work(ranges_i, slices_i, redranges_j))])
-        n_threads = int(min(num_threads(), n_blocks, max(1, cumulative[-1] // MIN_PAIRS_PER_THREAD)))
+        n_threads = int(min(num_threads(), n_blocks, max(1, cumulative[-1] // self.schedule.min_pairs_per_thread)))
         # part t ends after the block whose cumulative work is closest to t/threads of the total
         cuts = [0] + [int(np.abs(cumulative[1:] - cumulative[-1] * t / n_threads).argmin()) + 1
                       for t in range(1, n_threads)] + [n_blocks]
@@ -209,23 +205,25 @@ def _split_rows(ranges_i, slices_i, redranges_j, pieces):
             np.ascontiguousarray(new_intervals, dtype=np.int64).reshape(-1, 2))
 
 
-def _build(program, dtype, acc_dtype, sum_scheme, variant):
-    """Object code for `program`, with the time of each stage."""
+def _build(program, dtype, acc_dtype, sum_scheme, variant, sched):
+    """Object code for `program` run as `sched` says, with the time of each stage."""
     t0 = time.perf_counter()
-    module = render(program, dtype, acc_dtype, sum_scheme, variant)
+    module = render(program, dtype, acc_dtype, sum_scheme, variant, sched)
     t1 = time.perf_counter()
-    mod = toolchain.optimize(module)
+    tm = toolchain.target_machine(sched.target)
+    mod = toolchain.optimize(module, tm)
     t2 = time.perf_counter()
-    obj = toolchain.host_target_machine().emit_object(mod)
+    obj = tm.emit_object(mod)
     t3 = time.perf_counter()
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
-def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
-    """The CpuKernel of a target-independent `program` (one variant, see
-    renderer.VARIANTS): from memory (keyed by the hash-consed IR), from disk (keyed
-    by the IR text of the program tiled for the host), or freshly compiled."""
-    memo = (program, dtype, acc_dtype, sum_scheme, variant)
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", overrides=()):
+    """The CpuKernel of a target-independent `program` (one variant, see renderer.VARIANTS) run as
+    `kernel_schedule` says: from memory (keyed by the hash-consed IR), from disk (keyed by the
+    IR text, the target and the schedule), or freshly compiled."""
+    memo = (program, dtype, acc_dtype, sum_scheme, variant, overrides, os.environ.get(TARGET_ENV),
+            os.environ.get(SCHEDULE_ENV))
     kernel = _kernels.get(memo)
     if kernel is not None:
         return kernel
@@ -234,32 +232,38 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
         if kernel is not None:
             return kernel
         t0 = time.perf_counter()
-        tiled = schedule(program)
-        key = cache.kernel_key(tiled, host_target().name, dtype=dtype, acc=acc_dtype, scheme=sum_scheme,
-                               variant=variant)
-        siblings = functools.partial(compile_program, program, dtype, acc_dtype, sum_scheme)
+        sched = kernel_schedule(program, dtype, overrides)
+        key = cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=dtype, acc=acc_dtype,
+                               scheme=sum_scheme, variant=variant, schedule=sched.key())
+        siblings = functools.partial(_sibling, program, dtype, acc_dtype, sum_scheme, overrides)
         obj = cache.load(key)
         if obj is not None:
             try:
-                kernel = CpuKernel(obj, {"source": "disk"}, siblings, tiled.tiling)
+                kernel = CpuKernel(obj, {"source": "disk"}, siblings, sched)
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(tiled, dtype, acc_dtype, sum_scheme, variant)
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, variant, sched)
             cache.store(key, obj)
-            kernel = CpuKernel(obj, stats, siblings, tiled.tiling)
+            kernel = CpuKernel(obj, stats, siblings, sched)
         kernel.stats["total_s"] = time.perf_counter() - t0
         kernel.stats["key"] = key
         _kernels[memo] = kernel
         return kernel
 
 
+def _sibling(program, dtype, acc_dtype, sum_scheme, overrides, variant):
+    return compile_program(program, dtype, acc_dtype, sum_scheme, variant, overrides)
+
+
 def run(launch, arrays):
     """Run a checked Launch on NumPy arrays on the host; returns the outputs."""
-    kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme)
-    columns = kernel.tiling.columns if kernel.tiling is not None else ()
+    kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme,
+                             overrides=launch.schedule)
+    sched = kernel.schedule
+    columns = (sched.column_arg, sched.column_block) if sched.column_block else ()
     row_major = columns[0] if columns else -1
-    # j data transposed to (dim, rows) for contiguous vector loads (b of `columns` stays
+    # j data transposed to (dim, rows) for contiguous vector loads (b of the columns strategy stays
     # row-major, copied by blocks); a copy only where needed, inputs never written
     buffers = [np.ascontiguousarray(a.T if cat == 1 and p != row_major else a)
                for p, (a, cat) in enumerate(zip(arrays, launch.arg_cats))]
@@ -285,7 +289,7 @@ def _call(kernel, launch, arg_ptrs, out_ptrs):
 
 
 def _column_blocks(kernel, launch, arg_ptrs, buffers, out, pos, block):
-    """A Sum of s * b (`tiling.columns`): the kernel of `block` columns of b called on each
+    """A Sum of s * b (the columns strategy): the kernel of `block` columns of b called on each
     block of b's columns, passed as a row-major (n_j, block) copy, the last one zero-padded."""
     b = buffers[pos]  # (n_j, columns)
     part = np.empty((out.shape[0], block), out.dtype)

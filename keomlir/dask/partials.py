@@ -82,10 +82,10 @@ class Engine:
         self.arguments = red.kernel_arguments
         self.output_shapes = red.output_shapes
         self.split = cpu.compile_program(red.program, spec.dtype, acc, red.sum_scheme, variant="split_j")
-        # a Sum of s * b run per block of b's columns (`Tiling.columns`): a row's state is the
-        # states of its blocks side by side, each block's kernel given b's columns row-major
-        tiling = self.split.tiling
-        self.columns = tiling.columns if tiling is not None else ()
+        # a Sum of s * b run per block of b's columns (the schedule's columns strategy): a row's state
+        # is the states of its blocks side by side, each block's kernel given b's columns row-major
+        sched = self.split.schedule
+        self.columns = (sched.column_arg, sched.column_block) if sched.column_block else ()
         self.n_blocks = -(-self.arguments[self.columns[0]][1] // self.columns[1]) if self.columns else 1
         self.cells = self.split.state_cells * self.n_blocks
 
