@@ -84,6 +84,8 @@ class Result:
     seconds: float  # its median time per call, in the last alternating rounds
     default_seconds: float  # the default's, in the same rounds
     candidates: list  # every candidate tried, the default first
+    same: int  # candidates not tried: the same code as one before
+    untried: int  # candidates not tried: over the budget
     tuning_s: float
     path: object = None  # the database entry
 
@@ -201,10 +203,10 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
     default = s.default
     s.compile(default)
     s.new_code(default.kernel.schedule)
-    cpu.run(launch, s.arrays, default.kernel)  # (compiles the variants the call needs)
+    loaded = cpu.kernels_loaded()
     default.first = max(s.time(default, 1), 1e-9)
     s.calls = max(1, math.ceil(SAMPLE_S / default.first))
-    if s.calls > 1:
+    if s.calls > 1 or cpu.kernels_loaded() != loaded:  # (a short call, or one that compiled variants: split j)
         default.first = s.time(default)
     tried, same, untried = [], 0, 0
     for k, (overrides, sched) in enumerate(options):
@@ -225,7 +227,7 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
     winners = sorted((c for c in tried if c.ratio < 1 - NOISE), key=lambda c: c.ratio)
     contenders = winners[:1] + _combination(s, winners)
     best, seconds, default_s = _confirm(s, contenders, say)
-    found = Result(best.overrides, seconds, default_s, [default] + tried, budget - s.left())
+    found = Result(best.overrides, seconds, default_s, [default] + tried, same, untried, budget - s.left())
     if store:
         found.path = tuned.store(L.program, L.dtype, L.acc_dtype, L.sum_scheme, L.n_i, L.n_j,
                                  space.text(best.overrides) if best.overrides else "",
