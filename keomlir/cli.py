@@ -15,7 +15,7 @@ import llvmlite.binding as llvm
 import numpy
 
 from ._version import __version__
-from .backends import cache
+from .backends import cache, tuned
 from .backends.cuda import driver
 from .compile import CompiledReduction
 from .explain import explain
@@ -159,6 +159,7 @@ def cmd_cache(args):
     print(f"cache directory: {cache.cache_dir()}")
     print(f"entries:         {len(entries)}")
     print(f"size:            {size} bytes ({size / 2**20:.2f} MiB)")
+    print(f"tuned schedules: {len(tuned.entries())} (keomlir tune, in {cache.cache_dir() / tuned.FOLDER})")
     if args.clear:
         print(f"cleared:         {cache.clear()} entries removed")
 

@@ -42,6 +42,7 @@ PRUNE = 1.5  # a first call this many times the default's: the candidate goes no
 SAMPLE_S = 0.05  # a timed sample repeats a shorter call until it lasts about this
 PAIRS = 3  # most (candidate, default) pairs of samples of a candidate racing the default
 CONFIRM = (3, 11)  # alternating rounds of the best against the default: the fewest, the most
+MARGIN = 1.25  # time planned for samples: this many times what they took so far (the load varies)
 
 
 def clock(overrides, call, calls):
@@ -141,9 +142,11 @@ class _Session:
 
         return self.timer(c.overrides, call, calls)
 
-    def sample(self):
-        """Seconds of a sample of the default."""
-        return self.default.first * self.calls
+    def fits(self, samples, compiling=False):
+        """Whether the budget leaves room for `samples` samples of the default (and a compilation)."""
+        d = self.default
+        need = MARGIN * samples * self.calls * (d.median if d.times else d.first)
+        return self.left() > need + (statistics.mean(self.compile_s) if compiling else 0.0)
 
     def new_code(self, sched):
         """False where `sched` renders the same kernel and splits the call the same way as a
@@ -161,9 +164,9 @@ class _Session:
         noted) where it is over PRUNE times the default's (twice, where the first call compiled
         variants of the kernel: split j)."""
         self.compile(c)
-        loaded = cpu.kernels_loaded()
         if self.calls > 1:
             cpu.run(self.launch, self.arrays, c.kernel)
+        loaded = cpu.kernels_loaded()
         c.first = self.time(c)
         limit = PRUNE * self.default.first
         if c.first > limit and (cpu.kernels_loaded() == loaded or self.time(c) > limit):
@@ -179,8 +182,9 @@ class _Session:
         c.ratios.append(mine / theirs)
 
     def race(self, c):
-        """Pairs of `c` and the default while `c` was faster in one of them, up to PAIRS."""
-        while len(c.ratios) < PAIRS and (not c.ratios or min(c.ratios) < 1) and self.left() > 2 * self.sample():
+        """Pairs of `c` and the default while `c` was faster in one of them, up to PAIRS (and while
+        the confirmation still fits the budget)."""
+        while len(c.ratios) < PAIRS and (not c.ratios or min(c.ratios) < 1) and self.fits(2 + 2 * CONFIRM[0]):
             self.pair(c)
 
 
@@ -194,6 +198,8 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
                          f"against the default one; unset it")
     if launch.ranges is not None:
         raise ValueError("tuning measures dense calls: block-sparse (ranges) calls keep the default schedule")
+    if not launch.n_i or not launch.n_j:
+        raise ValueError(f"sizes: M = {launch.n_i}, N = {launch.n_j}: nothing to tune, a call of no rows i or j")
     say = out or (lambda line: None)
     L, target = launch, host()
     s = _Session(launch, budget, timer)
@@ -210,8 +216,8 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
         default.first = s.time(default)
     tried, same, untried = [], 0, 0
     for k, (overrides, sched) in enumerate(options):
-        # room for its first call and a pair, then for confirming against the default
-        if s.left() < s.sample() * (PRUNE + 2 + 2 * CONFIRM[0]):
+        # room for compiling it, its first sample and a pair, then for confirming against the default
+        if not s.fits(PRUNE + 2 + 2 * CONFIRM[0], compiling=True):
             untried = len(options) - k
             break
         if not s.new_code(sched):
@@ -250,7 +256,7 @@ def _combination(s, winners):
                 joined = merged
         except ValueError:  # not a schedule of this program
             pass
-    if len(winners) < 2 or joined == winners[0].overrides or s.left() < 2 * statistics.mean(s.compile_s):
+    if len(winners) < 2 or joined == winners[0].overrides or not s.fits(PRUNE + 3 * CONFIRM[0], compiling=True):
         return []
     c = Candidate(joined, note="the winners combined")
     return [c] if s.first_call(c) else []
@@ -265,12 +271,13 @@ def _confirm(s, contenders, say):
     if not contenders:
         return default, base, base
     pool = [default] + contenders
-    for c in pool:
-        c.times, c.ratios = [], []
-    rounds = min(CONFIRM[1], int(s.left() / (s.sample() * len(pool))))
+    cost = MARGIN * s.calls * sum(c.median if c.times else c.first for c in pool)  # (seconds of a round)
+    rounds = min(CONFIRM[1], int(s.left() / cost))
     if rounds < CONFIRM[0]:
         say(f"no time left for {CONFIRM[0]} rounds against the default: the default is kept")
         return default, base, base
+    for c in pool:
+        c.times, c.ratios = [], []
     for _ in range(rounds):
         theirs = s.time(default)
         default.times.append(theirs)
@@ -292,6 +299,7 @@ def _confirm(s, contenders, say):
 def ensure(launch, budget=BUDGET):
     """Before a call of an autotuned reduction: tune its program at the call's size class
     unless the database holds it already (or the schedule is set by hand)."""
-    if launch.ranges is None and not launch.schedule and not os.environ.get(SCHEDULE_ENV) and tuned.lookup(
-            launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, launch.n_i, launch.n_j) is None:
+    if launch.ranges is None and launch.n_i and launch.n_j and not launch.schedule and not os.environ.get(
+            SCHEDULE_ENV) and tuned.lookup(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme,
+                                           launch.n_i, launch.n_j) is None:
         tune(launch, budget)

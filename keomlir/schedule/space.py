@@ -22,8 +22,9 @@ def searched(kind):
 
 def candidates(program, target, dtype="float32", fields=None):
     """[(overrides, Schedule)] of the single-field variations of `program`'s default schedule on
-    `target`, in a fixed order: each field's nearest values (halved, doubled, the next choices)
-    in FIELDS' order, then the farther choices; `fields`: only these fields."""
+    `target`, in a fixed order: the nearest values of each field (a number halved and doubled,
+    the next choices of a numeric one) in FIELDS' order, then the other loop nests (strategy),
+    then the farther numeric choices; `fields`: only these fields."""
     names = searched(target.kind)
     if fields is not None:
         unknown = [f for f in fields if f not in names]
@@ -34,35 +35,36 @@ def candidates(program, target, dtype="float32", fields=None):
     base = schedule(program, target, dtype=dtype)
     found = []
     for name in names:
-        for far, value in values(FIELDS[name], getattr(base, name), target):
+        for tier, value in values(FIELDS[name], getattr(base, name), target):
             overrides = ((name, value),)
             try:
-                found.append((far, overrides, schedule(program, target, dtype=dtype, overrides=overrides)))
+                found.append((tier, overrides, schedule(program, target, dtype=dtype, overrides=overrides)))
             except ValueError:  # not a schedule of this program
                 pass
     return [(overrides, sched) for _, overrides, sched in sorted(found, key=lambda f: f[0])]  # (stable)
 
 
 def values(field, default, target):
-    """(far, value) of each value a searched field takes besides its `default`: far is False for
-    the nearest ones (a number halved or doubled, the choices next to a numeric default, any
-    other choice), True for the others."""
+    """(tier, value) of each value a searched field takes besides its `default`: tier 0 for the
+    nearest (a number halved or doubled, a numeric choice next to the default, a flag turned),
+    1 for a choice of another kind (another loop nest: a large change, rarely the faster), 2 for
+    the farther numeric choices."""
     if field.choices:
         cap = getattr(target, field.cap) if field.cap else None
         allowed = [c for c in field.choices if cap is None or c <= cap]
         if default not in allowed or not isinstance(default, int):
-            return [(False, c) for c in allowed if c != default]
+            return [(1, c) for c in allowed if c != default]
         at = allowed.index(default)
-        return [(abs(k - at) > 1, c) for k, c in enumerate(allowed) if k != at]
+        return [(0 if abs(k - at) == 1 else 2, c) for k, c in enumerate(allowed) if k != at]
     if field.type == "bool":
-        return [(False, not default)]
+        return [(0, not default)]
     if field.type not in ("int", "bytes") or not default:
         return []
     found = []
     for value in (default // 2, default * 2):
         value = value // field.multiple * field.multiple
         if value != default and value >= field.low and (field.high is None or value <= field.high):
-            found.append((False, value))
+            found.append((0, value))
     return found
 
 
