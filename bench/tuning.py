@@ -1,7 +1,8 @@
 """`keomlir tune` on the rows of bench/run.py and on the Gaussian and ArgKMin of
 bench/dimension.py at D = 16, 64, 256, 1024: the default schedule against the tuned one.
 
-    python bench/tuning.py [--budget 20] [--reps 5] [--only gauss3,knn] [--out bench/tuning]
+    python bench/tuning.py [--budget 20] [--long-budget 60] [--reps 5] [--only gauss3-1000,lse]
+                           [--out bench/tuning]
 
 Each row is tuned as `keomlir tune` tunes it (keomlir.tune.tune, budget in seconds,
 compiling included, kernels compiled afresh: an empty kernel cache), then the row's call
@@ -34,6 +35,7 @@ from keomlir.numpy import Genred, KernelSolve  # noqa: E402
 from keomlir.schedule import space  # noqa: E402
 
 GAUSS = "Exp(-SqDist(x,y)) * b"
+LONG = (0.25, 3.0)  # seconds of a call that a 20 s budget leaves few candidates for, and that a longer one helps
 
 
 def aliases(d, width=1):
@@ -55,20 +57,20 @@ def rows():
     x, y, b = data(n, n, 3)
     e = np.ones((n, 1), np.float32)
     g = Genred(f"Grad({GAUSS}, x, e)", aliases(3) + ["e = Vi(1)"], "Sum", axis=1)
-    found.append(("grad", f"gradient in x, D=3, M=N={n}", g, (x, y, b, e), lambda g=g: g(x, y, b, e)))
+    found.append(("grad", f"gradient in x, D=3, M=N={n}", g, (x, y, b, e), lambda g=g, a=(x, y, b, e): g(*a)))
     g = Genred("-SqDist(x,y)", aliases(3)[:2], "LogSumExp", axis=1)
-    found.append(("lse", f"LogSumExp, D=3, M=N={n}", g, (x, y), lambda g=g: g(x, y)))
+    found.append(("lse", f"LogSumExp, D=3, M=N={n}", g, (x, y), lambda g=g, a=(x, y): g(*a)))
     g = Genred("SqDist(x,y)", aliases(3)[:2], "ArgKMin", axis=1, opt_arg=10)
-    found.append(("knn10", f"ArgKMin K=10, D=3, M=N={n}", g, (x, y), lambda g=g: g(x, y)))
+    found.append(("knn10", f"ArgKMin K=10, D=3, M=N={n}", g, (x, y), lambda g=g, a=(x, y): g(*a)))
     n = 5000
     x, _, b = data(n, n, 3)
     p = np.array([2.0], np.float32)
     ks = KernelSolve("Exp(-g * SqDist(x,y)) * b", aliases(3) + ["g = Pm(1)"], "b", axis=1)
     found.append(("solve", f"KernelSolve Gaussian, alpha=1, D=3, N={n} (its Genred tuned at {n} x {n})",
-                  ks.core.genred, (x, x, b, p), lambda: ks(x, x, b, p, alpha=1.0)))
+                  ks.core.genred, (x, x, b, p), lambda a=(x, x, b, p): ks(*a, alpha=1.0)))
     x, y, b = data(100, 100, 3)
     g = Genred(GAUSS, aliases(3), "Sum", axis=1)
-    found.append(("overhead", "per-call overhead, M=N=100", g, (x, y, b), lambda g=g: g(x, y, b)))
+    found.append(("overhead", "per-call overhead, M=N=100", g, (x, y, b), lambda g=g, a=(x, y, b): g(*a)))
     for d in (16, 64, 256, 1024):
         n = dimension.sizes(d)[0]
         g = Genred(GAUSS, aliases(d, 4), "Sum", axis=1)
@@ -110,9 +112,33 @@ def alternate(impls, reps):
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def tune_row(label, genred, call_args, call, budget, reps):
+    """(table row, the tuner's report, its Result) of one row tuned with `budget`."""
+    plain, tuned_dir = tempfile.mkdtemp(prefix="keomlir-plain-"), tempfile.mkdtemp(prefix="keomlir-tuned-")
+    default, tuned = in_folder(plain, call), in_folder(tuned_dir, call)
+    os.environ["KEOMLIR_CACHE_DIR"] = tuned_dir
+    lines = []
+    found = tune.tune(genred.reduction.launch(list(call_args)), budget, out=lines.append)
+    print("\n".join(lines), flush=True)
+    if found.overrides:
+        default()  # (compiled, warm)
+        tuned()
+        t = alternate({"default": default, "tuned": tuned}, reps if found.default_seconds < 2 else 2)
+        cells = f"{t['default']:.4g} | {t['tuned']:.4g} | {t['tuned'] / t['default']:.3f}"
+    else:  # (the same kernel on both sides: the tuner's time of the default)
+        cells = f"{found.default_seconds:.4g} (tuner's) | = default | 1"
+    counts = f"{len(found.candidates) - 1} tried, {found.same} same code, {found.untried} over the budget"
+    row = (f"| {label} | {budget:g} | {cells} | {space.text(found.overrides)} | {found.ratio:.2f} | "
+           f"{found.tuning_s:.1f} | {counts} |")
+    print(row, flush=True)
+    return row, lines, found
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=tune.BUDGET)
+    ap.add_argument("--long-budget", type=float, default=60.0,
+                    help=f"rows whose call takes {LONG[0]}-{LONG[1]} s are tuned again with this budget (0: not)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", help="comma-separated row names (gauss3-1000, dim-knn64, ...)")
     ap.add_argument("--out", default=os.path.join(HERE, "tuning"))
@@ -123,25 +149,13 @@ def main():
     for name, label, genred, call_args, call in rows():
         if wanted and name not in wanted:
             continue
-        plain, tuned_dir = tempfile.mkdtemp(prefix="keomlir-plain-"), tempfile.mkdtemp(prefix="keomlir-tuned-")
-        default, tuned = in_folder(plain, call), in_folder(tuned_dir, call)
-        os.environ["KEOMLIR_CACHE_DIR"] = tuned_dir
-        lines = []
-        found = tune.tune(genred.reduction.launch(list(call_args)), args.budget, out=lines.append)
-        logs.append((label, lines))
-        print("\n".join(lines), flush=True)
-        if found.overrides:
-            default()  # (compiled, warm)
-            tuned()
-            t = alternate({"default": default, "tuned": tuned}, args.reps if found.default_seconds < 2 else 2)
-            cells = f"{t['default']:.4g} | {t['tuned']:.4g} | {t['tuned'] / t['default']:.3f}"
-        else:  # (the same kernel on both sides: the tuner's time of the default)
-            cells = f"{found.default_seconds:.4g} (tuner's) | = default | 1"
-        counts = (f"{len(found.candidates) - 1} tried, {found.same} same code, {found.untried} over the budget")
-        row = (f"| {label} | {cells} | {space.text(found.overrides)} | {found.ratio:.2f} | {found.tuning_s:.1f} | "
-               f"{counts} |")
+        row, lines, found = tune_row(label, genred, call_args, call, args.budget, args.reps)
         table.append(row)
-        print(row, flush=True)
+        logs.append((f"{label}, budget {args.budget:g} s", lines))
+        if args.long_budget and LONG[0] < found.default_seconds < LONG[1]:
+            row, lines, _ = tune_row(label, genred, call_args, call, args.long_budget, args.reps)
+            table.append(row)
+            logs.append((f"{label}, budget {args.long_budget:g} s", lines))
     load_after = os.getloadavg()
     out = ["# keomlir tune: the default schedule against the tuned one", "",
            f"Machine: {machine()}.", "",
@@ -149,16 +163,18 @@ def main():
            f"after: {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f}: the 2 cores were shared with "
            f"other work the whole time, so every number here is noisy (a rerun on an idle machine may differ).",
            "",
-           f"Each row: `keomlir tune` (keomlir.tune.tune) at the row's sizes with a budget of {args.budget:g} s, "
-           "compiling included (an empty kernel cache), then the row's call with the default schedule and "
-           f"with the tuned one in this process, alternating, medians of {args.reps} samples (2 for calls "
-           "over 2 s); seconds per call (where the default was kept, both sides run the same kernel: the "
-           "tuner's own median of the default is shown). 'tuner's ratio': the tuned schedule's time over the "
-           "default's in the tuner's confirmation rounds. Block-sparse calls (ranges) are not "
-           "tuned (the tuner measures dense calls) and the first-call row of bench/run.py compiles an unseen "
-           "formula, which nothing tunes: both are left out.", "",
-           "| case | default s | tuned s | tuned / default | tuned schedule | tuner's ratio | tuning s | "
-           "candidates |", "|---|---|---|---|---|---|---|---|"] + table + ["", "## The tuner's reports", ""]
+           f"Each row: `keomlir tune` (keomlir.tune.tune) at the row's sizes with the budget shown, compiling "
+           "included (kernels this process has not compiled yet: the second tuning of a row, with "
+           f"{args.long_budget:g} s for calls of {LONG[0]}-{LONG[1]} s, finds the first one's compiled), then "
+           "the row's call with the default schedule and with the tuned one in this process, alternating, "
+           f"medians of {args.reps} samples (2 for calls over 2 s); seconds per call (where the default was kept, "
+           "both sides run the same kernel: the tuner's own median of the default is shown). 'tuner's ratio': "
+           "the tuned schedule's time over the default's in the tuner's confirmation rounds. Block-sparse calls "
+           "(ranges) are not tuned (the tuner measures dense calls) and the first-call row of bench/run.py "
+           "compiles an unseen formula, which nothing tunes: both are left out.", "",
+           "| case | budget s | default s | tuned s | tuned / default | tuned schedule | tuner's ratio | "
+           "tuning s | candidates |", "|---|---|---|---|---|---|---|---|---|"] + table + [
+               "", "## The tuner's reports", ""]
     for label, lines in logs:
         out += [f"### {label}", "", "```"] + lines + ["```", ""]
     with open(args.out + ".md", "w") as f:

@@ -204,8 +204,9 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
     L, target = launch, host()
     s = _Session(launch, budget, timer)
     options = space.candidates(L.program, target, L.dtype, fields)
-    say(f"tuning {L.program.reduction} at M = {L.n_i}, N = {L.n_j} ({tuned.class_text(L.n_i, L.n_j)}), {L.dtype}, "
-        f"on {target.name} ({target.cpu}, {cpu.num_threads()} threads), budget {budget:g} s")
+    say(f"tuning {L.program.reduction} at M = {L.n_i} output rows, N = {L.n_j} reduced rows "
+        f"({tuned.class_text(L.n_i, L.n_j)}), {L.dtype}, on {target.name} ({target.cpu}, {cpu.num_threads()} "
+        f"threads), budget {budget:g} s")
     default = s.default
     s.compile(default)
     s.new_code(default.kernel.schedule)
@@ -278,13 +279,16 @@ def _confirm(s, contenders, say):
         return default, base, base
     for c in pool:
         c.times, c.ratios = [], []
-    for _ in range(rounds):
+    done, took = 0, 0.0
+    while done < rounds and (done < CONFIRM[0] or s.left() > MARGIN * took):  # (the load may have grown)
+        t = time.monotonic()
         theirs = s.time(default)
         default.times.append(theirs)
         for c in contenders:
             c.times.append(s.time(c))
             c.ratios.append(c.times[-1] / theirs)
-    base = default.median
+        done, took = done + 1, time.monotonic() - t
+    rounds, base = done, default.median
     best, seconds = default, base
     for c in contenders:
         middle = c.ratio

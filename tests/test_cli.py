@@ -241,7 +241,8 @@ def test_tune_prints_every_candidate_then_the_best_which_later_calls_use(tmp_pat
 
     out = ok("tune", *GAUSS, "--size", "300,300", "--budget", "3", "--fields", "rows",
              env={"KEOMLIR_CACHE_DIR": str(tmp_path)}).splitlines()
-    assert out[0].startswith("tuning Sum at M = 300, N = 300 (M in [256, 512), N in [256, 512)), float32, on host")
+    assert out[0].startswith("tuning Sum at M = 300 output rows, N = 300 reduced rows (M in [256, 512), "
+                             "N in [256, 512)), float32, on host")
     for name in ("rows=2", "rows=8"):
         line = next(line for line in out if line.startswith(f"  {name} "))
         assert re.search(r" \S+ s  \d+\.\d\dx  \(\d pairs?\)$| pruned: first sample \S+ s, ", line), line
