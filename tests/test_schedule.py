@@ -172,6 +172,7 @@ OVERRIDDEN = [
     ("Exp(-SqDist(x,y)) * b", 40, 1, "Sum", {"rows": 5, "cache_block": "8KiB", "chunk_bytes": "1KiB",
                                              "contract_accumulators": 3}),
     ("SqDist(x,y)", 40, 0, "ArgKMin", {"strategy": "contraction"}),
+    ("SqDist(x,y)", 12, 0, "ArgKMin", {}),  # (screened by default from 12 components: choose.SCREEN_FROM)
     ("SqDist(x,y)", 40, 0, "ArgKMin", {"rows": 3, "screen_trial": 1, "cache_block": "8KiB", "vector_bits": 256}),
     ("Exp(-SqDist(x,y)) * b", 3, 40, "Sum", {"column_block": 32, "column_vectors": 3, "rows": 5}),
     ("Exp(-SqDist(x,y)) * b", 3, 40, "Sum", {"strategy": "lanes"}),
@@ -270,6 +271,9 @@ def test_candidates_come_from_the_fields_definitions():
     with pytest.raises(ValueError, match="fields: 'rowz' not searched; searched fields on skylake-avx512: "
                                          "strategy, wide_threshold, vector_bits, rows"):
         space.candidates(knn, target("skylake-avx512"), fields=["rowz"])
+    knn12 = explain("SqDist(x,y)", ["x = Vi(12)", "y = Vj(12)"], "ArgKMin", opt_arg=5).program
+    assert (schedule(knn12, v3).strategy, schedule(knn12, v3).wide_threshold) == ("screened", 11)
+    assert "wide_threshold=22" in [space.text(o) for o, _ in space.candidates(knn12, v3)]  # (back to lanes)
     # fields only the runtime reads (how a call is split over threads) are not in the cache key
     s1, s2 = (schedule(gauss, v3, overrides={"min_pairs_per_thread": p}) for p in (100, 10 ** 6))
     assert s1.key() == s2.key() and s1.thread_plan(1000, 1000, 8) != s2.thread_plan(1000, 1000, 8)
