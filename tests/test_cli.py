@@ -239,7 +239,7 @@ def test_tune_prints_every_candidate_then_the_best_which_later_calls_use(tmp_pat
     from keomlir.numpy import Genred
     from keomlir.schedule import parse_overrides
 
-    out = ok("tune", *GAUSS, "--size", "300,300", "--budget", "3", "--fields", "rows",
+    out = ok("tune", *GAUSS, "--size", "300,300", "--budget", "10", "--fields", "rows",
              env={"KEOMLIR_CACHE_DIR": str(tmp_path)}).splitlines()
     assert out[0].startswith("tuning Sum at M = 300 output rows, N = 300 reduced rows (M in [256, 512), "
                              "N in [256, 512)), float32, on host")

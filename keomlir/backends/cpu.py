@@ -31,6 +31,7 @@ _lock = threading.Lock()
 os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_lock.release)
 # (program, dtype, acc, scheme, variant, schedule overrides, $KEOMLIR_TARGET, $KEOMLIR_SCHEDULE) -> kernel
 _kernels: dict[tuple, "CpuKernel"] = {}
+_by_class: dict[tuple, "CpuKernel"] = {}  # the kernel of a launch, by size class (see `launch_kernel`)
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`, `resume`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
@@ -264,12 +265,21 @@ def _sibling(program, dtype, acc_dtype, sum_scheme, overrides, variant):
 def launch_kernel(launch):
     """The kernel a launch runs: scheduled with the caller's overrides (and $KEOMLIR_SCHEDULE's)
     if any, else, for a dense call, as `keomlir tune` found best for its program at its size
-    class, if it stored a schedule (`tuned.py`), else by default."""
-    overrides = launch.schedule
-    if not overrides and launch.ranges is None and not os.environ.get(SCHEDULE_ENV):
-        overrides = tuned.lookup(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, launch.n_i,
-                                 launch.n_j) or ()
-    return compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, overrides=overrides)
+    class, if it stored a schedule (`tuned.py`), else by default.  Memoized by size class: a
+    call reads three environment variables and one dict."""
+    env = os.environ
+    memo = (launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, launch.schedule, launch.ranges is None,
+            launch.n_i.bit_length(), launch.n_j.bit_length(), tuned.version, env.get(TARGET_ENV),
+            env.get(SCHEDULE_ENV), env.get(tuned.CACHE_ENV))
+    kernel = _by_class.get(memo)
+    if kernel is None:
+        overrides = launch.schedule
+        if not overrides and launch.ranges is None and not memo[-2]:
+            overrides = tuned.lookup(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, launch.n_i,
+                                     launch.n_j) or ()
+        kernel = _by_class[memo] = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme,
+                                                   overrides=overrides)
+    return kernel
 
 
 def run(launch, arrays, kernel=None):

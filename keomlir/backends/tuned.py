@@ -23,7 +23,9 @@ from ..schedule.targets import ENV as TARGET_ENV
 from . import cache
 
 FOLDER = "tuning"
+CACHE_ENV = "KEOMLIR_CACHE_DIR"
 _found = {}  # lookup memo: (program, types, size class, target and cache folders) -> overrides
+version = 0  # counts the entries stored by this process (memos of what they change key on it)
 
 
 def size_class(n_i, n_j):
@@ -64,7 +66,7 @@ def lookup(program, dtype, acc_dtype, sum_scheme, n_i, n_j):
     """The tuned overrides of a call (() where the default won), or None where none is stored
     (or what is stored is no longer valid); read once per process and size class."""
     memo = (program, dtype, acc_dtype, sum_scheme, n_i.bit_length(), n_j.bit_length(), os.environ.get(TARGET_ENV),
-            os.environ.get("KEOMLIR_CACHE_DIR"), os.environ.get("XDG_CACHE_HOME"))
+            os.environ.get(CACHE_ENV), os.environ.get("XDG_CACHE_HOME"))
     found = _found.get(memo, _found)
     if found is _found:
         stored = entry(program, dtype, acc_dtype, sum_scheme, n_i, n_j)
@@ -80,9 +82,11 @@ def lookup(program, dtype, acc_dtype, sum_scheme, n_i, n_j):
 def store(program, dtype, acc_dtype, sum_scheme, n_i, n_j, overrides_text, measured):
     """Keep `overrides_text` ('' for the default) as the program's schedule at the class of
     (n_i, n_j), with `measured` (a dict: times, sizes, budget...); returns the file's path."""
+    global version
     k = key(program, dtype, acc_dtype, sum_scheme, n_i, n_j)
     where = path(k)
     cache.write_atomic(where, json.dumps({"key": k, "overrides": overrides_text, **measured}, indent=1).encode())
+    version += 1
     _found.clear()  # (entries memoized under other environments may name this file too)
     return where
 
