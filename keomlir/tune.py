@@ -146,7 +146,7 @@ class _Session:
         """Whether the budget leaves room for `samples` samples of the default (and a compilation)."""
         d = self.default
         need = MARGIN * samples * self.calls * (d.median if d.times else d.first)
-        return self.left() > need + (statistics.mean(self.compile_s) if compiling else 0.0)
+        return self.left() > need + (max(self.compile_s) if compiling else 0.0)
 
     def new_code(self, sched):
         """False where `sched` renders the same kernel and splits the call the same way as a
@@ -269,14 +269,19 @@ def _confirm(s, contenders, say):
     else the default (also where fewer than CONFIRM[0] rounds fit the budget)."""
     default = s.default
     base = default.median if default.times else default.first
-    if not contenders:
-        return default, base, base
+
+    def rounds_left(pool):
+        cost = MARGIN * s.calls * sum(c.median if c.times else c.first for c in pool)  # (seconds of a round)
+        return min(CONFIRM[1], int(s.left() / cost))
+
     pool = [default] + contenders
-    cost = MARGIN * s.calls * sum(c.median if c.times else c.first for c in pool)  # (seconds of a round)
-    rounds = min(CONFIRM[1], int(s.left() / cost))
-    if rounds < CONFIRM[0]:
-        say(f"no time left for {CONFIRM[0]} rounds against the default: the default is kept")
+    while len(pool) > 1 and rounds_left(pool) < CONFIRM[0]:
+        pool.pop()  # (the combination first, then the best winner)
+    if len(pool) == 1:
+        if contenders:
+            say(f"no time left for {CONFIRM[0]} rounds against the default: the default is kept")
         return default, base, base
+    contenders, rounds = pool[1:], rounds_left(pool)
     for c in pool:
         c.times, c.ratios = [], []
     done, took = 0, 0.0
