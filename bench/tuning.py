@@ -35,6 +35,7 @@ from keomlir.numpy import Genred, KernelSolve  # noqa: E402
 from keomlir.schedule import space  # noqa: E402
 
 GAUSS = "Exp(-SqDist(x,y)) * b"
+FINDING = 0.10  # a gain over this is reported as a candidate default
 LONG = (0.25, 3.0)  # seconds of a call that a 20 s budget leaves few candidates for, and that a longer one helps
 
 
@@ -112,6 +113,18 @@ def alternate(impls, reps):
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def notes(path):
+    """The '## Notes' section of an earlier OUT.md (written by hand: kept across reruns)."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return []
+    if "\n## Notes\n" not in text:
+        return []
+    section = text.split("\n## Notes\n", 1)[1].split("\n## ", 1)[0]
+    return ["## Notes", *section.rstrip("\n").split("\n"), ""]
+
+
 def tune_row(label, genred, call_args, call, budget, reps):
     """(table row, the tuner's report, its Result) of one row tuned with `budget`."""
     plain, tuned_dir = tempfile.mkdtemp(prefix="keomlir-plain-"), tempfile.mkdtemp(prefix="keomlir-tuned-")
@@ -131,7 +144,8 @@ def tune_row(label, genred, call_args, call, budget, reps):
     row = (f"| {label} | {budget:g} | {cells} | {space.text(found.overrides)} | {found.ratio:.2f} | "
            f"{found.tuning_s:.1f} | {counts} |")
     print(row, flush=True)
-    return row, lines, found
+    gain = t["tuned"] / t["default"] if found.overrides else 1.0
+    return row, lines, found, gain
 
 
 def main():
@@ -145,17 +159,21 @@ def main():
     args = ap.parse_args()
     wanted = set(args.only.split(",")) if args.only else None
     load_before = os.getloadavg()
-    table, logs = [], []
+    table, logs, findings = [], [], []
     for name, label, genred, call_args, call in rows():
         if wanted and name not in wanted:
             continue
-        row, lines, found = tune_row(label, genred, call_args, call, args.budget, args.reps)
-        table.append(row)
-        logs.append((f"{label}, budget {args.budget:g} s", lines))
-        if args.long_budget and LONG[0] < found.default_seconds < LONG[1]:
-            row, lines, _ = tune_row(label, genred, call_args, call, args.long_budget, args.reps)
+        budgets = [args.budget]
+        while budgets:
+            budget = budgets.pop()
+            row, lines, found, gain = tune_row(label, genred, call_args, call, budget, args.reps)
             table.append(row)
-            logs.append((f"{label}, budget {args.long_budget:g} s", lines))
+            logs.append((f"{label}, budget {budget:g} s", lines))
+            if gain < 1 - FINDING:
+                findings.append(f"- {label}: `{space.text(found.overrides)}` took {gain:.2f}x the default's time "
+                                f"(budget {budget:g} s)")
+            if budget == args.budget and args.long_budget and LONG[0] < found.default_seconds < LONG[1]:
+                budgets.append(args.long_budget)
     load_after = os.getloadavg()
     out = ["# keomlir tune: the default schedule against the tuned one", "",
            f"Machine: {machine()}.", "",
@@ -174,7 +192,9 @@ def main():
            "compiles an unseen formula, which nothing tunes: both are left out.", "",
            "| case | budget s | default s | tuned s | tuned / default | tuned schedule | tuner's ratio | "
            "tuning s | candidates |", "|---|---|---|---|---|---|---|---|---|"] + table + [
-               "", "## The tuner's reports", ""]
+               "", f"Rows where the tuned schedule took under {1 - FINDING:.2f}x the default's time here (candidate "
+               f"defaults for this target class if a rerun agrees):", ""] + (findings or ["- none"]) + [""]
+    out += notes(args.out + ".md") + ["## The tuner's reports", ""]
     for label, lines in logs:
         out += [f"### {label}", "", "```"] + lines + ["```", ""]
     with open(args.out + ".md", "w") as f:
