@@ -44,6 +44,8 @@ _INTRINSICS = {
     "atan2": "llvm.atan2",
 }
 
+_CONTRACT = ("contract",)
+
 _ORDERED = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 
 
@@ -161,20 +163,23 @@ class Emitter:
     def int_to_float(self, i):
         return self.b.sitofp(i, self.t)
 
+    # `contract`: LLVM may fuse a multiply into the add or subtract that is its only use
+    # (a*b + c as one FMA, rounded once: never less accurate), e.g. a term of a sum and its
+    # accumulator across operations (Exp(...) * b into a Sum); nothing else is relaxed
     def add(self, a, b):
-        return self.b.fadd(a, b)
+        return self.b.fadd(a, b, flags=_CONTRACT)
 
     def sub(self, a, b):
-        return self.b.fsub(a, b)
+        return self.b.fsub(a, b, flags=_CONTRACT)
 
     def mul(self, a, b):
-        return self.b.fmul(a, b)
+        return self.b.fmul(a, b, flags=_CONTRACT)
 
     def div(self, a, b):
         return self.b.fdiv(a, b)
 
     def neg(self, a):
-        return self.b.fneg(a)
+        return self.b.fneg(a, flags=_CONTRACT)
 
     def powi(self, x, n):
         """x**n for an integer n, by repeated squaring; 1/x**|n| for n < 0."""
