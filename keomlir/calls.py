@@ -4,6 +4,8 @@ shortcuts."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .compile import CompiledReduction, check_str
@@ -17,23 +19,32 @@ class GenredBase:
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
                  formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
                  sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, use_fast_math=True,
-                 passes=DEFAULT_PIPELINE):
+                 passes=DEFAULT_PIPELINE, schedule=None):
         # pykeops 2.3's keywords, in its order.  Accepted and ignored: dtype and cuda_type
         # (deprecated there; the dtype comes from the arguments at call time) and the CUDA
         # compile hints enable_chunks, rec_multVar_highdim and use_fast_math (keomlir's
-        # kernels choose their own schemes and keep accurate math).
+        # kernels choose their own schemes and keep accurate math).  schedule: fields of the
+        # schedule of this reduction's kernels to override (keomlir.schedule), e.g. {"rows": 4,
+        # "cache_block": "256KiB"} (its gradients, other programs, are scheduled by default).
         dtype_acc = acc_option(dtype_acc, use_double_acc)
         self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                                              dtype_acc, sum_scheme, passes))
+                                              dtype_acc, sum_scheme, passes, schedule))
 
     @classmethod
     def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
-                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
         """A Genred of IR nodes (see CompiledReduction.from_ir): for code that builds
         formulas (LazyTensor, KernelSolve, gradients) instead of writing text."""
         self = cls.__new__(cls)
         self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
-                                                      dtype_acc, sum_scheme, passes))
+                                                      dtype_acc, sum_scheme, passes, schedule))
+        return self
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The Genred of a reduction's `spec` text (see CompiledReduction.spec)."""
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_spec(spec))
         return self
 
     def _set_reduction(self, reduction):
@@ -134,7 +145,7 @@ def stack_batch(reduction, plan, args, xp):
         raise ValueError(f"batch dimensions {batch} hold no element")
     first = [a[(0,) * n] for a, n in zip(args, own)]
     reduction.check_arrays(first)  # every element's shapes and dtypes, with the usual messages
-    n_batch = int(np.prod(batch))
+    n_batch = math.prod(batch)
     out_cat = 0 if reduction.axis == 1 else 1  # caller categories: output rows, reduced rows
     red_cat = 1 - out_cat
     rows = {0: 1, 1: 1}
@@ -158,17 +169,19 @@ def stack_batch(reduction, plan, args, xp):
         else:
             a = a.reshape(core)
         stacked.append(a)
-    blocks = np.arange(n_batch, dtype=np.int64)
-    out_blocks = np.stack([blocks * m, blocks * m + m], 1)
-    slices = blocks + 1
+    # the ranges from Python integers (sizes only): a tracer such as torch.compile's Dynamo
+    # makes them constants of the trace
+    blocks = range(n_batch)
+    out_blocks = [[k * m, k * m + m] for k in blocks]
+    slices = [k + 1 for k in blocks]
     if red_varies:
-        red_blocks = np.stack([blocks * n, blocks * n + n], 1)
+        red_blocks = [[k * n, k * n + n] for k in blocks]
         red_half = [red_blocks, slices, out_blocks]
     else:  # one shared block of reduced rows, read by every element
-        red_blocks = np.tile(np.array([[0, n]], np.int64), (n_batch, 1))
-        red_half = [np.array([[0, n]], np.int64), np.array([n_batch], np.int64), out_blocks]
+        red_blocks = [[0, n]] * n_batch
+        red_half = [[[0, n]], [n_batch], out_blocks]
     out_half = [out_blocks, slices, red_blocks]
-    ranges = tuple(out_half + red_half if out_cat == 0 else red_half + out_half)
+    ranges = tuple(xp.array(r, "int64") for r in (out_half + red_half if out_cat == 0 else red_half + out_half))
     kinds = [kind for _, kind in reduction.outputs]
 
     def unstack(outs):
@@ -177,7 +190,8 @@ def stack_batch(reduction, plan, args, xp):
         for out, kind in zip(outs, kinds):
             out = out.reshape((n_batch, m) + tuple(out.shape[1:]))
             if kind == "index" and red_varies:
-                offset = xp.array(blocks * n, "int64", xp.device(out)).reshape((n_batch,) + (1,) * (out.ndim - 1))
+                offset = xp.array([k * n for k in blocks], "int64", xp.device(out))
+                offset = offset.reshape((n_batch,) + (1,) * (out.ndim - 1))
                 out = xp.where(out >= 0, out - offset, out)  # -1: no j, stays -1
             results.append(out.reshape(batch + tuple(out.shape[1:])))
         return results

@@ -19,7 +19,10 @@ from .backends import cache
 from .backends.cuda import driver
 from .explain import explain
 from .ir.reductions import REDUCTIONS
-from .passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
+from .passes import DEFAULT_PIPELINE, PASSES
+from .schedule import names, target
+from .schedule.record import settable
+from .schedule.targets import size_text
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
 VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
@@ -52,13 +55,22 @@ def build_parser():
                     help="floating-point type of the generated code (default: float32)")
     ir.add_argument("--passes", metavar="NAME,NAME,...",
                     help=f"run exactly these passes, in order ('' for none); valid: {', '.join(PASSES)}; "
-                         f"default: {','.join(DEFAULT_PIPELINE + TARGET_PIPELINE)}")
+                         f"default: {','.join(DEFAULT_PIPELINE)}")
     ir.add_argument("--print-ir-after-all", action="store_true",
                     help="print the IR after parsing and after each pass, each under a header naming the stage")
     ir.add_argument("--emit", choices=CLI_FORMS, default="ir",
                     help="what to print: ir (keomlir IR, default), llvm (LLVM IR as generated), llvm-opt (after "
                          "LLVM's O3), asm (host assembly), ptx (NVPTX assembly, needs no GPU), dot (Graphviz "
                          "graph of the IR, colored by index: render with dot -Tsvg)")
+    ir.add_argument("--target", metavar="NAME",
+                    help=f"the machine to schedule and compile for: {', '.join(names())} or any sm_XX (default: "
+                         f"the host, $KEOMLIR_TARGET's instruction set if set; sm_80 for --emit ptx); asm of "
+                         f"another CPU is cross-compiled")
+    ir.add_argument("--schedule", metavar="FIELD=VALUE,...",
+                    help=f"override fields of the schedule (after $KEOMLIR_SCHEDULE's), e.g. "
+                         f"rows=4,cache_block=256KiB; fields: {', '.join(settable())}")
+    ir.add_argument("--sizes", metavar="M,N",
+                    help="also show the fields of a call with M rows i and N j (threads, GPU plan)")
     ir.add_argument("--time-passes", action="store_true",
                     help="print to stderr the seconds spent in each stage: parse, each pass, LLVM IR rendering, "
                          "LLVM optimization, machine code")
@@ -75,9 +87,9 @@ def build_parser():
 
 
 def cmd_ir(args):
-    emit = [args.emit] + (["obj"] if args.time_passes else [])
+    emit = [args.emit] + (["obj"] if args.time_passes and args.emit != "ptx" else [])
     ex = explain(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
-                 args.dtype, args.passes, emit)
+                 args.dtype, args.passes, emit, args.target, args.schedule, _sizes(args.sizes))
     if args.print_ir_after_all:
         print(ex)
         if args.emit != "ir":  # else the last stage printed is already the output
@@ -89,6 +101,15 @@ def cmd_ir(args):
         total = sum(s for _, s in ex.timings)
         rows = [f"{'stage':<{width}}  {'seconds':>9}"] + [f"{n:<{width}}  {s:9.6f}" for n, s in ex.timings]
         print("\n".join(rows + [f"{'total':<{width}}  {total:9.6f}"]), file=sys.stderr)
+
+
+def _sizes(text):
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--sizes: expected M,N (two non-negative integers), got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def cmd_cache(args):
@@ -125,10 +146,15 @@ def cmd_info(args):
     features = llvm.get_host_cpu_features()
     vector = sorted(k for k, on in features.items() if on and k.startswith(VECTOR_PREFIXES))
     driver, gpus = cuda_status()
+    host = target("host")
     rows = [("keomlir", __version__), ("python", platform.python_version()), ("numpy", numpy.__version__),
             ("llvmlite", llvmlite.__version__), ("LLVM", ".".join(map(str, llvm.llvm_version_info))),
             ("LLVM targets", ", ".join(targets)), ("host triple", llvm.get_process_triple()),
             ("host CPU", llvm.get_host_cpu_name()), ("vector features", " ".join(vector)),
+            ("host target", f"{host.name} ({host.cpu}): {host.vector_bits}-bit vectors x {host.vector_registers}, "
+                            f"L1 {size_text(host.l1_bytes)}, L2 {size_text(host.l2_bytes)}, L3 "
+                            f"{size_text(host.l3_bytes)} per core, {host.cores} cores"),
+            ("named targets", ", ".join(names()[1:]) + ", sm_XX"),
             ("CUDA driver", driver), ("GPUs", gpus)]
     for key, value in rows:
         print(f"{key + ':':<17}{value}")

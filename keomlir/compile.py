@@ -17,9 +17,10 @@ from . import config
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
-from .ir import Program, make, replace_vars, swap_ij, variables
+from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
 from .passes import DEFAULT_PIPELINE, PassManager
+from .schedule import host, parse_overrides, schedule as make_schedule
 from .ranges import check_ranges, coalesce_intervals
 
 DTYPES = ("float32", "float64")
@@ -74,26 +75,26 @@ class CompiledReduction:
     """
 
     def __init__(self, formula, aliases=(), reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
-                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
         check_str(formula, "formula")
         if formula2 is not None:
             check_str(formula2, "formula2")
         names = parse_aliases(aliases)
         f = parse_formula(formula, names)
         g = parse_formula(formula2, names, "formula2") if formula2 is not None else None
-        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes)
+        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule)
 
     @classmethod
     def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
-                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE):
+                dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
         """The reduction of IR nodes F (and G); `names` ({alias: Var node}) only labels
         arguments in messages and printed IR.  Argument positions are those of the Vars."""
         self = cls.__new__(cls)
         self._build(formula, formula2, dict(names or {}), reduction_op, axis, opt_arg, dtype_acc, sum_scheme,
-                    passes)
+                    passes, schedule)
         return self
 
-    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes):
+    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule=None):
         check_str(reduction_op, "reduction_op")
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
             raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
@@ -130,8 +131,43 @@ class CompiledReduction:
         program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
         self.parsed = program
         self.program = PassManager(list(passes)).run(program)
+        # the caller's schedule overrides (keomlir.schedule): checked now against the host's schedule,
+        # so that a field this program does not allow is an error here, not at the first call
+        self.schedule = parse_overrides(schedule)
+        if self.schedule:
+            make_schedule(self.program, host(), overrides=self.schedule)
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
+        self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
+                                 sum_scheme, passes)
+
+    @staticmethod
+    def spec_of(f, g, names, reduction_op, axis, opt_arg=None, dtype_acc="auto", sum_scheme="auto",
+                passes=DEFAULT_PIPELINE):
+        """The `spec` of the reduction `from_ir` builds from these arguments: exact text
+        from which `from_spec` rebuilds an equal reduction, its name by content (the
+        torch custom operators' key).  Fields joined by `|`: the reduction, axis, K,
+        accumulator, summation, passes, alias names, then the formulas and the aliases'
+        Var nodes (`ir.serial`)."""
+        opt = "-" if opt_arg is None else str(operator.index(opt_arg))
+        scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
+        dag = serial.dumps(f, g, *names.values())
+        return "|".join((reduction_op, str(int(axis)), opt, dtype_acc, scheme, ",".join(passes), ",".join(names),
+                         dag))
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The reduction a `spec` text names (see `_spec`)."""
+        fields = spec.split("|") if isinstance(spec, str) else []
+        if len(fields) != 8:
+            raise ValueError(f"not a keomlir reduction spec (8 fields joined by '|'): {spec!r:.80}")
+        op, axis, opt, acc, scheme, passes, names, dag = fields
+        f, g, *vars_ = serial.loads(dag)
+        labels = names.split(",") if names else []
+        if len(labels) != len(vars_) or f is None:
+            raise ValueError(f"not a keomlir reduction spec (its aliases do not match its nodes): {spec!r:.80}")
+        return cls.from_ir(f, g, op, int(axis), None if opt == "-" else int(opt), dict(zip(labels, vars_)), acc,
+                           scheme, tuple(passes.split(",")) if passes else ())
 
     @property
     def options(self):
@@ -159,7 +195,8 @@ class CompiledReduction:
             g = replace_vars(self.formula2, recat) if self.formula2 is not None else None
             names = {name: make("Var", (), recat(*v.attrs)) for name, v in self.argument_vars().items()}
             found = self._variants[key] = CompiledReduction.from_ir(f, g, self.reduction_op, self.axis,
-                                                                    self.opt_arg, names, **self.options)
+                                                                    self.opt_arg, names, **self.options,
+                                                                    schedule=self.schedule)
         return found
 
     @staticmethod
@@ -219,12 +256,12 @@ class CompiledReduction:
             rows[cat][pos] = shape[0]
         counts = []
         for cat in (0, 1):
-            sizes = set(rows[cat].values())
-            if len(sizes) > 1:
+            sizes = list(rows[cat].values())  # compared, not hashed: torch.compile's symbolic sizes do not hash
+            if any(r != sizes[0] for r in sizes[1:]):
                 detail = ", ".join(f"{self.arg_label(p)} has {r}" for p, r in rows[cat].items())
                 word = "i" if (cat == 0) == (self.axis == 1) else "j"
                 raise ValueError(f"arguments indexed by {word} must have the same number of rows: {detail}")
-            counts.append(sizes.pop() if sizes else 1)
+            counts.append(sizes[0] if sizes else 1)
         n_i, n_j = counts
         if get_reduction(self.reduction_op).needs_k and self.opt_arg > n_j:
             raise ValueError(
@@ -248,7 +285,8 @@ class CompiledReduction:
 
     def kernel(self, dtype):
         """The host CPU kernel for `dtype` (compiled, or from the caches)."""
-        return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme)
+        return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
+                                   overrides=self.schedule)
 
     def output_shapes(self, n_i):
         return [((n_i,) + shape, kind) for shape, kind in self.outputs]
@@ -269,7 +307,7 @@ class CompiledReduction:
         if ranges is not None:
             ranges = self.kernel_ranges(ranges, n_i, n_j)
         return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats, n_i, n_j,
-                      tuple(self.output_shapes(n_i)), ranges)
+                      tuple(self.output_shapes(n_i)), ranges, self.schedule)
 
     def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
         """Run on NumPy arrays; returns the list of outputs."""

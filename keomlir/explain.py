@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .backends import cpu
+from .backends.cuda import runner
 from .backends.llvm import toolchain
-from .backends.llvm.nvptx import render_ptx
 from .backends.llvm.renderer import render
 from .compile import DTYPES, CompiledReduction
 from .ir.node import index_name
-from .passes import DEFAULT_PIPELINE, TARGET_PIPELINE, PassManager
+from .passes import DEFAULT_PIPELINE, PassManager
+from .schedule import FIELDS, parse_overrides, schedule as make_schedule, targets, with_env, with_sizes
 
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
@@ -42,23 +42,30 @@ class Explanation:
     program: object  # the final Program
     outputs: dict  # emitted form -> text (bytes for "obj")
     timings: list  # (stage, seconds): parse, each pass, then the backend stages run
+    schedule: object = None  # how the program runs on the target (keomlir.schedule.Schedule)
 
     @property
     def ir(self):
         return self.stages[-1].text
 
     def __str__(self):
-        return "\n\n".join(f"{stage_header(s.name)}\n{s.text}" for s in self.stages)
+        stages = [f"{stage_header(s.name)}\n{s.text}" for s in self.stages]
+        return "\n\n".join(stages + [f"{SCHEDULE_HEADER}\n{self.schedule.text()}"])
 
     def _repr_markdown_(self):
         parts = [f"**{s.name}** ({s.seconds * 1e3:.2f} ms)\n```\n{s.text}\n```" for s in self.stages]
+        parts.append(f"**schedule**\n```\n{self.schedule.text()}\n```")
         parts += [f"**{form}**\n```\n{text}\n```" for form, text in self.outputs.items()
                   if isinstance(text, str) and form != "ir"]
         return "\n\n".join(parts)
 
     def to_dict(self):
-        return {"stages": [dataclasses.asdict(s) for s in self.stages],
+        return {"stages": [dataclasses.asdict(s) for s in self.stages], "schedule": dict(
+                    (name, FIELDS[name].show(value)) for name, value in self.schedule.fields()),
                 "outputs": dict(self.outputs), "timings": [list(t) for t in self.timings]}
+
+
+SCHEDULE_HEADER = "// ----- schedule ----- //"
 
 
 def stage_header(name):
@@ -66,18 +73,34 @@ def stage_header(name):
 
 
 def pass_names(passes):
-    """None: the default pipeline, then the host's scheduling (tiling); "a,b" or a list
-    of names: exactly those, in order."""
+    """None: the default pipeline; "a,b" or a list of names: exactly those, in order."""
     if passes is None:
-        return list(DEFAULT_PIPELINE + TARGET_PIPELINE)
+        return list(DEFAULT_PIPELINE)
     if isinstance(passes, str):
         passes = passes.split(",")
     return [p.strip() for p in passes if p.strip()]
 
 
+def _target(target, forms):
+    """The Target the forms are made for: `target` (a name or a Target), else the host, or
+    sm_80 for PTX alone; a GPU target makes PTX only, a CPU target everything else."""
+    gpu_only = "ptx" in forms and not NEEDS_LLVM.intersection(forms)
+    found = targets.target(target if target is not None else "sm_80" if gpu_only else "host")
+    if found.kind == "gpu" and NEEDS_LLVM.intersection(forms):
+        raise ValueError(f"emit {'/'.join(sorted(NEEDS_LLVM.intersection(forms)))}: {found.name} is a GPU "
+                         f"target, whose code is ptx")
+    if found.kind == "cpu" and "ptx" in forms:
+        raise ValueError(f"emit ptx: {found.name} is a CPU target; name a GPU architecture (--target sm_90)")
+    return found
+
+
 def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2=None,
-            dtype="float32", passes=None, emit=("ir",)):
-    """Compile `formula` as far as the forms in `emit` require and return every stage.
+            dtype="float32", passes=None, emit=("ir",), target=None, schedule=None, sizes=None):
+    """Compile `formula` as far as the forms in `emit` require and return every stage, with
+    the schedule of the program on `target` (a name, see `keomlir.schedule.names()`; default:
+    the host, or sm_80 for PTX alone) as the runtimes make it: $KEOMLIR_SCHEDULE's and
+    `schedule`'s overrides applied, with the fields of a call of `sizes` = (M, N) if given.
+    PTX is the very text the GPU runtime loads, and `asm` for another CPU is cross-compiled.
 
     Raises the library's SyntaxError/ValueError/TypeError for user errors and
     NotImplementedError for a form whose backend is missing.
@@ -88,15 +111,24 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         raise ValueError(f"emit: unknown form {', '.join(map(repr, bad))}; expected one of {', '.join(EMIT_FORMS)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    tgt = _target(target, forms)
+    overrides = parse_overrides(schedule)
     stages = []
-    manager = PassManager(pass_names(passes), target=cpu.host_target(),
+    manager = PassManager(pass_names(passes),
                           on_stage=lambda name, program, dt: stages.append(Stage(name, program.text(), dt)))
     t0 = time.perf_counter()
     red = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=())
     stages.append(Stage("parse", red.parsed.text(), time.perf_counter() - t0))
     program = manager.run(red.parsed)
     timings = [(s.name, s.seconds) for s in stages]
-    outputs = {"ir": stages[-1].text} if "ir" in forms else {}
+    acc = red.acc_dtype(dtype)
+    if tgt.kind == "gpu":
+        sched = runner.gpu_schedule(program, dtype, tgt, overrides)
+    else:
+        sched = make_schedule(program, tgt, dtype=dtype, overrides=with_env(overrides))
+    shown = sched if sizes is None else with_sizes(sched, sizes)
+    described = f"\n{tgt.text()}" if target is not None else ""  # the descriptor of a target asked for
+    outputs = {"ir": f"{stages[-1].text}\n{shown.text()}{described}"} if "ir" in forms else {}
 
     def timed(stage, fn, *args):
         t = time.perf_counter()
@@ -105,22 +137,25 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         return result
 
     if NEEDS_LLVM.intersection(forms):
-        module = timed("LLVM IR rendering", render, program, dtype, red.acc_dtype(dtype), red.sum_scheme)
+        tm = toolchain.target_machine(tgt)
+        module = timed("LLVM IR rendering", render, program, dtype, acc, red.sum_scheme, "kernel", sched)
+        if tgt.triple != targets.detect_host().triple:  # cross-compiled
+            module.triple, module.data_layout = tgt.triple, str(tm.target_data)
         if "llvm" in forms:
             outputs["llvm"] = str(module)
         if NEEDS_OPT.intersection(forms):
-            mod = timed("LLVM optimization", toolchain.optimize, module)
+            mod = timed("LLVM optimization", toolchain.optimize, module, tm)
             if "llvm-opt" in forms:
                 outputs["llvm-opt"] = str(mod)
             if "obj" in forms:
-                outputs["obj"] = timed("machine code", toolchain.host_target_machine().emit_object, mod)
+                outputs["obj"] = timed("machine code", tm.emit_object, mod)
             if "asm" in forms:
-                outputs["asm"] = timed("assembly", toolchain.host_target_machine().emit_assembly, mod)
+                outputs["asm"] = timed("assembly", tm.emit_assembly, mod)
     if "ptx" in forms:
-        outputs["ptx"] = timed("NVPTX", render_ptx, program, dtype)
+        outputs["ptx"] = timed("NVPTX", runner.ptx_for, program, dtype, acc, red.sum_scheme, sched)[1]
     if "dot" in forms:
         outputs["dot"] = to_dot(program)
-    return Explanation(stages, program, outputs, timings)
+    return Explanation(stages, program, outputs, timings, shown)
 
 
 def _quote(text):

@@ -50,15 +50,21 @@ def _check_half(arrays, names, n_rows, n_cols, rows_word, cols_word):
                              f"most one block)")
 
 
-def check_ranges(ranges, n_rows_i, n_rows_j):
-    """pykeops's block-sparse `ranges`: a 6-tuple (ranges_i, slices_i, redranges_j,
-    ranges_j, slices_j, redranges_i) of integer arrays, checked against M = n_rows_i
-    and N = n_rows_j so that no kernel reads out of bounds.  Returns int64 arrays."""
+def ranges_arrays(ranges):
+    """The six arrays of a `ranges` 6-tuple as int64 NumPy arrays (TypeError or
+    ValueError naming the entry when it is not one); their values are not checked."""
     if not isinstance(ranges, (tuple, list)) or len(ranges) != 6:
         raise ValueError("ranges: expected None or a 6-tuple (ranges_i, slices_i, redranges_j, ranges_j, "
                          f"slices_j, redranges_i) of integer arrays, got {type(ranges).__name__}"
                          f"{' of length ' + str(len(ranges)) if isinstance(ranges, (tuple, list)) else ''}")
-    arrays = [_integer_array(a, f"ranges[{k}] ({name})") for k, (a, name) in enumerate(zip(ranges, RANGES_NAMES))]
+    return [_integer_array(a, f"ranges[{k}] ({name})") for k, (a, name) in enumerate(zip(ranges, RANGES_NAMES))]
+
+
+def check_ranges(ranges, n_rows_i, n_rows_j):
+    """pykeops's block-sparse `ranges`: a 6-tuple (ranges_i, slices_i, redranges_j,
+    ranges_j, slices_j, redranges_i) of integer arrays, checked against M = n_rows_i
+    and N = n_rows_j so that no kernel reads out of bounds.  Returns int64 arrays."""
+    arrays = ranges_arrays(ranges)
     names = [f"ranges[{k}] ({name})" for k, name in enumerate(RANGES_NAMES)]
     _check_half(arrays[:3], names[:3], n_rows_i, n_rows_j, "i rows", "j rows")
     _check_half(arrays[3:], names[3:], n_rows_j, n_rows_i, "j rows", "i rows")

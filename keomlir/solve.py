@@ -21,12 +21,14 @@ Var node (LazyTensor.solve), so nothing is printed or parsed again.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .arrays import NUMPY, adapter_for
 from .calls import as_columns, batch_plan, run_batched
 from .grammar import parse_formula
-from .ir import to_formula
+from .ir import make, to_formula
 from .passes import DEFAULT_PIPELINE
 
 __all__ = ["ConvergenceError", "KernelSolve", "conjugate_gradient", "solve_arrays"]
@@ -158,17 +160,19 @@ class _SolveCore:
         self.varinvpos, self.varinvdim = pos, dim
         self.separable = _separable(red.formula, pos)
         self.label = f"KernelSolve({formula_text}, unknown {unknown_text})"
+        # the solver as text, from which KernelSolve.from_spec rebuilds an equal one
+        self.spec = json.dumps(["KernelSolve", red.spec, list(unknown.attrs), axis, formula_text, unknown_text])
 
     def check_square(self, shapes):
+        """After `check_arrays` (the rows of each index agree): as many output rows as unknown rows."""
         red = self.genred.reduction
-        rows = {0: set(), 1: set()}
+        rows = {0: [], 1: []}  # compared, not hashed: torch.compile's symbolic sizes do not hash
         for (pos, dim, cat), shape in zip(red.kernel_arguments, shapes):
             if cat in (0, 1) and len(shape) == 2:
-                rows[cat].add(shape[0])
-        if len(rows[0]) == 1 and len(rows[1]) == 1 and rows[0] != rows[1]:
-            n_out, n_unknown = rows[0].pop(), rows[1].pop()
-            raise ValueError(f"{self.label}: the system must be square, but the output has {n_out} rows and the "
-                             f"unknown {n_unknown} rows")
+                rows[cat].append(shape[0])
+        if rows[0] and rows[1] and rows[0][0] != rows[1][0]:
+            raise ValueError(f"{self.label}: the system must be square, but the output has {rows[0][0]} rows and "
+                             f"the unknown {rows[1][0]} rows")
 
 
 def _unknown_of(red, varinvalias):
@@ -242,9 +246,29 @@ class KernelSolve:
     def from_ir(cls, formula, unknown, axis, names=None, **options):
         """The solver of the IR formula F, linear in the Var node `unknown`; `names`
         ({alias: Var}) and the compile options as in Genred.from_ir."""
+        return cls.from_genred(cls.genred_class.from_ir(formula, None, "Sum", axis, None, names, **options),
+                               unknown, axis)
+
+    @classmethod
+    def from_genred(cls, genred, unknown, axis):
+        """The solver of a Sum `genred` of the front end, linear in the Var node `unknown`."""
         self = cls.__new__(cls)
-        genred = cls.genred_class.from_ir(formula, None, "Sum", axis, None, names, **options)
-        self.core = _SolveCore(genred, unknown, axis, repr(to_formula(formula)), repr(to_formula(unknown)))
+        self.core = _SolveCore(genred, unknown, axis, repr(to_formula(genred.reduction.formula)),
+                               repr(to_formula(unknown)))
+        return self
+
+    @classmethod
+    def from_spec(cls, spec):
+        """The solver of a `spec` text (`core.spec`: its Genred's spec, unknown, axis, labels)."""
+        try:
+            kind, genred_spec, attrs, axis, formula_text, unknown_text = json.loads(spec)
+        except (TypeError, ValueError):
+            kind = None
+        if kind != "KernelSolve":
+            raise ValueError(f"not a keomlir KernelSolve spec: {spec!r:.80}")
+        self = cls.__new__(cls)
+        genred = cls.genred_class.from_spec(genred_spec)
+        self.core = _SolveCore(genred, make("Var", (), tuple(attrs)), axis, formula_text, unknown_text)
         return self
 
     @property

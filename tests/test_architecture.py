@@ -15,7 +15,7 @@ MAX_LINES = 800
 LAYERS = {
     "_version": 0,
     "ir": 1,
-    "grammar": 2, "passes": 2,
+    "grammar": 2, "passes": 2, "schedule": 2,
     "backends": 3,
     "ranges": 4, "config": 4, "compile": 4,
     "calls": 5, "arrays": 5, "lazy": 5, "solve": 5, "cluster": 5,

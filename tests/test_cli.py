@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import keomlir
-from keomlir.passes import DEFAULT_PIPELINE, PASSES, TARGET_PIPELINE
+from keomlir.passes import DEFAULT_PIPELINE, PASSES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GAUSS = ["Exp(-SqDist(x,y))*b", "-a", "x = Vi(3)", "-a", "y = Vj(3)", "-a", "b = Vj(1)"]
@@ -78,8 +78,17 @@ def test_emit_ptx():
 
 def test_print_ir_after_all_has_one_header_per_stage():
     out = ok("ir", *GAUSS, "--print-ir-after-all")
-    assert HEADER.findall(out) == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE]
-    assert out.count("reduce Sum over j") == 1 + len(DEFAULT_PIPELINE + TARGET_PIPELINE)
+    assert HEADER.findall(out) == ["parse", *DEFAULT_PIPELINE]
+    assert out.count("reduce Sum over j") == 1 + len(DEFAULT_PIPELINE)
+
+
+def test_target_schedule_and_sizes():
+    out = ok("ir", *GAUSS, "--target", "x86-64-v3", "--schedule", "rows=2,sum_block=128", "--sizes", "20000,1000")
+    assert "schedule:\n  target = x86-64-v3\n" in out and "\n  vector_bits = 256\n" in out
+    assert "\n  rows = 2\n  sum_block = 128\n" in out and "\n  thread_strategy = rows\n" in out
+    assert "\ntarget: x86-64-v3\n  kind = cpu\n" in out and "l2_bytes = 512KiB" in out
+    err = user_error("ir", *GAUSS, "--schedule", "rows=2,rowz=1")
+    assert "unknown field 'rowz'; settable fields: strategy, " in err
 
 
 def test_passes_runs_exactly_the_named_passes():
@@ -116,7 +125,7 @@ def test_time_passes_table():
     r = keomlir_cmd("ir", *GAUSS, "--time-passes")
     assert r.returncode == 0 and r.stdout.startswith("reduce Sum")
     stages = [line.split("  ")[0] for line in r.stderr.splitlines()[1:]]
-    assert stages == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE, "LLVM IR rendering", "LLVM optimization", "machine code",
+    assert stages == ["parse", *DEFAULT_PIPELINE, "LLVM IR rendering", "LLVM optimization", "machine code",
                       "total"]
 
 
@@ -124,7 +133,7 @@ def test_help_mentions_every_option():
     top = ok("--help")
     sub = ok("ir", "--help")
     for option in ["-a", "--reduction", "--axis", "--opt-arg", "--formula2", "--dtype", "--passes",
-                   "--print-ir-after-all", "--emit", "--time-passes"]:
+                   "--print-ir-after-all", "--emit", "--time-passes", "--target", "--schedule", "--sizes"]:
         assert option in top and option in sub
     for form in ["llvm-opt", "asm", "ptx", "dot"]:
         assert form in sub
@@ -192,15 +201,16 @@ def test_info_sees_the_driver_the_gpu_runtime_loads(monkeypatch):
 def test_explain_from_python():
     ex = keomlir.explain("Exp(-SqDist(x,y))*b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=0,
                          emit=("ir", "llvm", "dot"))
-    assert [s.name for s in ex.stages] == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE]
-    assert ex.ir == ex.program.text() == ex.outputs["ir"]
+    assert [s.name for s in ex.stages] == ["parse", *DEFAULT_PIPELINE]
+    assert ex.ir == ex.program.text() and ex.outputs["ir"] == f"{ex.ir}\n{ex.schedule.text()}"
     assert "x=Var(0,3,j)" in ex.ir  # axis 0: the kernel reduces over the x_i
     assert "define" in ex.outputs["llvm"] and ex.outputs["dot"].startswith("digraph")
-    assert [name for name, _ in ex.timings] == ["parse", *DEFAULT_PIPELINE, *TARGET_PIPELINE, "LLVM IR rendering"]
+    assert [name for name, _ in ex.timings] == ["parse", *DEFAULT_PIPELINE, "LLVM IR rendering"]
     assert str(ex).startswith("// ----- IR after parse ----- //")
     assert "**cse**" in ex._repr_markdown_()
     d = ex.to_dict()
     assert d["stages"][0]["name"] == "parse" and set(d["outputs"]) == {"ir", "llvm", "dot"}
+    assert d["schedule"]["target"] == "host" and d["schedule"]["strategy"] == "lanes"
 
     ex = keomlir.explain("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "ArgKMin", opt_arg=4, passes="",
                          emit="asm", dtype="float64")

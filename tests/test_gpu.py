@@ -27,6 +27,8 @@ from keomlir.backends.cuda.plan import plan
 from keomlir.backends.llvm import nvptx
 from keomlir.compile import CompiledReduction as Reduction
 from keomlir.numpy import Genred
+from keomlir.schedule import gpu, schedule
+from keomlir.schedule.choose import MERGE_BLOCK
 
 from conftest import assert_close
 
@@ -159,7 +161,7 @@ def test_ptxas_fast_math_and_large_dimension(tmp_path):
     assert all("error" not in rep.lower() for rep in reports)
     assert "ex2.approx" in nvptx.render_ptx(r.program, "float32", fast_math=True)
     big = Reduction("Exp(-SqDist(x,y)) * Sum(b)", ["x = Vi(200)", "y = Vj(200)", "b = Vj(100)"], "Sum", 1)
-    config = nvptx.config_for(big.program, "float64")
+    config = schedule(big.program, gpu("sm_80"), dtype="float64")
     assert config.stage and config.tile == 48 * 1024 // (300 * 8) < config.block  # fewer j than threads
     assemble_all(big.program, tmp_path, "large-dim")
 
@@ -180,7 +182,7 @@ def test_ptx_structure():
 def test_large_dimension_path_reads_global_memory():
     """A j row above the 48 KiB of shared memory is not staged."""
     big = Reduction("Exp(-SqDist(x,y))", ["x = Vi(12289)", "y = Vj(12289)"], "Sum", 1)
-    config = nvptx.config_for(big.program, "float32")
+    config = schedule(big.program, gpu("sm_80"), dtype="float32")
     assert not config.stage
     ptx = nvptx.render_ptx(big.program, "float32")
     assert "ld.shared" not in ptx and "bar.sync" not in ptx
@@ -188,9 +190,9 @@ def test_large_dimension_path_reads_global_memory():
 
 def test_block_shrinks_to_fit_shared_memory():
     mid = Reduction("Exp(-SqDist(x,y))", ["x = Vi(60)", "y = Vj(60)"], "Sum", 1)
-    assert nvptx.config_for(mid.program, "float32").block == 128  # 256 * 60 * 4 > 48 KiB
-    assert nvptx.config_for(mid.program, "float64").block == 64
-    assert nvptx.config_for(mid.program, "float64").tile == 64  # one j row per thread
+    assert schedule(mid.program, gpu("sm_80"), dtype="float32").block == 128  # 256 * 60 * 4 > 48 KiB
+    assert schedule(mid.program, gpu("sm_80"), dtype="float64").block == 64
+    assert schedule(mid.program, gpu("sm_80"), dtype="float64").tile == 64  # one j row per thread
 
 
 def test_bad_arch():
@@ -370,7 +372,7 @@ def test_gpu_math_special_values():
 
 
 def _info(block=256, slots=3):
-    return nvptx.KernelInfo(block, nvptx.MERGE_BLOCK, slots, True, 0, block)
+    return nvptx.KernelInfo(block, MERGE_BLOCK, slots, True, 0, block)
 
 
 def test_plan_many_rows_is_one_d():
@@ -591,19 +593,17 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     assert_close(out.numpy(), want, "float64")
 
 
-def test_the_gpu_key_does_not_depend_on_the_host_tiling(monkeypatch, rng):
-    """The CPU backend tiles for the host on its own copy; the GPU path (here the
-    simulator, through the same key) keys on the compile entry's untiled program,
-    whether or not the CPU ran first."""
+def test_the_gpu_key_does_not_depend_on_the_host_schedule(monkeypatch, rng):
+    """Scheduling for the host rewrites no program: the GPU path (here the simulator,
+    through the same key) keys on the compile entry's program, whether or not the CPU ran first."""
     r = _reduction("Sum", 1)
-    assert r.program.tiling is None  # the generic pipeline does not tile
-    assert cpu.schedule(r.program).tiling is not None  # the host's schedule, the CPU backend's own
     args = _args(rng, "float32")
-    config = nvptx.config_for(r.program, "float32")
-    before = runner.ptx_key(r.launch(args), "sm_80", config)
+    sched = schedule(r.program, gpu("sm_80"), dtype="float32")
+    before = runner.ptx_key(r.program, "float32", "float32", r.sum_scheme, sched)
+    assert cpu.kernel_schedule(r.program, "float32").strategy == "lanes"  # the host's schedule
     r.run_numpy(args, "CPU")
-    assert r.program.tiling is None and r.launch(args).program.tiling is None
-    assert runner.ptx_key(r.launch(args), "sm_80", config) == before
+    assert r.launch(args).program is r.program
+    assert runner.ptx_key(r.program, "float32", "float32", r.sum_scheme, sched) == before
     keyed, kernel_key = [], cache.kernel_key
     monkeypatch.setattr(cache, "kernel_key", lambda program, target, **o: keyed.append(program)
                         or kernel_key(program, target, **o))

@@ -16,6 +16,8 @@ from keomlir.backends import cuda
 from keomlir.backends.cuda.plan import plan
 from keomlir.backends.llvm import nvptx
 from keomlir.compile import CompiledReduction as Reduction
+from keomlir.schedule import gpu, schedule
+from keomlir.schedule.choose import WIDE_BLOCK
 
 from conftest import assert_close
 from test_gpu import ARCHS, DTYPES, assemble, needs_ptxas
@@ -129,8 +131,8 @@ def test_wide_j_rows_share_smaller_tiles():
     """Tiles of as many j rows as fit 48 KiB (fewer than threads), their size in the header,
     and 2-D plans in whole tiles."""
     r = _reduction("all_wide", 300)
-    config = nvptx.config_for(r.program, "float32")
-    assert (config.block, config.stage, config.tile) == (nvptx.WIDE_BLOCK, True, 48 * 1024 // (600 * 4))
+    config = schedule(r.program, gpu("sm_80"), dtype="float32")
+    assert (config.block, config.stage, config.tile) == (WIDE_BLOCK, True, 48 * 1024 // (600 * 4))
     info = nvptx.KernelInfo.from_header(nvptx.render_ptx(r.program, "float32").split("\n", 1)[0])
     assert (info.block, info.tile, info.shared_bytes) == (config.block, config.tile, config.tile * 600 * 4)
     assert info.state_slots == 3 * 300  # total, compensation and block sum of 300 components

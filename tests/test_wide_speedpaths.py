@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from keomlir.backends import cpu
-from keomlir.backends.llvm import renderer
-from keomlir.passes.tiling import COLUMN_BLOCK, COLUMN_ROWS, CONTRACT_ROWS
+from keomlir.schedule.choose import CHUNK_ROWS, COLUMN_ROWS, CONTRACT_ROWS
 from keomlir.numpy import Genred
 
 from conftest import assert_close
@@ -17,7 +16,7 @@ from test_ranges import mask_of, random_ranges
 AXES = pytest.mark.parametrize("axis", [0, 1])
 DTYPES = pytest.mark.parametrize("dtype", ["float32", "float64"])
 # 2 chunks of rows and a tail tile; several j blocks (D = 200: 640 or 320 j per block) and a lane tail
-M, N, D = renderer.CHUNK_ROWS + 3 * CONTRACT_ROWS + 5, 1413, 200
+M, N, D = CHUNK_ROWS + 3 * CONTRACT_ROWS + 5, 1413, 200
 
 
 def _genred(formula, aliases, reduction, axis, **kw):
@@ -36,16 +35,19 @@ def _data(seed, dtype, m=M, n=N, d=D, scale=1.0):
     return x, y, b, (diff ** 2).sum(-1), x.astype(np.float64) @ y.astype(np.float64).T
 
 
-def test_tiling_records_the_micro_kernel():
+def _schedule(g):
+    return cpu.kernel_schedule(g.reduction.program, "float32")
+
+
+def test_the_schedule_names_the_micro_kernel():
     g = Genred("Exp(-SqDist(x,y)) * b", [f"x=Vi({D})", f"y=Vj({D})", "b=Vj(4)"], "Sum", axis=1)
-    tiling = cpu.schedule(g.reduction.program).tiling
-    assert tiling.contractions == 1 and tiling.rows == CONTRACT_ROWS
-    assert tiling.cache_bytes and "register-blocked" in tiling.text() and "cache blocks" in tiling.text()
+    s = _schedule(g)
+    assert (s.strategy, s.contract, s.rows) == ("contraction", ("%2",), CONTRACT_ROWS)  # %2 = SqDist(x,y)
+    assert s.cache_block and "contract = %2" in s.text() and "cache_block = " in s.text()
     knn = Genred("SqDist(x,y) * 2", [f"x=Vi({D})", f"y=Vj({D})"], "ArgKMin", axis=1, opt_arg=5)
-    assert cpu.schedule(knn.reduction.program).tiling.rows == 4  # unscreened K-min: 4 rows (compile time)
+    assert _schedule(knn).rows == 4  # unscreened K-min: 4 rows (compile time)
     small = Genred("Exp(-SqDist(x,y)) * b", ["x=Vi(16)", "y=Vj(16)", "b=Vj(4)"], "Sum", axis=1)
-    small_tiling = cpu.schedule(small.reduction.program).tiling
-    assert (small_tiling.contractions, small_tiling.cache_bytes) == (0, 0)
+    assert (_schedule(small).strategy, _schedule(small).contract, _schedule(small).cache_block) == ("lanes", (), 0)
 
 
 @AXES
@@ -129,7 +131,7 @@ def test_far_from_origin_stays_exact():
 @AXES
 @DTYPES
 def test_wide_right_hand_side_in_column_blocks(width, axis, dtype):
-    """K @ B with B of many columns: one kernel of at most COLUMN_BLOCK columns called on
+    """K @ B with B of many columns: one kernel of at most `column_block` columns called on
     each block (the last one zero-padded), b row-major, with a j split, block-sparse ranges,
     both axes, tails of rows, of j vectors and of column vectors."""
     rng = np.random.default_rng(width)
@@ -137,9 +139,9 @@ def test_wide_right_hand_side_in_column_blocks(width, axis, dtype):
     x, y = rng.normal(size=(m, 3)).astype(dtype), rng.normal(size=(n, 3)).astype(dtype)
     b = rng.normal(size=(n, width)).astype(dtype)
     g = _genred("Exp(-SqDist(x,y)) * b", ["x = i(3)", "y = j(3)", f"b = j({width})"], "Sum", axis)
-    tiling = cpu.schedule(g.reduction.program).tiling
-    assert tiling.columns and tiling.columns[1] <= COLUMN_BLOCK and tiling.columns[1] % 16 == 0
-    assert "row-major" in tiling.text()
+    s = _schedule(g)
+    blocks = -(-width // s.column_block)  # equal blocks of a multiple of 16 columns, covering the width
+    assert (s.strategy, s.column_arg, s.column_block % 16) == ("columns", 2, 0) and blocks * s.column_block < width + 16 * blocks
     K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
     assert_close(g(x, y, b), K @ b.astype(np.float64), dtype)
     if axis == 1:
@@ -164,7 +166,8 @@ def test_column_micro_kernel_sum_schemes(scheme, dtype, acc):
     b = rng.normal(size=(n, width)).astype(dtype)
     g = Genred("Exp(-SqDist(x,y)) * b", [f"x = Vi({d})", f"y = Vj({d})", f"b = Vj({width})"], "Sum", axis=1,
                sum_scheme=scheme, dtype_acc=acc)
-    assert cpu.schedule(g.reduction.program).tiling.columns == (2, 304)
+    s = _schedule(g)
+    assert (s.column_arg, s.column_block) == (2, 304) or s.target.l2_bytes < 1 << 20  # one block covers 300
     K = np.exp(-((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1))
     assert_close(g(x, y, b), K @ b.astype(np.float64), dtype)
     ranges = random_ranges(np.random.default_rng(2), m, n)
@@ -198,9 +201,9 @@ def test_column_blocks_share_one_kernel_across_widths():
         keys.add(g.reduction.kernel("float32").stats["key"])
     assert len(keys) == 1
     g = Genred("Exp(-SqDist(x,y)) * b + b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(100)"], "Sum", axis=1)
-    assert not cpu.schedule(g.reduction.program).tiling.columns
+    assert _schedule(g).strategy == "lanes" and not _schedule(g).column_block
     g = Genred("Exp(-SqDist(x,y) * Sum(b)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(100)"], "Sum", axis=1)
-    assert not cpu.schedule(g.reduction.program).tiling.columns
+    assert _schedule(g).strategy == "lanes" and not _schedule(g).column_block
 
 
 # ---- K-min of SqDist(x,y) screened by the expanded form, exact values for the j that may enter ----
@@ -219,17 +222,16 @@ def _assert_neighbours(idx, d2, dtype):
     np.testing.assert_array_equal(idx[clear], want[clear])
 
 
-def test_tiling_screens_k_min_of_sqdist_only():
-    def tiling(formula, reduction, **kw):
-        g = Genred(formula, [f"x=Vi({D})", f"y=Vj({D})"], reduction, axis=1, **kw)
-        return cpu.schedule(g.reduction.program).tiling
+def test_the_schedule_screens_k_min_of_sqdist_only():
+    def sched(formula, reduction, **kw):
+        return _schedule(Genred(formula, [f"x=Vi({D})", f"y=Vj({D})"], reduction, axis=1, **kw))
 
     for red in ("KMin", "ArgKMin", "KMin_ArgKMin"):
-        t = tiling("SqDist(x,y)", red, opt_arg=3)
-        assert t.screen and "screened" in t.text() and t.rows == CONTRACT_ROWS
+        s = sched("SqDist(x,y)", red, opt_arg=3)
+        assert s.screen and "strategy = screened" in s.text() and s.rows == CONTRACT_ROWS
     for formula, red, kw in [("SqDist(x,y) * 2", "ArgKMin", {"opt_arg": 3}), ("-(x|y)", "ArgKMin", {"opt_arg": 3}),
                              ("SqDist(x,y)", "ArgMin", {}), ("SqDist(x,y)", "Sum", {})]:
-        assert not tiling(formula, red, **kw).screen
+        assert not sched(formula, red, **kw).screen
 
 
 @AXES

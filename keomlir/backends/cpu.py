@@ -2,13 +2,14 @@
 
 Compiled kernels are cached in memory and on disk (object code, see
 `cache.py`); a cached kernel loads without any LLVM optimization or code
-generation.  Calls split the rows i over threads; ctypes releases the GIL
-during the foreign call, so the threads run in parallel.
+generation.  Calls split the rows i (or, for few rows, j) over threads; ctypes
+releases the GIL during the foreign call, so the threads run in parallel.  Each
+thread's share runs in chunks that Ctrl-C stops (`threads.py`); a forked child
+makes its own threads and keeps the kernels compiled before the fork.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import functools
 import os
@@ -17,22 +18,26 @@ import time
 
 import numpy as np
 
-from ..passes import TARGET_PIPELINE, PassManager, Target
-from . import cache
+from ..schedule import host, schedule, with_env
+from ..schedule.record import ENV as SCHEDULE_ENV
+from ..schedule.targets import ENV as TARGET_ENV
+from . import cache, threads
 from .llvm import toolchain
-from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME, RANGES_NAME,
-                            RESUME_NAME, render)
+from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
+                            RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
 
 _lock = threading.Lock()
-_kernels: dict[tuple, "CpuKernel"] = {}  # (program, dtype, acc, scheme, variant) -> kernel
+# held across fork: a child must not inherit it locked, nor LLVM in the middle of a compilation
+os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_lock.release)
+# (program, dtype, acc, scheme, variant, schedule overrides, $KEOMLIR_TARGET, $KEOMLIR_SCHEDULE) -> kernel
+_kernels: dict[tuple, "CpuKernel"] = {}
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`, `resume`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
 _MERGE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _PTR, _PTR)
 _CELLS_TYPE = ctypes.CFUNCTYPE(_I64)
 _RANGES_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR)
-MIN_PAIRS_PER_THREAD = 1 << 16
-SPLIT_J_BELOW_ROWS = 64  # fewer rows than this per thread: split j instead
+MAX_CHUNK_PAIRS = 1 << 26  # the most pairs a call's smallest chunk may hold (else j is cut too)
 
 _num_threads = None
 
@@ -54,20 +59,10 @@ def num_threads():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-@functools.lru_cache(maxsize=None)
-def _pool(n):
-    return concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="keomlir")
-
-
-@functools.lru_cache(maxsize=None)
-def host_target():
-    """The host CPU as the tiling pass sees it (its SIMD width) and as cache keys name it."""
-    return Target(toolchain.host_target_id(), toolchain.host_vector_bits())
-
-
-def schedule(program):
-    """`program` tiled for the host (the target-aware end of the pass pipeline)."""
-    return PassManager(list(TARGET_PIPELINE), target=host_target()).run(program)
+def kernel_schedule(program, dtype, overrides=()):
+    """The schedule of `program`'s host kernels for `dtype`: the host's (`schedule.host`),
+    $KEOMLIR_SCHEDULE's overrides, then `overrides`."""
+    return schedule(program, host(), dtype=dtype, overrides=with_env(overrides))
 
 
 class CpuKernel:
@@ -75,11 +70,11 @@ class CpuKernel:
     The other variants of the program (the functions that split j across
     threads, the block-sparse kernel) are compiled on first need."""
 
-    def __init__(self, obj: bytes, stats, variant_of=None, tiling=None):
+    def __init__(self, obj: bytes, stats, variant_of=None, schedule=None):
         self.engine = toolchain.host_engine(obj)
         self.stats = stats
         self.variant_of = variant_of  # variant name -> the CpuKernel of that variant
-        self.tiling = tiling  # the schedule it was compiled with
+        self.schedule = schedule  # the schedule it was compiled with
         address = self.engine.get_function_address
         if address(KERNEL_NAME):
             self.fn = _KERNEL_TYPE(address(KERNEL_NAME))
@@ -91,100 +86,144 @@ class CpuKernel:
             self.combine = _COMBINE_TYPE(address(COMBINE_NAME))
             self.merge = _MERGE_TYPE(address(MERGE_NAME))
             self.state_cells = _CELLS_TYPE(address(CELLS_NAME))()
+        if address(ROW_BLOCK_NAME):  # the ranges a call is best cut at (see threads.chunks)
+            self.row_block = _CELLS_TYPE(address(ROW_BLOCK_NAME))()
+            self.j_block = _CELLS_TYPE(address(J_BLOCK_NAME))()
 
     def __call__(self, arg_ptrs, out_ptrs, n_i, n_j):
+        """Rows over threads, each thread's rows in chunks (`threads.chunks`); few rows:
+        j over threads instead, each thread's j in chunks, partial states merged in order of j."""
         args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
         outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
-        threads = min(num_threads(), max(1, (n_i * max(n_j, 1)) // MIN_PAIRS_PER_THREAD))
-        if threads <= 1:
-            self.fn(0, n_i, 0, n_j, n_j, args, outs)
-        elif n_i >= threads * SPLIT_J_BELOW_ROWS:  # rows over threads
-            bounds = [n_i * t // threads for t in range(threads + 1)]
-            _run(self.fn, [(lo, hi, 0, n_j, n_j, args, outs) for lo, hi in zip(bounds[:-1], bounds[1:])])
-        else:  # few rows: j over threads, partial states merged in order of j
+        n_threads, strategy = self.schedule.thread_plan(n_i, n_j, num_threads())
+        if strategy == "split_j":
             split = self.variant_of("split_j")
-            bounds = [n_j * t // threads for t in range(threads + 1)]
+            shares = threads.bounds(n_j, n_threads, split.j_block, fallback=64)  # (whole SIMD vectors)
             part_bytes = n_i * split.state_cells * 8
-            parts = ctypes.create_string_buffer(part_bytes * threads)
+            parts = ctypes.create_string_buffer(part_bytes * len(shares))
             base = ctypes.addressof(parts)
-            _run(split.partial, [(0, n_i, lo, hi, n_j, args, base + t * part_bytes)
-                                 for t, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))])
-            split.combine(0, n_i, n_i, threads, base, outs)
+            threads.run([functools.partial(_j_chunks, split, 0, n_i, lo, hi, n_j, args, base + t * part_bytes)
+                         for t, (lo, hi) in enumerate(shares)])
+            split.combine(0, n_i, n_i, len(shares), base, outs)
+            return
+        block = self.row_block
+        shares = threads.bounds(n_i, n_threads, block)
+        if min(block, n_i) * n_j <= MAX_CHUNK_PAIRS:
+            def rows(a, b):
+                self.fn(a, b, 0, n_j, n_j, args, outs)
+
+            threads.run([functools.partial(threads.chunks, rows, lo, hi, threads.uniform(hi, n_j, block))
+                         for lo, hi in shares])
+            return
+        # rows so long that one block of them is too much work for a chunk: each block
+        # of rows reduced over j in chunks (states resumed), then finalized
+        split = self.variant_of("split_j")
+        parts = ctypes.create_string_buffer(max(n_i, 1) * split.state_cells * 8)
+        base = ctypes.addressof(parts)
+
+        def long_rows(lo, hi, stop):
+            budget = None  # (each block goes on at the pace the one before found)
+            for a in range(lo, hi, block):
+                b = min(a + block, hi)
+                budget = _j_chunks(split, a, b, 0, n_j, n_j, args, base, stop, budget)
+                if budget is None:
+                    return
+                split.combine(a, b, n_i, 1, base, outs)
+
+        threads.run([functools.partial(long_rows, lo, hi) for lo, hi in shares])
 
     def run_ranges(self, arg_ptrs, out_ptrs, n_i, n_j, ranges_i, slices_i, redranges_j):
         """The block-sparse reduction: int64 C-contiguous ranges, checked by the caller.
         Rows of no block get the reduction of an empty set; blocks run in parallel,
-        split into parts of about equal work."""
+        split into parts of about equal work, each part in chunks of blocks."""
         args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
         outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
         self.fn(0, n_i, 0, 0, n_j, args, outs)  # every row: the empty reduction
         n_blocks = len(ranges_i)
         if n_blocks == 0:
             return
-        if n_blocks < 4 * num_threads():  # few blocks: cut them into parts of rows, so every core has work
-            ranges_i, slices_i, redranges_j = _split_rows(ranges_i, slices_i, redranges_j,
-                                                          -(-4 * num_threads() // n_blocks))
+        # a block of more work than a chunk is cut into blocks of fewer rows; few blocks
+        # are cut so that every core has work
+        pieces = -(-_work(ranges_i, slices_i, redranges_j) // MAX_CHUNK_PAIRS)
+        if n_blocks < 4 * num_threads():
+            pieces = np.maximum(pieces, -(-4 * num_threads() // n_blocks))
+        if (pieces > 1).any():
+            ranges_i, slices_i, redranges_j = _split_rows(ranges_i, slices_i, redranges_j, pieces)
             n_blocks = len(ranges_i)
-        lengths = redranges_j[:, 1] - redranges_j[:, 0]
-        done = np.concatenate([[0], np.cumsum(lengths)])
-        starts = np.concatenate([[0], slices_i[:-1]])
-        work = (ranges_i[:, 1] - ranges_i[:, 0]) * (done[slices_i] - done[starts]) + 1
-        cumulative = np.cumsum(work)
-        threads = int(min(num_threads(), n_blocks, max(1, cumulative[-1] // MIN_PAIRS_PER_THREAD)))
+        cumulative = np.concatenate([[0], np.cumsum(_work(ranges_i, slices_i, redranges_j))])
+        n_threads = int(min(num_threads(), n_blocks, max(1, cumulative[-1] // self.schedule.min_pairs_per_thread)))
         # part t ends after the block whose cumulative work is closest to t/threads of the total
-        cuts = [0] + [int(np.abs(cumulative - cumulative[-1] * t / threads).argmin()) + 1
-                      for t in range(1, threads)] + [n_blocks]
+        cuts = [0] + [int(np.abs(cumulative[1:] - cumulative[-1] * t / n_threads).argmin()) + 1
+                      for t in range(1, n_threads)] + [n_blocks]
         blocks = self.variant_of("ranges").blocks
         pointers = (ranges_i.ctypes.data, slices_i.ctypes.data, redranges_j.ctypes.data)
-        calls = [(lo, hi, *pointers, n_j, args, outs) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
-        if len(calls) == 1:
-            blocks(*calls[0])
-        else:
-            _run(blocks, calls)
+
+        def run_blocks(a, b):
+            blocks(a, b, *pointers, n_j, args, outs)
+
+        extent = threads.weighted(cumulative)
+        threads.run([functools.partial(threads.chunks, run_blocks, lo, hi, extent)
+                     for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo])
 
 
-def _split_rows(ranges_i, slices_i, redranges_j, parts):
-    """The same block-sparse reduction with every block cut into up to `parts` blocks of
+def _j_chunks(split, i0, i1, j0, j1, n_j, args, part, stop, budget=None):
+    """Rows [i0, i1) of the split_j variant reduced over [j0, j1) into `part` in chunks of j,
+    each continuing the states the one before left; as `threads.chunks`."""
+    resume = False
+
+    def columns(a, b):
+        nonlocal resume
+        (split.resume if resume else split.partial)(i0, i1, a, b, n_j, args, part)
+        resume = True
+
+    return threads.chunks(columns, j0, j1, threads.uniform(j1, i1 - i0, split.j_block), stop, budget)
+
+
+def _work(ranges_i, slices_i, redranges_j):
+    """The pairs of each block (plus one, the cost of a block of no work)."""
+    lengths = redranges_j[:, 1] - redranges_j[:, 0]
+    done = np.concatenate([[0], np.cumsum(lengths)])
+    starts = np.concatenate([[0], slices_i[:-1]])
+    return (ranges_i[:, 1] - ranges_i[:, 0]) * (done[slices_i] - done[starts]) + 1
+
+
+def _split_rows(ranges_i, slices_i, redranges_j, pieces):
+    """The same block-sparse reduction with block k cut into up to pieces[k] blocks of
     consecutive rows, each with a copy of the block's j intervals."""
-    new_ranges, new_slices, new_intervals, end = [], [], [], 0
-    first = 0
-    for (lo, hi), last in zip(ranges_i.tolist(), slices_i.tolist()):
-        intervals = redranges_j[first:last]
-        first = last
-        pieces = max(1, min(parts, hi - lo))
-        bounds = [lo + (hi - lo) * p // pieces for p in range(pieces + 1)]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            new_ranges.append((a, b))
-            new_intervals.append(intervals)
-            end += len(intervals)
-            new_slices.append(end)
-    return (np.array(new_ranges, dtype=np.int64).reshape(-1, 2), np.array(new_slices, dtype=np.int64),
-            np.ascontiguousarray(np.concatenate(new_intervals), dtype=np.int64).reshape(-1, 2))
+    lo, hi = ranges_i[:, 0], ranges_i[:, 1]
+    pieces = np.clip(pieces, 1, np.maximum(hi - lo, 1))
+    block = np.repeat(np.arange(len(ranges_i)), pieces)  # the block each piece comes from
+    q = np.arange(len(block)) - np.repeat(np.cumsum(pieces) - pieces, pieces)  # its place in the block
+    rows, n = (hi - lo)[block], pieces[block]
+    new_ranges = np.stack([lo[block] + rows * q // n, lo[block] + rows * (q + 1) // n], axis=1)
+    starts = np.concatenate([[0], slices_i[:-1]])
+    counts = (slices_i - starts)[block]
+    new_slices = np.cumsum(counts)
+    first = np.repeat(starts[block] - (new_slices - counts), counts)  # a piece's interval -> the block's
+    new_intervals = redranges_j[first + np.arange(new_slices[-1] if len(new_slices) else 0)]
+    return (np.ascontiguousarray(new_ranges, dtype=np.int64), np.ascontiguousarray(new_slices, dtype=np.int64),
+            np.ascontiguousarray(new_intervals, dtype=np.int64).reshape(-1, 2))
 
 
-def _run(fn, calls):
-    futures = [_pool(len(calls)).submit(fn, *c) for c in calls]
-    for f in futures:
-        f.result()
-
-
-def _build(program, dtype, acc_dtype, sum_scheme, variant):
-    """Object code for `program`, with the time of each stage."""
+def _build(program, dtype, acc_dtype, sum_scheme, variant, sched):
+    """Object code for `program` run as `sched` says, with the time of each stage."""
     t0 = time.perf_counter()
-    module = render(program, dtype, acc_dtype, sum_scheme, variant)
+    module = render(program, dtype, acc_dtype, sum_scheme, variant, sched)
     t1 = time.perf_counter()
-    mod = toolchain.optimize(module)
+    tm = toolchain.target_machine(sched.target)
+    mod = toolchain.optimize(module, tm)
     t2 = time.perf_counter()
-    obj = toolchain.host_target_machine().emit_object(mod)
+    obj = tm.emit_object(mod)
     t3 = time.perf_counter()
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
-def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
-    """The CpuKernel of a target-independent `program` (one variant, see
-    renderer.VARIANTS): from memory (keyed by the hash-consed IR), from disk (keyed
-    by the IR text of the program tiled for the host), or freshly compiled."""
-    memo = (program, dtype, acc_dtype, sum_scheme, variant)
+def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", overrides=()):
+    """The CpuKernel of a target-independent `program` (one variant, see renderer.VARIANTS) run as
+    `kernel_schedule` says: from memory (keyed by the hash-consed IR), from disk (keyed by the
+    IR text, the target and the schedule), or freshly compiled."""
+    memo = (program, dtype, acc_dtype, sum_scheme, variant, overrides, os.environ.get(TARGET_ENV),
+            os.environ.get(SCHEDULE_ENV))
     kernel = _kernels.get(memo)
     if kernel is not None:
         return kernel
@@ -193,32 +232,38 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
         if kernel is not None:
             return kernel
         t0 = time.perf_counter()
-        tiled = schedule(program)
-        key = cache.kernel_key(tiled, host_target().name, dtype=dtype, acc=acc_dtype, scheme=sum_scheme,
-                               variant=variant)
-        siblings = functools.partial(compile_program, program, dtype, acc_dtype, sum_scheme)
+        sched = kernel_schedule(program, dtype, overrides)
+        key = cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=dtype, acc=acc_dtype,
+                               scheme=sum_scheme, variant=variant, schedule=sched.key())
+        siblings = functools.partial(_sibling, program, dtype, acc_dtype, sum_scheme, overrides)
         obj = cache.load(key)
         if obj is not None:
             try:
-                kernel = CpuKernel(obj, {"source": "disk"}, siblings, tiled.tiling)
+                kernel = CpuKernel(obj, {"source": "disk"}, siblings, sched)
             except Exception:  # passed its checksum yet does not load: rebuild it
                 kernel = None
         if kernel is None:
-            obj, stats = _build(tiled, dtype, acc_dtype, sum_scheme, variant)
+            obj, stats = _build(program, dtype, acc_dtype, sum_scheme, variant, sched)
             cache.store(key, obj)
-            kernel = CpuKernel(obj, stats, siblings, tiled.tiling)
+            kernel = CpuKernel(obj, stats, siblings, sched)
         kernel.stats["total_s"] = time.perf_counter() - t0
         kernel.stats["key"] = key
         _kernels[memo] = kernel
         return kernel
 
 
+def _sibling(program, dtype, acc_dtype, sum_scheme, overrides, variant):
+    return compile_program(program, dtype, acc_dtype, sum_scheme, variant, overrides)
+
+
 def run(launch, arrays):
     """Run a checked Launch on NumPy arrays on the host; returns the outputs."""
-    kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme)
-    columns = kernel.tiling.columns if kernel.tiling is not None else ()
+    kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme,
+                             overrides=launch.schedule)
+    sched = kernel.schedule
+    columns = (sched.column_arg, sched.column_block) if sched.column_block else ()
     row_major = columns[0] if columns else -1
-    # j data transposed to (dim, rows) for contiguous vector loads (b of `columns` stays
+    # j data transposed to (dim, rows) for contiguous vector loads (b of the columns strategy stays
     # row-major, copied by blocks); a copy only where needed, inputs never written
     buffers = [np.ascontiguousarray(a.T if cat == 1 and p != row_major else a)
                for p, (a, cat) in enumerate(zip(arrays, launch.arg_cats))]
@@ -228,6 +273,11 @@ def run(launch, arrays):
         _column_blocks(kernel, launch, arg_ptrs, buffers, outs[0], *columns)
     else:
         _call(kernel, launch, arg_ptrs, [o.ctypes.data for o in outs])
+    # The kernel read `buffers` through raw addresses: they must live until here, so this
+    # is their last use.  A frame evaluator that drops locals after their last use (as
+    # torch.compile's Dynamo did when it traced this function) would otherwise free a
+    # transposed copy before the kernel runs, and the kernel would read freed memory.
+    del buffers
     return outs
 
 
@@ -239,7 +289,7 @@ def _call(kernel, launch, arg_ptrs, out_ptrs):
 
 
 def _column_blocks(kernel, launch, arg_ptrs, buffers, out, pos, block):
-    """A Sum of s * b (`tiling.columns`): the kernel of `block` columns of b called on each
+    """A Sum of s * b (the columns strategy): the kernel of `block` columns of b called on each
     block of b's columns, passed as a row-major (n_j, block) copy, the last one zero-padded."""
     b = buffers[pos]  # (n_j, columns)
     part = np.empty((out.shape[0], block), out.dtype)

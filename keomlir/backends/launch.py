@@ -23,6 +23,7 @@ class Launch:
     n_j: int  # reduced rows
     outputs: tuple  # ((shape with the rows, 'float' or 'index'), ...)
     ranges: tuple | None = None  # the kernel's checked half of a block-sparse 6-tuple (int64)
+    schedule: tuple = ()  # the caller's schedule overrides ((field, value) pairs, see keomlir.schedule)
 
     def output_dtype(self, kind):
         return "int64" if kind == "index" else self.dtype

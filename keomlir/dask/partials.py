@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -81,10 +82,10 @@ class Engine:
         self.arguments = red.kernel_arguments
         self.output_shapes = red.output_shapes
         self.split = cpu.compile_program(red.program, spec.dtype, acc, red.sum_scheme, variant="split_j")
-        # a Sum of s * b run per block of b's columns (`Tiling.columns`): a row's state is the
-        # states of its blocks side by side, each block's kernel given b's columns row-major
-        tiling = self.split.tiling
-        self.columns = tiling.columns if tiling is not None else ()
+        # a Sum of s * b run per block of b's columns (the schedule's columns strategy): a row's state
+        # is the states of its blocks side by side, each block's kernel given b's columns row-major
+        sched = self.split.schedule
+        self.columns = (sched.column_arg, sched.column_block) if sched.column_block else ()
         self.n_blocks = -(-self.arguments[self.columns[0]][1] // self.columns[1]) if self.columns else 1
         self.cells = self.split.state_cells * self.n_blocks
 
@@ -184,6 +185,15 @@ class Engine:
 
 _engines: dict[Spec, Engine] = {}
 _lock = threading.Lock()
+
+
+def _new_lock():
+    """In a forked child: a lock another thread of the parent held would never be released."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock)
 
 
 def engine(spec: Spec) -> Engine:

@@ -2,6 +2,7 @@
 
 from .node import DimensionError, Node, print_ssa, to_formula, variables  # noqa: F401
 from .ops import OPS, make  # noqa: F401
-from .program import Program, Tiling, replace_vars, swap_ij  # noqa: F401
+from .program import Program, replace_vars, swap_ij  # noqa: F401
+from . import serial  # noqa: F401
 from .reductions import REDUCTIONS  # noqa: F401
 from .verify import VerificationError, verify_program  # noqa: F401

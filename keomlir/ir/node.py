@@ -89,6 +89,20 @@ def variables(*roots):
     return [found[k] for k in sorted(found)]
 
 
+def ssa_nodes(roots):
+    """{SSA name ('%3'): node} of one or more formulas sharing a DAG, numbered as `print_ssa` prints
+    them (the names a schedule gives the nodes it chooses)."""
+    found, seen = {}, set()
+    for _, root in roots:
+        if root is None:
+            continue
+        for n in root.walk():
+            if id(n) not in seen:
+                seen.add(id(n))
+                found[f"%{len(found)}"] = n
+    return found
+
+
 def print_ssa(roots, names=None):
     """Stable SSA text of one or more formulas sharing a DAG: one line a node."""
     lines, ids = [], {}

@@ -13,6 +13,7 @@ import operator
 
 import numpy as np
 
+from ..compile import CompiledReduction
 from ..ir import variables
 from .tree import Numbering, formula_text, is_int, swap_ij, symbolic_leaves
 
@@ -74,6 +75,17 @@ class ReductionMethods:
         return tuple(self._materialize(leaves, self._dtype, self._device))
 
     # ---- reductions --------------------------------------------------------------------------------
+    @classmethod
+    def _genred(cls, formula, formula2, op, axis, opt_arg, init):
+        """The front end's Genred of a reduction of IR nodes, with the compile options
+        `init` (sorted pairs); one per IR and options."""
+        return _cached_genred(cls.genred_class, formula, formula2, op, axis, opt_arg, init)
+
+    @classmethod
+    def _solver(cls, formula, unknown, axis, init):
+        """The front end's KernelSolve of an IR formula linear in the Var node `unknown`."""
+        return _cached_solver(cls.kernel_solve_class, formula, unknown, axis, init)
+
     def _reduce(self, op, axis, dim, other=None, opt_arg=None, call=True, what=None, **kwargs):
         what = what or op
         if axis is None:
@@ -97,8 +109,9 @@ class ReductionMethods:
         _defaults(self, call_kwargs)
         other_sym = other._sym if other is not None else None
         formula, formula2, leaves, symbolic = self._ir(other_sym)
-        red = LazyReduction(type(self).genred_class, formula, formula2, op, int(axis - nb), opt_arg, init,
-                            call_kwargs, leaves, len(symbolic), meta, self)
+        genred = type(self)._genred(formula, formula2, op, int(axis - nb), opt_arg, init)
+        red = LazyReduction(genred, formula, formula2, op, int(axis - nb), opt_arg, call_kwargs, leaves,
+                            len(symbolic), meta, self)
         red.post = self._reduction_output
         if call and not symbolic and meta[3] is not None:
             return red()
@@ -219,18 +232,20 @@ class ReductionMethods:
             return kv
         return kv.reshape(-1) if len(shape) == 1 else kv
 
+    # `__matmul__` called by name: torch.compile's Dynamo turns `K @ v` with a tensor v into
+    # torch's own matmul, so these are the spelling of K @ v that compiles
     def matvec(self, v):
         """K @ v, in the dtype of K (for scipy.sparse.linalg.aslinearoperator)."""
-        return self @ self._cast(v)
+        return self.__matmul__(self._cast(v))
 
     def rmatvec(self, v):
-        return self.T @ self._cast(v)
+        return self.T.__matmul__(self._cast(v))
 
     def matmat(self, v):
-        return self @ self._cast(v)
+        return self.__matmul__(self._cast(v))
 
     def rmatmat(self, v):
-        return self.T @ self._cast(v)
+        return self.T.__matmul__(self._cast(v))
 
     def _cast(self, v):
         if self._dtype is not None and isinstance(v, np.ndarray) and str(v.dtype) != self._dtype:
@@ -296,7 +311,7 @@ class ReductionMethods:
         formula, _, leaves, symbolic = system._ir()
         init, call_kwargs = _split_kwargs(kwargs)
         _defaults(system, call_kwargs)
-        solver = _cached_solver(type(self).kernel_solve_class, formula, var._sym.ir, axis, init)
+        solver = type(self)._solver(formula, var._sym.ir, axis, init)
         red = LazySolve(solver, var._sym.value, axis, b_lazy._sym.data, leaves, symbolic, meta,
                         dict(call_kwargs, alpha=alpha, eps=eps, maxiter=maxiter, x0=x0, verbose=verbose), self)
         if call and len(symbolic) == 1 and meta[3] is not None:
@@ -343,9 +358,20 @@ def _cached_genred(genred_class, formula, formula2, op, axis, opt_arg, init):
     return genred_class.from_ir(formula, formula2, op, axis, opt_arg, _labels(formula, formula2), **dict(init))
 
 
+def genred_spec(formula, formula2, op, axis, opt_arg, init):
+    """The `spec` of the reduction `_cached_genred` builds from these arguments, without
+    building it (CompiledReduction.spec_of)."""
+    return CompiledReduction.spec_of(formula, formula2, _labels(formula, formula2), op, axis, opt_arg, **dict(init))
+
+
 @functools.lru_cache(maxsize=128)
 def _cached_solver(kernel_solve_class, formula, unknown, axis, init):
     return kernel_solve_class.from_ir(formula, unknown, axis, _labels(formula), **dict(init))
+
+
+def solver_genred_spec(formula, axis, init):
+    """The spec of the Sum reduction `_cached_solver`'s KernelSolve runs."""
+    return genred_spec(formula, None, "Sum", axis, None, init)
 
 
 def _identity(x):
@@ -356,8 +382,7 @@ class LazyReduction:
     """A reduction of a LazyTensor that still has symbolic variables (or no dtype yet):
     call it with one array per symbolic variable, in the order of their indices."""
 
-    def __init__(self, genred_class, formula, formula2, op, axis, opt_arg, init, call_kwargs, leaves, n_symbolic,
-                 meta, source):
+    def __init__(self, genred, formula, formula2, op, axis, opt_arg, call_kwargs, leaves, n_symbolic, meta, source):
         self.formula, self.formula2 = formula, formula2  # IR nodes
         self.reduction_op, self.axis, self.opt_arg = op, axis, opt_arg
         self.kwargs = call_kwargs
@@ -366,7 +391,7 @@ class LazyReduction:
         self._meta = meta
         self.ndim = source.ndim
         self._source = source
-        self.callfun = _cached_genred(genred_class, formula, formula2, op, axis, opt_arg, init)
+        self.callfun = genred
         self.post = _identity  # complex LazyTensors: real pairs back to complex arrays
 
     @property

@@ -1,13 +1,11 @@
 """Passes over the IR, in pipeline order.
 
 DEFAULT_PIPELINE is target-independent: every front end runs it once per
-reduction.  TARGET_PIPELINE schedules the result for one target; a backend
-runs it with its `Target` (the GPU's kernels schedule themselves).
+reduction.  How a program then runs on a machine is no pass: it rewrites
+nothing, and `keomlir.schedule` decides it.
 """
 
 from .manager import PASSES, Pass, PassManager, register_pass  # noqa: F401
-from . import autodiff, simplify, cse, tiling  # noqa: F401
-from .tiling import Target  # noqa: F401
+from . import autodiff, simplify, cse  # noqa: F401
 
 DEFAULT_PIPELINE = ("autodiff", "simplify", "cse")
-TARGET_PIPELINE = ("tiling",)

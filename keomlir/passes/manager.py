@@ -19,7 +19,6 @@ def register_pass(cls):
 
 class Pass:
     name = ""
-    needs_target = False  # constructed with the Target it schedules for (see tiling.py)
 
     def run(self, program):
         raise NotImplementedError
@@ -52,17 +51,13 @@ class NodePass(Pass):
 
 
 class PassManager:
-    def __init__(self, names, verify=True, on_stage=None, target=None):
+    def __init__(self, names, verify=True, on_stage=None):
         unknown = [n for n in names if n not in PASSES]
         if unknown:
             raise ValueError(
                 f"unknown pass {', '.join(unknown)}; valid passes: {', '.join(PASSES)}"
             )
-        targeted = [n for n in names if PASSES[n].needs_target]
-        if targeted and target is None:
-            raise ValueError(f"pass {', '.join(targeted)} schedules for a target: it runs in a backend (or in "
-                             f"`keomlir ir`), not in the target-independent pipeline")
-        self.passes = [PASSES[n](target) if PASSES[n].needs_target else PASSES[n]() for n in names]
+        self.passes = [PASSES[n]() for n in names]
         self.verify = verify
         self.on_stage = on_stage  # called as on_stage(name, program, seconds)
         self.timings = []

@@ -4,6 +4,8 @@ in and out, differentiable to any order.
 The backward of a reduction is itself a set of keomlir reductions whose
 formulas contain `Grad(...)`; the autodiff pass expands them and they run
 through this same autograd Function, so double backward and beyond work.
+Every call runs the custom operator `keomlir::genred` (`ops.py`), so
+`torch.compile` sees one opaque operator per reduction.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import torch
 from ..arrays import TORCH
 from ..calls import GenredBase, as_columns, batch_plan, generic_reductions, stack_batch
 from ..compile import check_backend
+from ..ir import make
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
+from ..lazy.reductions import genred_spec, solver_genred_spec
 from ..solve import ConvergenceError  # noqa: F401
+from . import ops
 from .derivatives import Derivatives, GenredFunction
 from .solve import TorchKernelSolve
 
@@ -27,9 +32,10 @@ class Genred(GenredBase):
     def _set_reduction(self, reduction):
         self.reduction = reduction
         self.derivatives = Derivatives(Genred, reduction)
+        ops.GENREDS.add(self, reduction.spec)
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
-        result = self._call(args, backend, device_id, ranges)
+        result = self._call(args, backend, device_id, ops.ranges_tensors(ranges))
         return result if out is None else _write_out(self.reduction, result, out)
 
     def _call(self, args, backend, device_id, ranges):
@@ -45,10 +51,13 @@ class Genred(GenredBase):
                 raise ValueError("ranges: block-sparse reductions with batch dimensions are not supported; "
                                  "call once per batch element")
             recat, stacked, batch_ranges, unstack = stack_batch(self.reduction, plan, args, TORCH)
-            outs = self._with_categories(recat)._call(stacked, backend, device_id, batch_ranges)
+            outs = self._with_categories(recat)._call(stacked, backend, device_id, ops.ranges_tensors(batch_ranges))
             outs = unstack(outs if isinstance(outs, tuple) else (outs,))
             return outs[0] if len(outs) == 1 else tuple(outs)
-        outs = GenredFunction.apply(self, (backend, device_id, ranges), *args)
+        if torch.compiler.is_compiling():  # Dynamo traces the operator (its backward: register_autograd)
+            outs = tuple(ops.genred(self.reduction.spec, list(args), backend, device_id, ranges or []))
+        else:  # eager: the operator inside an autograd Function, which adds forward mode and vmap rules
+            outs = GenredFunction.apply(self, (backend, device_id, ranges), *args)
         return outs[0] if len(outs) == 1 else outs
 
     def _with_categories(self, positions):
@@ -56,6 +65,9 @@ class Genred(GenredBase):
         (a batched call's parameters that vary over the batch); cached."""
         if not positions:
             return self
+        if torch.compiler.is_compiling():
+            return _traced_genred(self.reduction.spec, positions)
+
         def build():
             genred = Genred.__new__(Genred)
             genred._set_reduction(self.reduction.with_categories(positions, 0 if self.reduction.axis == 1 else 1))
@@ -113,10 +125,50 @@ class LazyTensor(GenericLazyTensor):
     genred_class = Genred
     kernel_solve_class = KernelSolve
 
+    @classmethod
+    def _genred(cls, formula, formula2, op, axis, opt_arg, init):
+        if torch.compiler.is_compiling():  # Dynamo traces the tree and its IR, not the Genred's construction
+            return _traced_genred(genred_spec(formula, formula2, op, axis, opt_arg, init))
+        return super()._genred(formula, formula2, op, axis, opt_arg, init)
+
+
+    @classmethod
+    def _solver(cls, formula, unknown, axis, init):
+        if torch.compiler.is_compiling():
+            name = _pinned_solver(solver_genred_spec(formula, axis, init), unknown.attrs, axis)
+            return getattr(ops.SOLVERS.pins, name)
+        return super()._solver(formula, unknown, axis, init)
+
+
+def _traced_genred(spec, positions=()):
+    """Under Dynamo: the Genred of `spec` (made a batched variant by `positions`, see
+    `Genred._with_categories`), built outside the trace and read from the registry's
+    pins, which Dynamo guards."""
+    return getattr(ops.GENREDS.pins, _pinned_genred(spec, positions))
+
+
+@torch.compiler.assume_constant_result
+def _pinned_genred(spec, positions):
+    """Run by Dynamo, not traced (it does not trace compilers): the name of the pinned Genred."""
+    genred = ops.GENREDS.lookup(spec)
+    if positions:
+        genred = genred._with_categories(positions)
+    return ops.GENREDS.pin(genred, genred.reduction.spec)
+
+
+@torch.compiler.assume_constant_result
+def _pinned_solver(genred_spec, unknown, axis):
+    """As `_pinned_genred`, for the KernelSolve of LazyTensor.solve (its Sum reduction's spec,
+    the unknown's Var attributes, the axis)."""
+    solver = KernelSolve.from_genred(ops.GENREDS.lookup(genred_spec), make("Var", (), unknown), axis)
+    return ops.SOLVERS.pin(ops.SOLVERS.lookup(solver.core.spec), solver.core.spec)
+
 
 class ComplexLazyTensor(ComplexMixin, LazyTensor):
     """A symbolic (M, N, D) tensor of complex torch tensors; see keomlir.lazy.complex."""
 
 
+ops.GENREDS.build = Genred.from_spec
+ops.SOLVERS.build = KernelSolve.from_spec
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)
 generic_sum, generic_logsumexp, generic_argmin, generic_argkmin = generic_reductions(Genred)

@@ -4,18 +4,20 @@
 the fused vector-Jacobian products of reverse mode (`Grad` nodes), the tangents
 of forward mode (`Diff` nodes), the pair kernels of Min/Max/KMin; the autodiff
 pass expands them like any formula, and they run through `GenredFunction`
-again, so derivatives of any order work.  `GenredFunction` is the torch
-operation: backward, jvp and vmap rules, so torch.autograd and torch.func's
-transforms (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap) all run keomlir kernels.
+again, so derivatives of any order work.  `GenredFunction` is the autograd
+Function of an eager call: it runs the custom operator `keomlir::genred`
+(`ops.py`) and adds the backward, jvp and vmap rules, so torch.autograd and
+torch.func's transforms (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap) all run
+keomlir kernels; the operator's own backward (under torch.compile) is `reverse`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..backends import cuda
 from ..ir import make, replace_vars
 from ..ir.ops.base import mk
+from . import ops
 
 DIFFERENTIABLE = ("Sum", "LogSumExp", "SumSoftMaxWeight")
 # reductions whose values are entries F_ij at selected j: differentiable through them
@@ -63,6 +65,15 @@ class Derivatives:
                     g = g.sum(0).reshape(args[pos].shape)
                 grads[pos] = g
         return grads
+
+    def reverse(self, args, results, grad_outputs, needs, backend="auto", ranges=None):
+        """The vector-Jacobian products of every argument along `grad_outputs` (None where
+        `needs` is False): the backward of GenredFunction and of `keomlir::genred`."""
+        if self.reduction.reduction_op in SELECTING:
+            return selected_backward(self, args, results, grad_outputs[0], backend, ranges)
+        wanted = [pos for pos, need in enumerate(needs) if need]
+        found = self.pullback(args, results[0], grad_outputs[0], wanted, backend, ranges)
+        return [found.get(pos) for pos in range(len(args))]
 
     def once(self, key, build):
         """The derivative reduction cached under `key`, built by `build()` on first use."""
@@ -219,13 +230,10 @@ class GenredFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(genred, call, *args):
-        """call = (backend, device_id, ranges): how to run, passed on to the derivatives."""
+        """call = (backend, device_id, ranges: a list of tensors or None): how to run,
+        passed on to the derivatives."""
         backend, device_id, ranges = call
-        if args and args[0].device.type == "cuda":
-            return tuple(cuda.run_torch(genred.reduction.launch(args, ranges), args, device_id))
-        arrays = [a.detach().contiguous().numpy() for a in args]
-        outs = genred.reduction.run_numpy(arrays, backend, device_id, ranges)
-        return tuple(torch.from_numpy(o) for o in outs)
+        return tuple(ops.genred(genred.reduction.spec, list(args), backend, device_id, ranges or []))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -243,7 +251,7 @@ class GenredFunction(torch.autograd.Function):
         genred, saved = ctx.genred, ctx.saved_tensors
         args, results = saved[:ctx.n_args], saved[ctx.n_args:]
         if genred.reduction.reduction_op in SELECTING:
-            value = selected_jvp(genred, args, results, tangents, ctx.backend, ctx.ranges)
+            value = selected_jvp(genred.derivatives, args, results, tangents, ctx.backend, ctx.ranges)
             return (value,) + (None,) * (len(results) - 1)
         positions = tuple(pos for pos, t in enumerate(tangents) if t is not None)
         if not positions:
@@ -276,40 +284,36 @@ class GenredFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        genred = ctx.genred
         saved = ctx.saved_tensors
         args, results = saved[:ctx.n_args], saved[ctx.n_args:]
-        if genred.reduction.reduction_op in SELECTING:
-            return (None, None, *selected_backward(genred, args, results, grad_outputs[0], ctx.backend,
-                                                    ctx.ranges))
-        wanted = [pos for pos in range(ctx.n_args) if ctx.needs_input_grad[2 + pos]]
-        found = genred.derivatives.pullback(args, results[0], grad_outputs[0], wanted, ctx.backend, ctx.ranges)
-        return (None, None, *[found.get(pos) for pos in range(ctx.n_args)])
+        found = ctx.genred.derivatives.reverse(args, results, grad_outputs, ctx.needs_input_grad[2:], ctx.backend,
+                                               ctx.ranges)
+        return (None, None, *found)
 
 
-def selected_indices(genred, args, results, backend, ranges):
-    """The int64 indices a selecting reduction chose (recomputed for Min / Max / KMin alone)."""
-    red = genred.reduction
+def selected_indices(d, args, results, backend, ranges):
+    """The int64 indices a selecting reduction chose (recomputed for Min / Max / KMin alone);
+    `d` is its Derivatives."""
+    red = d.reduction
     indices = results[-1]
     if indices.dtype != torch.int64:
         arg_name = {"Min": "ArgMin", "Max": "ArgMax", "KMin": "ArgKMin"}[red.reduction_op]
-        d = genred.derivatives
         argk = d.once(("indices", arg_name), lambda: d.derived(red.formula, arg_name, red.axis, red.opt_arg))
         indices = argk(*args, backend=backend, ranges=ranges)
     return indices
 
 
-def selected_jvp(genred, args, results, tangents, backend, ranges):
+def selected_jvp(d, args, results, tangents, backend, ranges):
     """Forward mode of Min/Max/KMin values: the derivative of F along the tangents at the
     selected (i, j) pairs (the pair kernel of `pair_gradient` read as a Jacobian row by
     row would cost more: one call of a Diff pair kernel per slot and component)."""
-    red = genred.reduction
+    red = d.reduction
     reduced = 1 if red.axis == 1 else 0
     values = results[0]
-    indices = selected_indices(genred, args, results, backend, ranges)
+    indices = selected_indices(d, args, results, backend, ranges)
     rows, dim_f = values.shape[0], red.formula.dim
     idx = indices.reshape(rows, -1, dim_f)
-    pair = genred.derivatives.pair_tangent()
+    pair = d.pair_tangent()
     zero = [torch.zeros_like(a) for a in args]
     tangents = [t if t is not None else z for t, z in zip(tangents, zero)]
     parts = []  # out of place: torch.func transforms may batch this function
@@ -325,19 +329,19 @@ def selected_jvp(genred, args, results, tangents, backend, ranges):
     return torch.stack(parts, -1).reshape(values.shape)
 
 
-def selected_backward(genred, args, results, grad_out, backend, ranges):
+def selected_backward(d, args, results, grad_out, backend, ranges):
     """Gradients of Min/Max/KMin values: the derivative of F at the selected (i, j)
     pairs, as torch does for min and topk; each selected slot and component is one
     call of the pair kernel on gathered rows.  Slots with no j (index -1: an empty
     block-sparse row, or fewer j than K) have no gradient."""
-    red = genred.reduction
+    red = d.reduction
     reduced = 1 if red.axis == 1 else 0
     values = results[0]
-    indices = selected_indices(genred, args, results, backend, ranges)
+    indices = selected_indices(d, args, results, backend, ranges)
     rows, dim_f = values.shape[0], red.formula.dim
     idx = indices.reshape(rows, -1, dim_f)
     gout = grad_out.reshape(rows, -1, dim_f)
-    pair = genred.derivatives.pair_gradient()
+    pair = d.pair_gradient()
     grads = [torch.zeros_like(a) for a in args]
     for slot in range(idx.shape[1]):
         for c in range(dim_f):

@@ -4,7 +4,8 @@ to alpha (a tensor).
 Its backward solves the adjoint system (alpha Id + K) KinvG = G (the operator is
 symmetric for the symmetric kernels CG is meant for), then applies the gradient
 reductions of `Sum_j formula(..., a_j)` to -KinvG (the torch Genred's `pullback`);
-its forward mode is one more solve (see `jvp`).
+its forward mode is one more solve (see `jvp`).  Every solve runs the custom operator
+`keomlir::kernel_solve` (`ops.py`), whose backward (under torch.compile) is `reverse`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 
 from ..arrays import TORCH
 from ..passes import DEFAULT_PIPELINE
-from ..solve import KernelSolve, check_alpha, solve_arrays
+from ..solve import KernelSolve, cg_setup, check_alpha, solve_arrays
+from . import ops
 
 
 class KernelSolveFunction(torch.autograd.Function):
@@ -22,7 +24,7 @@ class KernelSolveFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(solver, alpha, opts, *args):
-        return solve_arrays(solver.core, TORCH, [x.detach() for x in args], alpha, opts)
+        return solver.solve_op(args, alpha, opts)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -75,19 +77,52 @@ class KernelSolveFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, G):
-        solver, (backend, device_id, eps, maxiter, _, _, ranges) = ctx.solver, ctx.opts
         saved = ctx.saved_tensors
         n = ctx.n_args
         args, a = saved[:n], saved[n]
         alpha = saved[n + 1] if ctx.alpha_tensor else ctx.alpha
-        core = solver.core
-        pos = core.varinvpos
-        needs = ctx.needs_input_grad[3:]
+        grads, g_alpha = ctx.solver.reverse(args, a, alpha, G, ctx.opts, ctx.needs_input_grad[3:],
+                                            ctx.alpha_tensor and ctx.needs_input_grad[1])
+        return (None, g_alpha, None, *grads)
+
+
+class TorchKernelSolve(KernelSolve):
+    """KernelSolve on torch tensors, through KernelSolveFunction (a front end sets genred_class)."""
+
+    arrays = TORCH
+
+    @classmethod
+    def from_genred(cls, genred, unknown, axis):
+        self = super().from_genred(genred, unknown, axis)
+        ops.SOLVERS.add(self, self.core.spec)
+        return self
+
+    def solve_op(self, args, alpha, opts):
+        """The solve as the operator `keomlir::kernel_solve` (alpha a number or a tensor)."""
+        backend, device_id, eps, maxiter, x0, verbose, ranges = opts
+        cg_setup(1, 1, eps, maxiter, True, self.core.label)  # eps and maxiter checked before the schema's types
+        maxiter = None if maxiter is None else int(maxiter)
+        alpha = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(float(alpha), dtype=torch.float64)
+        if x0 is not None and not isinstance(x0, torch.Tensor):
+            x0 = torch.as_tensor(x0)
+        return ops.kernel_solve(self.core.spec, list(args), alpha.reshape(()), backend, device_id, float(eps), maxiter,
+                                x0, bool(verbose), ops.ranges_tensors(ranges) or [])
+
+    def solve_tensors(self, args, alpha, opts):
+        """The conjugate gradient itself (the operator's implementation): alpha a number."""
+        return solve_arrays(self.core, TORCH, args, alpha, opts)
+
+    def reverse(self, args, a, alpha, G, opts, needs, needs_alpha):
+        """(the gradients of the arguments at `needs`, of alpha if `needs_alpha`) of a solve
+        whose solution is `a`, along G: the backward of KernelSolveFunction and of the operator."""
+        backend, device_id, eps, maxiter, _, _, ranges = opts
+        core = self.core
+        pos, n = core.varinvpos, len(args)
         # the adjoint system: (alpha Id + K)^T KinvG = G, K symmetric
         args_g = list(args)
         args_g[pos] = G
-        KinvG = solver(*args_g, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
-                       ranges=ranges)
+        KinvG = self(*args_g, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
+                     ranges=ranges)
         grads = [None] * n
         if needs[pos]:
             grads[pos] = KinvG
@@ -98,16 +133,8 @@ class KernelSolveFunction(torch.autograd.Function):
             found = core.genred.derivatives.pullback(args_a, None, -KinvG, others, backend, ranges)
             for k in others:
                 grads[k] = found[k]
-        g_alpha = None
-        if ctx.alpha_tensor and ctx.needs_input_grad[1]:
-            g_alpha = -(KinvG * a).sum().reshape(alpha.shape).to(alpha.dtype)
-        return (None, g_alpha, None, *grads)
-
-
-class TorchKernelSolve(KernelSolve):
-    """KernelSolve on torch tensors, through KernelSolveFunction (a front end sets genred_class)."""
-
-    arrays = TORCH
+        g_alpha = -(KinvG * a).sum().reshape(alpha.shape).to(alpha.dtype) if needs_alpha else None
+        return grads, g_alpha
 
     def __init__(self, formula, aliases, varinvalias, axis=0, dtype_acc="auto", use_double_acc=False,
                  sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=None, dtype=None, cuda_type=None,
@@ -115,6 +142,7 @@ class TorchKernelSolve(KernelSolve):
         """pykeops.torch.KernelSolve's keywords in its order, which differs from pykeops.numpy's."""
         super().__init__(formula, aliases, varinvalias, axis, dtype_acc=dtype_acc, use_double_acc=use_double_acc,
                          sum_scheme=sum_scheme, passes=passes)
+        ops.SOLVERS.add(self, self.core.spec)
 
     def _alpha(self, alpha):
         if isinstance(alpha, torch.Tensor):
@@ -124,4 +152,6 @@ class TorchKernelSolve(KernelSolve):
         return check_alpha(alpha)
 
     def _solve(self, args, alpha, opts):
+        if torch.compiler.is_compiling():  # Dynamo traces the operator (its backward: register_autograd)
+            return self.solve_op(args, alpha, opts)
         return KernelSolveFunction.apply(self, alpha, opts, *args)

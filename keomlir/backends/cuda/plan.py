@@ -9,7 +9,8 @@ import dataclasses
 
 import numpy as np
 
-FAN = 32  # states merged per thread in one merge pass of the 2-D scheme
+from ...schedule import two_d_chunk
+from ...schedule.choose import FAN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +27,8 @@ def _cdiv(a, b):
 
 def plan(n_i, n_j, n_in, n_out, info, sm_count, threads_per_sm=2048, scheme="auto", chunk=None, fan=FAN):
     """The kernel launches of one reduction, and the state buffers they need
-    ({name: i64 words}).  scheme: '1d', '2d' or 'auto' (2-D when the rows alone
-    leave most of the GPU idle and there are many j)."""
+    ({name: i64 words}).  scheme: '1d', '2d' or 'auto', and chunk (j per block of
+    the 2-D scheme, None: chosen) as the schedule's `plan` and `chunk` (`two_d_chunk`)."""
     B = info.block
     gx = _cdiv(n_i, B)
     ins = tuple(f"in{k}" for k in range(n_in))
@@ -35,20 +36,9 @@ def plan(n_i, n_j, n_in, n_out, info, sm_count, threads_per_sm=2048, scheme="aut
     one_d = ([Step("keomlir_1d", (gx, 1), B, (n_i, n_j) + ins + outs)], {})
     if n_i == 0:
         return [], {}
-    if n_j == 0 or scheme == "1d":
-        return one_d
+    chunk = two_d_chunk(n_i, n_j, B, info.tile, sm_count, threads_per_sm, scheme, chunk)
     if chunk is None:
-        if scheme == "auto":
-            resident = sm_count * max(1, threads_per_sm // B)
-            if 2 * gx > resident or n_j < 8 * B:
-                return one_d
-            gj = min(_cdiv(2 * resident, gx), _cdiv(n_j, 4 * B))
-            if gj < 2:
-                return one_d
-        else:
-            gj = min(_cdiv(n_j, B), 64)
-        chunk = _cdiv(_cdiv(n_j, gj), info.tile) * info.tile  # whole tiles
-    chunk = max(chunk, _cdiv(n_j, 65535))  # the y dimension of a grid is at most 65535
+        return one_d
     gj = _cdiv(n_j, chunk)
     S = info.state_slots
     steps = [Step("keomlir_partial", (gx, gj), B, (n_i, n_j, chunk) + ins + ("s0",))]

@@ -15,7 +15,9 @@ import os
 import numpy as np
 
 from .. import cache
-from ..llvm.nvptx import KERNELS, KernelInfo, compile_ptx, config_for
+from ...schedule import gpu, schedule, with_env
+from ...schedule.record import ENV
+from ..llvm.nvptx import KERNELS, KernelInfo, compile_ptx
 from . import driver
 from .plan import launch_steps
 
@@ -31,16 +33,25 @@ class GpuKernels:
 
 
 _ptx = {}
+_schedules = {}
 
 
-def ptx_key(launch, arch, config):
-    """The cache key of a launch's PTX for `arch` (the program is target-independent: untiled)."""
-    return cache.kernel_key(launch.program, f"nvptx64 {arch}", dtype=launch.dtype, acc=launch.acc_dtype,
-                            scheme=launch.sum_scheme, config=config)
+def gpu_schedule(program, dtype, target, overrides=()):
+    """The schedule the GPU runtime runs `program` with on `target` (a `schedule.Target`):
+    fast math as FAST_MATH says, then $KEOMLIR_SCHEDULE's overrides, then `overrides`."""
+    return schedule(program, target, dtype=dtype, overrides=(("fast_math", FAST_MATH),) + with_env(overrides))
 
 
-def ptx_for(key, launch, arch, config):
-    """(PTX, KernelInfo) from memory, from the disk cache, or freshly generated."""
+def ptx_key(program, dtype, acc_dtype, sum_scheme, sched):
+    """The cache key of a program's PTX run as `sched` says (the program is target-independent)."""
+    return cache.kernel_key(program, sched.target.key, dtype=dtype, acc=acc_dtype, scheme=sum_scheme,
+                            schedule=sched.key())
+
+
+def ptx_for(program, dtype, acc_dtype, sum_scheme, sched):
+    """(key, PTX, KernelInfo) from memory, from the disk cache, or freshly generated: the PTX the
+    runtime loads (`keomlir ir --emit ptx` prints it)."""
+    key = ptx_key(program, dtype, acc_dtype, sum_scheme, sched)
     found = _ptx.get(key)
     if found is None:
         payload = cache.load(key)
@@ -51,22 +62,33 @@ def ptx_for(key, launch, arch, config):
             except (UnicodeDecodeError, ValueError, KeyError, IndexError):
                 found = None
         if found is None:
-            found = compile_ptx(launch.program, launch.dtype, arch, launch.acc_dtype, launch.sum_scheme, config)
+            found = compile_ptx(program, dtype, acc_dtype, sum_scheme, sched)
             cache.store(key, found[0].encode())
         _ptx[key] = found
+    return (key,) + found
+
+
+def launch_schedule(dev, launch):
+    """The schedule of a launch on device `dev` (memoized: looked up on every call)."""
+    memo = (launch.program, launch.dtype, dev.arch, dev.sm_count, dev.threads_per_sm, launch.schedule, FAST_MATH,
+            os.environ.get(ENV))
+    found = _schedules.get(memo)
+    if found is None:
+        target = gpu(dev.arch, dev.sm_count, dev.threads_per_sm)
+        found = _schedules[memo] = gpu_schedule(launch.program, launch.dtype, target, launch.schedule)
     return found
 
 
 def kernels(dev, launch):
-    """The launch's kernels loaded on `dev` (compiled or cached once per device)."""
-    config = config_for(launch.program, launch.dtype, FAST_MATH)
-    key = ptx_key(launch, dev.arch, config)
+    """(the launch's kernels loaded on `dev`, compiled or cached once per device; the schedule)."""
+    sched = launch_schedule(dev, launch)
+    key = ptx_key(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, sched)
 
     def load():
-        ptx, info = ptx_for(key, launch, dev.arch, config)
+        _, ptx, info = ptx_for(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, sched)
         return GpuKernels(dev.load_module(ptx, KERNELS), info)
 
-    return dev.loaded(key, load)
+    return dev.loaded(key, load), sched
 
 
 def _launch(gpu_kernels, steps, buffers, stream):
@@ -75,12 +97,18 @@ def _launch(gpu_kernels, steps, buffers, stream):
         driver.launch_kernel(gpu_kernels.functions[st.kernel], st.grid, st.block, params, stream)
 
 
-def run_numpy(launch, arrays, device_id=-1, scheme="auto"):
-    """Run a checked Launch on NumPy arrays on a GPU; returns NumPy outputs."""
+def _steps(launch, gpu_kernels, sched, dev, scheme):
+    return launch_steps(launch, gpu_kernels.info, dev.sm_count, dev.threads_per_sm, scheme or sched.plan, sched.chunk,
+                        sched.fan)
+
+
+def run_numpy(launch, arrays, device_id=-1, scheme=None):
+    """Run a checked Launch on NumPy arrays on a GPU; returns NumPy outputs (scheme: the
+    schedule's `plan` unless given)."""
     dev = driver.device(device_id)
-    gpu_kernels = kernels(dev, launch)
+    gpu_kernels, sched = kernels(dev, launch)
     outs = launch.numpy_outputs()
-    steps, scratch, tables = launch_steps(launch, gpu_kernels.info, dev.sm_count, dev.threads_per_sm, scheme)
+    steps, scratch, tables = _steps(launch, gpu_kernels, sched, dev, scheme)
     if not steps:
         return outs
     host = [np.ascontiguousarray(a, dtype=launch.dtype) for a in arrays]  # row-major; inputs never written
@@ -110,7 +138,7 @@ def run_numpy(launch, arrays, device_id=-1, scheme="auto"):
     return outs
 
 
-def run_torch(launch, tensors, device_id=-1, scheme="auto"):
+def run_torch(launch, tensors, device_id=-1, scheme=None):
     """Run a checked Launch on torch CUDA tensors (all on one device), in place, on
     torch's current stream of that device; returns CUDA tensors."""
     import torch
@@ -124,10 +152,10 @@ def run_torch(launch, tensors, device_id=-1, scheme="auto"):
     if device_id not in (-1, ordinal):
         raise ValueError(f"device_id={device_id} but the tensors are on {tdev}: move them or pass device_id=-1")
     dev = driver.device(ordinal)
-    gpu_kernels = kernels(dev, launch)
+    gpu_kernels, sched = kernels(dev, launch)
     outs = [torch.empty(shape, dtype=getattr(torch, launch.output_dtype(kind)), device=tdev)
             for shape, kind in launch.outputs]
-    steps, scratch, tables = launch_steps(launch, gpu_kernels.info, dev.sm_count, dev.threads_per_sm, scheme)
+    steps, scratch, tables = _steps(launch, gpu_kernels, sched, dev, scheme)
     if not steps:
         return outs
     inputs = [t.detach().contiguous() for t in tensors]  # a copy only where needed; never written
@@ -139,7 +167,10 @@ def run_torch(launch, tensors, device_id=-1, scheme="auto"):
     stream = torch.cuda.current_stream(tdev).cuda_stream
     with dev.current():
         _launch(gpu_kernels, steps, buffers, stream)
-    # the caching allocator orders reuse of `inputs` and `states` after this stream's work
+    # `buffers` holds raw addresses of `inputs` and `states`: they live until the launches
+    # are queued (this last use; see cpu.run), and the caching allocator orders their
+    # reuse after this stream's work
+    del inputs, states
     return outs
 
 

@@ -11,15 +11,16 @@ import threading
 
 import numpy as np
 
+from ...schedule import gpu, schedule
 from ..llvm import toolchain
-from ..llvm.nvptx import KERNELS, GpuConfig, config_for, render_module
-from .plan import FAN, launch_steps
+from ..llvm.nvptx import KERNELS, render_module
+from .plan import launch_steps
 from .runner import ptx_key
 
 
 class _SimKernels:
-    def __init__(self, launch, config):
-        module, self.info = render_module(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, config,
+    def __init__(self, launch, sched):
+        module, self.info = render_module(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, sched,
                                           target="host-sim")
         self.engine = toolchain.host_engine(toolchain.host_object(module))
         self.addresses = {name: self.engine.get_function_address(name) for name in KERNELS}
@@ -65,20 +66,22 @@ def _simulate_steps(sim, steps, buffers):
 _sims = {}
 
 
-def simulate(launch, arrays, block=8, scheme="auto", chunk=None, fan=FAN, sm_count=1, stage=None,
+def simulate(launch, arrays, block=8, scheme="auto", chunk=None, fan=None, sm_count=1, stage=None,
              fast_math=False, tile=None):
     """Run a Launch's GPU kernels on the host with `block` threads per block and the
-    launch plan of `plan.py` (dense, or block-sparse when the launch has ranges);
-    `tile` j rows per tile (default: as many as the GPU's tile, at most `block`)."""
-    base = config_for(launch.program, launch.dtype)
-    config = GpuConfig(block, base.stage if stage is None else stage, fast_math,
-                       min(block, base.tile) if tile is None else tile)
-    key = ptx_key(launch, "host-sim", config)
+    launch plan of `plan.py` (dense, or block-sparse when the launch has ranges), on
+    sm_80's schedule with these fields set: `tile` j rows per tile (default: as many as
+    the GPU's tile, at most `block`), `stage`, `fast_math`, `fan` (default: the schedule's)."""
+    base = schedule(launch.program, gpu("sm_80"), dtype=launch.dtype)
+    fields = {"block": block, "stage": base.stage if stage is None else stage, "fast_math": fast_math,
+              "tile": min(block, base.tile) if tile is None else tile, **({"fan": fan} if fan else {})}
+    sched = schedule(launch.program, gpu("sm_80"), dtype=launch.dtype, overrides=fields)
+    key = ptx_key(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, sched) + "\nhost-sim"
     sim = _sims.get(key)
     if sim is None:
-        sim = _sims[key] = _SimKernels(launch, config)
+        sim = _sims[key] = _SimKernels(launch, sched)
     outs = launch.numpy_outputs()
-    steps, scratch, tables = launch_steps(launch, sim.info, sm_count, 2048, scheme, chunk, fan)
+    steps, scratch, tables = launch_steps(launch, sim.info, sm_count, 2048, scheme, chunk, sched.fan)
     host = [np.ascontiguousarray(a) for a in arrays]
     states = {name: np.zeros(max(words, 1), dtype=np.int64) for name, words in scratch.items()}
     states.update(tables)

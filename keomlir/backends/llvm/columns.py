@@ -3,7 +3,7 @@
 With SIMD across j, the Sum state of a wide F keeps one vector of lanes per column:
 every term is 2 loads and a store of L1 (measured 12.5 G column-FMA/s on one core,
 slower than a dense matmul from 256 columns).  Run per block of columns
-(`Tiling.columns`), b comes row-major (n_j, block) instead, and the tile of rows
+(the schedule's columns strategy, `column_block`), b comes row-major (n_j, block) instead, and the tile of rows
 works as a GEMM micro-kernel: s of its rows over a block of j is made across the
 lanes' j as usual and stored to a stack buffer; then for each j of the block, b's row
 j is loaded as vectors across columns, once for a group of rows, and each row's
@@ -17,11 +17,22 @@ compensated add per term (kahan_scheme: the same error bound as the generic path
 
 from __future__ import annotations
 
+import dataclasses
+
+from ...ir.program import replace_vars
 from .emitter import SlotArray, counted_loop
 from .skeleton import c64, imin
 
-REGISTERS = 24  # accumulators of a register tile (of the 32 vector registers of AVX-512)
-COLUMN_VECTORS = 4  # column vectors of a register tile: one load of b for each row's multiply-add
+
+def narrowed(program, pos, block):
+    """The program on `block` columns of argument pos: what the kernel of one block computes."""
+    def narrow(p, dim, cat):
+        return (p, block if p == pos else dim, cat)
+
+    return dataclasses.replace(
+        program, formula=replace_vars(program.formula, narrow), arguments=tuple(narrow(*a) for a in program.arguments),
+        names=tuple((narrow(*a), name) for a, name in program.names))
+
 
 
 class ColumnTile:
@@ -67,14 +78,15 @@ class ColumnTile:
         return vec_end
 
     def _accumulate(self, states, s_buf, jb, block_end):
-        """The block's j for every row, in register tiles of COLUMN_VECTORS column vectors
+        """The block's j for every row, in register tiles of `column_vectors` column vectors
         (a loop over them: code of one size for every block width, then the remainder) for
-        as many rows as the accumulators' registers allow."""
+        as many rows as the `column_accumulators` registers allow."""
         k = self.k
         kahan = k.em.scheme == "kahan_scheme"
         n_vectors = self.width // k.lanes
-        width = min(n_vectors, COLUMN_VECTORS)
-        group = max(1, REGISTERS // (COLUMN_VECTORS * (2 if kahan else 1)))
+        vectors = k.schedule.column_vectors
+        width = min(n_vectors, vectors)
+        group = max(1, k.schedule.column_accumulators // (vectors * (2 if kahan else 1)))
         full = n_vectors - n_vectors % width
         for g in range(0, len(states), group):
             rows = range(g, min(g + group, len(states)))

@@ -10,7 +10,8 @@ flight, combined pairwise as `wide.fold` combines its partial sums).  SqDist sta
 exact, (x - y)^2 summed, with no |x|^2 + |y|^2 - 2<x,y> cancellation; `expanded`
 gives the scalar products and |y|^2 that a K-min ranks candidates with (one FMA per
 component instead of a subtraction and an FMA), its exact values made by `contract`.
-The tiling pass chooses the nodes (`passes.tiling.wide_contractions`) and the rows.
+The schedule chooses the nodes (`Schedule.contract`), the rows and the accumulators
+(`contract_accumulators`: registers the sums may hold).
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ from llvmlite import ir
 from . import wide
 from .emitter import I64, counted_loop
 
-REGISTERS = 16  # accumulators of a tile (of the 32 vector registers of AVX-512)
-
-
-def _accumulate(em, dim, n_sums, term, y_at, prefetch):
+def _accumulate(em, dim, n_sums, term, y_at, prefetch, accumulators):
     """n_sums sums over the components c in [0, dim): acc = term(s, c, y, acc), y = y_at(c)
     loaded once per component for every sum; prefetch(c), if given, emitted once per component."""
     b = em.b
-    unroll = max(1, min(wide.UNROLL, REGISTERS // n_sums))
+    unroll = max(1, min(wide.UNROLL, accumulators // n_sums))
     main = dim - dim % unroll
     zero = em.const(0.0)
     accs = [[em.slot(zero) for _ in range(unroll)] for _ in range(n_sums)]
@@ -53,7 +51,7 @@ def _accumulate(em, dim, n_sums, term, y_at, prefetch):
     return out
 
 
-def contract(em, node, x_at, y_at, n_rows, prefetch=None):
+def contract(em, node, x_at, y_at, n_rows, accumulators, prefetch=None):
     """One value per row: `node` (SqDist or Scalprod) of x_at(r, c), the splatted
     x[r, c], and y_at(c), the vector of y[c] over the lanes' j (c an i64 value)."""
     square = node.name == "SqDist"
@@ -65,12 +63,12 @@ def contract(em, node, x_at, y_at, n_rows, prefetch=None):
             return em.fma(d, d, acc)
         return em.fma(x, y, acc)
 
-    return _accumulate(em, node.args[0].dim, n_rows, term, y_at, prefetch)
+    return _accumulate(em, node.args[0].dim, n_rows, term, y_at, prefetch, accumulators)
 
 
-def expanded(em, dim, x_at, y_at, n_rows, norm, prefetch=None):
+def expanded(em, dim, x_at, y_at, n_rows, norm, accumulators, prefetch=None):
     """<x_r, y> for every row, then |y|^2 if `norm`: the terms of |x|^2 + |y|^2 - 2<x,y>."""
     def term(r, c, y, acc):
         return em.fma(y if r == n_rows else x_at(r, c), y, acc)
 
-    return _accumulate(em, dim, n_rows + norm, term, y_at, prefetch)
+    return _accumulate(em, dim, n_rows + norm, term, y_at, prefetch, accumulators)

@@ -16,7 +16,7 @@ used in place), parameters one row, outputs one row per i:
         block (x, c) runs the same loop over j in [c*chunk, min(n_j, (c+1)*chunk))
         and writes its thread's raw state to states[(c*S + s) * n_i + i].
     keomlir_merge(i64 n_i, i64 n_in, i64 fan, i64* src, i64* dst)
-        grid (ceil(n_i / MERGE_BLOCK), ceil(n_in / fan)): group g merges the states
+        grid (ceil(n_i / merge_block), ceil(n_in / fan)): group g merges the states
         [g*fan, (g+1)*fan) of src, in order, into state g of dst (`Reduction.merge`).
     keomlir_final(i64 n_i, i64 n_in, i64* src, out_0*, ...)
         merges the n_in states of src in order and finalizes them.
@@ -27,13 +27,13 @@ used in place), parameters one row, outputs one row per i:
         Every thread of a block sees the same intervals, so the tiles and barriers
         stay uniform.  Rows of no block are written first by keomlir_1d with n_j = 0.
 
-Tiles hold one j row per thread while that fits the 48 KiB of static shared
-memory (at 256, 128 or 64 threads); wider j-variables get tiles of fewer rows
-than threads (`GpuConfig.tile`), and only a single j row above 48 KiB is not
-staged at all: each thread then reads the j rows from global memory (one row
-serves the whole block through the L1 cache).
+Block, tile, staging and fast math are the schedule's (`keomlir.schedule`): tiles hold
+one j row per thread while that fits the target's static shared memory (at 256, 128
+or 64 threads); wider j-variables get tiles of fewer rows than threads, and only a
+single j row above it is not staged at all: each thread then reads the j rows from
+global memory (one row serves the whole block through the L1 cache).
 
-Wide formulas (nodes or a Sum state above `WIDE_THRESHOLD` components) are
+Wide formulas (nodes or a Sum state above the schedule's `wide_threshold` components) are
 loops over components, as on the CPU (`wide.py` through the skeleton): the
 kernel's size and compile time do not grow with the width.  A wide Sum state,
 which no register file holds, is a per-thread array in local memory (cached
@@ -60,7 +60,7 @@ import math
 
 from llvmlite import ir
 
-from ...ir.program import WIDE_THRESHOLD
+from ...schedule import gpu, schedule as make_schedule
 from . import mathlib, toolchain
 from .emitter import Emitter, counted_loop
 from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, n_cells
@@ -69,11 +69,7 @@ from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index,
 I32 = ir.IntType(32)
 # float16 data (SPEC: on the GPU) is loaded, staged and stored as half and computed in float32
 DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
-DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
-SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opt-in
-WIDE_BLOCK = 128  # threads per block when a tile holds fewer j rows than threads, or none
-MERGE_BLOCK = 128
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120")
 
 
@@ -146,17 +142,6 @@ _FAST = {"exp": _fast_exp, "log": _fast_log}
 
 
 
-# ---- configuration -------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class GpuConfig:
-    block: int = 256  # threads per block of the 1-D and partial kernels
-    stage: bool = True  # j tiles in shared memory; False: the large-dimension path
-    fast_math: bool = False
-    tile: int = 256  # j rows per tile (staged or not), and per block of the compensated sum
-
-
 def _j_dims(program):
     """(pos, dim) of every j-variable the formulas read, by position."""
     found = {}
@@ -165,17 +150,6 @@ def _j_dims(program):
             if n.name == "Var" and n.attrs[2] == 1:
                 found[n.attrs[0]] = n.attrs[1]
     return sorted(found.items())
-
-
-def config_for(program, dtype, fast_math=False):
-    """The largest block whose tile of one j row per thread fits shared memory; else
-    WIDE_BLOCK threads sharing tiles of as many rows as fit; not one row: no staging."""
-    row_bytes = sum(d for _, d in _j_dims(program)) * DATA_BYTES[dtype]
-    for block in (256, 128, 64):
-        if block * row_bytes <= SHARED_BYTES:
-            return GpuConfig(block, True, fast_math, block)
-    rows = SHARED_BYTES // row_bytes
-    return GpuConfig(WIDE_BLOCK, rows > 0, fast_math, rows or WIDE_BLOCK)
 
 
 # ---- targets: where ids, barriers and shared memory come from ---------------------------
@@ -275,20 +249,20 @@ class _GpuModule(KernelSkeleton):
     """The GPU kernels of one program on the shared skeleton: what is GPU-only is here
     (one thread per row, shared-memory tiles of j, the 2-D scheme's state buffers)."""
 
-    def __init__(self, program, dtype, acc_dtype, sum_scheme, config, target):
+    def __init__(self, program, dtype, acc_dtype, sum_scheme, schedule, target):
         arith = "float32" if dtype == "float16" else dtype
         super().__init__(program, FLOAT_TYPES[arith], FLOAT_TYPES[acc_dtype or arith], sum_scheme, "keomlir_gpu")
-        self.config = config
+        self.schedule = schedule
         self.target = TARGETS[target]()
         self.t_data = DATA_TYPES[dtype]  # arrays, tiles and outputs; `t` is the arithmetic type
-        self.emitter_class = NVPTXEmitter if not config.fast_math else \
+        self.emitter_class = NVPTXEmitter if not schedule.fast_math else \
             _HostFastEmitter if target == "host-sim" else FastNVPTXEmitter
         self.n_args = len(program.arguments)
         self.j_vars = _j_dims(program)
         self.tile_offsets, off = {}, 0
         for pos, dim in self.j_vars:
             self.tile_offsets[pos] = off
-            off += config.tile * dim
+            off += schedule.tile * dim
         self.tile_size = off
         self.state_slots = None
 
@@ -297,7 +271,7 @@ class _GpuModule(KernelSkeleton):
         """Start kernel `name`: its arguments past the target's hidden ones."""
         fn, args = self.target.kernel(self.module, name, params, block)
         self.begin(fn)
-        self.em.wide_threshold = self.ea.wide_threshold = WIDE_THRESHOLD
+        self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
         return args
 
     def _arg_types(self):
@@ -350,7 +324,7 @@ class _GpuModule(KernelSkeleton):
     # ---- the 1-D and partial kernels ---------------------------------------------------------
     def tiles_kernel(self, kind):
         """kind: '1d', 'partial' (the 2-D scheme's first pass) or 'ranges' (block-sparse)."""
-        cfg, tgt = self.config, self.target
+        cfg, tgt = self.schedule, self.target
         B, T = cfg.block, cfg.tile
         head = {"1d": [I64, I64], "partial": [I64, I64, I64], "ranges": [I64, I64, I64.as_pointer(), I64.as_pointer()]}[kind]
         tail = [I64.as_pointer()] if kind == "partial" else self._out_types()
@@ -440,10 +414,11 @@ class _GpuModule(KernelSkeleton):
             params = [I64, I64, I64.as_pointer()] + self._out_types()
         else:
             params = [I64, I64, I64, I64.as_pointer(), I64.as_pointer()]
-        args = self._start("keomlir_final" if final else "keomlir_merge", params, MERGE_BLOCK)
+        merge_block = self.schedule.merge_block
+        args = self._start("keomlir_final" if final else "keomlir_merge", params, merge_block)
         b, em, ea = self.b, self.em, self.ea
         n_i, n_in = args[0], args[1]
-        i = b.add(b.mul(tgt.ctaid(b, "x"), c64(MERGE_BLOCK)), tgt.tid(b))
+        i = b.add(b.mul(tgt.ctaid(b, "x"), c64(merge_block)), tgt.tid(b))
         st, other = self._new_state(), self._new_state()
         with b.if_then(b.icmp_signed("<", i, n_i)):
             if final:
@@ -469,16 +444,17 @@ class _GpuModule(KernelSkeleton):
         self.merge_kernel(final=False)
         self.merge_kernel(final=True)
         elem = {ir.HalfType(): 2, ir.FloatType(): 4, ir.DoubleType(): 8}[self.t_data]
-        stage = self.config.stage and self.tile_size > 0
-        info = KernelInfo(self.config.block, MERGE_BLOCK, self.state_slots, stage,
-                          self.tile_size * elem if stage else 0, self.config.tile)
+        stage = self.schedule.stage and self.tile_size > 0
+        info = KernelInfo(self.schedule.block, self.schedule.merge_block, self.state_slots, stage,
+                          self.tile_size * elem if stage else 0, self.schedule.tile)
         return self.module, info
 
 
-def render_module(program, dtype, acc_dtype=None, sum_scheme="block_sum", config=None, target="nvptx"):
-    """(llvmlite module of the kernels of KERNELS, KernelInfo) for `program` and `dtype`."""
-    config = config or config_for(program, dtype)
-    return _GpuModule(program, dtype, acc_dtype, sum_scheme, config, target).build()
+def render_module(program, dtype, acc_dtype=None, sum_scheme="block_sum", schedule=None, target="nvptx"):
+    """(llvmlite module of the kernels of KERNELS, KernelInfo) for `program` and `dtype`, run
+    as `schedule` says (default: sm_80's)."""
+    schedule = schedule or make_schedule(program, gpu("sm_80"), dtype=dtype)
+    return _GpuModule(program, dtype, acc_dtype, sum_scheme, schedule, target).build()
 
 
 # ---- PTX -------------------------------------------------------------------------------
@@ -490,20 +466,23 @@ def check_arch(arch):
     return arch
 
 
-def compile_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", config=None):
-    """(PTX text, KernelInfo): the text starts with the KernelInfo header comment."""
-    tm = toolchain.nvptx_target_machine(check_arch(arch))
-    module, info = render_module(program, dtype, acc_dtype, sum_scheme, config)
-    module.triple = toolchain.NVPTX_TRIPLE
+def compile_ptx(program, dtype, acc_dtype, sum_scheme, schedule):
+    """(PTX text, KernelInfo) of `program` run as `schedule` says, for its target: the text
+    starts with the KernelInfo header comment."""
+    target = schedule.target
+    tm = toolchain.target_machine(target)
+    module, info = render_module(program, dtype, acc_dtype, sum_scheme, schedule)
+    module.triple = target.triple
     module.data_layout = str(tm.target_data)
     ptx = tm.emit_assembly(toolchain.optimize(module, tm))
     return info.header() + "\n" + ptx, info
 
 
 def render_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", fast_math=False):
-    """PTX assembly of `program`'s GPU kernels for `dtype` ('float16'/'float32'/'float64') and `arch`."""
-    config = config_for(program, dtype, fast_math)
-    return compile_ptx(program, dtype, arch, acc_dtype, sum_scheme, config)[0]
+    """PTX assembly of `program`'s GPU kernels for `dtype` ('float16'/'float32'/'float64') and `arch`,
+    on the default schedule (with `fast_math`)."""
+    sched = make_schedule(program, gpu(check_arch(arch)), dtype=dtype, overrides={"fast_math": fast_math})
+    return compile_ptx(program, dtype, acc_dtype, sum_scheme, sched)[0]
 
 
 def arch_for(major, minor):

@@ -24,11 +24,11 @@ the front end has checked every index against the array sizes.
 
 Layout: args[p] points to argument p: i-variables row-major (rows, dim),
 j-variables transposed (dim, n_j) so that W consecutive j of one component are
-one contiguous vector load (but b of `Tiling.columns`: row-major, see columns.py),
+one contiguous vector load (but b of the columns strategy: row-major, see columns.py),
 parameters a single row.  outs[k] is output k,
 row-major with one row per i.
 
-Schedule (`program.tiling`, chosen by the tiling pass): rows i are taken `rows`
+Schedule (a `keomlir.schedule.Schedule`, every decision made there): rows i are taken `rows`
 at a time (register tiling: one load of j data serves every row); j runs in
 vectors of `lanes` (SIMD across j) inside blocks (the unit of compensated
 summation), then a scalar tail.
@@ -47,9 +47,9 @@ import itertools
 
 from llvmlite import ir
 
-from ...ir.program import WIDE_THRESHOLD, Tiling
+from ...ir.node import ssa_nodes
+from ...schedule import host, schedule as make_schedule
 from .emitter import Emitter, counted_loop
-from ...passes.tiling import wide_contractions
 from . import columns, microkernel, wide
 from .emitter import SlotArray
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
@@ -61,33 +61,35 @@ RESUME_NAME = "keomlir_resume"
 COMBINE_NAME = "keomlir_combine"
 MERGE_NAME = "keomlir_merge"
 CELLS_NAME = "keomlir_state_cells"
+ROW_BLOCK_NAME = "keomlir_row_block"
+J_BLOCK_NAME = "keomlir_j_block"
 RANGES_NAME = "keomlir_ranges"
 VARIANTS = ("kernel", "split_j", "ranges")
-# cache blocking (`_blocked_tiles`): at most CHUNK_ROWS rows per chunk, their states in CHUNK_BYTES of stack
-CHUNK_ROWS, CHUNK_BYTES = 256, 64 * 1024
-SCREEN_TRIAL = 64  # row-vectors screened before the screen may be found useless (`_screened`)
 
 
 class _Kernel(KernelSkeleton):
     emitter_class = Emitter
 
-    def __init__(self, program, dtype, acc_dtype, sum_scheme):
+    def __init__(self, program, dtype, acc_dtype, sum_scheme, schedule):
+        program = kernel_program(program, schedule)
         super().__init__(program, FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme, "keomlir")
-        tiling = program.tiling or Tiling()
-        self.lanes = tiling.lanes(32 if dtype == "float32" else 64)
-        self.rows, self.block, self.cache_bytes = tiling.rows, tiling.block, tiling.cache_bytes
-        self.contractions = wide_contractions(program) if tiling.contractions else []
-        self.screen = tiling.screen
+        self.schedule = s = schedule
+        self.lanes = s.lanes
+        self.rows, self.block, self.cache_bytes = s.rows, s.sum_block, s.cache_block
+        nodes = ssa_nodes(program.roots())
+        self.row_block, self.j_block = self.rows, 64  # (cache blocking sets its own: `_blocked_tiles`)
+        self.contractions = [nodes[name] for name in s.contract]
+        self.screen = s.screen
         self.y_norms = None  # (stack buffer, first j) of the current cache block's |y|^2, for the screen
         self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
         # a Sum of s * b run per block of b's columns, b row-major: the column micro-kernel
-        self.column_tile = columns.ColumnTile(self, tiling.columns[0]) if tiling.columns else None
+        self.column_tile = columns.ColumnTile(self, s.column_arg) if s.column_block else None
 
     def _function(self, name, arg_types):
         """Start a function: builder and emitters for the data type and the accumulators
         (and their SIMD versions)."""
         self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
-        self.em.wide_threshold = self.ea.wide_threshold = WIDE_THRESHOLD
+        self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
@@ -174,6 +176,7 @@ class _Kernel(KernelSkeleton):
             self._hoist_params()
             self._tiles(i0, i1, j0, j1, lambda row, st: self.write_outputs(out_rows, row, st))
             self.b.ret_void()
+            self._blocks()
         elif variant == "split_j":  # the same over a part of j, states written (not finalized) to part[row]
             i0, i1, j0, j1, self.n_j, self.args_ptr, part = self._function(
                 PARTIAL_NAME, [I64, I64, I64, I64, I64, ptr_t, i8p])
@@ -184,6 +187,7 @@ class _Kernel(KernelSkeleton):
             self._combine()
             self._merge(i8p)
             self._cells()
+            self._blocks()
         elif variant == "ranges":
             self._ranges(ptr_t, i8p)
         else:
@@ -211,7 +215,7 @@ class _Kernel(KernelSkeleton):
 
     def _tiles(self, i0, i1, j0, j1, emit_result, initial=None):
         """Rows [i0, i1) reduced over [j0, j1), from fresh states or, if given, from
-        initial(row)'s: as `_row_tiles`, or cache-blocked as the tiling says (`_blocked_tiles`)."""
+        initial(row)'s: as `_row_tiles`, or cache-blocked as the schedule says (`_blocked_tiles`)."""
         if self.cache_bytes:
             self._blocked_tiles(i0, i1, j0, j1, emit_result, initial)
         elif initial is None:
@@ -235,16 +239,18 @@ class _Kernel(KernelSkeleton):
         return merge_into, None
 
     def _blocked_tiles(self, i0, i1, j0, j1, emit_result, initial=None):
-        """Chunks of rows, each reduced over j in blocks whose j data (about the tiling's
+        """Chunks of rows, each reduced over j in blocks whose j data (about the schedule's
         `cache_bytes`) stays in cache while every tile of the chunk reads it: streamed
         from memory once per tile, the j data of a wide contraction is what the kernel
         waits for.  The chunk's states (fresh, or initial(row)'s) wait in a stack buffer
         between blocks, each block continuing them in order of j (`_continuing`)."""
         b = self.b
         cells = n_cells(self.fresh_state())
-        chunk = self.rows * max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * cells)) // self.rows)
+        s = self.schedule
+        chunk = self.rows * max(1, min(s.chunk_rows, s.chunk_bytes // (8 * cells)) // self.rows)
         j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
         jblock = max(64, self.cache_bytes // j_bytes // 64 * 64)
+        self.row_block, self.j_block = chunk, jblock
         with b.goto_block(self.em.entry):
             b.position_at_start(self.em.entry)
             buf = b.bitcast(b.alloca(ir.ArrayType(ir.IntType(8), chunk * cells * 8)), ir.IntType(8).as_pointer())
@@ -347,6 +353,14 @@ class _Kernel(KernelSkeleton):
         fn = ir.Function(self.module, ir.FunctionType(I64, []), CELLS_NAME)
         ir.IRBuilder(fn.append_basic_block("entry")).ret(c64(self.n_cells))
 
+    def _blocks(self):
+        """row_block() and j_block() -> i64: the rows and the j that a call's ranges are best
+        multiples of (a tile of rows or a cache-blocked chunk; a cache block of j), for the
+        runtime that cuts a long reduction into calls."""
+        for name, value in ((ROW_BLOCK_NAME, self.row_block), (J_BLOCK_NAME, self.j_block)):
+            fn = ir.Function(self.module, ir.FunctionType(I64, []), name)
+            ir.IRBuilder(fn.append_basic_block("entry")).ret(c64(value))
+
     # ---- one tile of rows ------------------------------------------------------------
     def _row_values(self, em, row):
         v = Values(em, self.loader(row))
@@ -418,7 +432,7 @@ class _Kernel(KernelSkeleton):
         """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
         its values given to each row's `Values`."""
         x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
-        vals = microkernel.contract(em, node, x_at, y_at, len(rows), prefetch)
+        vals = microkernel.contract(em, node, x_at, y_at, len(rows), self.schedule.contract_accumulators, prefetch)
         for values, v in zip(rows, vals):
             values.memo[id(node)] = [v]
 
@@ -437,7 +451,7 @@ class _Kernel(KernelSkeleton):
         """The tile's K-min updates screened by the expanded form (`_screen_bound`): a j vector
         whose every lane has d' >= (1 + c) K-th + tiny cannot enter; for the rare others the row's
         exact values, (x - y)^2 summed as the unscreened kernel sums them.  Where over half the
-        row-vectors of this tile and j span have passed (after SCREEN_TRIAL), the bound is too wide
+        row-vectors of this tile and j span have passed (after the schedule's `screen_trial`), the bound is too wide
         to reject anything (points far from the origin against their distances): the tile's exact
         values instead, as unscreened, tested as the screened ones (d' below the exact value)."""
         b, node = self.b, self.contractions[0]
@@ -448,16 +462,16 @@ class _Kernel(KernelSkeleton):
         n_seen = b.add(b.load(seen), c64(len(states)))
         b.store(n_seen, seen)
         useless = b.and_(b.icmp_signed(">", b.mul(b.load(passed), c64(2)), n_seen),
-                         b.icmp_signed(">=", n_seen, c64(SCREEN_TRIAL)))
+                         b.icmp_signed(">=", n_seen, c64(self.schedule.screen_trial)))
         ds = em.array(em.t, len(states))  # d' screened, or (useless) the exact values, by row
         with b.if_else(useless) as (exact_tile, screen):
             with exact_tile:  # counted as passed: useless stays so for the rest of the span
                 b.store(b.add(b.load(passed), c64(len(states))), passed)
-                for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), prefetch)):
+                for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), self.schedule.contract_accumulators, prefetch)):
                     em.store(em.at(ds, c64(r)), v)
             with screen:
                 vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None,
-                                            prefetch)
+                                            self.schedule.contract_accumulators, prefetch)
                 if self.y_norms is None:
                     ny = em.mul(vals[-1], em.const(1 - c))
                 else:
@@ -479,7 +493,7 @@ class _Kernel(KernelSkeleton):
                 value = em.slot(d)
                 with b.if_then(b.not_(useless)):
                     row_x = lambda _, k: em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(start, k)])))
-                    em.store(value, microkernel.contract(em, node, row_x, y_at, 1)[0])
+                    em.store(value, microkernel.contract(em, node, row_x, y_at, 1, self.schedule.contract_accumulators)[0])
                 return [em.load(value)]
 
             self.red.update_screened(em, ea, self._tile_view(states[0], r), may_beat, exact, j)
@@ -496,7 +510,7 @@ class _Kernel(KernelSkeleton):
         y_at, prefetch = self._y_at(node, em)
         with counted_loop(b, j0, b.sub(j1, b.srem(b.sub(j1, j0), c64(self.lanes))), "jn", self.lanes) as jv:
             self.j = jv
-            ny = microkernel.expanded(em, node.args[0].dim, None, y_at, 0, True, prefetch)[0]
+            ny = microkernel.expanded(em, node.args[0].dim, None, y_at, 0, True, self.schedule.contract_accumulators, prefetch)[0]
             ptr = b.bitcast(b.gep(buf, [b.sub(jv, j0)]), em.t.as_pointer())
             b.store(em.mul(ny, em.const(1 - c)), ptr, align=em.bits // 8)
         self.y_norms = (buf, j0)
@@ -640,8 +654,17 @@ def _square(em, v):
     return em.mul(v, v)
 
 
-def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
-    """An llvmlite module holding the kernel of `program` for `dtype`, tiled as
-    `program.tiling` says: the plain kernel, the functions that reduce parts of j
+def kernel_program(program, schedule):
+    """What one kernel computes: `program`, or with the columns strategy, `program` on one
+    block of b's columns (the same kernel for every width of b: cache keys name this)."""
+    if schedule.column_block:
+        return columns.narrowed(program, schedule.column_arg, schedule.column_block)
+    return program
+
+
+def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", schedule=None):
+    """An llvmlite module holding the kernel of `program` for `dtype`, run as `schedule`
+    says (default: the host's): the plain kernel, the functions that reduce parts of j
     and combine them (split_j), or the block-sparse kernel (ranges)."""
-    return _Kernel(program, dtype, acc_dtype, sum_scheme).build(variant)
+    schedule = schedule or make_schedule(program, host(), dtype=dtype)
+    return _Kernel(program, dtype, acc_dtype, sum_scheme, schedule).build(variant)

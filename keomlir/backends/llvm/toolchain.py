@@ -1,5 +1,5 @@
-"""The LLVM toolchain every backend shares: target machines, the host's
-features, the O3 pipeline, and a JIT engine for host object code.
+"""The LLVM toolchain every backend shares: target machines (of `schedule.Target`s),
+the O3 pipeline, and a JIT engine for host object code.
 
 Backends never create target machines or pass builders themselves, so the
 optimization pipeline is the same for the CPU kernels, the PTX and the GPU
@@ -12,7 +12,7 @@ import functools
 
 import llvmlite.binding as llvm
 
-NVPTX_TRIPLE = "nvptx64-nvidia-cuda"
+from ...schedule import host
 
 
 @functools.lru_cache(maxsize=None)
@@ -21,43 +21,24 @@ def _initialize():
     llvm.initialize_all_asmprinters()
 
 
-def new_host_target_machine():
-    """A fresh target machine for the host CPU (an MCJIT engine owns and frees its own)."""
+def new_target_machine(target):
+    """A fresh LLVM target machine for a `Target` (an MCJIT engine owns and frees its own)."""
     _initialize()
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-        opt=3, reloc="pic", codemodel="default",
-    )
+    if target.kind == "gpu":
+        return llvm.Target.from_triple(target.triple).create_target_machine(cpu=target.cpu, opt=3)
+    return llvm.Target.from_triple(target.triple).create_target_machine(
+        cpu=target.cpu, features=target.features, opt=3, reloc="pic", codemodel="default")
 
 
 @functools.lru_cache(maxsize=None)
+def target_machine(target):
+    """The target machine of `target` shared by compilations (never given to an engine)."""
+    return new_target_machine(target)
+
+
 def host_target_machine():
-    """The host's target machine shared by compilations (never given to an engine)."""
-    return new_host_target_machine()
-
-
-@functools.lru_cache(maxsize=None)
-def host_target_id():
-    """Everything about the host that changes its machine code: triple, CPU, features."""
-    return f"{host_target_machine().triple}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}"
-
-
-@functools.lru_cache(maxsize=None)
-def host_vector_bits():
-    """The host's SIMD register width, from LLVM's view of the CPU's features."""
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        return 512
-    if features.get("avx") or features.get("avx2"):
-        return 256
-    return 128
-
-
-@functools.lru_cache(maxsize=None)
-def nvptx_target_machine(arch):
-    _initialize()
-    return llvm.Target.from_triple(NVPTX_TRIPLE).create_target_machine(cpu=arch, opt=3)
+    """The target machine of the host's code (`schedule.host()`, $KEOMLIR_TARGET's if set)."""
+    return target_machine(host())
 
 
 def optimize(module, tm=None):
@@ -79,7 +60,7 @@ def host_object(module):
 def host_engine(obj: bytes):
     """An MCJIT engine with `obj` loaded and finalized: look functions up with
     `engine.get_function_address(name)`; keep the engine alive while they are used."""
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_host_target_machine())
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine(host()))
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     return engine
