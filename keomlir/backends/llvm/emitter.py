@@ -74,6 +74,9 @@ class Emitter:
     # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU,
     # scalarized in vector code); pow stays with libm for its float64 accuracy
     IR_MATH = frozenset({"exp", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
+    # the target CPU's features (LLVM names) that mathlib may use: set by the renderer from
+    # its Target ("avx512f": 2^n by one vscalef), empty for generic code (tests, NVPTX)
+    features = frozenset()
 
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type, scheme="block_sum"):
         self.scheme = scheme  # the sum scheme reductions follow (direct_sum, block_sum, kahan_scheme)
@@ -93,8 +96,7 @@ class Emitter:
     def with_lanes(self, lanes):
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
         other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
-        other.entry = self.entry
-        other.wide_threshold = self.wide_threshold
+        other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
         return other
 
     # ---- constants and arithmetic ----------------------------------------------
@@ -238,8 +240,7 @@ class Emitter:
         if self.lanes is not None and not isinstance(ftype, ir.VectorType):
             ftype = ir.VectorType(ftype, self.lanes)
         other = type(self)(self.b, ftype, self.scheme)
-        other.entry = self.entry
-        other.wide_threshold = self.wide_threshold
+        other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
         return other
 
     def convert(self, v, to):
