@@ -133,14 +133,19 @@ def _x86_call(em, name, vt, args):
     return em.b.call(fn, args)
 
 
-def exp(em, x):
+def exp_nonpositive(em, x):
+    """e^min(x, 0) (a NaN passes): for arguments known to be <= 0, as exp but for its clamp."""
+    return exp(em, x, hi=0.0)
+
+
+def exp(em, x, hi=None):
     """e^x = 2^n p(r): n = round(x / ln 2), r = x - n ln 2 in [-ln(2)/2, ln(2)/2] (Cody-Waite,
     exact with FMA), p a polynomial (float32: the degree-6 minimax fit `_fit_exp`; float64: Taylor,
     degree 13), 2^n applied with one rounding (`_scalef`, `_scale2`).  x is first clamped just
     beyond the range where e^x is finite and nonzero, so that 2^n p overflows to inf or
     underflows to 0 by itself: no select for special values (a NaN passes the clamp)."""
     p = _params(em)
-    x = _clamp(em, x, p["exp_lo"], p["exp_hi"])
+    x = _clamp(em, x, p["exp_lo"], p["exp_hi"] if hi is None else hi)
     shifter = em.const(1.5 * 2.0 ** p["mant"])
     k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
     n = em.sub(k, shifter)
@@ -303,5 +308,5 @@ def _pow(em, x, y):
     return em.select(one, em.const(1), r)
 
 
-FUNCTIONS = {"exp": exp, "log": log, "sin": sin, "cos": cos,
+FUNCTIONS = {"exp": exp, "exp_nonpositive": exp_nonpositive, "log": log, "sin": sin, "cos": cos,
              "atan": _atan, "atan2": _atan2, "asin": _asin, "acos": _acos, "pow": _pow}
