@@ -98,6 +98,28 @@ def test_exp_scalef_same_bits(dtype, lanes):
     assert _ulp_error(fast[finite], ref[finite], dtype).max() <= CASES["exp"][2 if dtype == "float32" else 3]
 
 
+@pytest.mark.parametrize("features", [(), ("avx512f",)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_nonpositive(dtype, features):
+    """exp of min(x, 0), bit for bit; the flushing form: the same, or 0 for a result below the
+    smallest normal number (always where vscalef computes subnormals at full speed)."""
+    if features and not HOST_AVX512:
+        pytest.skip("the host has no AVX-512")
+    lo = -120.0 if dtype == "float32" else -800.0
+    x = np.random.default_rng(4).uniform(lo, -lo / 20, 1 << 14).astype(dtype)
+    x[:3] = [np.nan, -np.inf, np.inf]
+    with np.errstate(all="ignore"):
+        want = _compile("exp", dtype, 8)(np.minimum(x, 0))
+        got = _compile("exp_nonpositive", dtype, 8, features)(x)
+        flushed = _compile("exp_nonpositive_flush", dtype, 8, features)(x)
+    assert np.array_equal(got, want, equal_nan=True)
+    tiny = np.finfo(dtype).tiny
+    assert np.array_equal(flushed[want >= tiny], want[want >= tiny])
+    below = flushed[(want < tiny) & ~np.isnan(want)]
+    assert np.array_equal(below, want[(want < tiny) & ~np.isnan(want)] if features else np.zeros_like(below))
+    assert np.isnan(flushed[0])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["sin", "cos"])
 def test_trig_absolute_bound_on_large_arguments(name, dtype):

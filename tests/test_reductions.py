@@ -5,6 +5,7 @@ import pytest
 
 from keomlir.backends import cpu
 from keomlir.numpy import Genred
+from keomlir.schedule import host
 
 from conftest import assert_close
 
@@ -255,13 +256,19 @@ def test_few_rows_split_j_across_threads(reduction, dtype):
 
 
 @DTYPES
-@pytest.mark.parametrize("reduction,weighted", [("LogSumExp", False), ("LogSumExp", True),
-                                                ("SumSoftMaxWeight", True)])
-def test_shifted_exp_sums_on_every_path(reduction, weighted, dtype):
+@pytest.mark.parametrize("reduction,weighted,target", [("LogSumExp", False, None), ("LogSumExp", True, None),
+                                                       ("SumSoftMaxWeight", True, None),
+                                                       ("LogSumExp", False, "x86-64-v3")])
+def test_shifted_exp_sums_on_every_path(reduction, weighted, target, dtype, monkeypatch):
     """F = x y + b over 1100 j (SIMD batches flushed full and part-full, blocks, the scalar tail):
     the maximum rising in every batch (y increasing), falling (y decreasing), terms underflowing
-    to subnormals and zero (x = 400), nearly equal terms, -inf terms, and rows whose only finite
-    or infinite terms decide the result; against the dense float64 sum."""
+    to subnormals and zero (x = 400; flushed to 0 without AVX-512: x86-64-v3), nearly equal terms,
+    -inf terms, and rows whose only finite or infinite terms decide the result; against the dense
+    float64 sum."""
+    if target is not None:
+        if not host().has("avx2"):
+            pytest.skip("the host cannot run x86-64-v3 code")
+        monkeypatch.setenv("KEOMLIR_TARGET", target)
     r = np.random.default_rng(11)
     n = 1100
     x = np.array([[1.0], [-1.0], [400.0], [1e-3], [0.0], [-30.0]], dtype)

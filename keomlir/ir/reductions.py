@@ -239,8 +239,11 @@ class _ShiftedExpSum(Reduction):
         big = ea.const(float(np.finfo(np.float32 if ea.bits == 32 else np.float64).max))
         shift = ea.select(ea.cmp(">", bm, big), big, bm)
         sums = [ea.slot(ea.const(0)) for _ in range(n)]
+        # unweighted, the batch's sum is at least 1 (its maximum's term): terms below the smallest
+        # normal number cannot change it at float32/float64 precision and may be flushed to 0
+        exp = "exp_nonpositive" if batch.w else "exp_nonpositive_flush"
         with es.loop(es.index_const(0), es.load(batch.count), "batch") as k:
-            e = ea.call("exp_nonpositive", ea.sub(ea.load(ea.at(batch.f, k)), shift))
+            e = ea.call(exp, ea.sub(ea.load(ea.at(batch.f, k)), shift))
             for c in range(n):
                 wk = ea.load(ea.at(batch.w[c], k)) if batch.w else ea.const(1)
                 ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))

@@ -138,14 +138,27 @@ def exp_nonpositive(em, x):
     return exp(em, x, hi=0.0)
 
 
-def exp(em, x, hi=None):
+def exp_nonpositive_flush(em, x):
+    """exp_nonpositive, or 0 where that is below the smallest normal number and the target
+    would compute it slowly (an underflowing multiply; not AVX-512's vscalef): for the terms
+    of a sum known to be at least 1, which such terms change by less than 2^-90 of a unit."""
+    if "avx512f" in em.features:
+        return exp(em, x, hi=0.0)
+    ftype = np.float32 if em.bits == 32 else np.float64
+    exact = math.log(np.finfo(ftype).tiny)
+    lo = ftype(exact)  # the largest number of the type <= log(tiny): no flushed term is normal
+    lo = float(np.nextafter(lo, ftype(-np.inf)) if lo > exact else lo)
+    return em.select(em.cmp("<", x, em.const(lo)), em.const(0), exp(em, x, lo=lo, hi=0.0))
+
+
+def exp(em, x, lo=None, hi=None):
     """e^x = 2^n p(r): n = round(x / ln 2), r = x - n ln 2 in [-ln(2)/2, ln(2)/2] (Cody-Waite,
     exact with FMA), p a polynomial (float32: the degree-6 minimax fit `_fit_exp`; float64: Taylor,
     degree 13), 2^n applied with one rounding (`_scalef`, `_scale2`).  x is first clamped just
     beyond the range where e^x is finite and nonzero, so that 2^n p overflows to inf or
     underflows to 0 by itself: no select for special values (a NaN passes the clamp)."""
     p = _params(em)
-    x = _clamp(em, x, p["exp_lo"], p["exp_hi"] if hi is None else hi)
+    x = _clamp(em, x, p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi)
     shifter = em.const(1.5 * 2.0 ** p["mant"])
     k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
     n = em.sub(k, shifter)
@@ -308,5 +321,6 @@ def _pow(em, x, y):
     return em.select(one, em.const(1), r)
 
 
-FUNCTIONS = {"exp": exp, "exp_nonpositive": exp_nonpositive, "log": log, "sin": sin, "cos": cos,
+FUNCTIONS = {"exp": exp, "exp_nonpositive": exp_nonpositive, "exp_nonpositive_flush": exp_nonpositive_flush,
+             "log": log, "sin": sin, "cos": cos,
              "atan": _atan, "atan2": _atan2, "asin": _asin, "acos": _acos, "pow": _pow}
