@@ -14,9 +14,9 @@ cache blocks that stay in L2 while every tile of a chunk of rows reads them.  A 
 of `s * b` with s a scalar and b a wide j variable (`K @ B`) runs one kernel of at
 most `column_block` columns of b on each block of columns, b passed row-major per
 block: a GEMM-like micro-kernel (`backends/llvm/columns.py`) multiplies s of
-COLUMN_ROWS rows into register accumulators across columns, 3.5x faster than a Sum
-state of one vector of j lanes per column (2 loads and a store of L1 per
-multiply-add).  A K-min of F = SqDist(x,y) itself is screened: the expanded form
+COLUMN_ROWS rows into register accumulators across columns, instead of a Sum state
+of one vector of j lanes per column (2 loads and a store of L1 per multiply-add;
+bench/wide_rhs.md has the numbers).  A K-min of F = SqDist(x,y) itself is screened: the expanded form
 |x|^2 + |y|^2 - 2<x,y> (one FMA per component, not two operations) tells which j may
 beat a row's K-th value, with a bound on its rounding error, and only those get
 exact values.  Threads take rows, or for few rows parts of j.
@@ -39,27 +39,20 @@ CONTRACTIONS = ("SqDist", "Scalprod")
 CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight, 1 j load per 8 FMA
 # j data per cache block with a contraction: the target's L2 over CACHE_SHARE, the rows' data and states
 # beside it (streamed from L3 once per tile instead, the j data of a wide contraction is what the kernel
-# waits for; 128 / 256 / 512 KiB measured 0.264 / 0.244 / 0.238 s for a Gaussian at D = 128 on one core
-# of 1 MiB of L2)
+# waits for; measurements: bench/schedule_defaults.md)
 CACHE_SHARE = 2
 # columns of a wide right-hand side per kernel call, and rows of its register tiles, for Exp(-SqDist(x,y))
-# * b, 1000 columns, M = N = 4000, one core of 1 MiB of L2: blocks of 128 / 256 / 512 / 1024 columns took
-# 0.37 / 0.34 / 0.33 / 0.45 s at D = 3 (1024: b's columns of a block of j no longer in L2), 0.71 / 0.51 /
-# 0.46 / 0.61 s at D = 64 (s made again for every block); 4 rows instead of 6: 0.36 s at D = 3.  No cache
-# blocking of j with them: 0.51 s instead of 0.64 s at D = 64 and 256 columns, and code generation in
-# 0.3 s, not 6 s (the wide states of the chunk's rows saved and merged between blocks).  So a block holds
-# as many columns as fill the L2 with b's rows of a block of `sum_block` j (float32: 512 for 1 MiB)
+# * b: a block holds as many columns as fill the L2 with b's rows of a block of `sum_block` j (larger
+# blocks fall out of L2, smaller ones make s again too often), no cache blocking of j with them
+# (measurements: bench/schedule_defaults.md)
 COLUMN_ROWS = 6
 COLUMN_VECTORS = 4  # column vectors of a register tile: one load of b for each row's multiply-add
 SUM_BLOCK = 512  # j per block of the compensated sum
 CHUNK_ROWS, CHUNK_BYTES = 256, 64 * KiB  # a cache-blocked chunk: at most these rows, their states on the stack
 SCREEN_TRIAL = 64  # row-vectors screened before the screen may be found useless
 # a K-min of SqDist of SCREEN_FROM to 16 components is screened too, its variables then loops over
-# components (wide_threshold = SCREEN_FROM - 1): found by `keomlir tune` (bench/tuning.md), then ArgKMin
-# measured against lanes on one core pair of Zen 4, AVX-512 (and AVX2, KEOMLIR_TARGET=x86-64-v3): 0.59-0.63x
-# (0.52x) the time at D = 12, 0.48-0.53x (0.49x) at D = 16 (K = 16, M = N / 10 = 3700-3900), 0.51x at D = 16
-# and 0.97x at D = 12 for M = N = 1000; below, the screen costs more where K / N is large (D = 8 and 10,
-# K = 16, M = N = 1000: 1.4x and 1.3x) though it gains at large N (0.7x): the tuner's to choose
+# components (wide_threshold = SCREEN_FROM - 1): found by `keomlir tune`; below, the screen loses where
+# K / N is large, so the tuner chooses (measurements: bench/schedule_defaults.md)
 SCREEN_FROM = 12
 MIN_PAIRS_PER_THREAD = 1 << 16
 SPLIT_J_BELOW_ROWS = 64  # fewer rows than this per thread: split j instead
@@ -180,9 +173,9 @@ def _cpu(program, target, strategy, threshold, over):
                          f"contract must name it")
     rows = red.tile_rows
     if contract and (strategy == "screened" or not red.lanes_share_state):
-        # (an unscreened K-min's insertion is unrolled per row: 8 rows doubled its compile time,
-        # 0.63 -> 1.15 s at D = 512, for 2% of speed; screened, one loop over the rows inserts, and
-        # 8 rows took 0.69x the time of 4 at D = 256, 0.95x at D = 32; other states are small)
+        # (an unscreened K-min's insertion is unrolled per row, so more rows cost compile time for
+        # little speed; screened, one loop over the rows inserts; other states are small:
+        # bench/schedule_defaults.md)
         rows = max(rows, CONTRACT_ROWS)
     sum_block = over.get("sum_block", SUM_BLOCK)
     column_arg, column_block = None, 0

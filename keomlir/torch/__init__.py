@@ -60,7 +60,7 @@ class Genred(GenredBase):
             self.reduction.tune_call(args, ranges)
         if torch.compiler.is_compiling():  # Dynamo traces the operator (its backward: register_autograd)
             outs = tuple(ops.genred(self.reduction.spec, list(args), backend, device_id, ranges or []))
-        else:  # eager: the operator inside an autograd Function, which adds forward mode and vmap rules
+        else:  # eager: the operator's body inside an autograd Function, which adds forward mode and vmap rules
             outs = GenredFunction.apply(self, (backend, device_id, ranges), *args)
         return outs[0] if len(outs) == 1 else outs
 

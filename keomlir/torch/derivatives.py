@@ -231,8 +231,13 @@ class GenredFunction(torch.autograd.Function):
     @staticmethod
     def forward(genred, call, *args):
         """call = (backend, device_id, ranges: a list of tensors or None): how to run,
-        passed on to the derivatives."""
+        passed on to the derivatives.  Plain tensors run the operator's body directly (the
+        dispatcher and the registry lookup would cost more than the rest of a small call);
+        tensor subclasses (fake and functional tensors of a trace, as when AOTAutograd traces
+        a backward that calls another reduction) go through the `keomlir::genred` operator."""
         backend, device_id, ranges = call
+        if all(type(a) is torch.Tensor for a in args):
+            return tuple(ops.run_genred(genred.reduction, list(args), backend, device_id, ranges or None))
         return tuple(ops.genred(genred.reduction.spec, list(args), backend, device_id, ranges or []))
 
     @staticmethod

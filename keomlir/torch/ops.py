@@ -105,8 +105,12 @@ def ranges_tensors(ranges):
 def genred(spec: str, args: list[torch.Tensor], backend: str, device_id: int,
            ranges: list[torch.Tensor]) -> list[torch.Tensor]:
     """The outputs of the reduction `spec` on `args` (ranges: [] or a 6-tuple's tensors)."""
-    red = GENREDS.lookup(spec).reduction
-    ranges = ranges or None
+    return run_genred(GENREDS.lookup(spec).reduction, args, backend, device_id, ranges or None)
+
+
+def run_genred(red, args, backend, device_id, ranges):
+    """The outputs of the CompiledReduction `red` on tensors: the operator's body, which eager
+    calls (GenredFunction) run directly, without the dispatcher and the registry lookup."""
     if args and args[0].device.type == "cuda":
         return list(cuda.run_torch(red.launch(args, ranges), args, device_id))
     arrays = [a.detach().contiguous().numpy() for a in args]

@@ -491,22 +491,10 @@ class Factorize(Op):
 
 
 @register
-class AutoFactorize(Op):
+class AutoFactorize(Factorize):
     """AutoFactorize(f): f, its repeated subformulas computed once (what CSE always does)."""
 
     name, signature = "AutoFactorize", "f"
 
-    def infer_dim(self, dims, attrs):
-        return dims[0]
-
-    def reference(self, xs, attrs):
-        return xs[0]
-
-    def lower(self, em, xs, attrs):
-        return xs[0]
-
     def vjp(self, node, g):
         return [g]
-
-    def simplify(self, node):
-        return node.args[0]
