@@ -50,7 +50,7 @@ from llvmlite import ir
 from ...ir.node import ssa_nodes
 from ...schedule import host, schedule as make_schedule
 from .emitter import Emitter, counted_loop
-from . import columns, microkernel, wide
+from . import columns, mathlib, microkernel, wide
 from .emitter import SlotArray
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
                        n_cells)
@@ -90,6 +90,7 @@ class _Kernel(KernelSkeleton):
         (and their SIMD versions)."""
         self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
         self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
+        self.em.features = self.ea.features = mathlib.target_features(self.schedule.target)
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
