@@ -138,8 +138,8 @@ class CompiledReduction:
         if self.schedule:
             make_schedule(self.program, host(), overrides=self.schedule)
         # autotune: the budget (seconds) of tuning the schedule at the first call of each size class, or None
-        self.autotune = None if autotune is False else tune.BUDGET if autotune is True else tune.check_budget(
-            autotune, "autotune (True, False or a budget in seconds)")
+        self.autotune = None if autotune is False or autotune is None else tune.BUDGET if autotune is True else \
+            tune.check_budget(autotune, "autotune (True, False or a budget in seconds)")
         if self.autotune and self.schedule:
             raise ValueError("autotune and schedule: the schedule is either tuned or given; set one of the two")
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
