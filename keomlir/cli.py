@@ -17,6 +17,7 @@ import numpy
 from ._version import __version__
 from .backends import cache, tuned
 from .backends.cuda import driver
+from .backends.llvm.renderer import VARIANTS
 from .compile import CompiledReduction
 from .explain import explain
 from .ir.reductions import REDUCTIONS
@@ -59,6 +60,9 @@ def build_parser():
                     help=f"the machine to schedule and compile for: {', '.join(names())} or any sm_XX (default: "
                          f"the host, $KEOMLIR_TARGET's instruction set if set; sm_80 for --emit ptx); asm of "
                          f"another CPU is cross-compiled")
+    ir.add_argument("--variant", choices=VARIANTS, default="kernel",
+                    help="the CPU entry points of llvm, llvm-opt and asm: kernel (whole rows, default), split_j "
+                         "(parts of j for few rows, their states merged) or ranges (block-sparse)")
     ir.add_argument("--schedule", metavar="FIELD=VALUE,...",
                     help=f"override fields of the schedule (after $KEOMLIR_SCHEDULE's), e.g. "
                          f"rows=4,cache_block=256KiB; fields: {', '.join(settable())}")
@@ -118,7 +122,7 @@ def _formula_options(command):
 def cmd_ir(args):
     emit = [args.emit] + (["obj"] if args.time_passes and args.emit != "ptx" else [])
     ex = explain(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
-                 args.dtype, args.passes, emit, args.target, args.schedule, _sizes(args.sizes))
+                 args.dtype, args.passes, emit, args.target, args.schedule, _sizes(args.sizes), args.variant)
     if args.print_ir_after_all:
         print(ex)
         if args.emit != "ir":  # else the last stage printed is already the output

@@ -13,7 +13,7 @@ import time
 
 from .backends.cuda import runner
 from .backends.llvm import toolchain
-from .backends.llvm.renderer import render
+from .backends.llvm.renderer import VARIANTS, render
 from .compile import DTYPES, CompiledReduction
 from .ir.node import index_name
 from .passes import DEFAULT_PIPELINE, PassManager
@@ -95,12 +95,14 @@ def _target(target, forms):
 
 
 def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2=None,
-            dtype="float32", passes=None, emit=("ir",), target=None, schedule=None, sizes=None):
+            dtype="float32", passes=None, emit=("ir",), target=None, schedule=None, sizes=None, variant="kernel"):
     """Compile `formula` as far as the forms in `emit` require and return every stage, with
     the schedule of the program on `target` (a name, see `keomlir.schedule.names()`; default:
     the host, or sm_80 for PTX alone) as the runtimes make it: $KEOMLIR_SCHEDULE's and
     `schedule`'s overrides applied, with the fields of a call of `sizes` = (M, N) if given.
     PTX is the very text the GPU runtime loads, and `asm` for another CPU is cross-compiled.
+    `variant` names the CPU entry points compiled: 'kernel' (whole rows), 'split_j' (parts
+    of j, for few rows) or 'ranges' (block-sparse).
 
     Raises the library's SyntaxError/ValueError/TypeError for user errors and
     NotImplementedError for a form whose backend is missing.
@@ -111,6 +113,8 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         raise ValueError(f"emit: unknown form {', '.join(map(repr, bad))}; expected one of {', '.join(EMIT_FORMS)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     tgt = _target(target, forms)
     overrides = parse_overrides(schedule)
     stages = []
@@ -138,7 +142,7 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
 
     if NEEDS_LLVM.intersection(forms):
         tm = toolchain.target_machine(tgt)
-        module = timed("LLVM IR rendering", render, program, dtype, acc, red.sum_scheme, "kernel", sched)
+        module = timed("LLVM IR rendering", render, program, dtype, acc, red.sum_scheme, variant, sched)
         if tgt.triple != targets.detect_host().triple:  # cross-compiled
             module.triple, module.data_layout = tgt.triple, str(tm.target_data)
         if "llvm" in forms:

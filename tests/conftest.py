@@ -1,3 +1,5 @@
+import importlib
+import importlib.util
 import os
 import tempfile
 
@@ -28,6 +30,17 @@ def assert_close(actual, expected, dtype, rtol=None, atol=None):
     if atol is None:
         atol = 2e-4 if str(dtype) == "float32" else 1e-10
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# torch is optional where a module's NumPy tests must run without it (tests/platforms/aarch64.sh has no
+# torch): such a module imports it with `optional` and marks its torch tests `needs_torch`
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+
+
+def optional(module):
+    """The module `module` where torch is installed, else None (its tests are skipped)."""
+    return importlib.import_module(module) if HAS_TORCH else None
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from keomlir.numpy import Genred
 from keomlir.passes import PassManager
 
-from conftest import assert_close
+from conftest import assert_close, needs_torch, optional
 from test_ops import CASES, M, N, _inputs
 
 H = 1e-6
@@ -67,7 +67,7 @@ def test_derivative_rule(case, var):
     assert_close(g(*[a.astype(np.float32) for a in (x, y, s, t, e)]), expected, "float32", rtol=2e-3, atol=2e-3)
 
 
-torch = pytest.importorskip("torch")
+torch = optional("torch")  # the oracle of the tests below
 
 ALIASES = ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"]
 
@@ -78,6 +78,7 @@ def _torch_forms(x, y, b):
     return X, Y, B
 
 
+@needs_torch
 def test_diff_is_the_jvp():
     r = np.random.default_rng(3)
     x, y, b, v = r.normal(size=(6, 3)), r.normal(size=(7, 3)), r.normal(size=(7, 1)), r.normal(size=(6, 3))
@@ -92,6 +93,7 @@ def test_diff_is_the_jvp():
     assert_close(g(x, y, b, v), jvp.numpy(), "float64")
 
 
+@needs_torch
 def test_grad_matrix_divergence_laplacian():
     r = np.random.default_rng(4)
     x, y, b = r.normal(size=(5, 3)), r.normal(size=(6, 3)), r.normal(size=(6, 1))
@@ -115,6 +117,7 @@ def test_grad_matrix_divergence_laplacian():
     assert_close(lap[:, 0], np.trace(hess, axis1=1, axis2=2), "float64")
 
 
+@needs_torch
 def test_nested_grad_gives_second_order():
     r = np.random.default_rng(5)
     x, y, b = r.normal(size=(5, 3)), r.normal(size=(6, 3)), r.normal(size=(6, 1))

@@ -133,7 +133,7 @@ def test_help_mentions_every_option():
     top = ok("--help")
     sub = ok("ir", "--help")
     for option in ["-a", "--reduction", "--axis", "--opt-arg", "--formula2", "--dtype", "--passes",
-                   "--print-ir-after-all", "--emit", "--time-passes", "--target", "--schedule", "--sizes"]:
+                   "--print-ir-after-all", "--emit", "--time-passes", "--target", "--schedule", "--sizes", "--variant"]:
         assert option in top and option in sub
     for form in ["llvm-opt", "asm", "ptx", "dot"]:
         assert form in sub

@@ -7,8 +7,9 @@ import pytest
 
 from keomlir.numpy import Genred, LazyTensor, Pm, Vi, Vj
 
-torch = pytest.importorskip("torch")
-import keomlir.torch as kt  # noqa: E402
+from conftest import needs_torch, optional
+
+torch, kt = optional("torch"), optional("keomlir.torch")
 
 M, N, D = 7, 9, 3
 
@@ -372,6 +373,7 @@ def _check_selected(idx, values, dense, dim):
     torch.testing.assert_close(picked, values, rtol=1e-5, atol=1e-5)
 
 
+@needs_torch
 def test_issue_cases_sums_over_both_dims(big):
     S_ij, V_ij, S, V = big
     for dim in (0, 1):
@@ -379,6 +381,7 @@ def test_issue_cases_sums_over_both_dims(big):
         _close32(V_ij.sum(dim), V.sum(dim))
 
 
+@needs_torch
 def test_issue_cases_logsumexp_and_softmax(big):
     S_ij, V_ij, S, V = big
     _close32((-S_ij).logsumexp(1), torch.logsumexp(-S, 1)[:, None])
@@ -386,6 +389,7 @@ def test_issue_cases_logsumexp_and_softmax(big):
     _close32((-S_ij).sumsoftmaxweight(V_ij, dim=1), (torch.softmax(-S, 1)[..., None] * V).sum(1))
 
 
+@needs_torch
 def test_issue_cases_min_max(big):
     S_ij, V_ij, S, V = big
     d = S[..., None]
@@ -408,6 +412,7 @@ def test_issue_cases_min_max(big):
     _check_selected(i, V.min(1).values, V, 1)
 
 
+@needs_torch
 def test_issue_cases_kmin(big):
     S_ij, V_ij, S, V = big
     kS = torch.topk(S, 5, dim=1, largest=False).values  # (M, 5)
@@ -425,6 +430,7 @@ def test_issue_cases_kmin(big):
 # ---- torch: gradients through LazyTensor reductions ----------------------------------------------
 
 
+@needs_torch
 def test_torch_lazytensor_gradients_match_dense_torch():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 2, dtype=torch.float64, generator=g, requires_grad=True)
@@ -453,6 +459,7 @@ def test_torch_lazytensor_gradients_match_dense_torch():
             torch.testing.assert_close(a, e)
 
 
+@needs_torch
 def test_torch_second_order_through_lazytensor():
     g = torch.Generator().manual_seed(4)
     x = torch.randn(5, 2, dtype=torch.float64, generator=g, requires_grad=True)
@@ -551,6 +558,7 @@ def test_batch_dimensions_broadcast_numpy():
         LazyTensor(r.standard_normal((3, 5, 1, 3))) + LazyTensor(r.standard_normal((2, 1, 6, 3)))
 
 
+@needs_torch
 def test_batch_dimensions_torch_with_gradients():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, 5, 2, dtype=torch.float64, generator=g, requires_grad=True)
@@ -578,9 +586,10 @@ def test_genred_accepts_batch_dimensions():
     assert g(x[0], y, b[0], p[:1]).shape == (5, 1)
     with pytest.raises(ValueError, match="batch dimensions do not broadcast"):
         g(x, y, r.standard_normal((3, 6, 1)), p)
-    tg = kt.Genred("SqDist(x,y)", ["x = Vi(2)", "y = Vj(2)"], "ArgKMin", axis=1, opt_arg=2)
-    idx = tg(torch.from_numpy(x), torch.from_numpy(y))
-    assert idx.shape == (4, 5, 2) and idx.dtype == torch.int64
+    if torch is not None:
+        tg = kt.Genred("SqDist(x,y)", ["x = Vi(2)", "y = Vj(2)"], "ArgKMin", axis=1, opt_arg=2)
+        idx = tg(torch.from_numpy(x), torch.from_numpy(y))
+        assert idx.shape == (4, 5, 2) and idx.dtype == torch.int64
 
 
 # ---- scipy.sparse.linalg interop -----------------------------------------------------------------------
@@ -621,16 +630,6 @@ def test_build_time_errors(data):
         y_j - Vj(np.zeros((3, 3)))
     with pytest.raises(TypeError, match="different dtypes, float64 and float32"):
         x_i - LazyTensor(data["y"][None].astype(np.float32))
-    with pytest.raises(TypeError, match="NumPy"):
-        x_i - torch.zeros(1, 4, 3)
-    with pytest.raises(TypeError, match="mixing NumPy and torch"):
-        LazyTensor(torch.zeros(3))
-    with pytest.raises(TypeError, match="cannot combine a NumPy LazyTensor with a torch LazyTensor"):
-        x_i + kt.LazyTensor(torch.zeros(1, 4, 3))
-    with pytest.raises(TypeError, match="mixing NumPy and torch"):
-        kt.LazyTensor(np.zeros((3, 1, 2)))
-    with pytest.raises(ValueError, match="different devices"):
-        kt.LazyTensor(torch.zeros(3, 1, 2)) + kt.LazyTensor(torch.zeros(1, 4, 2, device="meta"))
     with pytest.raises(TypeError, match="float16, float32 or float64"):
         LazyTensor(np.zeros((3, 1, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="needs axis=0"):
@@ -674,6 +673,21 @@ def test_build_time_errors(data):
         (Vi(0, 3).sum(-1) + Vi(0, 2).sum(-1)).sum(dim=1)
 
 
+@needs_torch
+def test_build_time_errors_mixing_numpy_and_torch(data):
+    x_i = LazyTensor(data["x"][:, None])
+    with pytest.raises(TypeError, match="NumPy"):
+        x_i - torch.zeros(1, 4, 3)
+    with pytest.raises(TypeError, match="mixing NumPy and torch"):
+        LazyTensor(torch.zeros(3))
+    with pytest.raises(TypeError, match="cannot combine a NumPy LazyTensor with a torch LazyTensor"):
+        x_i + kt.LazyTensor(torch.zeros(1, 4, 3))
+    with pytest.raises(TypeError, match="mixing NumPy and torch"):
+        kt.LazyTensor(np.zeros((3, 1, 2)))
+    with pytest.raises(ValueError, match="different devices"):
+        kt.LazyTensor(torch.zeros(3, 1, 2)) + kt.LazyTensor(torch.zeros(1, 4, 2, device="meta"))
+
+
 def test_numbers_lists_and_parameters(data):
     x_i = LazyTensor(data["x"][:, None])
     dense = data["x"]
@@ -686,4 +700,5 @@ def test_numbers_lists_and_parameters(data):
         np.testing.assert_allclose(lazy.sum(dim=1), want, rtol=1e-12)
     f32 = LazyTensor(data["x"][:, None].astype(np.float32)) * 0.1  # the parameter takes the dtype of the data
     assert f32.sum(dim=1).dtype == np.float32
-    assert kt.Vi(torch.ones(3, 2)).ndim == 2 and kt.Pm(torch.tensor(2.0)).ndim == 1
+    if torch is not None:
+        assert kt.Vi(torch.ones(3, 2)).ndim == 2 and kt.Pm(torch.tensor(2.0)).ndim == 1

@@ -7,17 +7,20 @@ width and vector registers, FMA units where known, the caches and the cores
 registers per thread and SMs).  The host's is detected (LLVM's view of the
 CPU, the caches from /sys, the cores this process may run on); named ones
 exist for inspection and cross-compilation (`keomlir ir --target NAME`).
-`KEOMLIR_TARGET=NAME` compiles the host's kernels for a named x86 target's
-instruction set (AVX2-only code on an AVX-512 machine, say), with the
-host's caches and cores, the code still running here.
+`KEOMLIR_TARGET=NAME` compiles the host's kernels for a named target's
+instruction set of the host's architecture (AVX2-only code on an AVX-512
+machine, NEON-only code on an SVE one), with the host's caches and cores, the
+code still running here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import os
 import pathlib
+import sys
 
 import llvmlite.binding as llvm
 
@@ -108,6 +111,7 @@ def size_text(n):
 
 _X86_V3 = ("avx", "avx2", "fma", "bmi", "bmi2", "f16c", "lzcnt", "movbe")
 _X86_V4 = _X86_V3 + ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+_ARM_V82 = ("neon", "fp-armv8", "fullfp16", "dotprod")
 
 # named targets: caches per core from the vendors' documents; `cores` a typical part's, for
 # inspection only (the host's cores are always counted)
@@ -121,9 +125,12 @@ NAMED = {t.name: t for t in [
     # Zen 4 runs 512-bit FMAs on its two 256-bit pipes: one a cycle
     Target("znver4", "cpu", X86_TRIPLE, "znver4", "", 512, 32, 1, 32 * KiB, 1 * MiB, 4 * MiB, 16,
            required=_X86_V4 + ("avx512bf16", "avx512vbmi2", "gfni")),
-    # NEON's 128 bits: SVE's width is a run-time length, and fixed-width vectors lower to NEON
+    # AArch64: NEON's 128 bits whether or not the CPU has SVE (see detect_host); Graviton 2's cores (NEON
+    # only) and Graviton 3's (SVE 256 bits, four 128-bit FMA pipes)
+    Target("neoverse-n1", "cpu", AARCH64_TRIPLE, "neoverse-n1", "", 128, 32, 2, 64 * KiB, 1 * MiB, 512 * KiB,
+           64, required=_ARM_V82),
     Target("neoverse-v1", "cpu", AARCH64_TRIPLE, "neoverse-v1", "", 128, 32, 4, 64 * KiB, 1 * MiB, 512 * KiB,
-           64),
+           64, required=_ARM_V82 + ("sve", "bf16", "i8mm")),
     Target("sm_80", "gpu", NVPTX_TRIPLE, "sm_80", cores=108, l1_bytes=192 * KiB, l2_bytes=40 * MiB,
            warp_size=32, shared_bytes=48 * KiB, registers_per_thread=255, threads_per_sm=2048),
     Target("sm_90", "gpu", NVPTX_TRIPLE, "sm_90", cores=132, l1_bytes=256 * KiB, l2_bytes=50 * MiB,
@@ -161,7 +168,7 @@ def target(name="host"):
 
 
 def host():
-    """The host's target: detected, or the named x86 target $KEOMLIR_TARGET selects."""
+    """The host's target: detected, or the named target $KEOMLIR_TARGET selects."""
     return _host(os.environ.get(ENV, "").strip())
 
 
@@ -171,27 +178,75 @@ def _host(selected):
     if not selected or selected == "host":
         return detected
     named = NAMED.get(selected)
-    x86 = [n for n, t in NAMED.items() if t.triple == X86_TRIPLE]
-    if named is None or named.triple.split("-")[0] != detected.triple.split("-")[0]:
+    arch = _arch(detected.triple)
+    own = [n for n, t in NAMED.items() if t.kind == "cpu" and _arch(t.triple) == arch]
+    if named is None or named.name not in own:
         raise ValueError(f"{ENV}={selected!r}: the host's code is compiled for a named target of its own "
-                         f"architecture ({detected.triple}); valid: {', '.join(x86)}")
+                         f"architecture ({detected.triple}); valid: {', '.join(own) or 'none'}")
     have = _host_features()
     missing = [f for f in named.required if not have.get(f)]
     if missing:
         raise ValueError(f"{ENV}={selected!r}: this CPU ({detected.cpu}) lacks {', '.join(missing)}, which code "
                          f"for {selected} may use; valid here: "
-                         f"{', '.join(n for n in x86 if all(have.get(f) for f in NAMED[n].required))}")
+                         f"{', '.join(n for n in own if all(have.get(f) for f in NAMED[n].required))}")
     # the named instruction set, on the host's caches and cores
     return dataclasses.replace(named, l1_bytes=detected.l1_bytes, l2_bytes=detected.l2_bytes,
                                l3_bytes=detected.l3_bytes, cores=detected.cores)
 
 
+def _arch(triple):
+    """The architecture of an LLVM triple, Apple's arm64 named aarch64."""
+    arch = triple.split("-")[0]
+    return "aarch64" if arch == "arm64" else arch
+
+
 def _host_features():
-    """LLVM's feature map of the host CPU (a dict; empty where LLVM cannot read it)."""
+    """The host CPU's features by LLVM name ({name: bool}; empty where nothing can read them).
+    LLVM reads them from /proc/cpuinfo on Linux, which under user-mode emulation (qemu-user)
+    describes the machine running the emulator: on AArch64 Linux the kernel's hardware
+    capabilities (what the emulator emulates) are read when LLVM finds no feature."""
     try:
-        return llvm.get_host_cpu_features()
+        found = dict(llvm.get_host_cpu_features())
     except RuntimeError:
+        found = {}
+    if not any(found.values()) and _arch(llvm.get_process_triple()) == "aarch64":
+        found = _aarch64_hwcaps()
+    return found
+
+
+# Linux's AArch64 hardware capability bits (asm/hwcap.h: AT_HWCAP, AT_HWCAP2) that code generation
+# uses, by the LLVM feature each means
+_HWCAP = {0: "fp-armv8", 1: "neon", 3: "aes", 6: "sha2", 7: "crc", 8: "lse", 9: "fullfp16", 12: "rdm",
+          20: "dotprod", 22: "sve", 23: "fp16fml"}
+_HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16"}
+AT_HWCAP, AT_HWCAP2 = 16, 26
+
+
+def _aarch64_hwcaps():
+    """{LLVM feature: bool} from the AArch64 Linux kernel's hardware capabilities ({} elsewhere)."""
+    if not sys.platform.startswith("linux"):
         return {}
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return {}
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return hwcap_features(getauxval(AT_HWCAP), getauxval(AT_HWCAP2))
+
+
+def hwcap_features(hwcap, hwcap2):
+    """{LLVM feature: bool} of AArch64 Linux's AT_HWCAP and AT_HWCAP2 words ({} without NEON: not an
+    AArch64 word)."""
+    found = {}
+    for word, bits in ((hwcap, _HWCAP), (hwcap2, _HWCAP2)):
+        for bit, name in bits.items():
+            found[name] = found.get(name, False) or bool(word >> bit & 1)
+    return found if found["neon"] else {}
+
+
+def _flat(features):
+    """An LLVM feature string of a {name: bool} map: '+avx2,-avx512f,...'."""
+    return ",".join(f"{'+' if on else '-'}{name}" for name, on in sorted(features.items()))
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,18 +255,23 @@ def detect_host():
     triple = llvm.get_process_triple()
     cpu = llvm.get_host_cpu_name()
     features = _host_features()
-    flat = features.flatten() if features else ""
-    arch = triple.split("-")[0]
+    arch = _arch(triple)
     if arch in ("x86_64", "i386", "i686"):
         wide = features.get("avx512f")
         bits = 512 if wide else 256 if features.get("avx") or features.get("avx2") else 128
         registers = 32 if wide else 16
-    elif arch in ("aarch64", "arm64"):  # NEON (SVE too: see neoverse-v1)
+    elif arch == "aarch64":
+        # NEON's 128 bits, SVE or not: fixed-width vectors of the SVE register length would tie the code
+        # to that one length (256-bit SVE code is wrong on a 128-bit part), and the common SVE cores gain
+        # nothing from it (Neoverse V1's two 256-bit SVE pipes do the FLOPs of its four 128-bit NEON
+        # ones; N2, V2 and Grace have 128-bit SVE); LLVM still uses SVE instructions (+sve) where they
+        # serve a 128-bit operation NEON lacks
         bits, registers = 128, 32
     else:  # a 128-bit vector LLVM legalizes whatever the ISA
         bits, registers = 128, 16
     l1, l2, l3 = _caches()
-    return Target("host", "cpu", triple, cpu, flat, bits, registers, _FMA_UNITS.get(cpu), l1, l2, l3, _cores())
+    return Target("host", "cpu", triple, cpu, _flat(features), bits, registers, _FMA_UNITS.get(cpu), l1, l2, l3,
+                  _cores())
 
 
 def _cores():
