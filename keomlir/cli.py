@@ -25,7 +25,7 @@ from .passes import DEFAULT_PIPELINE, PASSES
 from .schedule import names, target
 from .schedule.record import settable
 from .schedule.space import searched
-from .schedule.targets import size_text
+from .schedule.targets import detect_host, size_text
 from .tune import BUDGET, check_budget, tune
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
@@ -189,8 +189,9 @@ def cmd_info(args):
             targets.append(f"{t.name} ({t.description})")
         except RuntimeError:
             pass
-    features = llvm.get_host_cpu_features()
-    vector = sorted(k for k, on in features.items() if on and k.startswith(VECTOR_PREFIXES))
+    # the detected host's (LLVM's map, or AArch64 Linux's hardware capabilities where LLVM reads none)
+    enabled = [f[1:] for f in detect_host().features.split(",") if f.startswith("+")]
+    vector = sorted(f for f in enabled if f.startswith(VECTOR_PREFIXES))
     driver, gpus = cuda_status()
     host = target("host")
     rows = [("keomlir", __version__), ("python", platform.python_version()), ("numpy", numpy.__version__),

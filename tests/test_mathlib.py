@@ -11,6 +11,7 @@ from llvmlite import ir
 from keomlir.backends.llvm import toolchain
 from keomlir.backends.llvm.emitter import Emitter
 from keomlir.backends.llvm.emitter import counted_loop
+from keomlir.schedule.targets import detect_host
 
 # name: (sampling, range, float32 ulp bound, float64 ulp bound); sin/cos also get an
 # absolute bound on the whole range (their relative error grows near zeros of large x)
@@ -23,7 +24,7 @@ CASES = {
 ABS_BOUND = {"float32": 1.2e-7, "float64": 2.3e-16}
 
 
-HOST_AVX512 = bool(llvm.get_host_cpu_features().get("avx512f"))
+HOST_AVX512 = detect_host().has("avx512f")  # (False on other architectures: the generic path alone)
 
 
 def _compile(name, dtype, lanes, features=()):
