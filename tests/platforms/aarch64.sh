@@ -4,13 +4,15 @@
 # dependencies downloaded here for the root's Python (the root has no certificates of its own, so it
 # never downloads), keomlir installed from this checkout, then the NumPy-level tests of every reduction
 # on both axes and dtypes, gradients, LazyTensor, KernelSolve, ranges, the math library's ulp bounds,
-# the kernel cache and the AArch64 host detection run under emulation against the float64 oracle.
-# torch is left out: its aarch64 wheel is large and slow to import emulated; the torch tests skip.
+# the kernel cache and the AArch64 host detection run under emulation against the float64 oracle, then
+# the reductions again as NEON-only code.  torch is left out (its aarch64 wheel is large and slow to
+# import emulated): the torch tests skip.
 #
 #   tests/platforms/aarch64.sh [PYTEST ARGS...]   (default: the subset below, on every core)
 #
 # The root, the wheels and the installed dependencies are kept in $KEOMLIR_AARCH64_CACHE (default
-# /var/cache/keomlir-aarch64), so a second run only reinstalls keomlir and runs the tests.  Exit status:
+# /var/cache/keomlir-aarch64), so a second run only reinstalls keomlir and runs the tests.  The host keeps
+# Debian's qemu-user-static and its binfmt registrations, as installing that package leaves them.  Exit status:
 # pytest's, or 77 when this machine cannot run it (not x86-64 Linux, not root, no network for a first
 # run), with the reason on stderr.
 set -euo pipefail
@@ -54,7 +56,7 @@ mkdir -p "$cache"
 if [[ ! -e $root/.keomlir-complete ]]; then
     say "debootstrap: arm64 Debian $suite into $root"
     rm -rf "$root.part"
-    debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv "$suite" "$root.part" "$mirror" \
+    debootstrap --arch=arm64 --variant=minbase --include=python3 "$suite" "$root.part" "$mirror" \
         > "$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log" >&2; skip "debootstrap failed"; }
     rm -rf "$root" && mv "$root.part" "$root" && touch "$root/.keomlir-complete"
 fi
@@ -78,22 +80,23 @@ for dist in numpy llvmlite lark pytest pytest-xdist hypothesis; do
 done
 wheels=$cache/wheels-py$pyver
 stamp=$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-16)
+platforms=(--only-binary=:all: --implementation cp --python-version "$pyver" --platform manylinux2014_aarch64)
+for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done  # glibc 2.17 to 2.36
 if [[ ! -e $wheels/.keomlir-$stamp ]]; then
     say "downloading aarch64 wheels for Python $pyver: ${pins[*]}"
-    platforms=(--platform manylinux2014_aarch64)  # glibc 2.17; newer wheels name the glibc they need
-    for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch64"); done
-    rm -rf "$wheels" && mkdir -p "$wheels.part"
-    "$python" -m pip download -q --no-cache-dir -d "$wheels.part" --only-binary=:all: --implementation cp \
-        --python-version "$pyver" "${platforms[@]}" "${pins[@]}" || skip "could not download the aarch64 wheels"
+    rm -rf "$wheels" "$wheels.part"
+    "$python" -m pip download -q --no-cache-dir -d "$wheels.part" "${platforms[@]}" "${pins[@]}" \
+        || skip "could not download the aarch64 wheels"
     mv "$wheels.part" "$wheels" && touch "$wheels/.keomlir-$stamp"
 fi
-venv=/opt/keomlir-venv
-if [[ ! -e $root$venv/.keomlir-$stamp ]]; then
-    say "installing the wheels in the root's $venv (emulated)"
-    rm -rf "$root$venv" "$root/tmp/wheels" && cp -r "$wheels" "$root/tmp/wheels"
-    in_root python3 -m venv "$venv"
-    in_root "$venv/bin/pip" install -q --no-index --find-links /tmp/wheels "${pins[@]}"
-    rm -rf "$root/tmp/wheels" && touch "$root$venv/.keomlir-$stamp"
+# installed by the host's pip for the root's platform (no pip, venv or certificates in the root), on the
+# PYTHONPATH of its Debian Python
+site=/opt/keomlir-site
+if [[ ! -e $root$site/.keomlir-$stamp ]]; then
+    say "installing the wheels in the root's $site"
+    rm -rf "$root$site"
+    "$python" -m pip install -q --no-index --find-links "$wheels" --target "$root$site" "${platforms[@]}" "${pins[@]}"
+    touch "$root$site/.keomlir-$stamp"
 fi
 
 # ---- keomlir from this checkout, and its tests -----------------------------------------------------------
@@ -103,13 +106,27 @@ trap 'rm -rf "$build"' EXIT
 tar -C "$checkout" --exclude=__pycache__ -cf - keomlir tests pyproject.toml README.md | tar -C "$build" -xf -
 "$python" -m pip wheel -q --no-deps --no-build-isolation -w "$root/keomlir/dist" "$build" >/dev/null
 cp -r "$build/tests" "$build/pyproject.toml" "$root/keomlir/"
-in_root "$venv/bin/pip" install -q --no-index --no-deps --force-reinstall /keomlir/dist/keomlir-*.whl
+"$python" -m pip install -q --no-index --no-deps --target "$root/keomlir/site" "$root"/keomlir/dist/keomlir-*.whl
 say "ready after $((SECONDS - start)) s; the tests, emulated:"
-in_root "$venv/bin/python" -c 'import keomlir.schedule as s; print(s.target("host").text())'
-if (($# == 0)); then set -- "${tests[@]}" -n auto --dist worksteal; fi
-# from /keomlir, whose tests import the installed keomlir (no source tree beside them)
+in_root env PYTHONPATH=/keomlir/site:$site python3 -c 'import keomlir.schedule as s; print(s.target("host").text())'
+run_tests() {  # run_tests [NAME=VALUE...] -- ARGS: from /keomlir, whose tests import the installed keomlir
+    local env=(PYTHONPATH=/keomlir/site:$site)
+    while [[ $1 != -- ]]; do env+=("$1"); shift; done
+    shift
+    in_root /bin/sh -c 'cd /keomlir && exec "$@"' sh env "${env[@]}" python3 -m pytest -p no:cacheprovider -q \
+        -n auto --dist worksteal "$@"
+}
+if (($#)); then
+    run_tests -- "$@"
+    exit
+fi
 status=0
-in_root /bin/sh -c 'cd /keomlir && exec "$0" -m pytest -p no:cacheprovider -q "$@"' "$venv/bin/python" "$@" \
-    || status=$?
+run_tests -- "${tests[@]}" --durations=10 || status=$?
+# the emulated CPU has SVE and SVE2, which LLVM may use for single 128-bit operations: the reductions again
+# as NEON-only code (KEOMLIR_TARGET=neoverse-n1), as on Graviton 2 or Ampere Altra
+if ((status == 0)); then
+    say "the reductions again, compiled for neoverse-n1 (NEON only):"
+    run_tests KEOMLIR_TARGET=neoverse-n1 -- tests/test_reductions.py || status=$?
+fi
 say "finished in $((SECONDS - start)) s (status $status)"
 exit $status
