@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from . import strategies
 from .targets import KiB, MiB, Target, size_text
 
 ENV = "KEOMLIR_SCHEDULE"
-STRATEGIES = ("lanes", "contraction", "screened", "columns", "threads")  # loop nests (see FIELDS)
 GPU_PLANS = ("auto", "1d", "2d")
 
 
@@ -63,7 +63,7 @@ class Schedule:
 
     @property
     def screen(self):
-        return self.strategy == "screened"
+        return strategies.STRATEGIES[self.strategy].rules == "screened"
 
     def fields(self):
         """(name, value) of the fields of this target's kind, in order."""
@@ -95,7 +95,7 @@ class Field:
     low: int = 1  # least value of an int or bytes
     high: int | None = None  # greatest
     multiple: int = 1
-    choices: tuple = ()
+    choices: tuple = ()  # (or a function returning them: the strategies registered)
     per_call: bool = False  # depends on the call's sizes (not in cache keys)
 
     def show(self, value):
@@ -128,8 +128,9 @@ class Field:
                 return words[value.strip().lower()]
             raise bad("on or off")
         if self.type == "choice":
-            if value not in self.choices:
-                raise bad(f"one of {', '.join(self.choices)}")
+            choices = self.choices() if callable(self.choices) else self.choices
+            if value not in choices:
+                raise bad(f"one of {', '.join(choices)}")
             return value
         if self.type == "names":
             if isinstance(value, str):
@@ -176,7 +177,8 @@ FIELDS = {
     "strategy": Field("all", "the loop nest: lanes (SIMD across j), contraction (wide SqDist / scalar products "
                       "of a tile of rows as one register-blocked micro-kernel), screened (a K-min of SqDist "
                       "ranked by its expanded form), columns (K @ B by blocks of B's columns), threads (GPU: "
-                      "one thread a row)", "choice", choices=STRATEGIES),
+                      "one thread a row), or a loop nest registered with keomlir.backends.llvm.strategies",
+                      "choice", choices=strategies.names),
     "wide_threshold": Field("all", "components above which a node is a loop over components, not unrolled"),
     "wide_nodes": Field("all", "the nodes over wide_threshold or with such an operand", "derived"),
     "vector_bits": Field("cpu", "SIMD width across j", choices=(128, 256, 512)),
