@@ -33,7 +33,7 @@ import functools
 from ..ir.node import ssa_nodes
 from ..ir.program import WIDE_THRESHOLD
 from .record import Schedule, parse_overrides
-from .strategies import STRATEGIES, column_split, possible as possible_strategies, wide_contractions
+from .strategies import STRATEGIES, column_split, possible, wide_contractions
 from .targets import KiB
 
 CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight, 1 j load per 8 FMA
@@ -65,6 +65,11 @@ FAN = 32  # states merged per thread in one merge pass of the 2-D scheme
 DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
 
+def strategies(program, target, threshold=WIDE_THRESHOLD):
+    """The loop nests possible for `program` on `target`, the default first (`strategies.py`)."""
+    return possible(program, target, threshold)
+
+
 def schedule(program, target, sizes=None, dtype="float32", overrides=()):
     """The Schedule of `program` (target-independent, as the generic pipeline leaves it) on
     `target` for data of `dtype`: the defaults below, then `overrides` (a dict, text
@@ -93,11 +98,11 @@ def _schedule(program, target, dtype, overrides):
     if dtype not in DATA_BYTES or (dtype == "float16" and target.kind != "gpu"):
         raise ValueError(f"schedule: dtype {dtype!r} is not compiled for {target.name}")
     threshold = over.get("wide_threshold", WIDE_THRESHOLD)
-    possible = possible_strategies(program, target, threshold)
-    strategy = over.get("strategy", possible[0])
-    if strategy not in possible:
+    found = strategies(program, target, threshold)
+    strategy = over.get("strategy", found[0])
+    if strategy not in found:
         raise ValueError(f"schedule: strategy={strategy} is not possible for this program on {target.name}; "
-                         f"possible: {', '.join(possible)}")
+                         f"possible: {', '.join(found)}")
     nodes = ssa_nodes(program.roots())
     wide = tuple(name for name, n in nodes.items() if n.dim > threshold or any(a.dim > threshold for a in n.args))
     common = dict(target=target, dtype=dtype, strategy=strategy, wide_threshold=threshold, wide_nodes=wide)

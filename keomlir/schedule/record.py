@@ -95,7 +95,7 @@ class Field:
     low: int = 1  # least value of an int or bytes
     high: int | None = None  # greatest
     multiple: int = 1
-    choices: tuple = ()  # (or a function returning them: the strategies registered)
+    choices: tuple = ()
     per_call: bool = False  # depends on the call's sizes (not in cache keys)
 
     def show(self, value):
@@ -128,9 +128,8 @@ class Field:
                 return words[value.strip().lower()]
             raise bad("on or off")
         if self.type == "choice":
-            choices = self.choices() if callable(self.choices) else self.choices
-            if value not in choices:
-                raise bad(f"one of {', '.join(choices)}")
+            if value not in self.choices:
+                raise bad(f"one of {', '.join(self.choices)}")
             return value
         if self.type == "names":
             if isinstance(value, str):
@@ -178,7 +177,7 @@ FIELDS = {
                       "of a tile of rows as one register-blocked micro-kernel), screened (a K-min of SqDist "
                       "ranked by its expanded form), columns (K @ B by blocks of B's columns), threads (GPU: "
                       "one thread a row), or a loop nest registered with keomlir.backends.llvm.strategies",
-                      "choice", choices=strategies.names),
+                      "choice", choices=strategies.NAMES),
     "wide_threshold": Field("all", "components above which a node is a loop over components, not unrolled"),
     "wide_nodes": Field("all", "the nodes over wide_threshold or with such an operand", "derived"),
     "vector_bits": Field("cpu", "SIMD width across j", choices=(128, 256, 512)),

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Callable
 
 from ..ir.node import ssa_nodes
+from ..ir.program import WIDE_THRESHOLD
 
 CONTRACTIONS = ("SqDist", "Scalprod")
 
@@ -30,7 +31,8 @@ class Strategy:
 
     @property
     def rules(self):
-        return self.like or self.name
+        """The built-in strategy whose rules choose this one's fields."""
+        return STRATEGIES[self.like].rules if self.like else self.name
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -48,8 +50,21 @@ def register(strategy):
     return strategy
 
 
-def names():
-    return tuple(STRATEGIES)
+class _Names:
+    """The registered strategies' names, read when asked (those registered later too): the
+    choices of the Schedule's `strategy` field."""
+
+    def __iter__(self):
+        return iter(tuple(STRATEGIES))
+
+    def __contains__(self, name):
+        return name in STRATEGIES
+
+    def __len__(self):
+        return len(STRATEGIES)
+
+
+NAMES = _Names()
 
 
 def possible(program, target, threshold):
@@ -59,7 +74,7 @@ def possible(program, target, threshold):
 
 
 # ---- the built-in strategies' conditions --------------------------------------------------------
-def wide_contractions(program, threshold):
+def wide_contractions(program, threshold=WIDE_THRESHOLD):
     """{SSA name: node} of the contractions of one wide i and one wide j variable, in walk order."""
     found = {}
     for name, n in ssa_nodes(program.roots()).items():
@@ -69,7 +84,7 @@ def wide_contractions(program, threshold):
     return found
 
 
-def column_split(program, threshold):
+def column_split(program, threshold=WIDE_THRESHOLD):
     """(pos, width) of the j variable b when the program sums its terms (a reduction with
     `term_slots`) of F = s * b (b used nowhere else, s a scalar) and b is wide, else None."""
     f = program.formula

@@ -35,17 +35,16 @@ LOOP_NESTS: dict[str, type] = {}
 
 class LoopNest:
     name = ""  # the Schedule's `strategy`
-    like = None  # the built-in strategy whose schedule rules choose this one's fields
+    like = "lanes"  # the built-in strategy whose schedule rules choose this one's fields
     one_state = False  # the vector part updates each row's scalar state (no lane states to merge)
     unroll = 1  # vectors of j per iteration of the SIMD loop
 
     def __init__(self, kernel):
         self.k = kernel
 
-    @staticmethod
-    def applies(program, target, threshold):
-        """Whether this loop nest can run `program` (for strategies registered from outside)."""
-        return True
+    # applies(program, target, threshold) -> bool (a staticmethod): where a strategy registered from
+    # outside can run; None: where the built-in strategy it is `like` applies
+    applies = None
 
     @staticmethod
     def program(program, schedule):
@@ -102,15 +101,20 @@ class LoopNest:
 
 def register(cls):
     """Register a LoopNest subclass under its `name` (a class decorator).  A name the schedule
-    does not know yet becomes a CPU strategy of its own, applying where `cls.applies` says."""
+    does not know yet becomes a CPU strategy of its own, never a default, applying where
+    `cls.applies` says (or where the strategy it is `like` applies), its fields as that one's."""
     if not (isinstance(cls, type) and issubclass(cls, LoopNest)) or not cls.name:
         raise TypeError(f"register: expected a LoopNest subclass with a name, got {cls!r}")
     if cls.name in LOOP_NESTS:
         raise ValueError(f"loop nest {cls.name!r} is already registered ({LOOP_NESTS[cls.name].__qualname__})")
-    if cls.name not in schedule_strategies.STRATEGIES:
+    known = schedule_strategies.STRATEGIES
+    if cls.name not in known:
+        if known.get(cls.like) is None or known[cls.like].kind != "cpu":
+            raise ValueError(f"loop nest {cls.name!r}: like={cls.like!r} is not a CPU strategy "
+                             f"({', '.join(n for n, s in known.items() if s.kind == 'cpu')})")
         doc = (cls.__doc__ or cls.name).strip().splitlines()[0]
-        schedule_strategies.register(schedule_strategies.Strategy(cls.name, "cpu", doc, cls.applies, default=False,
-                                                                  like=cls.like))
+        schedule_strategies.register(schedule_strategies.Strategy(
+            cls.name, "cpu", doc, cls.applies or known[cls.like].applies, default=False, like=cls.like))
     LOOP_NESTS[cls.name] = cls
     return cls
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 
 from ....ir.program import replace_vars
-from ....schedule.strategies import column_split
 from ..emitter import SlotArray, counted_loop
 from ..skeleton import c64, imin
 from .base import LoopNest, register
@@ -51,10 +50,6 @@ class Columns(LoopNest):
         f = kernel.program.formula
         self.s = next(a for a in f.args if a.dim == 1)
         self.width = next(a for a in f.args if a is not self.s).dim
-
-    @staticmethod
-    def applies(program, target, threshold):
-        return column_split(program, threshold) is not None
 
     @staticmethod
     def program(program, schedule):
