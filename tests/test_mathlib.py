@@ -23,7 +23,10 @@ CASES = {
 ABS_BOUND = {"float32": 1.2e-7, "float64": 2.3e-16}
 
 
-def _compile(name, dtype, lanes):
+HOST_AVX512 = bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+def _compile(name, dtype, lanes, features=()):
     t = ir.FloatType() if dtype == "float32" else ir.DoubleType()
     m = ir.Module()
     m.triple = llvm.get_process_triple()
@@ -31,6 +34,7 @@ def _compile(name, dtype, lanes):
     b = ir.IRBuilder(f.append_basic_block())
     vt = t if lanes is None else ir.VectorType(t, lanes)
     em = Emitter(b, vt)
+    em.features = frozenset(features)
     with counted_loop(b, ir.Constant(ir.IntType(64), 0), f.args[2], "k", lanes or 1) as k:
         src = b.bitcast(b.gep(f.args[0], [k]), vt.as_pointer())
         dst = b.bitcast(b.gep(f.args[1], [k]), vt.as_pointer())
@@ -71,6 +75,49 @@ def test_ulp_bound(name, dtype, lanes):
     finite = np.isfinite(ref.astype(dtype)) & (np.abs(ref) > np.finfo(dtype).tiny)
     err = _ulp_error(f(x)[finite], ref[finite], dtype)
     assert err.max() <= (ulp32 if dtype == "float32" else ulp64)
+
+
+@pytest.mark.skipif(not HOST_AVX512, reason="the host has no AVX-512")
+@pytest.mark.parametrize("lanes", [None, 8, 16])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_scalef_same_bits(dtype, lanes):
+    """2^n by AVX-512's vscalef gives exactly the generic two-multiply result (both round the
+    exact product once), subnormal, zero and infinite results included; ulp bound as above."""
+    if lanes == 16 and dtype == "float64":
+        pytest.skip("no 1024-bit vectors")
+    lo, hi = (-120.0, 100.0) if dtype == "float32" else (-800.0, 800.0)
+    r = np.random.default_rng(3)
+    x = r.uniform(lo, hi, 1 << 16).astype(dtype)
+    x[:4096] = r.uniform(lo * 0.87, lo * 0.72, 4096)  # results near and below the smallest normal
+    x[:6] = [np.nan, np.inf, -np.inf, 0.0, hi, lo]
+    fast = _compile("exp", dtype, lanes, ("avx512f", "avx512vl"))(x)
+    assert np.array_equal(fast.view(np.uint8), _compile("exp", dtype, lanes)(x).view(np.uint8))
+    with np.errstate(all="ignore"):
+        ref = np.exp(x.astype(np.float64))
+    finite = np.isfinite(ref.astype(dtype)) & (np.abs(ref) > np.finfo(dtype).tiny)
+    assert _ulp_error(fast[finite], ref[finite], dtype).max() <= CASES["exp"][2 if dtype == "float32" else 3]
+
+
+@pytest.mark.parametrize("features", [(), ("avx512f",)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_nonpositive(dtype, features):
+    """exp of min(x, 0), bit for bit; the flushing form: the same, or 0 for a result below the
+    smallest normal number (always where vscalef computes subnormals at full speed)."""
+    if features and not HOST_AVX512:
+        pytest.skip("the host has no AVX-512")
+    lo = -120.0 if dtype == "float32" else -800.0
+    x = np.random.default_rng(4).uniform(lo, -lo / 20, 1 << 14).astype(dtype)
+    x[:3] = [np.nan, -np.inf, np.inf]
+    with np.errstate(all="ignore"):
+        want = _compile("exp", dtype, 8)(np.minimum(x, 0))
+        got = _compile("exp_nonpositive", dtype, 8, features)(x)
+        flushed = _compile("exp_nonpositive_flush", dtype, 8, features)(x)
+    assert np.array_equal(got, want, equal_nan=True)
+    tiny = np.finfo(dtype).tiny
+    assert np.array_equal(flushed[want >= tiny], want[want >= tiny])
+    below = flushed[(want < tiny) & ~np.isnan(want)]
+    assert np.array_equal(below, want[(want < tiny) & ~np.isnan(want)] if features else np.zeros_like(below))
+    assert np.isnan(flushed[0])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

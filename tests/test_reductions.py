@@ -5,6 +5,7 @@ import pytest
 
 from keomlir.backends import cpu
 from keomlir.numpy import Genred
+from keomlir.schedule import host
 
 from conftest import assert_close
 
@@ -252,3 +253,48 @@ def test_few_rows_split_j_across_threads(reduction, dtype):
         else:
             assert_close(a, e, dtype, rtol=1e-5 if dtype == "float32" else 1e-12)
             assert_close(c, e, dtype, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+@DTYPES
+@pytest.mark.parametrize("reduction,weighted,target", [("LogSumExp", False, None), ("LogSumExp", True, None),
+                                                       ("SumSoftMaxWeight", True, None),
+                                                       ("LogSumExp", False, "x86-64-v3")])
+def test_shifted_exp_sums_on_every_path(reduction, weighted, target, dtype, monkeypatch):
+    """F = x y + b over 1100 j (SIMD batches flushed full and part-full, blocks, the scalar tail):
+    the maximum rising in every batch (y increasing), falling (y decreasing), terms underflowing
+    to subnormals and zero (x = 400; flushed to 0 without AVX-512: x86-64-v3), nearly equal terms,
+    -inf terms, and rows whose only finite or infinite terms decide the result; against the dense
+    float64 sum."""
+    if target is not None:
+        if not host().has("avx2"):
+            pytest.skip("the host cannot run x86-64-v3 code")
+        monkeypatch.setenv("KEOMLIR_TARGET", target)
+    r = np.random.default_rng(11)
+    n = 1100
+    x = np.array([[1.0], [-1.0], [400.0], [1e-3], [0.0], [-30.0]], dtype)
+    y = np.sort(r.uniform(-1, 1, n))[:, None].astype(dtype)
+    b = r.normal(size=(n, 1)).astype(dtype)
+    b[r.choice(n, 40, replace=False)] = -np.inf
+    w = r.uniform(0.5, 2, size=(n, 2)).astype(dtype)
+    kw = dict(formula2="w") if weighted else {}
+    g = Genred("x * y + b", ["x = Vi(1)", "y = Vj(1)", "b = Vj(1)", "w = Vj(2)"], reduction, axis=1, **kw)
+
+    def dense(b):
+        F = x.astype(np.float64) * y[:, 0].astype(np.float64) + b[:, 0].astype(np.float64)
+        W = w.astype(np.float64) if weighted else np.ones((n, 1))
+        m = F.max(1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            shift = np.where(np.isfinite(m), m, 0.0)
+            s = np.exp(F - shift) @ W
+            return shift + np.log(s) if reduction == "LogSumExp" else s / np.exp(F - shift).sum(1, keepdims=True)
+
+    assert_close(g(x, y, b, w), dense(b), dtype, rtol=2e-6 if dtype == "float32" else 1e-13)
+    b_inf = np.full_like(b, -np.inf)
+    b_inf[n - 3] = 0.0  # one finite term: it decides the sum
+    assert_close(g(x, y, b_inf, w), dense(b_inf), dtype, rtol=2e-6 if dtype == "float32" else 1e-13)
+    b_inf[n - 3] = -np.inf  # no finite term: -inf (LogSumExp), 0/0 (SumSoftMaxWeight)
+    out = g(x, y, b_inf, w)
+    assert (out == -np.inf).all() if reduction == "LogSumExp" else np.isnan(out).all()
+    if reduction == "LogSumExp":  # an infinite term: +inf, as the dense sum
+        b_inf[17] = np.inf
+        assert (g(x, y, b_inf, w) == np.inf).all()

@@ -164,9 +164,32 @@ class Sum(Reduction):
 # ---- LogSumExp family: running maximum m and sum s of exp(F - m) * G ------------------
 
 
+class Scratch:
+    """Working memory a reduction keeps beside its state, not in it: never saved, merged or
+    split into lanes (empty whenever the state is at rest, after `end_block`)."""
+
+    def __init__(self, **parts):
+        self.__dict__.update(parts)
+
+
+BUFFER = 32  # j vectors a SIMD LogSumExp state buffers before taking their exps (`_ShiftedExpSum`)
+
+
+def _lowest(em):
+    """The most negative finite number of the emitter's type."""
+    return em.const(-float(np.finfo(np.float32 if em.bits == 32 else np.float64).max))
+
+
 class _ShiftedExpSum(Reduction):
-    """State (m, s_1..s_d): the maximum seen and Σ exp(F - m) w, for weights w
-    (s in array slots for a wide G: one loop over the weights per update)."""
+    """State (m, s_1..s_d): a maximum m and Σ exp(F - m) w, for weights w (s in array slots
+    for a wide G: one loop over the weights per update), compensated; m starts at the
+    lowest finite number, so that F - m is never -inf - (-inf).
+
+    SIMD code buffers the F (and w) of up to BUFFER j vectors with their maximum bm, then
+    takes each one's exp against bm and absorbs the batch into (m, s) at once (`_flush`):
+    the running maximum is rescaled once per batch, whatever the order of the data, and
+    each j costs one exp, one FMA and a max (no select between a rescale and an add).
+    Scalar code (the tail, the GPU) absorbs each j as it comes (`_absorb`)."""
 
     scalar_formula = True
     compensated = True
@@ -179,13 +202,19 @@ class _ShiftedExpSum(Reduction):
         n = self.n_weights(dims)
         zero = ea.const(0)
         if dims[1] is not None and em.is_wide(dims[1]):
-            return {"m": ea.slot(ea.const(-_INF)), "s": ea.slot_array(n, zero), "c": ea.slot_array(n, zero),
-                    "bm": ea.slot(ea.const(-_INF)), "bs": ea.slot_array(n, zero)}
-        return {
-            "m": ea.slot(ea.const(-_INF)), "s": [ea.slot(zero) for _ in range(n)],
+            return {"m": ea.slot(_lowest(ea)), "s": ea.slot_array(n, zero), "c": ea.slot_array(n, zero),
+                    "bm": ea.slot(_lowest(ea)), "bs": ea.slot_array(n, zero)}
+        st = {
+            "m": ea.slot(_lowest(ea)), "s": [ea.slot(zero) for _ in range(n)],
             "c": [ea.slot(zero) for _ in range(n)],
-            "bm": ea.slot(ea.const(-_INF)), "bs": [ea.slot(zero) for _ in range(n)],
+            "bm": ea.slot(_lowest(ea)), "bs": [ea.slot(zero) for _ in range(n)],
         }
+        if ea.lanes is not None:  # SIMD: F and the weights other than 1 of a batch of j vectors
+            es = ea.with_lanes(None)
+            stored = n if dims[1] is not None else 0
+            st["batch"] = Scratch(f=ea.array(ea.t, BUFFER), w=[ea.array(ea.t, BUFFER) for _ in range(stored)],
+                                  count=es.slot(es.index_const(0), es.index_const(0).type))
+        return st
 
     def update(self, em, ea, st, f, g, j):
         f = em.convert(f[0], ea)
@@ -194,18 +223,52 @@ class _ShiftedExpSum(Reduction):
             w = [em.convert(v, ea) for v in weights]
         else:
             w = ea.wide(weights.dim, lambda c: em.convert(weights.at(c), ea))
-        self._absorb(ea, st["bm"], st["bs"], None, f, w)
+        if st.get("batch") is None:
+            self._absorb(ea, st["bm"], st["bs"], None, f, w)
+            return
+        batch, es = st["batch"], ea.with_lanes(None)
+        k = es.load(batch.count)
+        ea.store(ea.at(batch.f, k), f)
+        for arr, wk in zip(batch.w, w):
+            ea.store(ea.at(arr, k), wk)
+        bm = ea.load(st["bm"])  # a NaN F is left out of the maximum, and makes its own term NaN
+        ea.store(st["bm"], ea.select(ea.cmp(">", f, bm), f, bm))
+        k = es.index_add(k, 1)
+        es.store(batch.count, k)
+        with es.if_then(es.index_cmp("==", k, es.index_const(BUFFER))):
+            self._flush(ea, st)
+
+    def _flush(self, ea, st):
+        """Absorb the batch into (m, s): Σ exp(F - bm) w over it (F - bm <= 0: one exp per j, no
+        rescale), then that sum as one term exp(bm) * sum.  Where bm = +inf (an infinite F), F - bm
+        is taken against the largest finite number, the infinite F's terms clamped to exp(0) = 1:
+        (+inf, their count) as the scalar update makes it."""
+        batch, es = st["batch"], ea.with_lanes(None)
+        n = len(st["s"])
+        bm = ea.load(st["bm"])
+        big = ea.const(float(np.finfo(np.float32 if ea.bits == 32 else np.float64).max))
+        shift = ea.select(ea.cmp(">", bm, big), big, bm)
+        sums = [ea.slot(ea.const(0)) for _ in range(n)]
+        # unweighted, the batch's sum is at least 1 (its maximum's term): terms below the smallest
+        # normal number cannot change it at float32/float64 precision and may be flushed to 0
+        exp = "exp_nonpositive" if batch.w else "exp_nonpositive_flush"
+        with es.loop(es.index_const(0), es.load(batch.count), "batch") as k:
+            e = ea.call(exp, ea.sub(ea.load(ea.at(batch.f, k)), shift))
+            for c in range(n):
+                wk = ea.load(ea.at(batch.w[c], k)) if batch.w else ea.const(1)
+                ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))
+        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums])
+        ea.store(st["bm"], _lowest(ea))
+        es.store(batch.count, es.index_const(0))
 
     def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w):
         """(m, s) absorbs exp(f) w, rescaling s when f raises the maximum.
 
-        Branch-free, one exp: e = exp(-|f - m|).  f = -inf adds nothing (never NaN),
-        a NaN f poisons s and so this row only."""
+        Branch-free, one exp: e = exp(-|f - m|).  m is never -inf, so f = -inf adds nothing
+        (never NaN); a NaN f poisons s and so this row only."""
         m = ea.load(m_ptr)
         raise_max = ea.cmp(">", f, m)
-        diff = ea.select(raise_max, ea.sub(m, f), ea.sub(f, m))
-        is_ninf = ea.cmp("==", f, ea.const(-_INF))
-        e = ea.call("exp", ea.select(is_ninf, ea.const(-_INF), diff))
+        e = ea.call("exp", ea.select(raise_max, ea.sub(m, f), ea.sub(f, m)))
         for ptrs, (wk,) in _per_component(ea, [s_ptrs] + ([] if c_ptrs is None else [c_ptrs]), [w]):
             sp = ptrs[0]
             s = ea.load(sp)
@@ -219,10 +282,13 @@ class _ShiftedExpSum(Reduction):
         ea.store(m_ptr, ea.select(raise_max, f, m))
 
     def end_block(self, em, ea, st):
+        if st.get("batch") is not None:
+            self._flush(ea, st)
+            return
         # the block's (bm, bs) is exp(bm) * bs: absorb it as f = bm with weights bs
         bm = ea.load(st["bm"])
         self._absorb(ea, st["m"], st["s"], st["c"], bm, _map_slots(ea, [st["bs"]], ea.load))
-        ea.store(st["bm"], ea.const(-_INF))
+        ea.store(st["bm"], _lowest(ea))
         for (p,), _ in _per_component(ea, [st["bs"]]):
             ea.store(p, ea.const(0))
 

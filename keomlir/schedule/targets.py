@@ -62,6 +62,10 @@ class Target:
         """What changes the machine code besides the schedule (cache keys name it)."""
         return f"{self.name} {self.triple} {self.cpu} {self.features}"
 
+    def has(self, feature):
+        """May code for this target use the CPU feature `feature` (an LLVM name, e.g. avx512f)?"""
+        return feature in self.required or f"+{feature}" in self.features.split(",")
+
     def fields(self):
         """(name, value) of every field that applies to this kind of target, for printing."""
         skip = {"name", "required"} | ({"warp_size", "shared_bytes", "registers_per_thread", "threads_per_sm"}

@@ -44,6 +44,8 @@ _INTRINSICS = {
     "atan2": "llvm.atan2",
 }
 
+_CONTRACT = ("contract",)
+
 _ORDERED = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 
 
@@ -71,7 +73,10 @@ class Emitter:
     wide_threshold = None
     # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU,
     # scalarized in vector code); pow stays with libm for its float64 accuracy
-    IR_MATH = frozenset({"exp", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
+    IR_MATH = frozenset({"exp", "exp_nonpositive", "exp_nonpositive_flush", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
+    # the target CPU's features (LLVM names) that mathlib may use: set by the renderer from
+    # its Target ("avx512f": 2^n by one vscalef), empty for generic code (tests, NVPTX)
+    features = frozenset()
 
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type, scheme="block_sum"):
         self.scheme = scheme  # the sum scheme reductions follow (direct_sum, block_sum, kahan_scheme)
@@ -91,8 +96,7 @@ class Emitter:
     def with_lanes(self, lanes):
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
         other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
-        other.entry = self.entry
-        other.wide_threshold = self.wide_threshold
+        other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
         return other
 
     # ---- constants and arithmetic ----------------------------------------------
@@ -161,20 +165,23 @@ class Emitter:
     def int_to_float(self, i):
         return self.b.sitofp(i, self.t)
 
+    # `contract`: LLVM may fuse a multiply into the add or subtract that is its only use
+    # (a*b + c as one FMA, rounded once: never less accurate), e.g. a term of a sum and its
+    # accumulator across operations (Exp(...) * b into a Sum); nothing else is relaxed
     def add(self, a, b):
-        return self.b.fadd(a, b)
+        return self.b.fadd(a, b, flags=_CONTRACT)
 
     def sub(self, a, b):
-        return self.b.fsub(a, b)
+        return self.b.fsub(a, b, flags=_CONTRACT)
 
     def mul(self, a, b):
-        return self.b.fmul(a, b)
+        return self.b.fmul(a, b, flags=_CONTRACT)
 
     def div(self, a, b):
         return self.b.fdiv(a, b)
 
     def neg(self, a):
-        return self.b.fneg(a)
+        return self.b.fneg(a, flags=_CONTRACT)
 
     def powi(self, x, n):
         """x**n for an integer n, by repeated squaring; 1/x**|n| for n < 0."""
@@ -233,8 +240,7 @@ class Emitter:
         if self.lanes is not None and not isinstance(ftype, ir.VectorType):
             ftype = ir.VectorType(ftype, self.lanes)
         other = type(self)(self.b, ftype, self.scheme)
-        other.entry = self.entry
-        other.wide_threshold = self.wide_threshold
+        other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
         return other
 
     def convert(self, v, to):

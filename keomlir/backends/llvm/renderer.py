@@ -48,7 +48,7 @@ from llvmlite import ir
 
 from ...ir.node import ssa_nodes
 from ...schedule import host, schedule as make_schedule
-from . import wide
+from . import mathlib, wide
 from .emitter import Emitter, SlotArray, counted_loop
 from .strategies import loop_nest
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
@@ -88,6 +88,7 @@ class _Kernel(KernelSkeleton):
         (and their SIMD versions)."""
         self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
         self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
+        self.em.features = self.ea.features = mathlib.target_features(self.schedule.target)
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None

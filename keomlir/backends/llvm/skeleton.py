@@ -18,6 +18,7 @@ import math
 from llvmlite import ir
 
 from ...ir.node import I, J
+from ...ir.reductions import Scratch
 from . import wide
 from .emitter import SlotArray, Wide, counted_loop
 
@@ -36,7 +37,7 @@ def imin(b, x, y):
 
 def map_state(state, fn):
     """The same nested dict/list structure with every slot pointer replaced by fn(ptr)."""
-    if state is None:
+    if state is None or isinstance(state, Scratch):  # scratch memory is no part of a state: dropped
         return None
     if isinstance(state, dict):
         return {k: map_state(v, fn) for k, v in state.items()}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..node import DimensionError
 from .base import Op, mk, register
-from .vector import _tree_sum
+from .vector import _sum_of_products
 
 
 def _view(x, dims):
@@ -60,7 +60,7 @@ class Contraction(Op):
     def lower(self, em, xs, attrs):
         f, g = xs
         plan = _plan(*self.layout(len(f), len(g), attrs))
-        return [_tree_sum(em, [em.mul(f[i], g[j]) for i, j in terms]) for terms in plan]
+        return [_sum_of_products(em, [(f[i], g[j]) for i, j in terms]) for terms in plan]
 
 
 def _check_multiple(name, da, dv, vname):

@@ -17,9 +17,25 @@ def _tree_sum(em, vals):
     return vals[0]
 
 
+def _sum_of_products(em, pairs):
+    """Σ p q over the (p, q) pairs as fused multiply-adds: one multiply and n - 1 FMAs
+    (each FMA rounds once, so no less accurate than a multiply and an add), in up to 4
+    interleaved chains for long sums (their latencies overlap), summed pairwise."""
+    pairs = list(pairs)
+    chains = max(1, min(4, len(pairs) // 4))
+    sums = []
+    for c in range(chains):
+        (p, q), *rest = pairs[c::chains]
+        acc = em.mul(p, q)
+        for p, q in rest:
+            acc = em.fma(p, q, acc)
+        sums.append(acc)
+    return _tree_sum(em, sums)
+
+
 def _dot(em, a, b):
     a, b = spread([a, b], max(len(a), len(b)))
-    return _tree_sum(em, [em.mul(p, q) for p, q in zip(a, b)])
+    return _sum_of_products(em, zip(a, b))
 
 
 def _arg_extreme(em, xs, better):
@@ -215,9 +231,9 @@ def _vjp_weighted(g, s, f):
 def _lower_weighted(em, s, f):
     d = len(f)
     if len(s) == d * d and d > 1:
-        return _tree_sum(em, [em.mul(em.mul(f[k], s[k * d + l]), f[l]) for k in range(d) for l in range(d)])
+        return _sum_of_products(em, [(em.mul(f[k], s[k * d + l]), f[l]) for k in range(d) for l in range(d)])
     s = s * d if len(s) == 1 else s
-    return _tree_sum(em, [em.mul(sk, em.mul(fk, fk)) for sk, fk in zip(s, f)])
+    return _sum_of_products(em, [(sk, em.mul(fk, fk)) for sk, fk in zip(s, f)])
 
 
 @register
