@@ -80,7 +80,7 @@ def canonical(name):
 
 
 def get(name):
-    found = canonical(name)
+    found = name if name in BACKENDS else _ALIASES.get(name)  # (on every call: no call of `canonical`)
     if found is None:
         raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))} (or pykeops's "
                          f"'GPU_1D', 'GPU_2D'...), got {name!r}")
