@@ -333,19 +333,21 @@ class CompiledReduction:
 
 
 def backends_for(backend, launch):
-    """The backends that run `launch` when `backend` (checked) is asked for, in order of trial:
-    that one, or for 'auto' the GPU where it wants the launch (float16, or large and
+    """The backends that run `launch` when `backend` (checked: available) is asked for, in order of
+    trial: that one, or for 'auto' the GPU where it wants the launch (float16, or large and
     `config.use_cuda`) then the CPU.  Data of a dtype no such backend takes is a TypeError."""
-    gpu, cpu = registry.get("GPU"), registry.get("CPU")
     if backend != "auto":
         chosen = [registry.get(backend)]
-    elif launch.dtype not in cpu.dtypes:
-        chosen = [gpu]
-    elif gpu.wants(launch) and config.use_cuda:
-        chosen = [gpu, cpu]
+    elif launch.dtype not in _CPU.dtypes:
+        chosen = [_GPU] if _GPU.available() else []
+    elif _GPU.wants(launch) and config.use_cuda:
+        chosen = [_GPU, _CPU]
     else:
-        chosen = [cpu]
-    if launch.dtype not in chosen[0].dtypes or not chosen[0].available():
+        chosen = [_CPU]
+    if not chosen or launch.dtype not in chosen[0].dtypes:
         raise TypeError(f"{launch.dtype} arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
                         "on the CPU, arguments must be float32 or float64 arrays")
     return chosen
+
+
+_CPU, _GPU = registry.get("CPU"), registry.get("GPU")  # what backend='auto' chooses between

@@ -325,15 +325,20 @@ class Arguments:
     index j (rows j0.. of the j data given); b of the columns strategy row-major, a block of
     its columns at a time (`calls`).  A copy only where needed; inputs never written."""
 
+    __slots__ = ("block", "j0", "pos", "keep", "pointers")
+
     def __init__(self, sched, arrays, cats, dtype=None, j0=0):
         self.block, self.j0 = sched.column_block, j0
-        self.pos = pos = sched.column_arg if self.block else None  # (b: copied by blocks of columns in `calls`)
-        self.keep = [np.asarray(a, dtype) if p == pos else np.ascontiguousarray(a.T if cat == 1 else a, dtype)
-                     for p, (a, cat) in enumerate(zip(arrays, cats))]
-        self.pointers = [None if p == pos else a.ctypes.data for p, a in enumerate(self.keep)]
+        self.pos = pos = sched.column_arg if self.block else -1  # (b: copied by blocks of columns in `calls`)
+        if dtype is not None:  # (not passed on otherwise: numpy's copies take twice as long with dtype=None)
+            arrays = [np.asarray(a, dtype) for a in arrays]
+        keep = self.keep = [a if p == pos else np.ascontiguousarray(a.T if cat == 1 else a)
+                            for p, (a, cat) in enumerate(zip(arrays, cats))]
+        self.pointers = ([None if p == pos else a.ctypes.data for p, a in enumerate(keep)] if self.block
+                         else [a.ctypes.data for a in keep])
         if j0:  # component c of j is read at base + c*rows + j: the base shifted back by j0
             self.pointers = [(q - j0 * a.itemsize) % _ADDRESS if cat == 1 and q is not None else q
-                             for q, a, cat in zip(self.pointers, self.keep, cats)]
+                             for q, a, cat in zip(self.pointers, keep, cats)]
 
     @property
     def n_blocks(self):
