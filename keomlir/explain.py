@@ -11,17 +11,14 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .backends.cuda import runner
-from .backends.llvm import toolchain
-from .backends.llvm.renderer import render
+from .backends import registry
 from .compile import DTYPES, CompiledReduction
 from .ir.node import index_name
 from .passes import DEFAULT_PIPELINE, PassManager
-from .schedule import FIELDS, parse_overrides, schedule as make_schedule, targets, with_env, with_sizes
+from .schedule import FIELDS, parse_overrides, targets, with_sizes
 
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
-NEEDS_OPT = {"llvm-opt", "asm", "obj"}
 # Graphviz fill colors by node.cat, the indices a node depends on
 CAT_COLORS = {0: "#d9d9d9", 1: "#9ecae1", 2: "#a1d99b", 3: "#fdae6b"}
 CAT_LEGEND = "grey: parameters and constants, blue: i, green: j, orange: i and j"
@@ -122,10 +119,8 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
     program = manager.run(red.parsed)
     timings = [(s.name, s.seconds) for s in stages]
     acc = red.acc_dtype(dtype)
-    if tgt.kind == "gpu":
-        sched = runner.gpu_schedule(program, dtype, tgt, overrides)
-    else:
-        sched = make_schedule(program, tgt, dtype=dtype, overrides=with_env(overrides))
+    backend = registry.for_target(tgt)  # the backend compiling for the target: its schedule, its code
+    sched = backend.schedule(program, dtype, overrides, target=tgt)
     shown = sched if sizes is None else with_sizes(sched, sizes)
     described = f"\n{tgt.text()}" if target is not None else ""  # the descriptor of a target asked for
     outputs = {"ir": f"{stages[-1].text}\n{shown.text()}{described}"} if "ir" in forms else {}
@@ -136,23 +131,7 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         timings.append((stage, time.perf_counter() - t))
         return result
 
-    if NEEDS_LLVM.intersection(forms):
-        tm = toolchain.target_machine(tgt)
-        module = timed("LLVM IR rendering", render, program, dtype, acc, red.sum_scheme, "kernel", sched)
-        if tgt.triple != targets.detect_host().triple:  # cross-compiled
-            module.triple, module.data_layout = tgt.triple, str(tm.target_data)
-        if "llvm" in forms:
-            outputs["llvm"] = str(module)
-        if NEEDS_OPT.intersection(forms):
-            mod = timed("LLVM optimization", toolchain.optimize, module, tm)
-            if "llvm-opt" in forms:
-                outputs["llvm-opt"] = str(mod)
-            if "obj" in forms:
-                outputs["obj"] = timed("machine code", tm.emit_object, mod)
-            if "asm" in forms:
-                outputs["asm"] = timed("assembly", tm.emit_assembly, mod)
-    if "ptx" in forms:
-        outputs["ptx"] = timed("NVPTX", runner.ptx_for, program, dtype, acc, red.sum_scheme, sched)[1]
+    outputs.update(backend.emit(program, dtype, acc, red.sum_scheme, sched, forms, timed))
     if "dot" in forms:
         outputs["dot"] = to_dot(program)
     return Explanation(stages, program, outputs, timings, shown)

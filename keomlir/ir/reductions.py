@@ -44,6 +44,11 @@ class Reduction:
     # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
     # be below the scalar v, NaN v included) says some lane may enter the state
     update_screened = None
+    # term_slots(em, st) -> (acc, comp), where defined (Sum): the slots a term of F is added to (a list of
+    # pointers or an array slot, one a component), and for a compensated add per term the slots of
+    # its compensation (else None): a loop nest may add terms itself (the column micro-kernel), the
+    # reduction's `end_block`, `merge` and `finalize` doing the rest
+    term_slots = None
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -103,6 +108,11 @@ class Sum(Reduction):
             ea.kahan_add(at(st["total"]), at(st["comp"]), v)
         else:
             ea.store(at(st["block"]), ea.add(ea.load(at(st["block"])), v))
+
+    def term_slots(self, em, st):
+        if em.scheme == "kahan_scheme":
+            return st["total"], st["comp"]
+        return st["total" if em.scheme == "direct_sum" else "block"], None
 
     def end_block(self, em, ea, st):
         if st["block"] is None:
