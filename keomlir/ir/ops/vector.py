@@ -136,7 +136,7 @@ class SqNorm2(Scalar):
         return (xs[0] ** 2).sum(-1, keepdims=True)
 
     def vjp(self, node, g):
-        return [mk("Mult", cst(2), mk("Mult", g, node.args[0]))]
+        return [mk("Mult", mk("Mult", cst(2), g), node.args[0])]  # as SqDist's
 
     def lower(self, em, xs, attrs):
         return [_dot(em, xs[0], xs[0])]
@@ -193,8 +193,10 @@ class SqDist(Scalar):
         return ((xs[0] - xs[1]) ** 2).sum(-1, keepdims=True)
 
     def vjp(self, node, g):
+        # 2 g (x - y): the scalar 2 g first, one multiply a pair rather than one a component
+        # (each then fuses into the multiply-add of a sum); exact reordering, 2 being a power of two
         a, b = node.args
-        d = mk("Mult", cst(2), mk("Mult", g, mk("Subtract", a, b)))
+        d = mk("Mult", mk("Mult", cst(2), g), mk("Subtract", a, b))
         return [d, mk("Minus", d)]
 
     def lower(self, em, xs, attrs):
@@ -225,7 +227,7 @@ def _vjp_weighted(g, s, f):
         return [mk("Mult", g, mk("TensorProd", f, f)),
                 mk("Mult", g, mk("Add", mk("MatVecMult", s, f), mk("VecMatMult", f, s)))]
     ds = mk("Mult", g, mk("SqNorm2", f)) if s.dim == 1 else mk("Mult", g, mk("Square", f))
-    return [ds, mk("Mult", cst(2), mk("Mult", g, mk("Mult", s, f)))]
+    return [ds, mk("Mult", mk("Mult", cst(2), g), mk("Mult", s, f))]  # as SqDist's
 
 
 def _lower_weighted(em, s, f):
