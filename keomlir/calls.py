@@ -19,16 +19,20 @@ class GenredBase:
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
                  formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
                  sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False, use_fast_math=True,
-                 passes=DEFAULT_PIPELINE, schedule=None):
+                 passes=DEFAULT_PIPELINE, schedule=None, autotune=False):
         # pykeops 2.3's keywords, in its order.  Accepted and ignored: dtype and cuda_type
         # (deprecated there; the dtype comes from the arguments at call time) and the CUDA
         # compile hints enable_chunks, rec_multVar_highdim and use_fast_math (keomlir's
         # kernels choose their own schemes and keep accurate math).  schedule: fields of the
         # schedule of this reduction's kernels to override (keomlir.schedule), e.g. {"rows": 4,
         # "cache_block": "256KiB"} (its gradients, other programs, are scheduled by default).
+        # autotune=True (or a budget in seconds, default 20): the first CPU call at each size
+        # class (log2 buckets of M and N) is slow: it measures candidate schedules of this
+        # program at its sizes (`keomlir tune`) and keeps the best in the tuning database,
+        # which every later call of the program at sizes of that class uses (any Genred).
         dtype_acc = acc_option(dtype_acc, use_double_acc)
         self._set_reduction(CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                                              dtype_acc, sum_scheme, passes, schedule))
+                                              dtype_acc, sum_scheme, passes, schedule, autotune))
 
     @classmethod
     def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,

@@ -15,14 +15,17 @@ import llvmlite.binding as llvm
 import numpy
 
 from ._version import __version__
-from .backends import cache
+from .backends import cache, tuned
 from .backends.cuda import driver
+from .compile import CompiledReduction
 from .explain import explain
 from .ir.reductions import REDUCTIONS
 from .passes import DEFAULT_PIPELINE, PASSES
 from .schedule import names, target
 from .schedule.record import settable
+from .schedule.space import searched
 from .schedule.targets import size_text
+from .tune import BUDGET, check_budget, tune
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
 VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
@@ -35,24 +38,14 @@ def build_parser():
         prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"keomlir {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ir,cache,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ir,tune,cache,info}")
 
     ir = sub.add_parser(
         "ir", help="show a formula's IR, LLVM IR, assembly, PTX or graph",
         description="Compile a formula and print it after the stages asked for (default: the IR after the "
                     "default pass pipeline).",
         epilog='example: keomlir ir "Exp(-SqDist(x,y))*b" -a "x=Vi(3)" -a "y=Vj(3)" -a "b=Vj(1)" --emit asm')
-    ir.add_argument("formula", help='the formula F, e.g. "Exp(-SqDist(x,y))*b"')
-    ir.add_argument("-a", "--alias", action="append", default=[], metavar="ALIAS",
-                    help='a variable, e.g. "x = Vi(3)", "y = Vj(3)", "p = Pm(1)"; repeat for each, in argument order')
-    ir.add_argument("--reduction", default="Sum", metavar="NAME",
-                    help=f"the reduction: {', '.join(sorted(REDUCTIONS))} (default: Sum)")
-    ir.add_argument("--axis", type=int, choices=(0, 1), default=1,
-                    help="1: reduce over j, one output per i (default); 0: reduce over i")
-    ir.add_argument("--opt-arg", type=int, metavar="K", help="K of KMin, ArgKMin and KMin_ArgKMin")
-    ir.add_argument("--formula2", metavar="G", help="the second formula of weighted LogSumExp and SumSoftMaxWeight")
-    ir.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                    help="floating-point type of the generated code (default: float32)")
+    _formula_options(ir)
     ir.add_argument("--passes", metavar="NAME,NAME,...",
                     help=f"run exactly these passes, in order ('' for none); valid: {', '.join(PASSES)}; "
                          f"default: {','.join(DEFAULT_PIPELINE)}")
@@ -75,15 +68,51 @@ def build_parser():
                     help="print to stderr the seconds spent in each stage: parse, each pass, LLVM IR rendering, "
                          "LLVM optimization, machine code")
 
+    tune = sub.add_parser(
+        "tune", help="find the fastest schedule of a formula at a size on this machine, for later calls",
+        description="Measure candidate schedules of a formula's kernel on this machine at one size (the default "
+                    "schedule always among them: each searched field of the schedule varied alone, then the "
+                    "winners combined), print each with its time, and keep the best in the tuning database "
+                    "beside the kernel cache: every later call of this program at sizes of the same class (log2 "
+                    "buckets of M and N) runs with it.  The last line is 'best: OVERRIDES SECONDS s (RATIO x the "
+                    "default)'; a schedule that does not beat the default beyond the measurement noise is not "
+                    "kept (best: default).",
+        epilog='example: keomlir tune "Exp(-SqDist(x,y))*b" -a "x=Vi(3)" -a "y=Vj(3)" -a "b=Vj(1)" --size 20000,20000')
+    _formula_options(tune)
+    tune.add_argument("--size", required=True, metavar="M,N",
+                      help="rows of the i variables (Vi) and of the j variables (Vj) of the calls to tune for")
+    tune.add_argument("--budget", type=float, default=BUDGET, metavar="SECONDS",
+                      help=f"time allowed, compiling included (default: {BUDGET:g})")
+    tune.add_argument("--fields", metavar="NAME,NAME,...",
+                      help=f"search only these fields of the schedule (default: all of "
+                           f"{', '.join(searched('cpu'))})")
+
     cache = sub.add_parser("cache", help="where the kernel cache is and how big",
                            description="Show the on-disk kernel cache ($KEOMLIR_CACHE_DIR or ~/.cache/keomlir).")
     cache.add_argument("--clear", action="store_true", help="remove every cached kernel")
     info = sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
                    description="Show versions, LLVM targets, host CPU features and whether a CUDA driver and "
                                "GPU are visible.")
-    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, cache, info))
+    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, tune, cache, info))
     parser.epilog = f"commands:\n{usages}\n'keomlir COMMAND --help' explains each option."
     return parser
+
+
+def _formula_options(command):
+    """The options naming a reduction, as Genred takes them."""
+    command.add_argument("formula", help='the formula F, e.g. "Exp(-SqDist(x,y))*b"')
+    command.add_argument("-a", "--alias", action="append", default=[], metavar="ALIAS",
+                         help='a variable, e.g. "x = Vi(3)", "y = Vj(3)", "p = Pm(1)"; repeat for each, in argument '
+                              'order')
+    command.add_argument("--reduction", default="Sum", metavar="NAME",
+                         help=f"the reduction: {', '.join(sorted(REDUCTIONS))} (default: Sum)")
+    command.add_argument("--axis", type=int, choices=(0, 1), default=1,
+                         help="1: reduce over j, one output per i (default); 0: reduce over i")
+    command.add_argument("--opt-arg", type=int, metavar="K", help="K of KMin, ArgKMin and KMin_ArgKMin")
+    command.add_argument("--formula2", metavar="G",
+                         help="the second formula of weighted LogSumExp and SumSoftMaxWeight")
+    command.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                         help="floating-point type of the generated code (default: float32)")
 
 
 def cmd_ir(args):
@@ -103,13 +132,25 @@ def cmd_ir(args):
         print("\n".join(rows + [f"{'total':<{width}}  {total:9.6f}"]), file=sys.stderr)
 
 
-def _sizes(text):
+def _sizes(text, option="--sizes", least=0):
     if text is None:
         return None
     parts = text.replace(" ", "").split(",")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"--sizes: expected M,N (two non-negative integers), got {text!r}")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= least for p in parts):
+        kind = "positive" if least else "non-negative"
+        raise ValueError(f"{option}: expected M,N (two {kind} integers), got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def cmd_tune(args):
+    m, n = _sizes(args.size, "--size", 1)
+    budget = check_budget(args.budget, "--budget")
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields is not None else None
+    red = CompiledReduction(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2)
+    # (shapes only: the tuner makes its own data)
+    arrays = [numpy.empty((dim,) if cat == 2 else (m if cat == 0 else n, dim), args.dtype)
+              for _, dim, cat in red.arguments]
+    tune(red.launch(arrays), budget, fields, out=print)
 
 
 def cmd_cache(args):
@@ -118,6 +159,7 @@ def cmd_cache(args):
     print(f"cache directory: {cache.cache_dir()}")
     print(f"entries:         {len(entries)}")
     print(f"size:            {size} bytes ({size / 2**20:.2f} MiB)")
+    print(f"tuned schedules: {len(tuned.entries())} (keomlir tune, in {cache.cache_dir() / tuned.FOLDER})")
     if args.clear:
         print(f"cleared:         {cache.clear()} entries removed")
 
@@ -183,7 +225,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(_formulas_as_operands(parser, sys.argv[1:] if argv is None else list(argv)))
     try:
-        {"ir": cmd_ir, "cache": cmd_cache, "info": cmd_info}[args.command](args)
+        {"ir": cmd_ir, "tune": cmd_tune, "cache": cmd_cache, "info": cmd_info}[args.command](args)
     except (SyntaxError, ValueError, TypeError, NotImplementedError) as e:
         print(f"keomlir: error: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from . import config
+from . import config, tune
 from .backends import cpu, cuda, reference
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
@@ -75,14 +75,14 @@ class CompiledReduction:
     """
 
     def __init__(self, formula, aliases=(), reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
-                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None):
+                 dtype_acc="auto", sum_scheme="auto", passes=DEFAULT_PIPELINE, schedule=None, autotune=False):
         check_str(formula, "formula")
         if formula2 is not None:
             check_str(formula2, "formula2")
         names = parse_aliases(aliases)
         f = parse_formula(formula, names)
         g = parse_formula(formula2, names, "formula2") if formula2 is not None else None
-        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule)
+        self._build(f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule, autotune)
 
     @classmethod
     def from_ir(cls, formula, formula2=None, reduction_op="Sum", axis=0, opt_arg=None, names=None,
@@ -94,7 +94,8 @@ class CompiledReduction:
                     passes, schedule)
         return self
 
-    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule=None):
+    def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule=None,
+               autotune=False):
         check_str(reduction_op, "reduction_op")
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1):
             raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got {axis!r}")
@@ -136,6 +137,11 @@ class CompiledReduction:
         self.schedule = parse_overrides(schedule)
         if self.schedule:
             make_schedule(self.program, host(), overrides=self.schedule)
+        # autotune: the budget (seconds) of tuning the schedule at the first call of each size class, or None
+        self.autotune = None if autotune is False else tune.BUDGET if autotune is True else tune.check_budget(
+            autotune, "autotune (True, False or a budget in seconds)")
+        if self.autotune and self.schedule:
+            raise ValueError("autotune and schedule: the schedule is either tuned or given; set one of the two")
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
         self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
@@ -283,10 +289,14 @@ class CompiledReduction:
             return "float32" if dtype == "float16" else dtype  # float16 data is summed in float32
         return self.dtype_acc
 
-    def kernel(self, dtype):
-        """The host CPU kernel for `dtype` (compiled, or from the caches)."""
-        return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
-                                   overrides=self.schedule)
+    def kernel(self, dtype, sizes=None):
+        """The host CPU kernel for `dtype` (compiled, or from the caches); with sizes=(n_i, n_j)
+        (kernel terms), the one a dense call of those sizes runs (tuned, if `keomlir tune` was)."""
+        if sizes is None:
+            return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
+                                       overrides=self.schedule)
+        return cpu.launch_kernel(Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats,
+                                        *sizes, (), None, self.schedule))
 
     def output_shapes(self, n_i):
         return [((n_i,) + shape, kind) for shape, kind in self.outputs]
@@ -325,4 +335,11 @@ class CompiledReduction:
             except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
                 if backend == "GPU" or launch.dtype == "float16":  # (float16 has no CPU backend)
                     raise
+        if self.autotune:
+            tune.ensure(launch, self.autotune)
         return cpu.run(launch, arrays)
+
+    def tune_call(self, arrays, ranges=None):
+        """An autotuned reduction's schedule tuned, if not yet, for a CPU call on `arrays`."""
+        if self.autotune and ranges is None:
+            tune.ensure(self.launch(arrays), self.autotune)

@@ -8,6 +8,15 @@ import pytest
 # user's cache and cache tests start from a known state
 os.environ.setdefault("KEOMLIR_CACHE_DIR", tempfile.mkdtemp(prefix="keomlir-test-cache-"))
 
+# `python -m pytest` runs the quick suite; .ci/run then runs the tests marked slow and the
+# hypothesis tests again with KEOMLIR_TEST_THOROUGH=1 (see pyproject.toml and .ci/run)
+THOROUGH = os.environ.get("KEOMLIR_TEST_THOROUGH") == "1"
+
+
+def examples(quick, thorough):
+    """A hypothesis test's max_examples: `quick` by default, `thorough` in CI's long run."""
+    return thorough if THOROUGH else quick
+
 
 def assert_close(actual, expected, dtype, rtol=None, atol=None):
     """Compare with tolerances fit for the dtype (NaN equal to NaN, inf to inf)."""

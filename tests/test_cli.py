@@ -138,6 +138,7 @@ def test_help_mentions_every_option():
     for form in ["llvm-opt", "asm", "ptx", "dot"]:
         assert form in sub
     assert "cache" in top and "--clear" in top and "info" in top
+    assert "tune" in top and "--size M,N" in top and "--budget SECONDS" in top and "--fields" in top
 
 
 def test_cache_and_clear(tmp_path, monkeypatch):
@@ -230,3 +231,41 @@ def test_formulas_starting_with_a_minus_sign_are_operands():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Minus(%2)" in res.stdout and "G = " in res.stdout
+
+
+def test_tune_prints_every_candidate_then_the_best_which_later_calls_use(tmp_path, monkeypatch):
+    """One line a candidate with its time, the last `best: OVERRIDES SECONDS s (RATIOx the default)`;
+    another process (this one) then runs the program at sizes of the class with that schedule."""
+    from keomlir.numpy import Genred
+    from keomlir.schedule import parse_overrides
+
+    out = ok("tune", *GAUSS, "--size", "300,300", "--budget", "10", "--fields", "rows",
+             env={"KEOMLIR_CACHE_DIR": str(tmp_path)}).splitlines()
+    assert out[0].startswith("tuning Sum at M = 300 output rows, N = 300 reduced rows (M in [256, 512), "
+                             "N in [256, 512)), float32, on host")
+    for name in ("rows=2", "rows=8"):
+        line = next(line for line in out if line.startswith(f"  {name} "))
+        assert re.search(r" \S+ s  \d+\.\d\dx  \(\d pairs?\)$| pruned: first sample \S+ s, ", line), line
+    best = re.fullmatch(r"best: (default|rows=\d+) (\S+) s \((\d+\.\d\d)x the default\)", out[-1])
+    assert best, out[-1]
+    assert float(best[2]) > 0 and (float(best[3]) < 1 or best[1] == "default")
+    monkeypatch.setenv("KEOMLIR_CACHE_DIR", str(tmp_path))
+    g = Genred(GAUSS[0], GAUSS[2::2], "Sum", axis=1)
+    fields = dict(parse_overrides("" if best[1] == "default" else best[1]))
+    assert g.reduction.kernel("float32", (300, 300)).schedule.rows == fields.get("rows", 4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "10"], "--size: expected M,N (two positive integers), got '10'"),
+    (["--size", "0,5"], "--size: expected M,N (two positive integers), got '0,5'"),
+    (["--size", "5,5", "--budget", "0"], "--budget: expected a positive number of seconds, got 0.0"),
+    (["--size", "5,5", "--fields", "rows,rowz"], "fields: 'rowz' not searched; searched fields on host: strategy,"),
+    (["--size", "5,5", "--opt-arg", "7", "--reduction", "ArgKMin"], "K=7 is larger than the number of reduced rows 5"),
+])
+def test_tune_errors(args, message, capsys):
+    from keomlir.cli import main
+
+    formula = ["SqDist(x,y)", "-a", "x = Vi(3)", "-a", "y = Vj(3)"]
+    assert main(["tune", *formula, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keomlir: error: ") and message in err, err

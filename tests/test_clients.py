@@ -11,6 +11,8 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
+# each imports a client library and torch in a fresh interpreter: run by .ci/run
+pytestmark = pytest.mark.slow
 CLIENTS = pathlib.Path(__file__).resolve().parent / "clients"
 ROOT = CLIENTS.parent.parent
 

@@ -286,6 +286,8 @@ def test_workers_refuse_a_program_other_than_the_clients():
     with pytest.raises(RuntimeError, match="same keomlir"):
         other.reduction()
 
+
+@pytest.mark.slow  # a worker killed and restarted by its nanny: run by .ci/run
 def test_worker_killed_mid_run(client):
     """A worker process killed while it holds partial states: Dask recomputes its tasks and
     the answer is bit for bit the undisturbed one (the merge order is fixed by the graph)."""
@@ -313,6 +315,7 @@ def test_worker_killed_mid_run(client):
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 
+@pytest.mark.slow  # 480 MB streamed through a cluster of its own: run by .ci/run
 def test_input_larger_than_a_worker_memory_limit():
     """Out of core: 480 MB of points (40M rows) made on the workers and reduced over (axis=0) by two
     workers of 400 MiB each; chunks stream through, the output is small."""
@@ -420,6 +423,7 @@ def namespace_hosts():
         subprocess.run([IP, "link", "del", bridge], capture_output=True)
 
 
+@pytest.mark.slow  # three dask processes in network namespaces: run by .ci/run
 def test_scheduler_and_workers_on_separate_hosts(namespace_hosts):
     """`dask scheduler` and two `dask worker`s in their own network namespaces, reached
     over veth links: the same answers as keomlir.numpy, with work done on both hosts."""

@@ -65,6 +65,10 @@ GRADIENTS = {
 }
 DTYPES = ("float32", "float64")
 ARCHS = ("sm_80", "sm_90")
+# PTX tests take the arch as a parameter: sm_90 in the quick suite, sm_80 (the same kernels
+# for the older arch) as slow tests, which CI runs
+ARCH = pytest.mark.parametrize("arch", [a if a == ARCHS[-1] else pytest.param(a, marks=pytest.mark.slow)
+                                        for a in ARCHS])
 
 
 def _reduction(name, axis):
@@ -112,38 +116,40 @@ def assemble(ptx, arch, tmp_path, label):
     return res.stderr
 
 
-def assemble_all(program, tmp_path, label, fast_math=False):
-    """Every dtype and arch, ptxas runs in parallel; returns ptxas's -v reports."""
+def assemble_all(program, tmp_path, label, arch, fast_math=False):
+    """Every dtype for `arch`, ptxas runs in parallel; returns ptxas's -v reports."""
     jobs = []
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for dtype in DTYPES:
-            for arch in ARCHS:
-                ptx = nvptx.render_ptx(program, dtype, arch, fast_math=fast_math)
-                assert f".target {arch}" in ptx
-                for name in nvptx.KERNELS:
-                    assert f".entry {name}(" in ptx
-                jobs.append(pool.submit(assemble, ptx, arch, tmp_path, f"{label}-{dtype}"))
+            ptx = nvptx.render_ptx(program, dtype, arch, fast_math=fast_math)
+            assert f".target {arch}" in ptx
+            for name in nvptx.KERNELS:
+                assert f".entry {name}(" in ptx
+            jobs.append(pool.submit(assemble, ptx, arch, tmp_path, f"{label}-{dtype}"))
         return [j.result() for j in jobs]
 
 
 @needs_ptxas
+@ARCH
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("name", ALL_REDUCTIONS)
-def test_ptxas_assembles_every_reduction(name, axis, tmp_path):
-    reports = assemble_all(_reduction(name, axis).program, tmp_path, f"{name}-{axis}")
+def test_ptxas_assembles_every_reduction(name, axis, arch, tmp_path):
+    reports = assemble_all(_reduction(name, axis).program, tmp_path, f"{name}-{axis}", arch)
     for report in reports:
         assert "error" not in report.lower()
 
 
 @needs_ptxas
+@ARCH
 @pytest.mark.parametrize("name", sorted(GRADIENTS))
-def test_ptxas_assembles_gradients(name, tmp_path):
+def test_ptxas_assembles_gradients(name, arch, tmp_path):
     formula, axis = GRADIENTS[name]
-    assemble_all(Reduction(formula, GRAD_ALIASES, "Sum", axis).program, tmp_path, name)
+    assemble_all(Reduction(formula, GRAD_ALIASES, "Sum", axis).program, tmp_path, name, arch)
 
 
 @needs_ptxas
-def test_ptxas_assembles_torch_gradients(tmp_path):
+@ARCH
+def test_ptxas_assembles_torch_gradients(arch, tmp_path):
     torch = pytest.importorskip("torch")  # noqa: F841
     from keomlir.torch import Genred as TorchGenred
 
@@ -151,19 +157,20 @@ def test_ptxas_assembles_torch_gradients(tmp_path):
         g = TorchGenred("-SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)"], red, 1, formula2=f2)
         for positions in [(0,), (1, 2)]:
             genred = g.derivatives.gradient(positions)[0]
-            assemble_all(genred.program, tmp_path, f"{red}-{f2}-{positions}")
+            assemble_all(genred.program, tmp_path, f"{red}-{f2}-{positions}", arch)
 
 
 @needs_ptxas
-def test_ptxas_fast_math_and_large_dimension(tmp_path):
+@ARCH
+def test_ptxas_fast_math_and_large_dimension(arch, tmp_path):
     r = _reduction("Sum", 1)
-    reports = assemble_all(r.program, tmp_path, "fast", fast_math=True)
+    reports = assemble_all(r.program, tmp_path, "fast", arch, fast_math=True)
     assert all("error" not in rep.lower() for rep in reports)
     assert "ex2.approx" in nvptx.render_ptx(r.program, "float32", fast_math=True)
     big = Reduction("Exp(-SqDist(x,y)) * Sum(b)", ["x = Vi(200)", "y = Vj(200)", "b = Vj(100)"], "Sum", 1)
     config = schedule(big.program, gpu("sm_80"), dtype="float64")
     assert config.stage and config.tile == 48 * 1024 // (300 * 8) < config.block  # fewer j than threads
-    assemble_all(big.program, tmp_path, "large-dim")
+    assemble_all(big.program, tmp_path, "large-dim", arch)
 
 
 # ---- PTX structure (no ptxas needed) ------------------------------------------------------
@@ -678,10 +685,10 @@ def test_float16_needs_the_gpu(rng):
 
 
 @needs_ptxas
+@ARCH
 @pytest.mark.parametrize("name", ["Sum", "LogSumExp", "KMin_ArgKMin", "SumSoftMaxWeight"])
-def test_ptxas_assembles_float16(name, tmp_path):
+def test_ptxas_assembles_float16(name, arch, tmp_path):
     r = _reduction(name, 1)
-    for arch in ARCHS:
-        ptx = nvptx.render_ptx(r.program, "float16", arch)
-        assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx  # half loads widened, results narrowed
-        assemble(ptx, arch, tmp_path, f"{name}-float16")
+    ptx = nvptx.render_ptx(r.program, "float16", arch)
+    assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx  # half loads widened, results narrowed
+    assemble(ptx, arch, tmp_path, f"{name}-float16")

@@ -20,7 +20,7 @@ from keomlir.schedule import gpu, schedule
 from keomlir.schedule.choose import WIDE_BLOCK
 
 from conftest import assert_close
-from test_gpu import ARCHS, DTYPES, assemble, needs_ptxas
+from test_gpu import ARCH, DTYPES, assemble, needs_ptxas
 
 M, N = 13, 29
 WIDTHS = [17, 64, 300]
@@ -79,13 +79,12 @@ def _oracle(case, args):
 # ---- ptxas ---------------------------------------------------------------------------------
 
 
-def _ptxas_reports(program, tmp_path, label):
+def _ptxas_reports(program, tmp_path, label, arch):
     jobs = []
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for dtype in DTYPES:
-            for arch in ARCHS:
-                ptx = nvptx.render_ptx(program, dtype, arch)
-                jobs.append(pool.submit(assemble, ptx, arch, tmp_path, f"{label}-{dtype}"))
+            ptx = nvptx.render_ptx(program, dtype, arch)
+            jobs.append(pool.submit(assemble, ptx, arch, tmp_path, f"{label}-{dtype}"))
         return [j.result() for j in jobs]
 
 
@@ -105,17 +104,19 @@ def _check_spills(report):
 
 
 @needs_ptxas
+@ARCH
 @pytest.mark.parametrize("w", WIDTHS)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_ptxas_assembles_wide_formulas(case, w, tmp_path):
-    for report in _ptxas_reports(_reduction(case, w).program, tmp_path, f"{case}-{w}"):
+def test_ptxas_assembles_wide_formulas(case, w, arch, tmp_path):
+    for report in _ptxas_reports(_reduction(case, w).program, tmp_path, f"{case}-{w}", arch):
         _check_spills(report)
 
 
 @needs_ptxas
-def test_ptxas_gaussian_d3(tmp_path):
+@ARCH
+def test_ptxas_gaussian_d3(arch, tmp_path):
     r = Reduction(GAUSS, ["x = Vi(3)", "y = Vj(3)", "b = Vj(3)"], "Sum", 1)
-    for report in _ptxas_reports(r.program, tmp_path, "gauss3"):
+    for report in _ptxas_reports(r.program, tmp_path, "gauss3", arch):
         _check_spills(report)
 
 

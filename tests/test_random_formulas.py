@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from keomlir.backends import reference
 from keomlir.numpy import Genred
 
-from conftest import assert_close
+from conftest import assert_close, examples
 
 MAX_DEPTH = 4
 BMAX = 1e4  # larger subexpressions are squashed (Clamp, Atan, Sin, f / (|f| + 1))
@@ -874,8 +874,9 @@ COMMON = dict(deadline=None, derandomize=True, database=None, print_blob=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 
-# each example compiles 4 kernels of a few hundred characters (~0.1-1 s each, SIMD across j)
-@settings(max_examples=40, **COMMON)
+# each example compiles 4 kernels of a few hundred characters (~0.1-1 s each, SIMD across j):
+# 10 examples in the quick suite, 40 in CI's thorough run (conftest.examples)
+@settings(max_examples=examples(10, 40), **COMMON)
 @given(case=cases(min_parts=2, max_parts=3), extra=st.sampled_from(EXTRA_REDUCTIONS), axis=st.sampled_from([0, 1]),
        dtypes=st.tuples(*[st.sampled_from(["float32", "float64"])] * 2))
 def test_compiled_matches_reference_and_numpy(case, extra, axis, dtypes):
@@ -887,7 +888,7 @@ def test_compiled_matches_reference_and_numpy(case, extra, axis, dtypes):
     check_reduction(case, extra, axis, dtypes=(dtypes[1],))
 
 
-@settings(max_examples=600, **COMMON)
+@settings(max_examples=examples(150, 600), **COMMON)
 @given(case=cases(), extra=st.sampled_from(EXTRA_REDUCTIONS), axis=st.sampled_from([0, 1]))
 def test_reference_and_passes_match_numpy(case, extra, axis):
     """Many more formulas, without compiling: the reference interpreter on the optimized program equals
@@ -908,7 +909,7 @@ def _random_blocks(draw, size):
     return [[a, b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-@settings(max_examples=25, **COMMON)
+@settings(max_examples=examples(8, 25), **COMMON)
 @given(case=cases(min_parts=2, max_parts=3), extra=st.sampled_from(["Max_ArgMax", "Min_ArgMin", "LogSumExp"]),
        axis=st.sampled_from([0, 1]), shape=st.tuples(st.integers(1, 40), st.integers(1, 90)), data=st.data())
 def test_block_sparse_compiled_matches_masked_numpy(case, extra, axis, shape, data):

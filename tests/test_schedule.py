@@ -1,15 +1,16 @@
 """Targets and schedules: the host's descriptor, named targets, $KEOMLIR_TARGET; the Schedule
-of every target printed, overridden (results as the dense oracle's), the PTX printed as loaded."""
+of every target printed, overridden (results as the dense oracle's), the PTX printed as loaded;
+autotuning (candidates, the tuning database, the never-slower rule, Genred(autotune=))."""
 
 import numpy as np
 import pytest
 
-from keomlir import explain
-from keomlir.backends import cpu
+from keomlir import explain, tune
+from keomlir.backends import cpu, tuned
 from keomlir.backends.cuda import runner
 from keomlir.backends.llvm import renderer, toolchain
 from keomlir.numpy import Genred
-from keomlir.schedule import FIELDS, names, parse_overrides, schedule, target
+from keomlir.schedule import FIELDS, names, parse_overrides, schedule, space, target
 from keomlir.schedule import targets as target_module
 
 from conftest import assert_close
@@ -171,6 +172,7 @@ OVERRIDDEN = [
     ("Exp(-SqDist(x,y)) * b", 40, 1, "Sum", {"rows": 5, "cache_block": "8KiB", "chunk_bytes": "1KiB",
                                              "contract_accumulators": 3}),
     ("SqDist(x,y)", 40, 0, "ArgKMin", {"strategy": "contraction"}),
+    ("SqDist(x,y)", 12, 0, "ArgKMin", {}),  # (screened by default from 12 components: choose.SCREEN_FROM)
     ("SqDist(x,y)", 40, 0, "ArgKMin", {"rows": 3, "screen_trial": 1, "cache_block": "8KiB", "vector_bits": 256}),
     ("Exp(-SqDist(x,y)) * b", 3, 40, "Sum", {"column_block": 32, "column_vectors": 3, "rows": 5}),
     ("Exp(-SqDist(x,y)) * b", 3, 40, "Sum", {"strategy": "lanes"}),
@@ -245,3 +247,125 @@ def test_the_printed_ptx_is_the_ptx_the_runtime_loads(formula, aliases, reductio
     runner.kernels(dev, g.reduction.launch(arrays))
     assert ex.outputs["ptx"] == dev.ptx and ".target sm_90" in dev.ptx
     assert f"state_slots=" in dev.ptx.split("\n", 1)[0]
+
+
+# ---- autotuning: candidates from the fields, the database, the never-slower rule -------------------------
+
+def test_candidates_come_from_the_fields_definitions():
+    """Each searched field varied alone (halved and doubled, its other choices up to the target's
+    vectors), in a fixed order; what the program does not allow left out."""
+    gauss = _gauss().program
+    v3 = target("x86-64-v3")
+    found = [space.text(o) for o, _ in space.candidates(gauss, v3)]
+    assert found == [space.text(o) for o, _ in space.candidates(gauss, v3)]  # (deterministic)
+    assert "rows=2" in found and "rows=8" in found and "sum_block=256" in found and "sum_block=1024" in found
+    assert "vector_bits=128" in found and "vector_bits=512" not in found  # (capped by the target's 256 bits)
+    assert not any(f.startswith(("strategy=", "cache_block=", "column_block=")) for f in found)  # (lanes only)
+    knn = explain("SqDist(x,y)", WIDE, "ArgKMin", opt_arg=5).program
+    found = [space.text(o) for o, _ in space.candidates(knn, target("skylake-avx512"))]
+    assert found[:2] == ["wide_threshold=8", "wide_threshold=32"]  # (the nearest values first)
+    assert found[-3:] == ["strategy=lanes", "strategy=contraction", "vector_bits=128"]
+    assert "cache_block=256KiB" in found and "cache_block=1MiB" in found  # (half and twice the half of 1 MiB of L2)
+    assert [space.text(o) for o, _ in space.candidates(knn, target("skylake-avx512"), fields=["rows"])] == [
+        "rows=4", "rows=16"]
+    with pytest.raises(ValueError, match="fields: 'rowz' not searched; searched fields on skylake-avx512: "
+                                         "strategy, wide_threshold, vector_bits, rows"):
+        space.candidates(knn, target("skylake-avx512"), fields=["rowz"])
+    knn12 = explain("SqDist(x,y)", ["x = Vi(12)", "y = Vj(12)"], "ArgKMin", opt_arg=5).program
+    assert (schedule(knn12, v3).strategy, schedule(knn12, v3).wide_threshold) == ("screened", 11)
+    assert "wide_threshold=22" in [space.text(o) for o, _ in space.candidates(knn12, v3)]  # (back to lanes)
+    # fields only the runtime reads (how a call is split over threads) are not in the cache key
+    s1, s2 = (schedule(gauss, v3, overrides={"min_pairs_per_thread": p}) for p in (100, 10 ** 6))
+    assert s1.key() == s2.key() and s1.thread_plan(1000, 1000, 8) != s2.thread_plan(1000, 1000, 8)
+
+
+def _fake_timer(times, later=None, switch=None):
+    """A timer that times nothing: seconds per call by candidate (`times`, default 1 ms), or
+    `later`'s after `switch` samples of a candidate."""
+    seen = {}
+
+    def timer(overrides, call, calls):
+        name = space.text(overrides)
+        seen[name] = seen.get(name, 0) + 1
+        table = later if later is not None and seen[name] > switch else times
+        return table.get(name, 1e-3)
+
+    return timer
+
+
+def _tune_gauss(monkeypatch, tmp_path, timer, m=300, n=300):
+    monkeypatch.setenv("KEOMLIR_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("KEOMLIR_SCHEDULE", raising=False)
+    g = _gauss()
+    launch = g.reduction.launch([np.empty((m, 3), np.float32), np.empty((n, 3), np.float32),
+                                 np.empty((n, 1), np.float32)])
+    lines = []
+    return g, tune.tune(launch, budget=30, fields=["rows"], timer=timer, out=lines.append), lines
+
+
+def test_tuning_keeps_a_faster_schedule_and_every_call_of_the_program_uses_it(monkeypatch, tmp_path, rng):
+    """rows=8 10% faster: kept, stored, and run by another Genred of the program at sizes of the
+    class (results as the dense oracle's), not at other sizes."""
+    g, found, lines = _tune_gauss(monkeypatch, tmp_path, _fake_timer({"rows=8": 0.9e-3, "rows=2": 1.2e-3}))
+    assert found.overrides == (("rows", 8),) and found.ratio == pytest.approx(0.9)
+    assert lines[-1] == "best: rows=8 0.0009 s (0.90x the default)"
+    assert any(line.startswith("  rows=2 ") and "1.20x" in line for line in lines)
+    other = _gauss()  # a second Genred: the program's database entry, nothing of the first
+    assert other.reduction.kernel("float32", (400, 260)).schedule.rows == 8  # (the class of 300 x 300)
+    assert other.reduction.kernel("float32", (100, 300)).schedule.rows == _gauss().reduction.kernel(
+        "float32").schedule.rows == 4
+    x, y, b = rng.normal(size=(400, 3)).astype(np.float32), rng.normal(size=(260, 3)).astype(np.float32), \
+        rng.normal(size=(260, 1)).astype(np.float32)
+    assert_close(other(x, y, b), _gauss_oracle(x, y, b), "float32")
+    assert tuned.entry(g.program, "float32", "float32", "block_sum", 300, 300)["overrides"] == "rows=8"
+
+
+@pytest.mark.parametrize("times, later", [
+    ({"rows=8": 0.99e-3}, None),  # 1% faster: within the noise
+    ({"rows=8": 0.8e-3}, {"rows=8": 1.1e-3}),  # faster while racing, slower when confirmed
+])
+def test_a_schedule_not_confirmed_faster_than_the_default_is_not_kept(monkeypatch, tmp_path, times, later):
+    g, found, lines = _tune_gauss(monkeypatch, tmp_path, _fake_timer(times, later, switch=3))
+    assert found.overrides == () and lines[-1] == "best: default 0.001 s (1.00x the default)"
+    assert tuned.lookup(g.program, "float32", "float32", "block_sum", 300, 300) == ()  # (stored: the default)
+    assert g.reduction.kernel("float32", (300, 300)).schedule.rows == 4
+
+
+def test_autotune_tunes_on_the_first_call_of_a_size_class_only(monkeypatch, tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    import keomlir.torch as kt
+
+    monkeypatch.setenv("KEOMLIR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tune, "SAMPLE_S", 1e-3)  # (short samples, few rounds: a cheap test)
+    monkeypatch.setattr(tune, "CONFIRM", (3, 3))
+    runs = []
+    real = tune.tune
+    monkeypatch.setattr(tune, "tune", lambda launch, budget: runs.append(budget) or real(launch, budget, ["rows"]))
+    x, y, b = rng.normal(size=(300, 3)), rng.normal(size=(300, 3)), rng.normal(size=(300, 1))
+    g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1, autotune=2)
+    assert_close(g(x, y, b), _gauss_oracle(x, y, b), "float64")
+    assert_close(g(x[:290], y, b), _gauss_oracle(x[:290], y, b), "float64")  # (the same class: tuned already)
+    t = kt.Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1, autotune=True)
+    assert_close(t(*map(torch.from_numpy, (x, y, b))).numpy(), _gauss_oracle(x, y, b), "float64")
+    assert runs == [2.0]  # (the torch Genred: the same program, class and types, so stored already)
+    t(*(torch.from_numpy(a[:40]) for a in (x, y, b)))
+    assert runs == [2.0, tune.BUDGET]
+    assert tuned.entry(g.program, "float64", "float64", "block_sum", 40, 40) is not None
+
+
+def test_tuning_errors(monkeypatch):
+    with pytest.raises(ValueError, match=r"autotune \(True, False or a budget in seconds\): expected a positive "
+                                         r"number of seconds, got 'yes'"):
+        _gauss_with(autotune="yes")
+    with pytest.raises(ValueError, match="autotune and schedule: .* set one of the two"):
+        _gauss_with(autotune=True, schedule={"rows": 2})
+    launch = _gauss().reduction.launch([np.empty((5, 3), np.float32)] * 2 + [np.empty((5, 1), np.float32)])
+    with pytest.raises(ValueError, match="budget: expected a positive number of seconds, got 0"):
+        tune.tune(launch, budget=0)
+    monkeypatch.setenv("KEOMLIR_SCHEDULE", "rows=2")
+    with pytest.raises(ValueError, match=r"\$KEOMLIR_SCHEDULE is set \('rows=2'\): .* unset it"):
+        tune.tune(launch)
+
+
+def _gauss_with(**options):
+    return Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1, **options)

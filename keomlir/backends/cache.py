@@ -77,15 +77,20 @@ def load(key: str):
 
 def store(key: str, payload: bytes):
     """Write atomically; a read-only or full disk only costs the caching."""
-    path = _path(key)
     kb = key.encode()
-    blob = MAGIC + struct.pack("<I", len(kb)) + kb + hashlib.sha256(payload).digest() + payload
+    return write_atomic(_path(key), MAGIC + struct.pack("<I", len(kb)) + kb + hashlib.sha256(payload).digest()
+                        + payload)
+
+
+def write_atomic(path, data: bytes):
+    """`data` written to a temporary file renamed to `path` (readers see all of it or none);
+    False where the disk refuses."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
+                fh.write(data)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

@@ -21,7 +21,7 @@ import numpy as np
 from ..schedule import host, schedule, with_env
 from ..schedule.record import ENV as SCHEDULE_ENV
 from ..schedule.targets import ENV as TARGET_ENV
-from . import cache, threads
+from . import cache, threads, tuned
 from .llvm import toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
                             RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
@@ -31,6 +31,7 @@ _lock = threading.Lock()
 os.register_at_fork(before=_lock.acquire, after_in_parent=_lock.release, after_in_child=_lock.release)
 # (program, dtype, acc, scheme, variant, schedule overrides, $KEOMLIR_TARGET, $KEOMLIR_SCHEDULE) -> kernel
 _kernels: dict[tuple, "CpuKernel"] = {}
+_by_class: dict[tuple, "CpuKernel"] = {}  # the kernel of a launch, by size class (see `launch_kernel`)
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _KERNEL_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR)  # also `partial`, `resume`
 _COMBINE_TYPE = ctypes.CFUNCTYPE(None, _I64, _I64, _I64, _I64, _PTR, _PTR)
@@ -252,14 +253,39 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
         return kernel
 
 
+def kernels_loaded():
+    """How many kernels this process has loaded (compiled or from the disk cache)."""
+    return len(_kernels)
+
+
 def _sibling(program, dtype, acc_dtype, sum_scheme, overrides, variant):
     return compile_program(program, dtype, acc_dtype, sum_scheme, variant, overrides)
 
 
-def run(launch, arrays):
-    """Run a checked Launch on NumPy arrays on the host; returns the outputs."""
-    kernel = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme,
-                             overrides=launch.schedule)
+def launch_kernel(launch):
+    """The kernel a launch runs: scheduled with the caller's overrides (and $KEOMLIR_SCHEDULE's)
+    if any, else, for a dense call, as `keomlir tune` found best for its program at its size
+    class, if it stored a schedule (`tuned.py`), else by default.  Memoized by size class: a
+    call reads three environment variables and one dict."""
+    env = os.environ
+    memo = (launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, launch.schedule, launch.ranges is None,
+            launch.n_i.bit_length(), launch.n_j.bit_length(), tuned.version, env.get(TARGET_ENV),
+            env.get(SCHEDULE_ENV), env.get(tuned.CACHE_ENV))
+    kernel = _by_class.get(memo)
+    if kernel is None:
+        overrides = launch.schedule
+        if not overrides and launch.ranges is None and not memo[-2]:
+            overrides = tuned.lookup(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme, launch.n_i,
+                                     launch.n_j) or ()
+        kernel = _by_class[memo] = compile_program(launch.program, launch.dtype, launch.acc_dtype, launch.sum_scheme,
+                                                   overrides=overrides)
+    return kernel
+
+
+def run(launch, arrays, kernel=None):
+    """Run a checked Launch on NumPy arrays on the host (with `kernel`, a CpuKernel of its
+    program, if given: the tuner's candidates); returns the outputs."""
+    kernel = kernel or launch_kernel(launch)
     sched = kernel.schedule
     columns = (sched.column_arg, sched.column_block) if sched.column_block else ()
     row_major = columns[0] if columns else -1

@@ -20,6 +20,10 @@ class Genred(GenredBase):
     >>> g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"],
     ...            reduction_op="Sum", axis=1)
     >>> out = g(x, y, b)          # (M, 1)
+
+    With autotune=True (or a budget in seconds, default 20) the first call at each size class
+    (log2 buckets of M and N) is slow: it measures candidate schedules on this machine and
+    keeps the best for every later call of this program at such sizes (see keomlir.tune).
     """
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):

@@ -54,6 +54,13 @@ COLUMN_VECTORS = 4  # column vectors of a register tile: one load of b for each 
 SUM_BLOCK = 512  # j per block of the compensated sum
 CHUNK_ROWS, CHUNK_BYTES = 256, 64 * KiB  # a cache-blocked chunk: at most these rows, their states on the stack
 SCREEN_TRIAL = 64  # row-vectors screened before the screen may be found useless
+# a K-min of SqDist of SCREEN_FROM to 16 components is screened too, its variables then loops over
+# components (wide_threshold = SCREEN_FROM - 1): found by `keomlir tune` (bench/tuning.md), then ArgKMin
+# measured against lanes on one core pair of Zen 4, AVX-512 (and AVX2, KEOMLIR_TARGET=x86-64-v3): 0.59-0.63x
+# (0.52x) the time at D = 12, 0.48-0.53x (0.49x) at D = 16 (K = 16, M = N / 10 = 3700-3900), 0.51x at D = 16
+# and 0.97x at D = 12 for M = N = 1000; below, the screen costs more where K / N is large (D = 8 and 10,
+# K = 16, M = N = 1000: 1.4x and 1.3x) though it gains at large N (0.7x): the tuner's to choose
+SCREEN_FROM = 12
 MIN_PAIRS_PER_THREAD = 1 << 16
 SPLIT_J_BELOW_ROWS = 64  # fewer rows than this per thread: split j instead
 # GPU: the largest block whose tile of one j row per thread fits shared memory; else WIDE_BLOCK threads
@@ -107,6 +114,15 @@ def strategies(program, target, threshold=WIDE_THRESHOLD):
     return found + ["lanes"]
 
 
+def default_threshold(program, target):
+    """The default `wide_threshold`: WIDE_THRESHOLD, but SCREEN_FROM - 1 for a K-min of SqDist that
+    is screened from SCREEN_FROM components on (see SCREEN_FROM)."""
+    if "screened" not in strategies(program, target) and "screened" in strategies(program, target,
+                                                                                  SCREEN_FROM - 1):
+        return SCREEN_FROM - 1
+    return WIDE_THRESHOLD
+
+
 def schedule(program, target, sizes=None, dtype="float32", overrides=()):
     """The Schedule of `program` (target-independent, as the generic pipeline leaves it) on
     `target` for data of `dtype`: the defaults below, then `overrides` (a dict, text
@@ -134,7 +150,7 @@ def _schedule(program, target, dtype, overrides):
     over = dict(overrides)
     if dtype not in DATA_BYTES or (dtype == "float16" and target.kind != "gpu"):
         raise ValueError(f"schedule: dtype {dtype!r} is not compiled for {target.name}")
-    threshold = over.get("wide_threshold", WIDE_THRESHOLD)
+    threshold = over.get("wide_threshold", default_threshold(program, target))
     possible = strategies(program, target, threshold)
     strategy = over.get("strategy", possible[0])
     if strategy not in possible:

@@ -75,8 +75,10 @@ class Schedule:
         return "\n".join(["schedule:"] + [f"  {name} = {FIELDS[name].show(value)}" for name, value in self.fields()])
 
     def key(self):
-        """The fields that make the code, for cache keys (the size-dependent ones left out)."""
-        return ";".join(f"{n}={FIELDS[n].show(v)}" for n, v in self.fields() if not FIELDS[n].per_call)
+        """The fields that make the code, for cache keys (the size-dependent ones and those only
+        the runtime reads left out)."""
+        return ";".join(f"{n}={FIELDS[n].show(v)}" for n, v in self.fields()
+                        if not (FIELDS[n].per_call or FIELDS[n].runtime))
 
     def thread_plan(self, n_i, n_j, available):
         """(threads, 'one' | 'rows' | 'split_j') of a CPU call: rows over threads, or for few rows
@@ -97,6 +99,9 @@ class Field:
     multiple: int = 1
     choices: tuple = ()
     per_call: bool = False  # depends on the call's sizes (not in cache keys)
+    runtime: bool = False  # read by the runtime at each call, not by the code generator (not in cache keys)
+    search: bool = False  # varied by `keomlir tune` (schedule/space.py: halved and doubled, or each choice)
+    cap: str | None = None  # the Target attribute a searched value may not exceed
 
     def show(self, value):
         if value is None:
@@ -176,27 +181,33 @@ FIELDS = {
     "strategy": Field("all", "the loop nest: lanes (SIMD across j), contraction (wide SqDist / scalar products "
                       "of a tile of rows as one register-blocked micro-kernel), screened (a K-min of SqDist "
                       "ranked by its expanded form), columns (K @ B by blocks of B's columns), threads (GPU: "
-                      "one thread a row)", "choice", choices=STRATEGIES),
-    "wide_threshold": Field("all", "components above which a node is a loop over components, not unrolled"),
+                      "one thread a row)", "choice", choices=STRATEGIES, search=True),
+    "wide_threshold": Field("all", "components above which a node is a loop over components, not unrolled",
+                            search=True),
     "wide_nodes": Field("all", "the nodes over wide_threshold or with such an operand", "derived"),
-    "vector_bits": Field("cpu", "SIMD width across j", choices=(128, 256, 512)),
+    "vector_bits": Field("cpu", "SIMD width across j", choices=(128, 256, 512), search=True, cap="vector_bits"),
     "lanes": Field("cpu", "j per SIMD vector: vector_bits over the dtype's bits", "derived"),
-    "rows": Field("cpu", "i rows sharing each load of j data (register tile)", high=32),
-    "sum_block": Field("cpu", "j per block of the compensated sum", multiple=64, low=64),
+    "rows": Field("cpu", "i rows sharing each load of j data (register tile)", high=32, search=True),
+    "sum_block": Field("cpu", "j per block of the compensated sum", multiple=64, low=64, search=True),
     "contract": Field("cpu", "wide contractions run as one register-blocked micro-kernel per tile of rows",
                       "names"),
     "screen_trial": Field("cpu", "row-vectors screened before a useless screen is given up"),
     "cache_block": Field("cpu", "j data per cache block read by every tile of a chunk of rows (0: none)",
-                         "bytes", low=0),
-    "chunk_rows": Field("cpu", "most rows of a cache-blocked chunk"),
+                         "bytes", low=0, search=True),
+    "chunk_rows": Field("cpu", "most rows of a cache-blocked chunk", search=True),
     "chunk_bytes": Field("cpu", "most bytes of a chunk's states on the stack", "bytes", low=64),
     "column_arg": Field("cpu", "the argument b of a Sum of s * b run by blocks of its columns", "derived"),
-    "column_block": Field("cpu", "columns of b per call of the column kernel", multiple=16, low=16),
-    "column_vectors": Field("cpu", "column vectors of b per register tile of the column kernel", high=16),
-    "contract_accumulators": Field("cpu", "vector registers holding a contraction micro-kernel's sums"),
+    "column_block": Field("cpu", "columns of b per call of the column kernel", multiple=16, low=16,
+                          search=True),
+    "column_vectors": Field("cpu", "column vectors of b per register tile of the column kernel", high=16,
+                            search=True),
+    "contract_accumulators": Field("cpu", "vector registers holding a contraction micro-kernel's sums",
+                                   search=True),
     "column_accumulators": Field("cpu", "vector registers holding the column kernel's sums"),
-    "min_pairs_per_thread": Field("cpu", "(i, j) pairs that make another thread worth starting"),
-    "split_j_below_rows": Field("cpu", "rows per thread below which threads split j instead of rows", low=0),
+    "min_pairs_per_thread": Field("cpu", "(i, j) pairs that make another thread worth starting", runtime=True,
+                                  search=True),
+    "split_j_below_rows": Field("cpu", "rows per thread below which threads split j instead of rows", low=0,
+                                runtime=True, search=True),
     "threads": Field("cpu", "threads of a call of the given sizes", "derived", per_call=True),
     "thread_strategy": Field("cpu", "how a call of the given sizes splits: one, rows or split_j", "derived",
                              per_call=True),

@@ -27,7 +27,8 @@ __all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj
            "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
 
 class Genred(GenredBase):
-    """A generic reduction on torch tensors (see keomlir.numpy.Genred)."""
+    """A generic reduction on torch tensors (see keomlir.numpy.Genred).  With autotune=True, the
+    first CPU call at each size class is slow: it tunes the schedule (see keomlir.tune)."""
 
     def _set_reduction(self, reduction):
         self.reduction = reduction
@@ -54,6 +55,9 @@ class Genred(GenredBase):
             outs = self._with_categories(recat)._call(stacked, backend, device_id, ops.ranges_tensors(batch_ranges))
             outs = unstack(outs if isinstance(outs, tuple) else (outs,))
             return outs[0] if len(outs) == 1 else tuple(outs)
+        if self.reduction.autotune and backend != "GPU" and args and args[0].device.type == "cpu" and \
+                not torch.compiler.is_compiling():  # (the operator may run another Genred of this program)
+            self.reduction.tune_call(args, ranges)
         if torch.compiler.is_compiling():  # Dynamo traces the operator (its backward: register_autograd)
             outs = tuple(ops.genred(self.reduction.spec, list(args), backend, device_id, ranges or []))
         else:  # eager: the operator inside an autograd Function, which adds forward mode and vmap rules
