@@ -40,16 +40,17 @@ from keomlir.numpy import Genred  # noqa: E402
 # the work are what `--ports` measures on this machine (each class alone, and each beside
 # an FMA and beside an add: whether they compete): FMA, multiply and FP compare on FP0/FP1;
 # add, min/max, round, convert, shift and scalef (4 pipe-cycles) on FP2/FP3; broadcasts
-# from a register on FP1/FP2; integer add, logic and blends on any pipe.  Besides: one zmm
-# load a cycle, one zmm store every two, one mask-register op a cycle, 4 scalar integer
-# ops and 6 instructions dispatched a cycle.
+# (from a register or memory) on FP1/FP2; integer add, logic and blends on any pipe.  Loads:
+# two 256-bit slots a cycle, a zmm load (or full zmm memory operand) taking both, a
+# narrower one (an embedded {1toN} broadcast included) one; a zmm store every two cycles;
+# one mask-register op a cycle, 4 scalar integer ops and 6 instructions dispatched a cycle.
 PIPES = ("FP0", "FP1", "FP2", "FP3")
 FMA_SET, ADD_SET, SHUF_SET, ANY_SET = frozenset("01"), frozenset("23"), frozenset("12"), frozenset("0123")
 CLASSES = {  # class: (pipe set, pipe-cycles per zmm instruction)
     "fma": (FMA_SET, 2), "add": (ADD_SET, 2), "scalef": (ADD_SET, 4), "shuffle": (SHUF_SET, 2),
     "int": (ANY_SET, 2),
 }
-LOADS_PER_CYCLE, STORES_PER_CYCLE, MASK_PER_CYCLE, SCALAR_PER_CYCLE, DISPATCH = 1.0, 0.5, 1.0, 4.0, 6.0
+LOAD_SLOTS, STORE_SLOTS, MASK_PER_CYCLE, SCALAR_PER_CYCLE, DISPATCH = 2.0, 1.0, 1.0, 4.0, 6.0
 
 _FMA = re.compile(r"^v(fn?m(add|sub)\d+[ps][sd]|mulp[sd]|cmp\w*p[sd])$")
 _ADD = re.compile(r"^v(addp[sd]|subp[sd]|maxp[sd]|minp[sd]|rndscalep[sd]|cvt\w+|ps[lr]l[dq]|psra[dq]|"
@@ -61,26 +62,27 @@ _INT = re.compile(r"^v(padd[dq]|psub[dq]|pand\w*|por\w*|pxor\w*|andn?p[sd]|orp[s
 
 
 def classify(mnemonic, operands):
-    """(class of the FP pipes or None, loads, stores, other resource) of one instruction."""
-    mem = "(" in operands
+    """(class of the FP pipes or None, load slots, store slots, other resource) of one instruction."""
+    mem = "(" in operands and not mnemonic.startswith("lea")
     vector = "zmm" in operands or "ymm" in operands or "xmm" in operands
+    # a memory operand's slots: 2 for all 64 bytes of a zmm, else 1 (a narrower or {1toN} one)
+    slots = (2 if "zmm" in operands and "{1to" not in operands and not mnemonic.startswith(("vbroadcast", "vpbroadcast"))
+             else 1) if mem else 0
     if mnemonic.startswith("k"):
         return None, 0, 0, "mask"
     if mnemonic in ("vmovups", "vmovaps", "vmovdqu64", "vmovdqa64", "vmovss", "vmovsd") and mem:
         first = operands.split(",")[0]
-        return (None, 1, 0, None) if "(" in first else (None, 0, 1, None)
+        return (None, slots, 0, None) if "(" in first else (None, 0, slots, None)
     if mnemonic.startswith("vscalef"):
-        return "scalef", int(mem), 0, None
+        return "scalef", slots, 0, None
     for cls, pattern in (("fma", _FMA), ("add", _ADD), ("shuffle", _SHUF), ("int", _INT)):
         if pattern.match(mnemonic):
             if cls == "int" and mnemonic.startswith("vmov") and "{" not in operands:
-                return None, int(mem), 0, "move"  # a register move: eliminated at rename
-            if cls == "shuffle" and mem and mnemonic.startswith(("vbroadcast", "vpbroadcast")):
-                return None, 1, 0, None  # a broadcast load: the load port only
-            return cls, int(mem), 0, None
+                return None, slots, 0, "move"  # a register move: eliminated at rename
+            return cls, slots, 0, None
     if vector:
-        return "int", int(mem), 0, None  # other vector instructions: counted as any-pipe work
-    return None, int(mem and not mnemonic.startswith("lea")), 0, "scalar"
+        return "int", slots, 0, None  # other vector instructions: counted as any-pipe work
+    return None, int(mem), 0, "scalar"
 
 
 def bound(counts):
@@ -94,7 +96,7 @@ def bound(counts):
             s = frozenset(subset)
             need = sum(w for cls, w in work.items() if CLASSES[cls][0] <= s)
             best = max(best, (need / len(s), "FP" + "/".join(sorted(s))))
-    others = [(counts.get("load", 0) / LOADS_PER_CYCLE, "loads"), (counts.get("store", 0) / STORES_PER_CYCLE, "stores"),
+    others = [(counts.get("load", 0) / LOAD_SLOTS, "loads"), (counts.get("store", 0) / STORE_SLOTS, "stores"),
               (counts.get("mask", 0) / MASK_PER_CYCLE, "mask ops"), (counts.get("scalar", 0) / SCALAR_PER_CYCLE, "scalar"),
               (counts.get("instructions", 0) / DISPATCH, "dispatch")]
     return max([best] + others)
@@ -231,9 +233,11 @@ _PROBES = {  # class: one instruction writing register k (16 independent ones a 
     "scalef": "vscalefps %zmm1, %zmm2, %zmm{r}", "bcast": "vbroadcastss %xmm1, %zmm{r}",
     "iadd": "vpaddd %zmm1, %zmm2, %zmm{r}", "logic": "vpxord %zmm1, %zmm2, %zmm{r}",
     "blend": "vblendmps %zmm1, %zmm2, %zmm{r} {{%k1}}", "load": "vmovups {o}(%rsi), %zmm{r}",
+    "bcast load": "vbroadcastss {s}(%rsi), %zmm{r}", "scalar load": "vmovss {s}(%rsi), %xmm{r}",
+    "fma {1to16}": "vfmadd231ps {s}(%rsi){{1to16}}, %zmm2, %zmm{r}",
     "store": "vmovaps %zmm1, {o}(%rsi)", "kortest": "kortestw %k1, %k2",
 }
-_MODEL = {"fma": "fma", "mul": "fma", "cmp": "fma", "add": "add", "max": "add", "rndscale": "add", "cvt": "add",
+_MODEL = {"fma": "fma", "fma {1to16}": "fma", "bcast load": "shuffle", "mul": "fma", "cmp": "fma", "add": "add", "max": "add", "rndscale": "add", "cvt": "add",
           "shift": "add", "scalef": "scalef", "bcast": "shuffle", "iadd": "int", "logic": "int", "blend": "int"}
 
 
@@ -282,7 +286,7 @@ def clock_hz():
 
 
 def _probe(name, k):
-    return _PROBES[name].format(r=8 + k, m=1 + k % 7, o=64 * k)
+    return _PROBES[name].format(r=8 + k, m=1 + k % 7, o=64 * k, s=4 * k)
 
 
 def measure_ports():
@@ -290,19 +294,21 @@ def measure_ports():
     hz = clock_hz()
     alone = {name: _seconds_per_line([_probe(name, k) for k in range(16)]) * hz for name in _PROBES}
     pairs = {}
-    for a in _MODEL:
-        for b in ("fma", "add"):
-            if a != b:
+    for a in list(_MODEL) + ["scalar load"]:
+        for b in ("fma", "add", "bcast", "load"):
+            if a != b and (b != "load" or a in ("bcast load", "fma {1to16}", "scalar load")) and \
+                    (b != "bcast" or a in ("bcast load", "fma {1to16}")):
                 pairs[a, b] = _seconds_per_line([_probe(a, k) for k in range(8)] +
                                                 [_probe(b, k + 8) for k in range(8)]) * hz * 2
     return hz, alone, pairs
 
 
 def _predicted(names):
-    counts = {}
-    for name in names:
-        counts[_MODEL[name]] = counts.get(_MODEL[name], 0) + 1
-    return bound(counts)[0]
+    """The model's cycles for one instruction of each probe in names (8 of each, or 16 of one)."""
+    n = 16 // len(names)
+    lines = [_probe(name, k + 8 * i) for i, name in enumerate(names) for k in range(n)]
+    instrs = [((op, args), 1) for op, args in (line.replace("$$", "$").split(None, 1) for line in lines)]
+    return bound(tally(instrs))[0] / n
 
 
 # ---- the cases ----------------------------------------------------------------------------------
@@ -398,7 +404,7 @@ def main():
     if args.ports:
         print(f"clock {hz / 1e9:.2f} GHz")
         for name, t in alone.items():
-            print(f"{name:9s} {t:.2f} cycles" + (f"  (model {_predicted([name]):.2f})" if name in _MODEL else ""))
+            print(f"{name:12s} {t:.2f} cycles  (model {_predicted([name]):.2f})")
         for (a, b), t in pairs.items():
             print(f"{a}+{b}: {t:.2f} cycles a pair (model {_predicted([a, b]):.2f})")
         return
@@ -433,23 +439,29 @@ def _write(path, hz, alone, pairs, rows, load, kmin):
         "## Execution model (measured here)",
         "",
         "A 512-bit operation is two 256-bit halves on one of the 4 FP pipes (2 pipe-cycles of work; "
-        "scalef 4). Cycles per instruction, 16 independent ones a loop, and beside FMAs / adds (8 + 8):",
+        "scalef 4). Measured cycles per instruction (the model's in brackets): 16 independent ones a "
+        "loop, and 8 beside 8 FMAs / adds / register broadcasts / zmm loads:",
         "",
-        "| class | pipes (model) | alone | with FMA | with add |",
-        "|---|---|---|---|---|",
+        "| instruction | pipes (model) | alone | with FMA | with add | with broadcast | with load |",
+        "|---|---|---|---|---|---|---|",
     ]
+    partners = ("fma", "add", "bcast", "load")
     for name, t in alone.items():
         model = _MODEL.get(name)
         pipes = "/".join(f"FP{p}" for p in sorted(CLASSES[model][0])) if model else \
-            {"load": "load ports", "store": "store port", "kortest": "mask"}.get(name, "")
-        wf, wa = pairs.get((name, "fma")), pairs.get((name, "add"))
-        lines.append(f"| {name} | {pipes} | {t:.2f} | {'' if wf is None else f'{wf:.2f}'} | "
-                     f"{'' if wa is None else f'{wa:.2f}'} |")
+            {"store": "store", "kortest": "mask"}.get(name, "loads")
+        if name in ("bcast load", "fma {1to16}"):
+            pipes += " and loads"
+        cells = [f"{t:.2f} ({_predicted([name]):.2f})"] + [
+            "" if (name, b) not in pairs else f"{pairs[name, b]:.2f} ({_predicted([name, b]):.2f})" for b in partners]
+        lines.append(f"| {_PROBES[name].format(r=8, m=1, o=0, s=0).replace('$$', '$')} | {pipes} | "
+                     + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Besides: {LOADS_PER_CYCLE:g} zmm load and {STORES_PER_CYCLE:g} store a cycle, {MASK_PER_CYCLE:g} "
-        f"mask-register op, {SCALAR_PER_CYCLE:g} scalar integer ops, {DISPATCH:g} instructions dispatched. "
-        "Register moves count for dispatch only (eliminated at rename).",
+        f"Loads: {LOAD_SLOTS:g} slots a cycle (a zmm load or operand takes 2, a narrower or {{1toN}} one 1); "
+        f"stores: {STORE_SLOTS:g} slot (a zmm store 2); {MASK_PER_CYCLE:g} mask-register op, {SCALAR_PER_CYCLE:g} "
+        f"scalar integer ops, {DISPATCH:g} instructions dispatched a cycle. Register moves count for dispatch "
+        "only (eliminated at rename).",
         "",
         "## Kernels (float32, M = N = 20000; D = 128: 5000)",
         "",
