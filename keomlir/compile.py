@@ -29,6 +29,17 @@ SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
 CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype):
+    """'float32' of a NumPy or torch dtype (memoized: naming a dtype costs more than a small call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 def check_str(value, what):
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
@@ -236,23 +247,24 @@ class CompiledReduction:
         if len(dtypes) > 1:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
-        dtype = str(dtypes.pop()).replace("torch.", "") if dtypes else "float64"
+        dtype = _dtype_name(dtypes.pop()) if dtypes else "float64"
         if dtype not in DTYPES + ("float16",):
             raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
         rows = {0: {}, 1: {}}
         for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
-            label = self.arg_label(pos)
             shape = tuple(a.shape)
             if cat == 2:
                 if shape != (dim,) and shape != (1, dim):
-                    raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {shape}")
+                    raise ValueError(f"{self.arg_label(pos)}: a parameter of dimension {dim} must have shape "
+                                     f"({dim},), got {shape}")
                 continue
             if len(shape) != 2:
                 hint = {0: "", 1: " (a 1-d array is read as (n, 1) for a variable of dimension 1 only)"}.get(
                     len(shape), " (leading batch dimensions are not supported yet)")
-                raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {shape}{hint}")
+                raise ValueError(f"{self.arg_label(pos)}: expected a 2-d array of shape (n, {dim}), got shape "
+                                 f"{shape}{hint}")
             if shape[1] != dim:
-                raise ValueError(f"{label}: expected {dim} columns, got shape {shape}")
+                raise ValueError(f"{self.arg_label(pos)}: expected {dim} columns, got shape {shape}")
             rows[cat][pos] = shape[0]
         counts = []
         for cat in (0, 1):

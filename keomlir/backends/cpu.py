@@ -101,6 +101,11 @@ class CpuKernel:
         args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
         outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
         n_threads, strategy = self.schedule.thread_plan(n_i, n_j, num_threads())
+        if strategy == "one" and n_i * n_j <= threads.FIRST_PAIRS:
+            # one chunk's work in this thread: what threads.run would do, without its machinery
+            # (a call of M = N = 100 spent a fifth of its time there)
+            self.fn(0, n_i, 0, n_j, n_j, args, outs)
+            return
         if strategy == "split_j":
             split = self.variant_of("split_j")
             shares = threads.bounds(n_j, n_threads, split.j_block, fallback=64)  # (whole SIMD vectors)
