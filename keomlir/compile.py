@@ -15,7 +15,7 @@ import numpy as np
 
 from . import config, tune
 from .backends import registry
-from .backends.launch import Launch
+from .backends.launch import DTYPES, HALF, Launch
 from .grammar import parse_alias, parse_formula
 from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
@@ -23,7 +23,6 @@ from .passes import DEFAULT_PIPELINE, PassManager
 from .schedule import host, parse_overrides, schedule as make_schedule
 from .ranges import check_ranges, coalesce_intervals
 
-DTYPES = ("float32", "float64")
 ACC_DTYPES = ("auto", "float16", "float32", "float64")
 SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
 CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
@@ -236,8 +235,7 @@ class CompiledReduction:
         return f"argument {pos}"
 
     def check_arrays(self, arrays):
-        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms
-        (float16 passes: `run_numpy` decides whether a GPU can take it)."""
+        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms."""
         n = len(self.arguments)
         if len(arrays) != n:
             names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
@@ -248,8 +246,8 @@ class CompiledReduction:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
         dtype = _dtype_name(dtypes.pop()) if dtypes else "float64"
-        if dtype not in DTYPES + ("float16",):
-            raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
+        if dtype not in DTYPES:
+            raise TypeError(f"arguments must be float16, bfloat16, float32 or float64 arrays, got {dtype}")
         rows = {0: {}, 1: {}}
         for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
             shape = tuple(a.shape)
@@ -283,16 +281,16 @@ class CompiledReduction:
         return dtype, n_i, n_j
 
     def acc_dtype(self, dtype):
-        """The accumulator dtype for `dtype` data.  float16 data is computed in float32 and
-        summed in float32 or float64, so dtype_acc='float16' (which pykeops allows for
-        float16 data only) gets float32 sums: at least as accurate as asked."""
+        """The accumulator dtype for `dtype` data.  Half data (float16, bfloat16) is computed in
+        float32 and summed in float32 or float64, so dtype_acc='float16' (which pykeops allows for
+        float16 data only; here for bfloat16 too) gets float32 sums: at least as accurate as asked."""
         if self.dtype_acc == "float16":
-            if dtype != "float16":
-                raise ValueError(f"dtype_acc='float16' is allowed for float16 arguments only, got {dtype} "
-                                 "arguments (use dtype_acc='auto', 'float32' or 'float64')")
+            if dtype not in HALF:
+                raise ValueError(f"dtype_acc='float16' is allowed for float16 or bfloat16 arguments only, got "
+                                 f"{dtype} arguments (use dtype_acc='auto', 'float32' or 'float64')")
             return "float32"
         if self.dtype_acc == "auto":
-            return "float32" if dtype == "float16" else dtype  # float16 data is summed in float32
+            return "float32" if dtype in HALF else dtype  # half data is summed in float32
         return self.dtype_acc
 
     def kernel(self, dtype, sizes=None):
@@ -346,19 +344,17 @@ class CompiledReduction:
 
 def backends_for(backend, launch):
     """The backends that run `launch` when `backend` (checked: available) is asked for, in order of
-    trial: that one, or for 'auto' the GPU where it wants the launch (float16, or large and
-    `config.use_cuda`) then the CPU.  Data of a dtype no such backend takes is a TypeError."""
+    trial: that one, or for 'auto' the GPU where it wants the launch (large, and `config.use_cuda`)
+    then the CPU.  Data of a dtype the chosen backend does not take is a TypeError."""
     if backend != "auto":
         chosen = [registry.get(backend)]
-    elif launch.dtype not in _CPU.dtypes:
-        chosen = [_GPU] if _GPU.available() else []
     elif _GPU.wants(launch) and config.use_cuda:
         chosen = [_GPU, _CPU]
     else:
         chosen = [_CPU]
-    if not chosen or launch.dtype not in chosen[0].dtypes:
-        raise TypeError(f"{launch.dtype} arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
-                        "on the CPU, arguments must be float32 or float64 arrays")
+    if launch.dtype not in chosen[0].dtypes:
+        raise TypeError(f"{launch.dtype} arguments: the {chosen[0].name} backend runs "
+                        f"{', '.join(chosen[0].dtypes)} arguments")
     return chosen
 
 

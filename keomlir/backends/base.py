@@ -10,6 +10,8 @@ the built-in ones: CPU, GPU, reference, host-sim).
 
 from __future__ import annotations
 
+from .launch import DTYPES
+
 
 def untimed(stage, fn, *args):
     return fn(*args)
@@ -19,7 +21,7 @@ class Backend:
     name = ""
     kind = None  # the kind of Target it compiles for ("cpu", "gpu"); None: it compiles nothing
     aliases = ()  # other names backend= may give it (pykeops's)
-    dtypes = ("float32", "float64")  # of the data it runs
+    dtypes = DTYPES  # of the data it runs
 
     def available(self):
         return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Backend, register
+from .launch import float_values, rounded
 
 
 def evaluate_formula(root, arrays):
@@ -30,9 +31,9 @@ def evaluate_formula(root, arrays):
 
 def run(launch, arrays):
     """The outputs of a Launch, computed in float64 and returned in the launch's dtype."""
-    outs = evaluate(launch.program, [np.asarray(a, np.float64) for a in arrays], launch.n_i, launch.n_j,
+    outs = evaluate(launch.program, [float_values(a, launch.dtype) for a in arrays], launch.n_i, launch.n_j,
                     launch.ranges)
-    return [o.astype(launch.dtype) if o.dtype.kind == "f" else o for o in outs]
+    return [rounded(o, launch.dtype) if o.dtype.kind == "f" else o for o in outs]
 
 
 def evaluate(program, arrays, n_i, n_j, ranges=None):

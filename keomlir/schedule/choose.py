@@ -62,7 +62,7 @@ GPU_BLOCKS = (256, 128, 64)
 WIDE_BLOCK = 128
 MERGE_BLOCK = 128
 FAN = 32  # states merged per thread in one merge pass of the 2-D scheme
-DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
+DATA_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # (half data computes in float32)
 
 
 def strategies(program, target, threshold=WIDE_THRESHOLD):
@@ -104,7 +104,7 @@ def with_sizes(sched, sizes):
 @functools.lru_cache(maxsize=1024)
 def _schedule(program, target, dtype, overrides):
     over = dict(overrides)
-    if dtype not in DATA_BYTES or (dtype == "float16" and target.kind != "gpu"):
+    if dtype not in DATA_BYTES:
         raise ValueError(f"schedule: dtype {dtype!r} is not compiled for {target.name}")
     threshold = over.get("wide_threshold", default_threshold(program, target))
     found = strategies(program, target, threshold)

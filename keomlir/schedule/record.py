@@ -187,7 +187,7 @@ FIELDS = {
                             search=True),
     "wide_nodes": Field("all", "the nodes over wide_threshold or with such an operand", "derived"),
     "vector_bits": Field("cpu", "SIMD width across j", choices=(128, 256, 512), search=True, cap="vector_bits"),
-    "lanes": Field("cpu", "j per SIMD vector: vector_bits over the dtype's bits", "derived"),
+    "lanes": Field("cpu", "j per SIMD vector: vector_bits over the arithmetic's bits (float32 for half data)", "derived"),
     "rows": Field("cpu", "i rows sharing each load of j data (register tile)", high=32, search=True),
     "sum_block": Field("cpu", "j per block of the compensated sum", multiple=64, low=64, search=True),
     "contract": Field("cpu", "wide contractions run as one register-blocked micro-kernel per tile of rows",

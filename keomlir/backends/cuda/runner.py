@@ -186,7 +186,6 @@ class GpuBackend(Backend):
     name, kind = "GPU", "gpu"
     # pykeops's GPU schemes and memory placements: this backend picks its scheme itself
     aliases = tuple(f"GPU_{grid}{mem}" for grid in ("1D", "2D") for mem in ("", "_host", "_device"))
-    dtypes = ("float16", "float32", "float64")
 
     def available(self):
         return driver.available()
@@ -214,7 +213,7 @@ class GpuBackend(Backend):
         return run_numpy(launch, arrays, device_id)
 
     def wants(self, launch):
-        return launch.dtype == "float16" or wants_gpu(launch.n_i, launch.n_j)
+        return wants_gpu(launch.n_i, launch.n_j)
 
     def emit(self, program, dtype, acc_dtype, sum_scheme, sched, forms, timed=untimed):
         if "ptx" not in forms:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from . import mathlib
+from . import halfconv, mathlib
 
 I64 = ir.IntType(64)
 
@@ -77,6 +77,9 @@ class Emitter:
     # the target CPU's features (LLVM names) that mathlib may use: set by the renderer from
     # its Target ("avx512f": 2^n by one vscalef), empty for generic code (tests, NVPTX)
     features = frozenset()
+    # float64 -> float32 conversions rounded to odd (`halfconv.to_odd_float`): set in kernels of half
+    # data, whose float32 results are rounded to half once more
+    narrow_to_odd = False
 
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type, scheme="block_sum"):
         self.scheme = scheme  # the sum scheme reductions follow (direct_sum, block_sum, kahan_scheme)
@@ -98,6 +101,7 @@ class Emitter:
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
         other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
         other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
+        other.narrow_to_odd = self.narrow_to_odd
         return other
 
     # ---- constants and arithmetic ----------------------------------------------
@@ -283,14 +287,16 @@ class Emitter:
             ftype = ir.VectorType(ftype, self.lanes)
         other = type(self)(self.b, ftype, self.scheme)
         other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
+        other.narrow_to_odd = self.narrow_to_odd
         return other
 
     def convert(self, v, to):
         """v (of this emitter's type) as a value of emitter `to`'s type."""
         if to.t == self.t:
             return v
-        widen = to.bits > self.bits
-        return self.b.fpext(v, to.t) if widen else self.b.fptrunc(v, to.t)
+        if to.bits > self.bits:
+            return self.b.fpext(v, to.t)
+        return halfconv.to_odd_float(self.b, v) if self.narrow_to_odd else self.b.fptrunc(v, to.t)
 
     def slot(self, init, ty=None):
         """A stack slot in the entry block (promoted to a register by mem2reg)."""

@@ -48,7 +48,7 @@ from llvmlite import ir
 
 from ...ir.node import ssa_nodes
 from ...schedule import host, schedule as make_schedule
-from . import mathlib, wide
+from . import halfconv, mathlib, wide
 from .emitter import Emitter, SlotArray, counted_loop
 from .strategies import loop_nest
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
@@ -71,7 +71,10 @@ class _Kernel(KernelSkeleton):
 
     def __init__(self, program, dtype, acc_dtype, sum_scheme, schedule):
         program = kernel_program(program, schedule)
-        super().__init__(program, FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme, "keomlir")
+        arith = halfconv.arithmetic(dtype)  # half data is computed in float32
+        super().__init__(program, FLOAT_TYPES[arith], FLOAT_TYPES[acc_dtype or arith], sum_scheme, "keomlir")
+        self.dtype, self.t_data = dtype, halfconv.STORAGE[dtype]  # the arrays' and outputs' type
+        self.data_bytes = {"float64": 8, "float32": 4}.get(dtype, 2)
         self.schedule = s = schedule
         self.lanes = s.lanes
         self.rows, self.block, self.cache_bytes = s.rows, s.sum_block, s.cache_block
@@ -89,6 +92,8 @@ class _Kernel(KernelSkeleton):
         self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
         self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
         self.em.features = self.ea.features = mathlib.target_features(self.schedule.target)
+        # float64 sums of half data reach float32 rounded to odd: then rounded once to half (halfconv)
+        self.em.narrow_to_odd = self.ea.narrow_to_odd = self.dtype in halfconv.HALF
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
@@ -116,7 +121,7 @@ class _Kernel(KernelSkeleton):
                     self.j_loads[key] = [self.load_j(pos, c64(c), em) for c in range(dim)]
                 return self.j_loads[key]
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
-            return [em.splat(b.load(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
+            return [em.splat(self.load_data(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
 
         return load_var
 
@@ -131,7 +136,7 @@ class _Kernel(KernelSkeleton):
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
 
             def at(c):
-                return em.splat(b.load(b.gep(self.base(pos), [b.add(start, c)])))
+                return em.splat(self.load_data(b.gep(self.base(pos), [b.add(start, c)])))
         return em.wide(dim, at, cheap=True)
 
     def load_j(self, pos, c, em):
@@ -141,10 +146,21 @@ class _Kernel(KernelSkeleton):
         if found is not None:
             return found
         b = self.b
-        ptr = b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)])
-        if em.lanes is None:
-            return b.load(ptr)
-        return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
+        return self.load_data(b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)]), em.lanes)
+
+    def load_data(self, ptr, lanes=None):
+        """The argument data at `ptr` (a pointer into an argument, `base`) in the arithmetic type:
+        one value, or a vector of `lanes` consecutive ones (half data converted: `halfconv`)."""
+        b = self.b
+        if lanes is None:
+            value = b.load(ptr)
+        else:
+            value = b.load(b.bitcast(ptr, ir.VectorType(self.t_data, lanes).as_pointer()), align=self.data_bytes)
+        return halfconv.extend(b, value, self.dtype, self.schedule.target)
+
+    def output_value(self, v, kind):
+        """A finalized value as the outputs store it (half outputs rounded to nearest even)."""
+        return v if kind == "index" else halfconv.narrow(self.b, v, self.dtype, self.schedule.target)
 
     def at_j(self, j):
         """Make j (an i64 value, or a vector of them) the current j: loads of j data are
@@ -156,7 +172,7 @@ class _Kernel(KernelSkeleton):
         """The typed pointers of the outputs, from the i8** argument."""
         rows = []
         for k, (_, kind) in enumerate(self.outputs):
-            ty = I64 if kind == "index" else self.t
+            ty = I64 if kind == "index" else self.t_data
             raw = self.b.load(self.b.gep(outs_ptr, [c64(k)]))
             rows.append(self.b.bitcast(raw, ty.as_pointer()))
         return rows
@@ -165,7 +181,7 @@ class _Kernel(KernelSkeleton):
     def build(self, variant="kernel"):
         """The module of one variant: `keomlir_kernel`; `partial`, `resume`, `combine`,
         `merge` and `state_cells` (split_j); or the block-sparse `keomlir_ranges`."""
-        ptr_t = self.t.as_pointer().as_pointer()
+        ptr_t = self.t_data.as_pointer().as_pointer()
         i8p = ir.IntType(8).as_pointer()
         if variant == "kernel":  # the whole reduction of rows [i0, i1) over j in [j0, j1), finalized into outs
             i0, i1, j0, j1, self.n_j, self.args_ptr, outs = self._function(
@@ -246,7 +262,7 @@ class _Kernel(KernelSkeleton):
         cells = n_cells(self.fresh_state())
         s = self.schedule
         chunk = self.rows * max(1, min(s.chunk_rows, s.chunk_bytes // (8 * cells)) // self.rows)
-        j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
+        j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * self.data_bytes
         jblock = max(64, self.cache_bytes // j_bytes // 64 * 64)
         self.row_block, self.j_block = chunk, jblock
         with b.goto_block(self.em.entry):

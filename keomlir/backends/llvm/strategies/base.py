@@ -16,7 +16,8 @@ states.  A `LoopNest` fills in what differs, through these hooks (defaults: none
 
 A strategy uses the kernel `k` through its documented attributes (`b`, `em`, `ea`, `em_v`,
 `ea_v`, `lanes`, `block`, `schedule`, `program`, `red`, `contractions`, `row_ids`, `j`, `n_j`,
-`j_nodes`) and methods (`at_j`, `base`, `load_j`, `row_values`, `update`, `fresh_state`,
+`j_nodes`) and methods (`at_j`, `base`, `load_data` (argument data read through `base`'s
+pointers, half data converted to float32), `load_j`, `row_values`, `update`, `fresh_state`,
 `cells_of`, `save_state`, `load_state`).  Registering a subclass (`register`) makes its name a
 valid `strategy` of the schedule (chosen by name only, never by default; its fields chosen as
 for the built-in strategy it is `like`).

@@ -61,7 +61,7 @@ class Columns(LoopNest):
         if pos != self.pos:
             return None
         b = self.k.b
-        return b.load(b.gep(self.k.base(pos), [b.add(b.mul(self.k.j, c64(self.width)), c)]))
+        return self.k.load_data(b.gep(self.k.base(pos), [b.add(b.mul(self.k.j, c64(self.width)), c)]))
 
     def vector_part(self, vec_rows, states, j0, j1):
         """The whole vectors of j in [j0, j1) into the rows' scalar states, in blocks of
@@ -129,8 +129,7 @@ class Columns(LoopNest):
             acc = [[b.load(p) for p in row] for row in slots]  # the rows' totals, then their compensations
             for jj in range(lanes):
                 row = b.mul(b.add(jv, c64(jj)), c64(self.width))
-                bv = [b.load(b.bitcast(b.gep(b_base, [b.add(row, b.mul(v, c64(lanes)))]), em_v.t.as_pointer()),
-                             align=em_v.bits // 8) for v in vectors]
+                bv = [k.load_data(b.gep(b_base, [b.add(row, b.mul(v, c64(lanes)))]), lanes) for v in vectors]
                 for t, r in enumerate(rows):
                     s = em_v.splat(b.load(b.gep(s_buf, [b.add(b.sub(jv, jb), c64(r * k.block + jj))])))
                     for v in range(len(vectors)):

@@ -18,7 +18,7 @@ def x_at(k, node, em):
     b = k.b
     x = min(node.args, key=lambda a: a.attrs[2])
     starts = [b.mul(i, c64(x.dim)) for i in k.row_ids]
-    return lambda r, c: em.splat(b.load(b.gep(k.base(x.attrs[0]), [b.add(starts[r], c)])))
+    return lambda r, c: em.splat(k.load_data(b.gep(k.base(x.attrs[0]), [b.add(starts[r], c)])))
 
 
 def y_at(k, node, em):

@@ -141,7 +141,7 @@ class Screened(Contraction):
                 b.store(b.add(b.load(passed), c64(1)), passed)
                 value = em.slot(d)
                 with b.if_then(b.not_(useless)):
-                    row_x = lambda _, c: em.splat(b.load(b.gep(k.base(x.attrs[0]), [b.add(start, c)])))
+                    row_x = lambda _, c: em.splat(k.load_data(b.gep(k.base(x.attrs[0]), [b.add(start, c)])))
                     em.store(value, microkernel.contract(em, node, row_x, ys, 1, accumulators)[0])
                 return [em.load(value)]
 
@@ -176,7 +176,7 @@ class Screened(Contraction):
         for i in k.row_ids:
             start = b.mul(i, c64(x.dim))
             at = b.gep(k.base(x.attrs[0]), [start])
-            sq = wide.fold(em, x.dim, lambda comp, at=at: _square(em, b.load(b.gep(at, [comp]))), em.add)
+            sq = wide.fold(em, x.dim, lambda comp, at=at: _square(em, k.load_data(b.gep(at, [comp]))), em.add)
             norms.append(k.em_v.splat(em.mul(sq, em.const(1 - c))))
         return norms
 
