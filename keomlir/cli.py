@@ -17,7 +17,7 @@ import numpy
 from ._version import __version__
 from .backends import cache, tuned
 from .backends.cuda import driver
-from .compile import CompiledReduction
+from .compile import DTYPES, CompiledReduction
 from .explain import explain
 from .ir.reductions import REDUCTIONS
 from .passes import DEFAULT_PIPELINE, PASSES
@@ -111,8 +111,9 @@ def _formula_options(command):
     command.add_argument("--opt-arg", type=int, metavar="K", help="K of KMin, ArgKMin and KMin_ArgKMin")
     command.add_argument("--formula2", metavar="G",
                          help="the second formula of weighted LogSumExp and SumSoftMaxWeight")
-    command.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                         help="floating-point type of the generated code (default: float32)")
+    command.add_argument("--dtype", choices=DTYPES, default="float32",
+                         help="floating-point type of the data (default: float32; half data, float16 and "
+                              "bfloat16, is computed in float32)")
 
 
 def cmd_ir(args):

@@ -323,9 +323,10 @@ class CompiledReduction:
         return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats, n_i, n_j,
                       tuple(self.output_shapes(n_i)), ranges, self.schedule)
 
-    def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
-        """Run on NumPy arrays; returns the list of outputs."""
-        launch = self.launch(arrays, ranges)
+    def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None, launch=None):
+        """Run on NumPy arrays; returns the list of outputs.  `launch`: the checked launch of the
+        call, where the arrays hold bits the checks would not read (torch.bfloat16 as int16)."""
+        launch = launch or self.launch(arrays, ranges)
         *first, last = backends_for(check_backend(backend), launch)
         for tried in first:
             try:
