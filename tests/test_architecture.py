@@ -37,7 +37,7 @@ BACKEND_DOORS = {"keomlir.backends.registry", "keomlir.backends.base", "keomlir.
                  "keomlir.backends.cache", "keomlir.backends.tuned", "keomlir.backends.cuda.driver"}
 # optional dependencies, imported where they are needed rather than at the top: third-party
 # packages, and the front ends that need them
-OPTIONAL = {"torch", "scipy", "dask", "distributed", "matplotlib", "keomlir.torch", "keomlir.dask"}
+OPTIONAL = {"torch", "scipy", "dask", "distributed", "matplotlib", "ml_dtypes", "keomlir.torch", "keomlir.dask"}
 
 
 def _modules():
