@@ -26,6 +26,7 @@ from ..schedule.record import ENV as SCHEDULE_ENV
 from ..schedule.targets import ENV as TARGET_ENV, detect_host
 from . import cache, threads, tuned
 from .base import Backend, register, untimed
+from .launch import numpy_dtype
 from .llvm import toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
                             RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
@@ -378,7 +379,7 @@ class PartialStates:
     def __init__(self, program, dtype, acc_dtype, sum_scheme, overrides=()):
         self.split = compile_program(program, dtype, acc_dtype, sum_scheme, "split_j", overrides)
         self.schedule = sched = self.split.schedule
-        self.dtype = np.dtype(dtype)
+        self.dtype = numpy_dtype(dtype)
         self.cats = tuple(cat for _, _, cat in program.arguments)
         self.n_blocks = -(-program.arguments[sched.column_arg][1] // sched.column_block) if sched.column_block else 1
         self.cells = self.split.state_cells * self.n_blocks

@@ -23,6 +23,7 @@ import threading
 import numpy as np
 
 from ..backends import registry
+from ..backends.launch import numpy_dtype
 from ..ir.node import to_formula
 from ..numpy import Genred
 from ..passes import DEFAULT_PIPELINE
@@ -76,7 +77,7 @@ class Engine:
         red = spec.reduction()
         self.arguments = red.kernel_arguments
         self.output_shapes = red.output_shapes
-        self.dtype = np.dtype(spec.dtype)
+        self.dtype = numpy_dtype(spec.dtype)
         self.states = registry.get("CPU").partial_states(red.program, spec.dtype, red.acc_dtype(spec.dtype),
                                                          red.sum_scheme)
         self.cells = self.states.cells
