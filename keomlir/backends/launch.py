@@ -44,7 +44,8 @@ def rounded(values, dtype):
     """float64 `values` as an array of `dtype` data (`numpy_dtype`), each rounded once to nearest even."""
     values = np.asarray(values, np.float64)
     if dtype != "bfloat16":
-        return values.astype(dtype)
+        with np.errstate(over="ignore"):  # (beyond the range: infinite, as rounding says)
+            return values.astype(dtype)
     # through float32 rounded to odd (truncated, the last bit set if inexact): then one rounding of
     # the float32 bits to bfloat16 is that of the float64 value
     with np.errstate(over="ignore", invalid="ignore"):
