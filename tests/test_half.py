@@ -389,3 +389,26 @@ def test_assembly_converts_with_instructions(target, instructions):
         for name in expected:
             assert name in asm, (target, dtype, name)
         assert not re.search(r"\bcall[q]?\s|\bbl\s+[_a-zA-Z]", asm), (target, dtype)
+
+
+def test_loop_nests_of_wide_variables(rng):
+    """float16 data in the contraction micro-kernel (a Gaussian of D = 20), the screened K-min and the
+    column micro-kernel (b of 40 columns): within the bound of the oracle."""
+    dtype = "float16"
+    x, y = (_half(rng.normal(size=(n, 20)) * 0.3, dtype) for n in (M, N))
+    b = _half(rng.normal(size=(N, 40)), dtype)
+    xf, yf, bf = (a.astype(np.float64) for a in (x, y, b))
+    d2 = ((xf[:, None] - yf[None]) ** 2).sum(-1)
+    wide = ["x = Vi(20)", "y = Vj(20)"]
+    sums = {"contraction": (kn.Genred(FORMULAS["Sum"], wide + ["b = Vj(1)"], axis=1), (x, y, b[:, :1]),
+                            np.exp(-d2) @ bf[:, :1]),
+            "columns": (kn.Genred(FORMULAS["Sum"], ["x = Vi(3)", "y = Vj(3)", "b = Vj(40)"], axis=1),
+                        (x[:, :3], y[:, :3], b), np.exp(-((xf[:, None, :3] - yf[None, :, :3]) ** 2).sum(-1)) @ bf)}
+    for strategy, (g, args, exact) in sums.items():
+        assert g.reduction.kernel(dtype, (M, N)).schedule.strategy == strategy
+        _within(g(*args), exact, dtype)
+    knn = kn.Genred("SqDist(x,y)", wide, "KMin_ArgKMin", axis=1, opt_arg=4)
+    assert knn.reduction.kernel(dtype, (M, N)).schedule.strategy == "screened"
+    values, indices = knn(x, y)
+    _within(values, np.sort(d2, 1)[:, :4], dtype)
+    np.testing.assert_array_equal(np.take_along_axis(d2, indices, 1), np.sort(d2, 1)[:, :4])

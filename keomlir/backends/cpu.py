@@ -26,7 +26,7 @@ from ..schedule.record import ENV as SCHEDULE_ENV
 from ..schedule.targets import ENV as TARGET_ENV, detect_host
 from . import cache, threads, tuned
 from .base import Backend, register, untimed
-from .launch import numpy_dtype
+from .launch import HALF, float32_values, numpy_dtype
 from .llvm import toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
                             RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
@@ -329,7 +329,9 @@ class Arguments:
     row-major, j variables transposed to (dim, rows) for contiguous vector loads, their
     base pointers shifted back by j0 so that a kernel reads j in [j0, j1) at its global
     index j (rows j0.. of the j data given); b of the columns strategy row-major, a block of
-    its columns at a time (`calls`).  A copy only where needed; inputs never written."""
+    its columns at a time (`calls`); half data's i variables and parameters as float32 (read
+    once a row, they would be converted for every j).  A copy only where needed; inputs never
+    written."""
 
     __slots__ = ("block", "j0", "pos", "keep", "pointers")
 
@@ -338,6 +340,8 @@ class Arguments:
         self.pos = pos = sched.column_arg if self.block else -1  # (b: copied by blocks of columns in `calls`)
         if dtype is not None:  # (not passed on otherwise: numpy's copies take twice as long with dtype=None)
             arrays = [np.asarray(a, dtype) for a in arrays]
+        if sched.dtype in HALF:
+            arrays = [a if cat == 1 else float32_values(a, sched.dtype) for a, cat in zip(arrays, cats)]
         keep = self.keep = [a if p == pos else np.ascontiguousarray(a.T if cat == 1 else a)
                             for p, (a, cat) in enumerate(zip(arrays, cats))]
         self.pointers = ([None if p == pos else a.ctypes.data for p, a in enumerate(keep)] if self.block

@@ -32,12 +32,17 @@ def numpy_dtype(name):
     return np.dtype(ml_dtypes.bfloat16)
 
 
-def float_values(a, dtype):
-    """The values of array `a` holding `dtype` data, as float64 (bfloat16 bits widened exactly)."""
+def float32_values(a, dtype):
+    """The values of array `a` holding half data of `dtype`, as float32 (exact; bfloat16 bits widened)."""
     a = np.asarray(a)
     if dtype == "bfloat16" and a.dtype.kind in "iu":
-        return (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return a.astype(np.float64)
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    return a.astype(np.float32)
+
+
+def float_values(a, dtype):
+    """The values of array `a` holding `dtype` data, as float64 (bfloat16 bits widened exactly)."""
+    return (float32_values(a, dtype) if dtype in HALF else np.asarray(a)).astype(np.float64)
 
 
 def rounded(values, dtype):

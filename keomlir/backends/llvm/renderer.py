@@ -102,9 +102,15 @@ class _Kernel(KernelSkeleton):
 
     # ---- data access -------------------------------------------------------------
     def base(self, pos):
+        """The pointer to argument `pos`'s data: of the data type for j variables; of float32 for
+        the i variables and parameters of half data, which the runtime converts (`cpu.Arguments`):
+        read for every j, they would be converted again for every j."""
         if pos not in self.bases:
             with self.b.goto_block(self.em.entry):
-                self.bases[pos] = self.b.load(self.b.gep(self.args_ptr, [c64(pos)]))
+                ptr = self.b.load(self.b.gep(self.args_ptr, [c64(pos)]))
+                if self.t_data != self.t and self.program.arguments[pos][2] != 1:
+                    ptr = self.b.bitcast(ptr, self.t.as_pointer())
+                self.bases[pos] = ptr
         return self.bases[pos]
 
     def loader(self, row):
@@ -152,11 +158,13 @@ class _Kernel(KernelSkeleton):
         """The argument data at `ptr` (a pointer into an argument, `base`) in the arithmetic type:
         one value, or a vector of `lanes` consecutive ones (half data converted: `halfconv`)."""
         b = self.b
+        ty = ptr.type.pointee  # (the data type, or float32: see `base`)
         if lanes is None:
             value = b.load(ptr)
         else:
-            value = b.load(b.bitcast(ptr, ir.VectorType(self.t_data, lanes).as_pointer()), align=self.data_bytes)
-        return halfconv.extend(b, value, self.dtype, self.schedule.target)
+            value = b.load(b.bitcast(ptr, ir.VectorType(ty, lanes).as_pointer()),
+                           align=self.data_bytes if ty == self.t_data else self.em.bits // 8)
+        return halfconv.extend(b, value, self.dtype, self.schedule.target) if ty == self.t_data else value
 
     def output_value(self, v, kind):
         """A finalized value as the outputs store it (half outputs rounded to nearest even)."""
