@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from .backends import registry, tuned
+from .backends.launch import rounded
 from .schedule import host, schedule
 from .schedule import space
 from .schedule.record import ENV as SCHEDULE_ENV
@@ -102,8 +103,8 @@ def data(launch, seed=SEED):
     """Random arguments of a launch (kernel terms): variables of about unit norm, parameters in [0.5, 1.5]."""
     rng = np.random.default_rng(seed)
     rows = {0: launch.n_i, 1: launch.n_j}
-    return [(rng.uniform(0.5, 1.5, size=dim) if cat == 2 else rng.standard_normal((rows[cat], dim)) / math.sqrt(dim))
-            .astype(launch.dtype) for _, dim, cat in launch.program.arguments]
+    return [rounded(rng.uniform(0.5, 1.5, size=dim) if cat == 2 else rng.standard_normal((rows[cat], dim)) /
+                    math.sqrt(dim), launch.dtype) for _, dim, cat in launch.program.arguments]
 
 
 def check_budget(budget, what="budget"):
