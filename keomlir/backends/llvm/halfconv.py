@@ -7,6 +7,8 @@ A conversion is LLVM's `fpext` / `fptrunc` where the target converts with instru
 LLVM would call compiler-rt helpers that a JIT-loaded kernel cannot link (`__extendhfsf2`,
 `__truncsfbf2`...), so the conversion is written here with integer operations: exact
 (widening), rounded to nearest even (narrowing), and vectorized like any other code.
+bfloat16 -> float32 is always the 16-bit shift it is (LLVM emits the same; x86 has no
+instruction for it).
 A float64 accumulator is rounded to half through float32 rounded to odd (`to_odd_float`):
 float32 keeps 13 more bits than float16 and 16 more than bfloat16, so the two roundings
 give the correctly rounded result, as one rounding of the float64 value would.
@@ -17,7 +19,7 @@ from __future__ import annotations
 from llvmlite import ir
 from llvmlite.ir import types as _types
 
-HALF = ("float16", "bfloat16")  # stored in 16 bits, computed in float32
+from ..launch import HALF  # stored in 16 bits, computed in float32
 
 
 class BFloatType(_types._BaseFloatType):
@@ -38,7 +40,7 @@ BFloatType._create_instance()
 
 STORAGE = {"float16": ir.HalfType(), "bfloat16": BFloatType(), "float32": ir.FloatType(),
            "float64": ir.DoubleType()}
-_I16, _I32, _I64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+_I16, _I32 = ir.IntType(16), ir.IntType(32)
 
 
 def arithmetic(dtype):
@@ -46,20 +48,17 @@ def arithmetic(dtype):
     return "float32" if dtype in HALF else dtype
 
 
-def hardware(target, dtype, widen):
-    """Whether LLVM converts `dtype` data to float32 (widen) or back with instructions on
-    `target` (else with a library call: software here)."""
+def hardware(target, dtype):
+    """Whether LLVM converts between float32 and `dtype` data with instructions on `target`
+    (else with a library call: software here)."""
     if target.kind == "gpu" or target.triple.startswith(("aarch64", "arm64")):
         return True  # (AArch64: FCVT for half; BFCVT with +bf16, else LLVM's own inline integer code)
     if not target.triple.startswith("x86_64"):
         return False
-    if dtype == "float16":
-        return target.has("f16c") or target.has("avx512fp16")
-    # bfloat16 -> float32 is a 16-bit shift (no x86 instruction converts it); float32 -> bfloat16 is
-    # software on every x86: AVX512-BF16's VCVTNEPS2BF16 flushes subnormal inputs and results to
-    # zero (measured on Zen 4: every float32 below 2^-126 became 0), and a kernel narrows only its
-    # outputs, once a row, where the instruction would save nothing measurable
-    return widen
+    # float32 -> bfloat16 is software on every x86: AVX512-BF16's VCVTNEPS2BF16 flushes subnormal
+    # inputs and results to zero (measured on Zen 4: every float32 below 2^-126 became 0), and a
+    # kernel narrows only its outputs, once a row, where the instruction would save nothing measurable
+    return dtype == "float16" and (target.has("f16c") or target.has("avx512fp16"))
 
 
 def _like(value, scalar):
@@ -76,7 +75,7 @@ def extend(b, value, dtype, target):
     """float32 values (scalar or vector) of `value`, `dtype` data in its storage type: exact."""
     if dtype not in HALF:
         return value
-    if dtype == "bfloat16" or not hardware(target, dtype, True):
+    if dtype == "bfloat16" or not hardware(target, dtype):
         return _soft_extend(b, value, dtype)
     return b.fpext(value, _like(value, ir.FloatType()))
 
@@ -85,7 +84,7 @@ def narrow(b, value, dtype, target):
     """`value` (float32, scalar or vector) as `dtype` data in its storage type, rounded to nearest even."""
     if dtype not in HALF:
         return value
-    if hardware(target, dtype, False):
+    if hardware(target, dtype):
         return b.fptrunc(value, _like(value, STORAGE[dtype]))
     return _soft_narrow(b, value, dtype)
 
