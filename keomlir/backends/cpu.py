@@ -219,6 +219,12 @@ def _build(program, dtype, acc_dtype, sum_scheme, variant, sched):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
+def kernel_cache_key(program, sched, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
+    """The disk cache key of `program`'s host kernel (one variant) run as `sched` says."""
+    return cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=sched.dtype, acc=acc_dtype,
+                            scheme=sum_scheme, variant=variant, schedule=sched.key())
+
+
 def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", overrides=()):
     """The CpuKernel of a target-independent `program` (one variant, see renderer.VARIANTS) run as
     `kernel_schedule` says: from memory (keyed by the hash-consed IR), from disk (keyed by the
@@ -234,8 +240,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
             return kernel
         t0 = time.perf_counter()
         sched = kernel_schedule(program, dtype, overrides)
-        key = cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=dtype, acc=acc_dtype,
-                               scheme=sum_scheme, variant=variant, schedule=sched.key())
+        key = kernel_cache_key(program, sched, acc_dtype, sum_scheme, variant)
         siblings = functools.partial(_sibling, program, dtype, acc_dtype, sum_scheme, overrides)
         obj = cache.load(key)
         if obj is not None:
