@@ -50,7 +50,7 @@ def build_parser():
     _compile_options(ir, f"run exactly this pipeline, in order ('' for none): NAME or NAME{{option=value,...}} "
                          f"items; default: {','.join(DEFAULT_PIPELINE)}")
 
-    opt = sub.add_parser(
+    opt_cmd = sub.add_parser(
         "opt", help="read IR as `keomlir ir` prints it (a .kir file), run passes on it, print it or its code",
         description="The mlir-opt of keomlir: read a program as `keomlir ir` prints it (header, nodes, roots, and "
                     "optionally its schedule: a .kir file, or - for standard input), verify it, run the passes "
@@ -59,10 +59,10 @@ def build_parser():
                     "from their defaults; the others follow the program.",
         epilog="example: keomlir ir \"Exp(-SqDist(x,y))*b\" -a \"x=Vi(3)\" -a \"y=Vj(3)\" -a \"b=Vj(1)\" --passes '' "
                "> k.kir; keomlir opt k.kir --passes simplify,cse --pass-statistics")
-    opt.add_argument("file", metavar="FILE.kir", help="the IR to read ('-': standard input)")
-    opt.add_argument("--dtype", choices=("float32", "float64"),
+    opt_cmd.add_argument("file", metavar="FILE.kir", help="the IR to read ('-': standard input)")
+    opt_cmd.add_argument("--dtype", choices=("float32", "float64"),
                      help="floating-point type of the generated code (default: the file's schedule's, or float32)")
-    _compile_options(opt, "run exactly this pipeline, in order: NAME or NAME{option=value,...} items (default: "
+    _compile_options(opt_cmd, "run exactly this pipeline, in order: NAME or NAME{option=value,...} items (default: "
                           "none, the file's program as it is)")
 
     tune = sub.add_parser(
@@ -90,7 +90,7 @@ def build_parser():
     info = sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
                    description="Show versions, LLVM targets, host CPU features and whether a CUDA driver and "
                                "GPU are visible.")
-    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, opt, tune, cache, info))
+    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, opt_cmd, tune, cache, info))
     parser.epilog = f"commands:\n{usages}\n'keomlir COMMAND --help' explains each option."
     return parser
 

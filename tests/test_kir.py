@@ -256,3 +256,26 @@ def test_comments_and_hand_numbering_are_read():
             "  %3 = Var[y: pos=1, j]\n  %9 = SqDist(%7, %3)\n  F = %9\n")
     program = parse_program(text)
     assert program.text().splitlines()[-2].split() == ["%2", "=", "SqDist(%0,", "%1)", ":", "dim", "1,", "ij"]
+
+
+@pytest.mark.parametrize("options", [
+    {"sizes": (1000, 1000)},
+    {"target": "sm_90", "sizes": (100, 100000)},
+    {"target": "skylake-avx512", "schedule": "rows=8,sum_block=1024"},
+    {"dtype": "float64", "schedule": "strategy=lanes"},
+])
+def test_keomlir_irs_output_with_options_reads_back(options):
+    text = explain("Exp(-SqDist(x,y)) * b", ["x = Vi(20)", "y = Vj(20)", "b = Vj(1)"], **options).outputs["ir"]
+    kir = parse_kir(text)
+    assert kir.text() == text
+    assert kir.describe_target == ("target" in options)
+
+
+def test_from_program_needs_every_argument_named_or_used():
+    x = make("Var", (), (0, 3, 0))
+    program = Program("Sum", make("Exp", (x,)), None, None, ((0, 3, 0), (1, 2, 1)), (((0, 3, 0), "x"),))
+    with pytest.raises(ValueError, match=r"name every argument the formulas do not use"):
+        CompiledReduction.from_program(program)
+    named = Program("Sum", make("Exp", (x,)), None, None, ((0, 3, 0), (1, 2, 1)),
+                    (((0, 3, 0), "x"), ((1, 2, 1), "y")))
+    assert CompiledReduction.from_program(named).program == named

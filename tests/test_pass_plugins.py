@@ -73,7 +73,7 @@ def test_pipeline_text_with_options():
 
 @pytest.mark.parametrize("pipeline,message", [
     ("test-unroll-pow{maximum=5}", r"pass test-unroll-pow: unknown option maximum; its options: max, verbose"),
-    ("test-unroll-pow{max=five}", r"option max='five' is not a int"),
+    ("test-unroll-pow{max=five}", r"option max='five' is not an integer"),
     ("test-unroll-pow{verbose=maybe}", r"option verbose='maybe' is not a bool \(on/off\)"),
     ("test-unroll-pow{max=5", r"a '\{' is not closed"),
     ("simplify{level=2}", r"pass simplify: unknown option level; its options: none"),

@@ -107,21 +107,21 @@ class Pass:
             self.log.current.counters[what] += n
 
 
+KINDS = {bool: "a bool (on/off)", int: "an integer", float: "a number", str: "a string"}
+BOOLS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
 def _option_value(pass_name, key, value, default):
-    if type(value) is type(default) or (isinstance(default, float) and type(value) is int):
-        return type(default)(value)
-    if not isinstance(value, str):
-        raise ValueError(f"pass {pass_name}: option {key}={value!r} is not a {type(default).__name__}")
-    text = value.strip()
+    """An option's value of its default's type, from that type or from text."""
+    kind = type(default)
+    if type(value) is kind or (kind is float and type(value) is int):
+        return kind(value)
     try:
-        if isinstance(default, bool):
-            words = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False,
-                     "no": False}
-            return words[text.lower()]
-        return type(default)(text)
+        if not isinstance(value, str):
+            raise ValueError
+        return BOOLS[value.strip().lower()] if kind is bool else kind(value.strip())
     except (KeyError, ValueError):
-        raise ValueError(f"pass {pass_name}: option {key}={value!r} is not a "
-                         f"{'bool (on/off)' if isinstance(default, bool) else type(default).__name__}") from None
+        raise ValueError(f"pass {pass_name}: option {key}={value!r} is not {KINDS[kind]}") from None
 
 
 def _show(value):
@@ -235,6 +235,15 @@ class PassStatistics:
         return "\n".join(lines)
 
 
+def _changed(before, after):
+    """Whether a pass changed the program: its printed text (sharing included) differs.  A pass
+    that changed nothing mostly returns the same nodes, which is checked first."""
+    if after is before or (after.formula is before.formula and after.formula2 is before.formula2
+                           and after.names == before.names):
+        return False
+    return after.text() != before.text()
+
+
 def count_nodes(program):
     """The distinct nodes of a program's formulas (as many as its printed SSA lines)."""
     seen = set()
@@ -296,7 +305,6 @@ class PassManager:
         for p in self.passes:
             stats = PassStatistics(p.label, count_nodes(program))
             log.current, log.asked, p.log = stats, 0, log
-            before_text = program.text()
             t0 = time.perf_counter()
             try:
                 result = p.run(program)
@@ -304,7 +312,7 @@ class PassManager:
                 p.log = None
             stats.seconds = dt = time.perf_counter() - t0
             self._check(p, program, result)
-            changed = result.text() != before_text
+            changed = _changed(program, result)
             # a pass that asks about none of its rewrites is one rewrite, applied whole or not at all
             if changed and log.asked == 0 and not log.applies(p, "the whole pass", None, None):
                 result, changed = program, False
