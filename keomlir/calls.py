@@ -101,8 +101,8 @@ def batch_plan(reduction, shapes):
     call (2-d variables, parameters `(d,)` or `(1, d)`), else (batch shape, each argument's
     batch shape left-padded to it, each argument's own number of batch dimensions).
     Shapes that fit neither are left to `check_arrays`, which names the argument."""
-    if len(shapes) != len(reduction.arguments):
-        return None
+    if len(shapes) != len(reduction.arguments) or all(len(shape) <= 2 for shape in shapes):
+        return None  # (no argument can have batch dimensions: the plain call, answered first)
     leads, batched = [], False
     for (_, _, cat), shape in zip(reduction.kernel_arguments, shapes):
         core = 1 if cat == 2 else 2

@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from . import config, tune
-from .backends import cpu, cuda, reference
+from .backends import registry
 from .backends.launch import Launch
 from .grammar import parse_alias, parse_formula
 from .ir import Program, make, replace_vars, serial, swap_ij, variables
@@ -29,28 +29,33 @@ SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
 CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype):
+    """'float32' of a NumPy or torch dtype (memoized: naming a dtype costs more than a small call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 def check_str(value, what):
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
 
 
-# pykeops's GPU schemes and memory placements: keomlir's GPU backend picks its scheme itself
-GPU_BACKENDS = frozenset(f"GPU_{grid}{mem}" for grid in ("1D", "2D") for mem in ("", "_host", "_device"))
-
-
 def check_backend(backend):
-    """The checked backend: 'auto', 'CPU', 'GPU' or 'reference' (pykeops's 'GPU_1D',
-    'GPU_2D_host'... are 'GPU')."""
-    given = backend
-    if backend in GPU_BACKENDS:
-        backend = "GPU"
-    elif backend not in ("auto", "CPU", "GPU", "reference"):
-        raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' (or pykeops's 'GPU_1D', 'GPU_2D'...) or "
-                         f"'reference', got {backend!r}")
-    if backend == "GPU" and not cuda.available():
-        raise ValueError(f"backend={given!r}: the GPU backend is not available on this machine "
-                         f"({cuda.unavailable_reason()}); use backend='CPU' or 'auto'")
-    return backend
+    """The checked backend: 'auto' or a registered one's name ('CPU', 'GPU', 'reference',
+    'host-sim'; pykeops's 'GPU_1D', 'GPU_2D_host'... are 'GPU'), available here."""
+    found = "auto" if backend == "auto" else registry.canonical(backend) if isinstance(backend, str) else None
+    if found is None:
+        raise ValueError(f"backend must be 'auto', {', '.join(map(repr, registry.names()))} (or pykeops's "
+                         f"'GPU_1D', 'GPU_2D'...), got {backend!r}")
+    if found != "auto" and not registry.get(found).available():
+        raise ValueError(f"backend={backend!r}: the {found} backend is not available on this machine "
+                         f"({registry.get(found).unavailable_reason()}); use backend='CPU' or 'auto'")
+    return found
 
 
 def parse_aliases(aliases):
@@ -255,23 +260,24 @@ class CompiledReduction:
         if len(dtypes) > 1:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
-        dtype = str(dtypes.pop()).replace("torch.", "") if dtypes else "float64"
+        dtype = _dtype_name(dtypes.pop()) if dtypes else "float64"
         if dtype not in DTYPES + ("float16",):
             raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
         rows = {0: {}, 1: {}}
         for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
-            label = self.arg_label(pos)
             shape = tuple(a.shape)
             if cat == 2:
                 if shape != (dim,) and shape != (1, dim):
-                    raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {shape}")
+                    raise ValueError(f"{self.arg_label(pos)}: a parameter of dimension {dim} must have shape "
+                                     f"({dim},), got {shape}")
                 continue
             if len(shape) != 2:
                 hint = {0: "", 1: " (a 1-d array is read as (n, 1) for a variable of dimension 1 only)"}.get(
                     len(shape), " (leading batch dimensions are not supported yet)")
-                raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {shape}{hint}")
+                raise ValueError(f"{self.arg_label(pos)}: expected a 2-d array of shape (n, {dim}), got shape "
+                                 f"{shape}{hint}")
             if shape[1] != dim:
-                raise ValueError(f"{label}: expected {dim} columns, got shape {shape}")
+                raise ValueError(f"{self.arg_label(pos)}: expected {dim} columns, got shape {shape}")
             rows[cat][pos] = shape[0]
         counts = []
         for cat in (0, 1):
@@ -305,9 +311,9 @@ class CompiledReduction:
     def kernel(self, dtype, sizes=None):
         """The host CPU kernel for `dtype` (compiled, or from the caches); with sizes=(n_i, n_j)
         (kernel terms), the one a dense call of those sizes runs (tuned, if `keomlir tune` was)."""
+        cpu = registry.get("CPU")
         if sizes is None:
-            return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
-                                       overrides=self.schedule)
+            return cpu.compile(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, overrides=self.schedule)
         return cpu.launch_kernel(Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats,
                                         *sizes, (), None, self.schedule))
 
@@ -334,25 +340,39 @@ class CompiledReduction:
 
     def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
         """Run on NumPy arrays; returns the list of outputs."""
-        backend = check_backend(backend)
         launch = self.launch(arrays, ranges)
-        if launch.dtype == "float16" and not (backend in ("GPU", "auto") and cuda.available()):
-            raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
-                            "on the CPU, arguments must be float32 or float64 arrays")
-        if backend == "reference":
-            return reference.run(launch, arrays)
-        if backend == "GPU" or (backend == "auto" and (launch.dtype == "float16" or (
-                cuda.wants_gpu(launch.n_i, launch.n_j) and config.use_cuda))):
+        *first, last = backends_for(check_backend(backend), launch)
+        for tried in first:
             try:
-                return cuda.run_numpy(launch, arrays, device_id)
-            except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
-                if backend == "GPU" or launch.dtype == "float16":  # (float16 has no CPU backend)
-                    raise
-        if self.autotune:
+                return tried.run(launch, arrays, device_id)
+            except NotImplementedError:  # a function the GPU backend lacks: 'auto' goes on to the CPU
+                pass
+        if self.autotune and last.kind == "cpu":  # (tuned on the host, for the host's runs)
             tune.ensure(launch, self.autotune)
-        return cpu.run(launch, arrays)
+        return last.run(launch, arrays, device_id)
 
     def tune_call(self, arrays, ranges=None):
         """An autotuned reduction's schedule tuned, if not yet, for a CPU call on `arrays`."""
         if self.autotune and ranges is None:
             tune.ensure(self.launch(arrays), self.autotune)
+
+
+def backends_for(backend, launch):
+    """The backends that run `launch` when `backend` (checked: available) is asked for, in order of
+    trial: that one, or for 'auto' the GPU where it wants the launch (float16, or large and
+    `config.use_cuda`) then the CPU.  Data of a dtype no such backend takes is a TypeError."""
+    if backend != "auto":
+        chosen = [registry.get(backend)]
+    elif launch.dtype not in _CPU.dtypes:
+        chosen = [_GPU] if _GPU.available() else []
+    elif _GPU.wants(launch) and config.use_cuda:
+        chosen = [_GPU, _CPU]
+    else:
+        chosen = [_CPU]
+    if not chosen or launch.dtype not in chosen[0].dtypes:
+        raise TypeError(f"{launch.dtype} arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
+                        "on the CPU, arguments must be float32 or float64 arrays")
+    return chosen
+
+
+_CPU, _GPU = registry.get("CPU"), registry.get("GPU")  # what backend='auto' chooses between

@@ -11,18 +11,15 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .backends.cuda import runner
-from .backends.llvm import toolchain
-from .backends.llvm.renderer import render
+from .backends import registry
 from .compile import DTYPES, CompiledReduction
 from .ir.node import index_name
 from .passes import DEFAULT_PIPELINE, PassManager, split_pipeline
-from .schedule import FIELDS, parse_overrides, schedule as make_schedule, targets, with_env, with_sizes
+from .schedule import FIELDS, parse_overrides, targets, with_sizes
 from .schedule.kir import kir_text, parse_kir, reschedule
 
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
-NEEDS_OPT = {"llvm-opt", "asm", "obj"}
 # Graphviz fill colors by node.cat, the indices a node depends on
 CAT_COLORS = {0: "#d9d9d9", 1: "#9ecae1", 2: "#a1d99b", 3: "#fdae6b"}
 CAT_LEGEND = "grey: parameters and constants, blue: i, green: j, orange: i and j"
@@ -155,10 +152,8 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
     red = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=())
     stages.append(Stage("parse", red.parsed.text(), time.perf_counter() - t0))
     program, statistics = _run_passes(red.parsed, pass_names(passes), stages, verify, bisect_limit, on_bisect)
-    if tgt.kind == "gpu":
-        sched = runner.gpu_schedule(program, dtype, tgt, overrides)
-    else:
-        sched = make_schedule(program, tgt, dtype=dtype, overrides=with_env(overrides))
+    # (the backend compiling for the target: its schedule, as the runtimes make it)
+    sched = registry.for_target(tgt).schedule(program, dtype, overrides, target=tgt)
     # (the descriptor of a target asked for is printed)
     return _emit(program, stages, statistics, sched, forms, red.acc_dtype(dtype), red.sum_scheme, sizes,
                  target is not None)
@@ -197,23 +192,7 @@ def _emit(program, stages, statistics, sched, forms, acc, sum_scheme, sizes, des
         timings.append((stage, time.perf_counter() - t))
         return result
 
-    if NEEDS_LLVM.intersection(forms):
-        tm = toolchain.target_machine(tgt)
-        module = timed("LLVM IR rendering", render, program, dtype, acc, sum_scheme, "kernel", sched)
-        if tgt.triple != targets.detect_host().triple:  # cross-compiled
-            module.triple, module.data_layout = tgt.triple, str(tm.target_data)
-        if "llvm" in forms:
-            outputs["llvm"] = str(module)
-        if NEEDS_OPT.intersection(forms):
-            mod = timed("LLVM optimization", toolchain.optimize, module, tm)
-            if "llvm-opt" in forms:
-                outputs["llvm-opt"] = str(mod)
-            if "obj" in forms:
-                outputs["obj"] = timed("machine code", tm.emit_object, mod)
-            if "asm" in forms:
-                outputs["asm"] = timed("assembly", tm.emit_assembly, mod)
-    if "ptx" in forms:
-        outputs["ptx"] = timed("NVPTX", runner.ptx_for, program, dtype, acc, sum_scheme, sched)[1]
+    outputs.update(registry.for_target(tgt).emit(program, dtype, acc, sum_scheme, sched, forms, timed))
     if "dot" in forms:
         outputs["dot"] = to_dot(program)
     return Explanation(stages, program, outputs, timings, shown, statistics, describe)

@@ -555,7 +555,7 @@ def test_fast_math_exp_logic(rng):
 
 
 def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
-    """backend='GPU' and 'auto' (large problems) reach cuda.run_numpy with the
+    """backend='GPU' and 'auto' (large problems) reach the GPU backend's run_numpy with the
     arguments as given; 'auto' falls back to the CPU on NotImplementedError.  The
     driver is faked and the kernels run in the simulator."""
     monkeypatch.setattr(driver, "_driver", (_FakeDriver(), ""))
@@ -565,7 +565,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
         calls.append((launch.n_i, launch.n_j, device_id))
         return cuda.simulate(launch, arrays, block=8)
 
-    monkeypatch.setattr(cuda, "run_numpy", fake_run_numpy)
+    monkeypatch.setattr(runner, "run_numpy", fake_run_numpy)
     g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
     x, y, b = _args(rng, "float64", 13, 21)
     want = g(x, y, b, backend="CPU")
@@ -585,7 +585,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     def lacking(*args, **kw):
         raise NotImplementedError("lgamma is not available on NVPTX for float64")
 
-    monkeypatch.setattr(cuda, "run_numpy", lacking)
+    monkeypatch.setattr(runner, "run_numpy", lacking)
     assert_close(g(x, y, b), want, "float64")  # 'auto': the CPU
     with pytest.raises(NotImplementedError, match="lgamma"):
         g(x, y, b, backend="GPU")
@@ -593,7 +593,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     torch = pytest.importorskip("torch")
     from keomlir.torch import Genred as TorchGenred
 
-    monkeypatch.setattr(cuda, "run_numpy", fake_run_numpy)
+    monkeypatch.setattr(runner, "run_numpy", fake_run_numpy)
     tg = TorchGenred("Exp(-SqDist(x,y)) * b", ALIASES, "Sum", 1)
     out = tg(*[torch.from_numpy(a) for a in (x, y, b)], backend="GPU")  # CPU tensors, computed on the GPU
     assert isinstance(out, torch.Tensor) and out.device.type == "cpu"

@@ -25,7 +25,6 @@ EXAMPLE = ROOT / "examples" / "passes" / "reciprocal.py"
 ALIASES = ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"]
 
 
-@register_pass
 class UnrollPow(NodePass):
     """Pow(a, n) for 2 < n <= max as a * Pow(a, n - 1) (a test pass with an integer option)."""
 
@@ -39,7 +38,6 @@ class UnrollPow(NodePass):
         return None
 
 
-@register_pass
 class WrongSqrt(NodePass):
     """A deliberately wrong rewrite, Sqrt(a) -> a, for bisection to find."""
 
@@ -47,6 +45,17 @@ class WrongSqrt(NodePass):
 
     def rule(self, node):
         return node.args[0] if node.name == "Sqrt" else None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered():
+    """The test passes registered for this module's tests only (the registry is the process's)."""
+    before = dict(PASSES)
+    for cls in (UnrollPow, WrongSqrt):
+        register_pass(cls)
+    yield
+    PASSES.clear()
+    PASSES.update(before)
 
 
 def gauss_oracle(args, power=1):
@@ -260,3 +269,13 @@ def test_opt_reads_a_file_and_names_a_missing_one(tmp_path):
     assert "double" in r.stdout and 'define void @"keomlir_kernel"' in r.stdout
     r = keomlir_cmd("opt", str(tmp_path / "none.kir"))
     assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+def test_ir_takes_the_same_pipeline_options():
+    r = keomlir_cmd("ir", "x * 1 + y", "-a", "x = Vi(3)", "-a", "y = Vj(3)", "--print-ir-after-change",
+                    "--pass-statistics", "--bisect-limit", "0")
+    assert r.returncode == 0, r.stderr
+    assert re.findall(r"^// ----- IR after (\S+) ----- //$", r.stdout, re.M) == ["parse"]  # nothing applied
+    assert r.stderr.splitlines()[:2] == ["BISECT: NOT applying rewrite (1) simplify: Mult -> operand on "
+                                         "Mult(x, IntCst(1))", "// ----- pass statistics ----- //"]
+    assert "simplify: nodes 5 -> 5, 0 rewrites (unchanged)" in r.stderr

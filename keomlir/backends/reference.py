@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import Backend, register
+
 
 def evaluate_formula(root, arrays):
     """F as an array broadcastable to (M, N, dim); arrays[p] are float64 2-d."""
@@ -54,3 +56,15 @@ def evaluate(program, arrays, n_i, n_j, ranges=None):
             for out, value, kind in zip(outs, part, kinds):
                 out[start:end] = np.append(js, -1)[value] if kind == "index" else value  # -1 stays -1
         return outs
+
+
+class ReferenceBackend(Backend):
+    """Dense float64 NumPy: the oracle (nothing compiled, no schedule)."""
+
+    name = "reference"
+
+    def run(self, launch, arrays, device_id=-1):
+        return run(launch, arrays)
+
+
+BACKEND = register(ReferenceBackend())

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .node import print_ssa, variables
+from .node import WIDE_THRESHOLD, print_ssa, variables  # noqa: F401 (WIDE_THRESHOLD: here too)
 from .ops import make
 from .reductions import get as get_reduction
 
-
-# nodes and Sum states wider than this are lowered as loops over components (CPU and GPU)
-# (backends/llvm/wide.py): unrolled, a 512-wide variable took seconds of LLVM time and
-# spilled every register (the schedule's default `wide_threshold`)
-WIDE_THRESHOLD = 16
 
 
 @dataclasses.dataclass(frozen=True)

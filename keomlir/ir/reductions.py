@@ -44,6 +44,11 @@ class Reduction:
     # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
     # be below the scalar v, NaN v included) says some lane may enter the state
     update_screened = None
+    # term_slots(em, st) -> (acc, comp), where defined (Sum): the slots a term of F is added to (a list of
+    # pointers or an array slot, one a component), and for a compensated add per term the slots of
+    # its compensation (else None): a loop nest may add terms itself (the column micro-kernel), the
+    # reduction's `end_block`, `merge` and `finalize` doing the rest
+    term_slots = None
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -103,6 +108,11 @@ class Sum(Reduction):
             ea.kahan_add(at(st["total"]), at(st["comp"]), v)
         else:
             ea.store(at(st["block"]), ea.add(ea.load(at(st["block"])), v))
+
+    def term_slots(self, em, st):
+        if em.scheme == "kahan_scheme":
+            return st["total"], st["comp"]
+        return st["total" if em.scheme == "direct_sum" else "block"], None
 
     def end_block(self, em, ea, st):
         if st["block"] is None:
@@ -225,7 +235,7 @@ class _ShiftedExpSum(Reduction):
         ea.store(st["bm"], ea.select(ea.cmp(">", f, bm), f, bm))
         k = es.index_add(k, 1)
         es.store(batch.count, k)
-        with es.if_then(es.index_cmp("==", k, es.index_const(BUFFER))):
+        with es.if_then(es.index_cmp("==", k, es.index_const(BUFFER)), rare=True):
             self._flush(ea, st)
 
     def _flush(self, ea, st):
@@ -445,9 +455,12 @@ class _KMin(Reduction):
     in order of j: an unrolled branch-free insertion into a sorted list.
 
     In SIMD code every lane feeds one scalar list (`lanes_share_state`): a vector
-    compare against the current K-th value lets most j pass at once, and the few
-    lanes that enter are inserted one by one, in order of j.  A wide F keeps each of
-    the K ranks in array slots, the insertion in one loop over the components."""
+    compare against the list's threshold lets most j pass at once, and the few
+    lanes that enter are inserted one by one, in order of j.  The threshold t, kept
+    with the list and remade only when it changes (`_retire`), folds the NaN rule into
+    that one compare: x <= t exactly when x beats the K-th value (a number below it;
+    any number where it is NaN).  A wide F keeps each of the K ranks in array slots,
+    the insertion in one loop over the components."""
 
     needs_k = True
     with_value, with_index = True, False
@@ -466,39 +479,57 @@ class _KMin(Reduction):
         ity = es.index_const(0).type
         if em.is_wide(d):
             return {"v": [es.slot_array(d, nan) for _ in range(k)],
-                    "i": [es.slot_array(d, es.index_const(-1), ity) for _ in range(k)]}
-        return {"v": [[es.slot(nan) for _ in range(d)] for _ in range(k)],
-                "i": [[es.slot(es.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
+                    "i": [es.slot_array(d, es.index_const(-1), ity) for _ in range(k)],
+                    "t": es.slot_array(d, nan)}
+        # the lists stay in memory: the j loop reads only each one's threshold and last index, and
+        # needs the registers (in registers, 2 K d values a row crowd out the rows' vectors)
+        return {"v": [[es.pinned(es.slot(nan)) for _ in range(d)] for _ in range(k)],
+                "i": [[es.pinned(es.slot(es.index_const(-1), ity)) for _ in range(d)] for _ in range(k)],
+                "t": [es.slot(nan) for _ in range(d)]}
+
+    def _tables(self, st):
+        """The per-rank tables `_columns` walks: values, indices, the threshold (one rank)."""
+        return [st["v"], st["i"], [st["t"]]]
 
     def update(self, em, ea, st, f, g, j):
-        for (vcol, icol), (x,) in _columns(em.with_lanes(None), [st["v"], st["i"]], [f]):
-            self._enter(em, vcol, icol, lambda last_v, x=x: _less_nan_last(em, x, em.splat(last_v)), lambda x=x: x, j)
+        for (vcol, icol, (tp,)), (x,) in _columns(em.with_lanes(None), self._tables(st), [f]):
+            self._enter(em, vcol, icol, tp, lambda last_v, t, x=x: em.cmp("<=", x, em.splat(t)), lambda x=x: x, j)
 
     def update_screened(self, em, ea, st, may_beat, exact, j):
-        (vcol, icol), _ = next(_columns(em.with_lanes(None), [st["v"], st["i"]]))  # a scalar F: one column
-        self._enter(em, vcol, icol, may_beat, lambda: exact()[0], j, recheck=True)
+        (vcol, icol, (tp,)), _ = next(_columns(em.with_lanes(None), self._tables(st)))  # a scalar F: one column
+        self._enter(em, vcol, icol, tp, lambda last_v, t: may_beat(last_v), lambda: exact()[0], j)
 
-    def _enter(self, em, vcol, icol, below, value, j, recheck=False):
-        """Insert value() into one component's list (slots vcol, icol) where it beats the
-        K-th: most candidates do not, so below(K-th value) tests that first and the
-        insertion is rarely taken (a test of value() itself comes before the lanes when
-        below() is only a screen: `recheck`)."""
+    def _enter(self, em, vcol, icol, tp, below, value, j):
+        """Insert value() into one component's list (slots vcol, icol, threshold tp) where it beats
+        the K-th.  Most candidates do not: per j vector, one test below(K-th value, threshold) and
+        one of the list having an empty slot (which takes anything, NaN too).  Where some lane may
+        enter, value() is made (exact values, where below() was a screen) and the lanes at or below
+        the threshold are inserted one by one in order of j, found from the bits of that mask (each
+        rechecked, as the insertions lower the K-th)."""
         es = em.with_lanes(None)
         k = len(vcol)
-        last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
-        empty = em.splat(es.not_(_filled(es, last_i)))
-        with em.if_then(em.any(em.or_(empty, below(last_v)))):
+        open_ = es.not_(_filled(es, es.load(icol[k - 1])))
+        t = es.load(tp)
+        if em.lanes is None:
+            with em.if_then(es.or_(open_, below(es.load(vcol[k - 1]), t))):
+                self._insert(es, vcol, icol, value(), j, tie_break=False)
+                self._retire(es, vcol, icol, tp)
+            return
+        with em.if_then(es.or_(open_, em.any(below(es.load(vcol[k - 1]), t))), rare=True):
             x = value()
-            if em.lanes is None:
-                self._insert(es, vcol, icol, x, j, tie_break=False)
-                return
-            gate = em.if_then(em.any(em.or_(empty, _less_nan_last(em, x, em.splat(last_v))))) if recheck else None
-            with gate or contextlib.nullcontext():
-                with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
-                    xl, jl = em.lane(x, lane), em.lane(j, lane)
-                    last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
-                    with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
-                        self._insert(es, vcol, icol, xl, jl, tie_break=False)
+            with em.set_lanes(em.or_(em.splat(open_), em.cmp("<=", x, em.splat(t)))) as lane:
+                xl = em.lane(x, lane)
+                last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
+                with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
+                    self._insert(es, vcol, icol, xl, em.lane(j, lane), tie_break=False)
+                    self._retire(es, vcol, icol, tp)
+
+    @staticmethod
+    def _retire(em, vcol, icol, tp):
+        """The threshold of a changed list: the largest number below its K-th value (x <= t: x < K-th),
+        +inf where the K-th is NaN (every number beats it), NaN where it is -inf (nothing does)."""
+        last_v = em.load(vcol[len(vcol) - 1])
+        em.store(tp, em.select(em.isnan(last_v), em.const(_INF), em.float_below(last_v)))
 
     @staticmethod
     def _insert(em, vcol, icol, x, xi, tie_break):
@@ -522,13 +553,14 @@ class _KMin(Reduction):
     def merge(self, em, ea, st, other):
         # the other list goes through a stack array and a loop: one insertion body, not K
         k = len(st["v"])
-        for (vcol, icol, ovcol, oicol), _ in _columns(em, [st["v"], st["i"], other["v"], other["i"]]):
+        for (vcol, icol, (tp,), ovcol, oicol), _ in _columns(em, self._tables(st) + [other["v"], other["i"]]):
             vals, idxs = em.array(em.t, k), em.array(em.index_const(0).type, k)
             for r in range(k):
                 em.store(em.at(vals, em.index_const(r)), em.load(ovcol[r]))
                 em.store(em.at(idxs, em.index_const(r)), em.load(oicol[r]))
             with em.loop(em.index_const(0), em.index_const(k)) as r:
                 self._insert(em, vcol, icol, em.load(em.at(vals, r)), em.load(em.at(idxs, r)), tie_break=True)
+            self._retire(em, vcol, icol, tp)
 
     def end_block(self, em, ea, st):
         pass

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..backends import cuda
+from ..backends import registry
 from ..ranges import ranges_arrays
 
 PINNED = 128  # Genreds (or solvers) the registry keeps alive itself, the least recently pinned dropped first
@@ -111,8 +111,8 @@ def genred(spec: str, args: list[torch.Tensor], backend: str, device_id: int,
 def run_genred(red, args, backend, device_id, ranges):
     """The outputs of the CompiledReduction `red` on tensors: the operator's body, which eager
     calls (GenredFunction) run directly, without the dispatcher and the registry lookup."""
-    if args and args[0].device.type == "cuda":
-        return list(cuda.run_torch(red.launch(args, ranges), args, device_id))
+    if args and args[0].device.type == "cuda":  # the GPU backend, on the tensors in place
+        return list(registry.get("GPU").run(red.launch(args, ranges), args, device_id))
     arrays = [a.detach().contiguous().numpy() for a in args]
     return [torch.from_numpy(o) for o in red.run_numpy(arrays, backend, device_id, ranges)]
 

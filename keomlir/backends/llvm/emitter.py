@@ -87,6 +87,7 @@ class Emitter:
         self.bits = 32 if isinstance(self.scalar, ir.FloatType) else 64
         self.module = builder.module
         self.entry = builder.function.entry_basic_block if builder.block is not None else None
+        self._index_starts = {}  # id of a lane_indices vector -> (the vector, its start)
 
     def _typed(self, scalar_type, value):
         if self.lanes is None:
@@ -135,13 +136,45 @@ class Emitter:
         return self.b.call(fn, [mask])
 
     def lane(self, vec, k):
-        """Lane k (an i64 value) of a vector (of floats or of indices) as a scalar."""
+        """Lane k (an i64 value) of a vector (of floats or of indices) as a scalar; of
+        `lane_indices(start)`: start + k, so that code using single lanes needs no index vector."""
+        start = self._index_starts.get(id(vec), (None, None))
+        if start[0] is vec:
+            return self.b.add(start[1], k)
         return self.b.extract_element(vec, k)
 
     def lane_indices(self, start):
         """<start, start+1, ..., start+W-1> as i64 lanes."""
         steps = ir.Constant(ir.VectorType(ir.IntType(64), self.lanes), list(range(self.lanes)))
-        return self.b.add(self.splat(start), steps)
+        vec = self.b.add(self.splat(start), steps)
+        self._index_starts[id(vec)] = (vec, start)
+        return vec
+
+    @contextmanager
+    def set_lanes(self, mask):
+        """for each lane where the vector condition `mask` holds, in increasing order: yields the
+        lane (an i64 value); the lanes found from the mask's bits (lowest set bit, then cleared),
+        with no branch on the others."""
+        b = self.b
+        bits_t = ir.IntType(self.lanes)
+        name = f"llvm.cttz.i{self.lanes}"
+        cttz = self.module.globals.get(name) or ir.Function(
+            self.module, ir.FunctionType(bits_t, [bits_t, ir.IntType(1)]), name)
+        first = b.bitcast(mask, bits_t)
+        pre = b.block
+        head, body, done = (b.append_basic_block(f"lanes.{part}") for part in ("head", "body", "done"))
+        b.branch(head)
+        b.position_at_end(head)
+        bits = b.phi(bits_t, name="lanes")
+        bits.add_incoming(first, pre)
+        b.cbranch(b.icmp_unsigned("!=", bits, ir.Constant(bits_t, 0)), body, done)
+        b.position_at_end(body)
+        lane = b.zext(b.call(cttz, [bits, ir.Constant(ir.IntType(1), 1)]), I64)
+        rest = b.and_(bits, b.sub(bits, ir.Constant(bits_t, 1)))  # the lowest set bit cleared
+        yield lane
+        bits.add_incoming(rest, b.block)
+        b.branch(head)
+        b.position_at_end(done)
 
     # ---- the integer view of floats (exponent manipulation in mathlib) ------------
     @property
@@ -157,6 +190,15 @@ class Emitter:
 
     def as_float(self, i):
         return self.b.bitcast(i, self.t)
+
+    def float_below(self, x):
+        """The largest number of the type below x (x > -inf; -inf gives a NaN, as a NaN does):
+        x <= float_below(v) is x < v, with one ordered compare."""
+        bits = self.as_int(x)
+        down = self.b.select(self.cmp(">", x, self.const(0)), self.b.sub(bits, self.iconst(1)),
+                             self.b.add(bits, self.iconst(1)))
+        smallest_negative = self.iconst(1 - (1 << (self.bits - 1)))  # -0 and +0: the negative subnormal
+        return self.as_float(self.b.select(self.cmp("==", x, self.const(0)), smallest_negative, down))
 
     def to_int(self, x):
         """Truncation toward zero of an integral-valued float."""
@@ -258,6 +300,13 @@ class Emitter:
         self.b.store(init, ptr)
         return ptr
 
+    def pinned(self, ptr):
+        """ptr, a slot kept in memory rather than registers (an empty asm takes its address, so LLVM
+        does not promote it): state read rarely, whose registers the hot loop needs more."""
+        asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ptr.type]), "", "r", side_effect=True)
+        self.b.call(asm, [ptr])
+        return ptr
+
     def array(self, ty, n):
         """A stack array of n values of type ty (entry block), indexed with `at`."""
         with self.b.goto_block(self.entry):
@@ -270,9 +319,10 @@ class Emitter:
     def loop(self, start, stop, name="k"):
         return counted_loop(self.b, start, stop, name)
 
-    def if_then(self, cond):
-        """A block run only when the i1 `cond` holds: `with em.if_then(c): ...`."""
-        return self.b.if_then(cond)
+    def if_then(self, cond, rare=False):
+        """A block run only when the i1 `cond` holds: `with em.if_then(c): ...`; `rare`: seldom
+        taken (branch weights: LLVM lays it out of line and puts its spill code there)."""
+        return self.b.if_then(cond, likely=False if rare else None)
 
     def load(self, ptr):
         return self.b.load(ptr)
