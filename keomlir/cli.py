@@ -125,8 +125,8 @@ def _compile_options(command, passes_help):
                               f"the host, $KEOMLIR_TARGET's instruction set if set; sm_80 for --emit ptx); asm of "
                               f"another CPU is cross-compiled")
     command.add_argument("--schedule", metavar="FIELD=VALUE,...",
-                         help=f"override fields of the schedule, e.g. rows=4,cache_block=256KiB; fields: "
-                              f"{', '.join(settable())}")
+                         help=f"override fields of the schedule (ir: after $KEOMLIR_SCHEDULE's; opt: after the "
+                              f"file's), e.g. rows=4,cache_block=256KiB; fields: {', '.join(settable())}")
     command.add_argument("--sizes", metavar="M,N",
                          help="also show the fields of a call with M rows i and N j (threads, GPU plan)")
     command.add_argument("--time-passes", action="store_true",
