@@ -10,9 +10,9 @@
 A line is a header (`reduce NAME[, K=k] over j  args(...)`), a node (`%n = Op[attributes](operands)`
 with an optional `: dim d, cats` annotation, checked where given), or a root (`F = %n`, `G = %n`);
 `//` starts a comment.  Each node line builds a new node with `make` (never hash-consed: the DAG
-read has the sharing the text has, so it prints back the same), so a well-formed text is a valid
-program and a bad one is an `IRSyntaxError` naming the line and column, with a caret.  Nothing is
-evaluated.  The schedule block that may follow is read by `keomlir.schedule.kir`.
+read has the sharing the text has, so it prints back the same): every node of a well-formed text
+type-checks (the program as a whole is the verifier's), and a bad text is an `IRSyntaxError`
+naming the line and column, with a caret.  Nothing is evaluated.  The schedule block that may follow is read by `keomlir.schedule.kir`.
 """
 
 from __future__ import annotations
