@@ -18,6 +18,7 @@ from .compile import DTYPES, CompiledReduction
 from .ir.node import index_name
 from .passes import DEFAULT_PIPELINE, PassManager
 from .schedule import FIELDS, parse_overrides, schedule as make_schedule, targets, with_env, with_sizes
+from .workbench import bench as workbench_bench, page
 
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
@@ -43,6 +44,7 @@ class Explanation:
     outputs: dict  # emitted form -> text (bytes for "obj")
     timings: list  # (stage, seconds): parse, each pass, then the backend stages run
     schedule: object = None  # how the program runs on the target (keomlir.schedule.Schedule)
+    source: dict = None  # explain()'s arguments, from which to_html makes the forms not made yet
 
     @property
     def ir(self):
@@ -63,6 +65,38 @@ class Explanation:
         return {"stages": [dataclasses.asdict(s) for s in self.stages], "schedule": dict(
                     (name, FIELDS[name].show(value)) for name, value in self.schedule.fields()),
                 "outputs": dict(self.outputs), "timings": [list(t) for t in self.timings]}
+
+
+    def to_html(self, bench=None):
+        """One self-contained HTML page (`keomlir.workbench.page`): the formula, the IR after each
+        stage with its changes highlighted, the graph as SVG, the schedule, LLVM IR, assembly and PTX
+        in tabs (the forms not made yet are made first), the stages' times as a bar chart and, with
+        `bench` (sizes (M, N) to bench the kernel at, or a `keomlir.workbench.bench.BenchResult`),
+        the bench numbers."""
+        outputs, timings = dict(self.outputs), list(self.timings)
+        src = self.source or {}
+        if src:
+            cpu = targets.target(src["target"] or "host").kind == "cpu"
+            wanted = [("llvm", "llvm-opt", "asm"), ("ptx",)] if cpu else [("ptx",)]
+            for forms in wanted:
+                missing = [f for f in forms if f not in outputs]
+                if not missing:
+                    continue
+                target = src["target"] if cpu == (forms[0] != "ptx") else None
+                try:
+                    more = explain(**{**src, "emit": missing, "target": target})
+                except NotImplementedError as e:  # an operation this backend lacks
+                    outputs.update({f: f"(not available: {e})" for f in missing})
+                    continue
+                outputs.update(more.outputs)
+                timings += more.timings[len(more.stages):]  # the backend's stages, not parse and passes again
+        if isinstance(bench, tuple):
+            passes = [] if src.get("passes") is None else [",".join(pass_names(src["passes"]))]
+            schedules = [src["schedule"]] if src.get("schedule") else []
+            bench = workbench_bench.bench(src["formula"], src["aliases"], src["reduction_op"], src["axis"],
+                                          src["opt_arg"], src["formula2"], bench, src["dtype"], passes, schedules)
+        return page.render(self.stages, self.program, outputs, timings, self.schedule.text(), src,
+                           None if bench is None else bench.to_dict())
 
 
 SCHEDULE_HEADER = "// ----- schedule ----- //"
@@ -155,7 +189,9 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
         outputs["ptx"] = timed("NVPTX", runner.ptx_for, program, dtype, acc, red.sum_scheme, sched)[1]
     if "dot" in forms:
         outputs["dot"] = to_dot(program)
-    return Explanation(stages, program, outputs, timings, shown)
+    source = dict(formula=formula, aliases=list(aliases), reduction_op=reduction_op, axis=axis, opt_arg=opt_arg,
+                  formula2=formula2, dtype=dtype, passes=passes, target=target, schedule=schedule, sizes=sizes)
+    return Explanation(stages, program, outputs, timings, shown, source)
 
 
 def _quote(text):
