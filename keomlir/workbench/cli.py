@@ -42,7 +42,7 @@ def add_commands(sub, formula_options):
     kind.add_argument("--crash", action="store_true",
                       help="the test: building, compiling or running after --passes raises the same kind of "
                            "exception as the formula given")
-    kind.add_argument("--command", metavar="SHELL",
+    kind.add_argument("--command", dest="shell_command", metavar="SHELL",
                       help="the test: a shell command exits with --status; it reads the case from "
                            "$KEOMLIR_REDUCE_ARGS (keomlir ir arguments, shell-quoted), $KEOMLIR_REDUCE_FORMULA, "
                            "$KEOMLIR_REDUCE_FORMULA2, $KEOMLIR_REDUCE_ALIASES (one a line), $KEOMLIR_REDUCE_REDUCTION")
@@ -97,8 +97,8 @@ def add_commands(sub, formula_options):
 def cmd_reduce(args):
     case = reducemod.make_case(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2)
     sizes = benchmod.parse_sizes(args.size)
-    if args.command is not None:
-        test = reducemod.Command(args.command, args.status, args.timeout)
+    if args.shell_command is not None:
+        test = reducemod.Command(args.shell_command, args.status, args.timeout)
     elif args.crash:
         test = reducemod.Crash(args.passes, args.backend, args.match, args.dtype, sizes, args.seed)
     else:

@@ -58,7 +58,7 @@ class Case:
 
     def weight(self):
         """What a move must lower: the nodes, then the variables' dimensions."""
-        return self.size(), sum(v.dim for v in variables(*self.roots))
+        return self.size(), sum(v.dim for v in _variables(*self.roots))
 
     def labels(self):
         return {v.attrs: name for name, v in self.names}
@@ -95,15 +95,26 @@ def make_case(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formul
     f = parse_formula(formula, names)
     g = parse_formula(formula2, names, "formula2") if formula2 is not None else None
     named = {v.attrs[0] for v in names.values()}
-    inline = {f"_arg{v.attrs[0]}": v for v in variables(f, g) if v.attrs[0] not in named}
+    inline = {f"_arg{v.attrs[0]}": v for v in _variables(f, g) if v.attrs[0] not in named}
     case = _canonical(f, g, {**names, **inline}, reduction_op, axis, opt_arg)
     case.reduction_for(())  # the checks of a reduction, raising the user's errors
     return case
 
 
+def _variables(*roots):
+    """The Var nodes of the formulas, those in attributes (the x of Grad(F, x, e)) included, by position."""
+    found, attrs = {v.attrs: v for v in variables(*roots)}, []
+    for r in roots:
+        if r is not None:
+            attrs += [a for n in r.walk() for a in n.attrs if hasattr(a, "op")]
+    for v in _variables(*attrs) if attrs else ():
+        found[v.attrs] = v
+    return [found[k] for k in sorted(found)]
+
+
 def _canonical(f, g, names, reduction, axis, opt_arg):
     """The case with only the variables its formulas use, at positions 0, 1, ... in their order."""
-    used = variables(f, g)
+    used = _variables(f, g)
     label = {v.attrs: name for name, v in names.items()}
     moved = {v.attrs: (k, v.attrs[1], v.attrs[2]) for k, v in enumerate(used)}
     f = replace_vars(f, lambda *a: moved[a])
@@ -155,14 +166,14 @@ def proposals(case):
                 g = None if case.formula2 is None else replace_vars(case.formula2, lower)
             except DimensionError:
                 continue
-            _add(found, case, f, g)
+            _add(found, case, f, g, {name: make("Var", (), lower(*w.attrs)) for name, w in case.names})
     weight = case.weight()
     smaller = [c for c in found.values() if c.weight() < weight]
     return sorted(smaller, key=lambda c: (c.weight(), c.text()))
 
 
-def _add(found, case, f, g):
-    new = _canonical(f, g, dict(case.names), case.reduction, case.axis, case.opt_arg)
+def _add(found, case, f, g, names=None):
+    new = _canonical(f, g, names or dict(case.names), case.reduction, case.axis, case.opt_arg)
     found.setdefault((new.text(), new.text2(), tuple(new.aliases())), new)
 
 
@@ -323,11 +334,13 @@ class Reduced:
                f"formula: {case.text()}"]
         if case.formula2 is not None:
             out.append(f"formula2: {case.text2()}")
-        out += [f"aliases: {', '.join(case.aliases())}", f"reduction: {case.reduction}, axis={case.axis}"
+        out += [f"aliases: {', '.join(case.aliases()) or '(none)'}", f"reduction: {case.reduction}, axis={case.axis}"
                 + (f", K={case.opt_arg}" if case.opt_arg is not None else "")]
         if self.blame is not None:
             out.append(f"pass to blame: {self.blame}")
-        out += [f"reproduce: keomlir ir {shlex.join(case.argv())}", "", self.ir()]
+        passes = self.test.pipeline
+        shown = [] if passes in (None, WRITTEN, tuple(DEFAULT_PIPELINE)) else ["--passes", ",".join(passes)]
+        out += [f"reproduce: keomlir ir {shlex.join(case.argv() + shown)}", "", self.ir()]
         return out
 
 
