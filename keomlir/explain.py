@@ -75,14 +75,14 @@ class Explanation:
         the bench numbers."""
         outputs, timings = dict(self.outputs), list(self.timings)
         src = self.source or {}
-        if src:
+        if src:  # the CPU forms for the target explained (if a CPU), PTX for it (if a GPU) or for sm_80
             cpu = targets.target(src["target"] or "host").kind == "cpu"
-            wanted = [("llvm", "llvm-opt", "asm"), ("ptx",)] if cpu else [("ptx",)]
-            for forms in wanted:
+            wanted = [(("llvm", "llvm-opt", "asm"), src["target"]), (("ptx",), None)] if cpu else \
+                [(("ptx",), src["target"])]
+            for forms, target in wanted:
                 missing = [f for f in forms if f not in outputs]
                 if not missing:
                     continue
-                target = src["target"] if cpu == (forms[0] != "ptx") else None
                 try:
                     more = explain(**{**src, "emit": missing, "target": target})
                 except NotImplementedError as e:  # an operation this backend lacks

@@ -30,7 +30,7 @@ from ..ir.node import DimensionError, to_formula
 from ..passes import DEFAULT_PIPELINE, PassManager
 
 WRITTEN = "written"  # the pipeline of the formula as written: derivatives expanded, nothing else
-BACKENDS = ("cpu", "reference")
+BACKENDS = {"cpu": "CPU", "reference": "reference"}  # the name here: CompiledReduction.run_numpy's
 CATEGORY_TEXT = {0: "Vi", 1: "Vj", 2: "Pm"}
 
 
@@ -225,7 +225,7 @@ class Compare:
         backend, passes = side
         red = case.reduction_for(passes)
         arrays = random_arrays(case, self.sizes, self.dtype, self.seed)
-        return [np.asarray(o, np.float64) for o in red.run_numpy(arrays, backend.replace("cpu", "CPU"))]
+        return [np.asarray(o, np.float64) for o in red.run_numpy(arrays, BACKENDS[backend])]
 
     def __call__(self, case):
         try:
@@ -266,7 +266,7 @@ class Crash:
             return False
         try:
             red = case.reduction_for(self.passes)
-            red.run_numpy(random_arrays(case, self.sizes, self.dtype, self.seed), self.backend.replace("cpu", "CPU"))
+            red.run_numpy(random_arrays(case, self.sizes, self.dtype, self.seed), BACKENDS[self.backend])
         except Exception as e:
             if self.match is not None and self.match not in str(e):
                 return False

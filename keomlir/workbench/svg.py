@@ -2,8 +2,8 @@
 layers and a horizontal bar chart.
 
 The graph's layout is the simple layered one: a node's layer is the length of the
-longest path from a leaf to it (variables and constants on top, the reduction at the
-bottom); each layer is ordered by the mean position of its operands in the layers above
+longest path from a leaf to it (the reduction at the bottom), a leaf (variable, constant)
+one layer above its first user; each layer is ordered by the mean position of its operands in the layers above
 (two sweeps of the barycenter heuristic, which removes most crossings of small DAGs),
 then placed left to right and centered.
 """
@@ -47,13 +47,16 @@ def graph(program):
     for key, lines, _, args in nodes:
         layer[key] = 1 + max((layer[a] for a in args), default=-1)
         size[key] = (max(len(t) for t in lines) * CHAR_W + 2 * PAD, len(lines) * LINE_H + PAD)
-    rows = [[] for _ in range(max(layer.values()) + 1)]
-    for key, *_ in nodes:
-        rows[layer[key]].append(key)
     users = {key: [] for key, *_ in nodes}
     for key, _, _, args in nodes:
         for a in args:
             users[a].append(key)
+    for key, _, _, args in nodes:  # a leaf just above its first user: shorter edges
+        if not args and users[key]:
+            layer[key] = min(layer[u] for u in users[key]) - 1
+    rows = [[] for _ in range(max(layer.values()) + 1)]
+    for key, *_ in nodes:
+        rows[layer[key]].append(key)
     operands = {key: args for key, _, _, args in nodes}
     x = {}
 
