@@ -2,7 +2,12 @@
 and peak behind it), and the page of `keomlir explain --html` (its browser test is in
 test_workbench_browser.py)."""
 
+import os
+import pathlib
 import re
+import shlex
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,6 +21,7 @@ from keomlir.passes.manager import NodePass
 from keomlir.schedule.targets import NAMED, Target, _clock_hz, host
 from keomlir.workbench import bench, flops, page, reduce as reducer
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 GAUSS = ["Exp(-SqDist(x,y)) * b", "-a", "x = Vi(3)", "-a", "y = Vj(3)", "-a", "b = Vj(1)"]
 BAD = "test_bad_square"
 # a formula of 23 nodes, one subtree of which the bad rule below miscompiles
@@ -220,3 +226,26 @@ def test_to_html_is_self_contained_with_every_part():
     assert "define void @" in html and ".visible .entry" in html and "vfmadd" in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from elsewhere
     assert html.count('class="bar"') == len(ex.timings) + 4  # parse, passes; LLVM IR, optimization, asm, PTX
+
+
+@pytest.mark.slow
+def test_the_documented_commands_run(tmp_path, monkeypatch):
+    """Every command of docs/research_bench_page.md (the README's research section) as a user runs it."""
+    text = (ROOT / "docs" / "research_bench_page.md").read_text()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.startswith("keomlir ")]
+    assert len(commands) == 3
+    outputs = []
+    for line in commands:
+        done = subprocess.run([sys.executable, "-m", "keomlir", *shlex.split(line)[1:]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (line, done.stderr)
+        outputs.append(done.stdout)
+    assert LAST_LINE.match(outputs[0].strip().splitlines()[-1])
+    assert re.search(r"^formula: Sin\(IntCst\(1\)\)$", outputs[1], re.M)
+    assert "<svg" in (tmp_path / "kernel.html").read_text() and 'id="tab-bench"' in (tmp_path / "kernel.html").read_text()
+    monkeypatch.chdir(tmp_path)
+    (python,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    exec(compile(python, "research_bench_page.md", "exec"), {})
+    assert 'id="tab-graph"' in (tmp_path / "gauss.html").read_text()
