@@ -206,6 +206,17 @@ def test_bench_the_issue_command(capsys):
 # ---- the page ----------------------------------------------------------------------------------------
 
 
+def test_explain_command(tmp_path, capsys):
+    status, out, _ = run_cli(capsys, "explain", *GAUSS)
+    assert status == 0 and [h for h in re.findall(r"IR after (\S+) ", out)] == ["parse", *DEFAULT_PIPELINE]
+    status, out, _ = run_cli(capsys, "explain", *GAUSS, "--html", str(tmp_path / "k.html"))
+    assert status == 0 and out.startswith(f"wrote {tmp_path / 'k.html'} (")
+    html = (tmp_path / "k.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Exp(-SqDist(x,y)) * b" in html and 'id="tab-bench"' not in html
+    status, _, err = run_cli(capsys, "explain", *GAUSS, "--bench", "10,10")
+    assert status == 2 and "give --html FILE too" in err
+
+
 def test_stage_diff_ignores_renumbering():
     before = "head\n  %0 = Var[x]  : dim 1, i\n  %1 = IntCst[1]  : dim 1, -\n  %2 = Mult(%0, %1)  : dim 1, i\n  F = %2"
     after = "head\n  %0 = Var[x]  : dim 1, i\n  F = %0"

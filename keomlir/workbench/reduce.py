@@ -214,7 +214,8 @@ class Compare:
         self.rtol, self.atol, self.dtype, self.sizes, self.seed = rtol, atol, dtype, tuple(sizes), seed
 
     def describe(self):
-        a, b = (f"{backend} after {p if p == WRITTEN else ','.join(p) or 'no passes'}" for backend, p in self.sides)
+        a, b = (f"{backend} on the formula as written" if p == WRITTEN else f"{backend} after {','.join(p) or 'no passes'}"
+                for backend, p in self.sides)
         return f"{a} and {b} disagree (rtol {self.rtol:g}, atol {self.atol:g}, {self.dtype})"
 
     @property
@@ -233,6 +234,16 @@ class Compare:
         except Exception:  # a side that does not run is no disagreement (see Crash)
             return False
         return disagree(a, b, self.rtol, self.atol)
+
+    def why_not(self, case):
+        """Why the test does not hold for `case`: a side's error, or how close the sides are."""
+        try:
+            a, b = (self.outputs(case, side) for side in self.sides)
+        except Exception as e:
+            return f"a side raises {type(e).__name__}: {e}"
+        worst = max((float(np.nanmax(np.abs(x - y), initial=0.0)) for x, y in zip(a, b) if x.shape == y.shape),
+                    default=0.0)
+        return f"the sides agree: largest difference {worst:.3g}"
 
 
 def disagree(a, b, rtol, atol):
@@ -349,7 +360,8 @@ def reduce(case, test, budget=300.0, out=None):
     hears of every step.  Raises ValueError if the test does not hold for `case` itself."""
     start, tests = time.perf_counter(), 1
     if not test(case):
-        raise ValueError(f"the test does not hold for the formula given ({test.describe()}): nothing to reduce")
+        why = f"; {test.why_not(case)}" if hasattr(test, "why_not") else ""
+        raise ValueError(f"the test does not hold for the formula given ({test.describe()}{why}): nothing to reduce")
     start_nodes, seen = case.size(), set()
     minimal = False
     while True:
