@@ -27,7 +27,7 @@ from ..compile import CompiledReduction, parse_aliases
 from ..grammar import parse_formula
 from ..ir import make, replace_vars, variables
 from ..ir.node import DimensionError, to_formula
-from ..passes import DEFAULT_PIPELINE, PassManager
+from ..passes import DEFAULT_PIPELINE
 
 WRITTEN = "written"  # the pipeline of the formula as written: derivatives expanded, nothing else
 BACKENDS = {"cpu": "CPU", "reference": "reference"}  # the name here: CompiledReduction.run_numpy's
@@ -333,7 +333,7 @@ class Reduced:
         try:
             return self.case.reduction_for(passes).program.text()
         except Exception as e:  # the crash reduced may be in the passes themselves
-            return f"(the pipeline {','.join(passes)} raises {type(e).__name__}: {e}; as parsed:)\n" + \
+            return f"(the pipeline {passes if passes == WRITTEN else ','.join(passes)} raises {type(e).__name__}: {e}; as parsed:)\n" + \
                 self.case.reduction_for(()).program.text()
 
     def lines(self):
@@ -376,7 +376,7 @@ def reduce(case, test, budget=300.0, out=None):
             if test(candidate):
                 case = candidate
                 if out is not None:
-                    out(f"  {case.size():3d} nodes: {case.text()}")
+                    out(f"  {case.size():3d} nodes: {case.text()}  ({', '.join(case.aliases())})")
                 break
         else:
             minimal = True
