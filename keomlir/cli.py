@@ -27,6 +27,7 @@ from .schedule.record import settable
 from .schedule.space import searched
 from .schedule.targets import size_text
 from .tune import BUDGET, check_budget, tune
+from .workbench import cli as workbench
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
 VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
@@ -39,7 +40,8 @@ def build_parser():
         prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"keomlir {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ir,opt,tune,cache,info}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{ir,opt,explain,reduce,bench,tune,cache,info}")
 
     ir = sub.add_parser(
         "ir", help="show a formula's IR, LLVM IR, assembly, PTX or graph",
@@ -90,7 +92,8 @@ def build_parser():
     info = sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
                    description="Show versions, LLVM targets, host CPU features and whether a CUDA driver and "
                                "GPU are visible.")
-    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, opt_cmd, tune, cache, info))
+    extra = workbench.add_commands(sub, _formula_options)
+    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, opt_cmd, *extra, tune, cache, info))
     parser.epilog = f"commands:\n{usages}\n'keomlir COMMAND --help' explains each option."
     return parser
 
@@ -295,11 +298,12 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(_formulas_as_operands(parser, sys.argv[1:] if argv is None else list(argv)))
     try:
-        {"ir": cmd_ir, "opt": cmd_opt, "tune": cmd_tune, "cache": cmd_cache, "info": cmd_info}[args.command](args)
+        status = {"ir": cmd_ir, "opt": cmd_opt, "tune": cmd_tune, "cache": cmd_cache, "info": cmd_info,
+                  **workbench.COMMANDS}[args.command](args)
     except (SyntaxError, ValueError, TypeError, NotImplementedError) as e:
         print(f"keomlir: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `keomlir ir ... | head`: stop quietly, as other Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    return status or 0

@@ -17,6 +17,7 @@ from .ir.node import index_name
 from .passes import DEFAULT_PIPELINE, PassManager, split_pipeline
 from .schedule import FIELDS, parse_overrides, targets, with_sizes
 from .schedule.kir import kir_text, parse_kir, reschedule
+from .workbench import bench as workbench_bench, page
 
 EMIT_FORMS = ("ir", "llvm", "llvm-opt", "asm", "obj", "ptx", "dot")
 NEEDS_LLVM = {"llvm", "llvm-opt", "asm", "obj"}
@@ -44,6 +45,7 @@ class Explanation:
     schedule: object = None  # how the program runs on the target (keomlir.schedule.Schedule)
     statistics: list = dataclasses.field(default_factory=list)  # PassStatistics of each pass
     describe_target: bool = False  # the target's descriptor follows the schedule in `outputs["ir"]`
+    source: dict = None  # explain()'s arguments, from which to_html makes the forms not made yet
 
     @property
     def ir(self):
@@ -76,6 +78,38 @@ class Explanation:
                 "statistics": [dict(name=s.name, nodes_before=s.nodes_before, nodes_after=s.nodes_after,
                                     changed=s.changed, rewrites=dict(s.rewrites), counters=dict(s.counters))
                                for s in self.statistics]}
+
+
+    def to_html(self, bench=None):
+        """One self-contained HTML page (`keomlir.workbench.page`): the formula, the IR after each
+        stage with its changes highlighted, the graph as SVG, the schedule, LLVM IR, assembly and PTX
+        in tabs (the forms not made yet are made first), the stages' times as a bar chart and, with
+        `bench` (sizes (M, N) to bench the kernel at, or a `keomlir.workbench.bench.BenchResult`),
+        the bench numbers."""
+        outputs, timings = dict(self.outputs), list(self.timings)
+        src = self.source or {}
+        if src:  # the CPU forms for the target explained (if a CPU), PTX for it (if a GPU) or for sm_80
+            cpu = targets.target(src["target"] or "host").kind == "cpu"
+            wanted = [(("llvm", "llvm-opt", "asm"), src["target"]), (("ptx",), None)] if cpu else \
+                [(("ptx",), src["target"])]
+            for forms, target in wanted:
+                missing = [f for f in forms if f not in outputs]
+                if not missing:
+                    continue
+                try:
+                    more = explain(**{**src, "emit": missing, "target": target})
+                except NotImplementedError as e:  # an operation this backend lacks
+                    outputs.update({f: f"(not available: {e})" for f in missing})
+                    continue
+                outputs.update(more.outputs)
+                timings += more.timings[len(more.stages):]  # the backend's stages, not parse and passes again
+        if isinstance(bench, tuple):
+            passes = [] if src.get("passes") is None else [",".join(pass_names(src["passes"]))]
+            schedules = [src["schedule"]] if src.get("schedule") else []
+            bench = workbench_bench.bench(src["formula"], src["aliases"], src["reduction_op"], src["axis"],
+                                          src["opt_arg"], src["formula2"], bench, src["dtype"], passes, schedules)
+        return page.render(self.stages, self.program, outputs, timings, self.schedule.text(), src,
+                           None if bench is None else bench.to_dict())
 
 
 SCHEDULE_HEADER = "// ----- schedule ----- //"
@@ -155,8 +189,12 @@ def explain(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2
     # (the backend compiling for the target: its schedule, as the runtimes make it)
     sched = registry.for_target(tgt).schedule(program, dtype, overrides, target=tgt)
     # (the descriptor of a target asked for is printed)
-    return _emit(program, stages, statistics, sched, forms, red.acc_dtype(dtype), red.sum_scheme, sizes,
-                 target is not None)
+    result = _emit(program, stages, statistics, sched, forms, red.acc_dtype(dtype), red.sum_scheme, sizes,
+                   target is not None)
+    result.source = dict(formula=formula, aliases=list(aliases), reduction_op=reduction_op, axis=axis,
+                         opt_arg=opt_arg, formula2=formula2, dtype=dtype, passes=passes, target=target,
+                         schedule=schedule, sizes=sizes)
+    return result
 
 
 def opt(text, passes=(), emit=("ir",), target=None, dtype=None, schedule=None, sizes=None, verify=True,

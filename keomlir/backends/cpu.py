@@ -26,7 +26,7 @@ from ..schedule.record import ENV as SCHEDULE_ENV
 from ..schedule.targets import ENV as TARGET_ENV, detect_host
 from . import cache, threads, tuned
 from .base import Backend, register, untimed
-from .llvm import toolchain
+from .llvm import flops, toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
                             RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
 
@@ -458,6 +458,9 @@ class CpuBackend(Backend):
 
     def launch_kernel(self, launch):
         return launch_kernel(launch)
+
+    def flops(self, program, dtype="float32", target=None):
+        return flops.count(program, dtype, target or host())
 
     def num_threads(self):
         return num_threads()
