@@ -190,6 +190,22 @@ def test_bench_command_last_line(capsys):
     assert sum(" ok, " in line for line in lines) == 2
 
 
+def test_bench_a_kir_file(tmp_path, capsys, bad_pass):
+    """A `.kir` file benches its program as it is (no pass), then each --passes variant over it;
+    a wrong pass's variant is caught by the check against the reference."""
+    status, text, _ = run_cli(capsys, "ir", "Square(x - y) * b", "-a", "x = Vi(1)", "-a", "y = Vj(1)",
+                              "-a", "b = Vj(1)", "--dtype", "float64", "--schedule", "rows=2", "--passes", "")
+    assert status == 0
+    path = tmp_path / "k.kir"
+    path.write_text(text)
+    status, out, _ = run_cli(capsys, "bench", str(path), "--size", "300,200", "--dtype", "float64",
+                             "--rounds", "1", "--passes", bad_pass)
+    lines = out.strip().splitlines()
+    assert status == 1 and LAST_LINE.match(lines[-1]), out
+    assert any(line.startswith("check default: ok") for line in lines)
+    assert any(line.startswith(f"check passes={bad_pass}") and "MISMATCH" in line for line in lines)
+
+
 def test_bench_check_catches_a_wrong_variant(bad_pass):
     result = bench.bench("Square(x - y) * b", ["x = Vi(1)", "y = Vj(1)", "b = Vj(1)"], sizes=(300, 200),
                          dtype="float64", passes=[bad_pass], rounds=1)

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..backends import registry
 from ..compile import DTYPES, CompiledReduction
-from ..passes import DEFAULT_PIPELINE, PassManager
+from ..passes import DEFAULT_PIPELINE, PassManager, split_pipeline
+from ..schedule import parse_overrides
 from ..schedule import host
 
 CHECK_PAIRS = 1_000_000  # pairs the reference computes for the check (its F is dense: memory M x N x dim)
@@ -116,14 +117,15 @@ def peak_text(target, dtype):
                   f"{target.clock_hz / 1e9:.2f} GHz x {target.cores} cores")
 
 
-def variants(passes=(), schedules=()):
-    """The default, then one variant per pipeline and per schedule override given."""
-    found = [Variant("default", tuple(DEFAULT_PIPELINE), None)]
+def variants(passes=(), schedules=(), default=tuple(DEFAULT_PIPELINE)):
+    """The default (the pipeline `default`), then one variant per pipeline and per schedule
+    override given."""
+    found = [Variant("default", tuple(default), None)]
     for p in passes:
-        names = tuple(x.strip() for x in p.split(",") if x.strip()) if isinstance(p, str) else tuple(p)
+        names = tuple(split_pipeline(p)) if isinstance(p, str) else tuple(p)
         found.append(Variant(f"passes={','.join(names)}", names, None))
     for s in schedules:
-        found.append(Variant(f"schedule={s}", tuple(DEFAULT_PIPELINE), s))
+        found.append(Variant(f"schedule={s}", tuple(default), s))
     return found
 
 
@@ -135,10 +137,10 @@ def random_inputs(red, sizes, dtype, seed=0):
             for _, dim, cat in red.arguments]
 
 
-def _check(red, arrays, outs, axis):
-    """The largest difference between the outputs' first rows and the reference's (the formula
-    as written, derivatives expanded), relative to the reference's largest value; and the rows
-    checked."""
+def _check(red, arrays, outs, axis, written):
+    """The largest difference between the outputs' first rows and the reference's on the
+    program `written` (the formula as written: no pass run), derivatives expanded, relative to the
+    reference's largest value; and the rows checked."""
     out_cat = 0 if axis == 1 else 1  # the category whose rows are the output's
     rows = next((len(a) for a, (_, _, c) in zip(arrays, red.arguments) if c == out_cat), 1)
     other = next((len(a) for a, (_, _, c) in zip(arrays, red.arguments) if c == 1 - out_cat), 1)
@@ -146,7 +148,7 @@ def _check(red, arrays, outs, axis):
     s = max(1, min(rows, CHECK_PAIRS // max(1, other * widest)))
     sliced = [a[:s] if c == out_cat else a for a, (_, _, c) in zip(arrays, red.arguments)]
     launch = red.launch(sliced)
-    written = PassManager(["autodiff"]).run(red.parsed)
+    written = PassManager(["autodiff"]).run(written)
     expected = registry.get("reference").run(dataclasses.replace(launch, program=written, dtype="float64"), sliced)
     worst = 0.0
     for got, want in zip(outs, expected):
@@ -159,9 +161,11 @@ def _check(red, arrays, outs, axis):
 
 
 def bench(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2=None, sizes=(1000, 1000),
-          dtype="float32", passes=(), schedules=(), rounds=None, seconds=2.0, seed=0):
+          dtype="float32", passes=(), schedules=(), rounds=None, seconds=2.0, seed=0, kir=None):
     """Measure each variant (see `variants`) on the same random inputs; a `BenchResult`.
-    `rounds`: how many alternating rounds (default: as many as fit in `seconds`, 3 to 100)."""
+    `rounds`: how many alternating rounds (default: as many as fit in `seconds`, 3 to 100).
+    `kir`: a read `.kir` text (`schedule.kir.parse_kir`) to bench instead of the formula: its
+    program as it is (the default variant runs no pass), with its schedule's decisions."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if len(sizes) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
@@ -169,17 +173,22 @@ def bench(formula, aliases, reduction_op="Sum", axis=1, opt_arg=None, formula2=N
     if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1):
         raise ValueError(f"rounds: expected a positive integer, got {rounds!r}")
     target = host()
-    found = variants(passes, schedules)
+    found = variants(passes, schedules, DEFAULT_PIPELINE if kir is None else ())
     reds = []
     for v in found:
-        red = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=v.passes,
-                                schedule=v.schedule)
+        if kir is None:
+            red = CompiledReduction(formula, aliases, reduction_op, axis, opt_arg, formula2, passes=v.passes,
+                                    schedule=v.schedule)
+        else:
+            red = CompiledReduction.from_program(PassManager(list(v.passes)).run(kir.program),
+                                                 schedule=kir.decisions + parse_overrides(v.schedule))
         flops = registry.get("CPU").flops(red.program, dtype, target)
         v.flops_pair, v.flops_row = flops.pair, flops.row
         reds.append(red)
     arrays = random_inputs(reds[0], sizes, dtype, seed)
     for v, red in zip(found, reds):  # compile, warm the caches, check
-        v.error, v.checked_rows = _check(red, arrays, red.run_numpy(arrays, "CPU"), axis)
+        written = red.parsed if kir is None else kir.program
+        v.error, v.checked_rows = _check(red, arrays, red.run_numpy(arrays, "CPU"), axis, written)
     start = time.perf_counter()
     k = 0
     while (k < rounds) if rounds is not None else (k < 3 or (time.perf_counter() - start < seconds and k < 100)):

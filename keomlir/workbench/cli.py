@@ -4,9 +4,11 @@ the `keomlir` command by `keomlir/cli.py`."""
 from __future__ import annotations
 
 import pathlib
+import sys
 
 from ..explain import explain
 from ..passes import DEFAULT_PIPELINE, load_pass_file
+from ..schedule.kir import parse_kir
 from . import bench as benchmod
 from . import reduce as reducemod
 
@@ -64,7 +66,8 @@ def add_commands(sub, formula_options):
                     "units x 2 x clock x cores), each output checked against the reference backend on a slice of "
                     "its rows.  Variants: the default pipeline and schedule, then one per --passes and per "
                     "--schedule, timed in alternating rounds, with their ratios to the default.  The last line: "
-                    "'default: SECONDS s, X Gpairs/s, Y GFLOP/s, Z % of peak'.",
+                    "'default: SECONDS s, X Gpairs/s, Y GFLOP/s, Z % of peak'.  FORMULA may be a .kir file (or - for "
+                    "standard input), as `keomlir ir` prints: its program as it is, then one variant per --passes.",
         epilog="example: keomlir bench 'Exp(-SqDist(x,y)) * b' -a 'x = Vi(3)' -a 'y = Vj(3)' -a 'b = Vj(1)' "
                "--size 20000,20000 --schedule rows=2")
     formula_options(bench)
@@ -122,9 +125,15 @@ def cmd_reduce(args):
 
 def cmd_bench(args):
     _load_passes(args)
+    kir = None
+    if args.formula == "-" or args.formula.endswith(".kir"):  # a program as `keomlir ir` prints it
+        if args.alias:
+            raise ValueError(f"-a/--alias: {args.formula} declares its own arguments; give no aliases")
+        kir = parse_kir(sys.stdin.read() if args.formula == "-" else pathlib.Path(args.formula).read_text(),
+                        args.formula)
     result = benchmod.bench(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
                             benchmod.parse_sizes(args.size), args.dtype, args.passes, args.schedule, args.rounds,
-                            args.seconds, args.seed)
+                            args.seconds, args.seed, kir)
     print("\n".join(result.lines()))
     return 0 if result.passed else 1
 
