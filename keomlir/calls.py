@@ -11,6 +11,7 @@ import numpy as np
 from .compile import CompiledReduction, check_str
 from .grammar import parse_alias
 from .passes import DEFAULT_PIPELINE
+from .schedule.kir import parse_kir
 
 class GenredBase:
     """What the NumPy and torch `Genred` share: pykeops's constructor, `from_ir` for code
@@ -42,6 +43,16 @@ class GenredBase:
         self = cls.__new__(cls)
         self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
                                                       dtype_acc, sum_scheme, passes, schedule))
+        return self
+
+    @classmethod
+    def from_kir(cls, text, dtype_acc="auto", sum_scheme="auto"):
+        """The Genred of a program as `keomlir ir` prints it (a `.kir` text, edited or `keomlir opt`'s):
+        reducing over j, no pass run, its schedule's decisions (fields set away from their defaults)
+        kept on the host."""
+        kir = parse_kir(text)
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_program(kir.program, dtype_acc, sum_scheme, kir.decisions))
         return self
 
     @classmethod

@@ -19,7 +19,7 @@ from .backends.launch import DTYPES, HALF, Launch
 from .grammar import parse_alias, parse_formula
 from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
-from .passes import DEFAULT_PIPELINE, PassManager
+from .passes import DEFAULT_PIPELINE, PassManager, split_pipeline
 from .schedule import host, parse_overrides, schedule as make_schedule
 from .ranges import check_ranges, coalesce_intervals
 
@@ -98,6 +98,19 @@ class CompiledReduction:
                     passes, schedule)
         return self
 
+    @classmethod
+    def from_program(cls, program, dtype_acc="auto", sum_scheme="auto", schedule=None):
+        """The reduction of a `Program` as it is (one read from a `.kir` text, say): reducing over j,
+        no pass run.  Every argument must be named or used (else the program has no caller's form)."""
+        names = {alias: make("Var", (), attrs) for attrs, alias in program.names}
+        self = cls.from_ir(program.formula, program.formula2, program.reduction, 1, program.opt_arg, names,
+                           dtype_acc, sum_scheme, passes=(), schedule=schedule)
+        if self.program.arguments != program.arguments:
+            raise ValueError(f"program: arguments {program.arguments} are not those its named and used "
+                             f"variables declare ({self.program.arguments}): name every argument the formulas "
+                             f"do not use")
+        return self
+
     def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule=None,
                autotune=False):
         check_str(reduction_op, "reduction_op")
@@ -118,7 +131,7 @@ class CompiledReduction:
         self.sum_scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
         self.formula, self.formula2 = f, g  # IR nodes, in the caller's i/j terms
         self.names = names  # {alias: Var node}, in the caller's terms
-        self.passes = tuple(passes)
+        self.passes = tuple(split_pipeline(passes)) if isinstance(passes, str) else tuple(passes)
         self.arguments = self._argument_table(list(names.values()) + variables(f, g))
         red.check(f.dim, None if g is None else g.dim, opt_arg)
 
@@ -135,7 +148,7 @@ class CompiledReduction:
         self.column_args = tuple(k for k, (_, dim, cat) in enumerate(self.arguments) if cat != 2 and dim == 1)
         program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
         self.parsed = program
-        self.program = PassManager(list(passes)).run(program)
+        self.program = PassManager(list(self.passes)).run(program)
         # the caller's schedule overrides (keomlir.schedule): checked now against the host's schedule,
         # so that a field this program does not allow is an error here, not at the first call
         self.schedule = parse_overrides(schedule)
@@ -149,7 +162,7 @@ class CompiledReduction:
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
         self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
-                                 sum_scheme, passes)
+                                 sum_scheme, self.passes)
 
     @staticmethod
     def spec_of(f, g, names, reduction_op, axis, opt_arg=None, dtype_acc="auto", sum_scheme="auto",
@@ -177,7 +190,7 @@ class CompiledReduction:
         if len(labels) != len(vars_) or f is None:
             raise ValueError(f"not a keomlir reduction spec (its aliases do not match its nodes): {spec!r:.80}")
         return cls.from_ir(f, g, op, int(axis), None if opt == "-" else int(opt), dict(zip(labels, vars_)), acc,
-                           scheme, tuple(passes.split(",")) if passes else ())
+                           scheme, tuple(split_pipeline(passes)))
 
     @property
     def options(self):

@@ -20,7 +20,7 @@ LAYERS = {
     "ranges": 4, "config": 4, "compile": 4, "tune": 4,
     "calls": 5, "arrays": 5, "lazy": 5, "solve": 5, "cluster": 5,
     "numpy": 6, "torch": 6, "dask": 6,
-    "explain": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
+    "explain": 7, "workbench": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
 }
 # inside backends/: the records and the interface every runtime takes, then code generation (llvm/),
 # then the runtimes, then the registry of them; a module imports only its own sub-layer or lower ones

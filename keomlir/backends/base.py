@@ -50,6 +50,11 @@ class Backend:
         """backend='auto': whether this backend should take `launch`."""
         return False
 
+    def flops(self, program, dtype="float32", target=None):
+        """The floating-point operations per pair and per row of `program`'s kernel, counted
+        from this backend's own lowering (`keomlir bench`'s GFLOP/s)."""
+        raise NotImplementedError(f"backend {self.name} counts no operations")
+
     def emit(self, program, dtype, acc_dtype, sum_scheme, sched, forms, timed=untimed):
         """{form: text} of the code `sched` makes, for the forms of `keomlir ir --emit` it has
         (timed(stage, fn, *args) runs each stage)."""

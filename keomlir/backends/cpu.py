@@ -27,7 +27,7 @@ from ..schedule.targets import ENV as TARGET_ENV, detect_host
 from . import cache, threads, tuned
 from .base import Backend, register, untimed
 from .launch import HALF, float32_values, numpy_dtype
-from .llvm import toolchain
+from .llvm import flops, toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
                             RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
 
@@ -229,6 +229,12 @@ def _build(program, dtype, acc_dtype, sum_scheme, variant, sched):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
+def kernel_cache_key(program, sched, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
+    """The disk cache key of `program`'s host kernel (one variant) run as `sched` says."""
+    return cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=sched.dtype, acc=acc_dtype,
+                            scheme=sum_scheme, variant=variant, schedule=sched.key())
+
+
 def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", overrides=()):
     """The CpuKernel of a target-independent `program` (one variant, see renderer.VARIANTS) run as
     `kernel_schedule` says: from memory (keyed by the hash-consed IR), from disk (keyed by the
@@ -244,8 +250,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
             return kernel
         t0 = time.perf_counter()
         sched = kernel_schedule(program, dtype, overrides)
-        key = cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=dtype, acc=acc_dtype,
-                               scheme=sum_scheme, variant=variant, schedule=sched.key())
+        key = kernel_cache_key(program, sched, acc_dtype, sum_scheme, variant)
         siblings = functools.partial(_sibling, program, dtype, acc_dtype, sum_scheme, overrides)
         obj = cache.load(key)
         if obj is not None:
@@ -458,6 +463,9 @@ class CpuBackend(Backend):
 
     def launch_kernel(self, launch):
         return launch_kernel(launch)
+
+    def flops(self, program, dtype="float32", target=None):
+        return flops.count(program, dtype, target or host())
 
     def num_threads(self):
         return num_threads()

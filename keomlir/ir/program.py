@@ -44,8 +44,9 @@ class Program:
     def text(self):
         """Stable text: the header, then the SSA of F (and G)."""
         names = dict(self.names)
+        # an unnamed argument is its Var alone: `_=` would read as an alias called _
         args = ", ".join(
-            f"{names.get(a, '_')}=Var({a[0]},{a[1]},{'ijp'[a[2]]})" for a in self.arguments
+            (f"{names[a]}=" if a in names else "") + f"Var({a[0]},{a[1]},{'ijp'[a[2]]})" for a in self.arguments
         )
         k = f", K={self.opt_arg}" if self.opt_arg is not None else ""
         head = f"reduce {self.reduction}{k} over j  args({args})"
