@@ -338,7 +338,8 @@ def test_kernel_solve_iterates_in_float32(dtype):
         an = kn.KernelSolve("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], "b", axis=1)(
             xn, xn, np.ascontiguousarray(bn[:, :1]), alpha=1.0)
         assert an.dtype == numpy_dtype(dtype)
-        assert np.all(np.abs(float_values(an, dtype) - exact) <= U[dtype] * np.abs(exact) + 2.0 ** -14 * np.abs(exact).max())
+        err = np.abs(float_values(an, dtype) - exact)
+        assert np.all(err <= U[dtype] * np.abs(exact) + 2.0 ** -14 * np.abs(exact).max())
 
 
 # ---- code generation ----------------------------------------------------------------------------------
@@ -412,3 +413,31 @@ def test_loop_nests_of_wide_variables(rng):
     values, indices = knn(x, y)
     _within(values, np.sort(d2, 1)[:, :4], dtype)
     np.testing.assert_array_equal(np.take_along_axis(d2, indices, 1), np.sort(d2, 1)[:, :4])
+
+
+@pytest.mark.slow
+def test_torch_bfloat16_without_ml_dtypes():
+    """Without ml_dtypes (no JAX), torch.bfloat16 runs through NumPy uint16 arrays of its bits."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["ml_dtypes"] = None  # (an import of it fails)
+import numpy as np, torch
+import keomlir.torch as kt
+from keomlir.backends.launch import numpy_dtype
+assert numpy_dtype("bfloat16") == np.uint16
+torch.manual_seed(0)
+x, y = torch.randn(50, 3, dtype=torch.bfloat16, requires_grad=True), torch.randn(70, 3, dtype=torch.bfloat16)
+b = torch.rand(70, 1, dtype=torch.bfloat16)
+out = kt.Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1)(x, y, b)
+ref = kt.Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1)(
+    x.float(), y.float(), b.float()).to(torch.bfloat16)
+assert out.dtype == torch.bfloat16 and torch.equal(out, ref)
+(g,) = torch.autograd.grad(out.sum(), x)
+assert g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all()
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
