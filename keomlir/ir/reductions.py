@@ -224,7 +224,7 @@ class _ShiftedExpSum(Reduction):
         else:
             w = ea.wide(weights.dim, lambda c: em.convert(weights.at(c), ea))
         if st.get("batch") is None:
-            self._absorb(ea, st["bm"], st["bs"], None, f, w)
+            self._absorb(ea, st["bm"], st["bs"], None, f, w, flush=g is None)
             return
         batch, es = st["batch"], ea.with_lanes(None)
         k = es.load(batch.count)
@@ -257,18 +257,22 @@ class _ShiftedExpSum(Reduction):
             for c in range(n):
                 wk = ea.load(ea.at(batch.w[c], k)) if batch.w else ea.const(1)
                 ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))
-        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums])
+        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums], flush=not batch.w)
         ea.store(st["bm"], _lowest(ea))
         es.store(batch.count, es.index_const(0))
 
-    def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w):
+    def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w, flush=False):
         """(m, s) absorbs exp(f) w, rescaling s when f raises the maximum.
 
         Branch-free, one exp: e = exp(-|f - m|).  m is never -inf, so f = -inf adds nothing
-        (never NaN); a NaN f poisons s and so this row only."""
+        (never NaN); a NaN f poisons s and so this row only.  `flush`: unweighted (w and s each
+        0 or at least 1), so an e below the smallest normal number changes neither sum at this
+        precision and may be 0: no subnormal arithmetic (slow on x86 without AVX-512's vscalef:
+        a far maximum made the softmin 2.3x slower, bench/roofline.md)."""
         m = ea.load(m_ptr)
         raise_max = ea.cmp(">", f, m)
-        e = ea.call("exp", ea.select(raise_max, ea.sub(m, f), ea.sub(f, m)))
+        exp = "exp_nonpositive_flush" if flush else "exp_nonpositive"  # (its argument is <= 0)
+        e = ea.call(exp, ea.select(raise_max, ea.sub(m, f), ea.sub(f, m)))
         for ptrs, (wk,) in _per_component(ea, [s_ptrs] + ([] if c_ptrs is None else [c_ptrs]), [w]):
             sp = ptrs[0]
             s = ea.load(sp)
