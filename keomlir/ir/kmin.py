@@ -16,17 +16,20 @@ RING = 32  # j vectors a SIMD K-min logs before inserting their candidates (`_KM
 
 class _KMin(Reduction):
     """The K smallest values per component, sorted, NaN after every number and ties
-    in order of j: an unrolled branch-free insertion into a sorted list.
+    in order of j: a branch-free insertion into a sorted list.
 
-    In SIMD code every lane feeds one scalar list (`lanes_share_state`): a vector
-    compare against the list's threshold lets most j pass at once, and the few
-    lanes that enter are inserted one by one, in order of j.  The threshold t, kept
-    with the list and remade only when it changes (`_retire`), folds the NaN rule into
-    that one compare: x <= t exactly when x beats the K-th value (a number below it;
-    any number where it is NaN).  Each component's list lies in two arrays (values,
-    indices) padded to a power of two, so that the SIMD insertion reads it as two
-    vectors (`_insert_lanes`).  A wide F keeps each of the K ranks in array slots,
-    the insertion in one loop over the components."""
+    In SIMD code every lane feeds one scalar list (`lanes_share_state`): the j loop logs
+    each vector of F with its candidates, found by one compare with the list's threshold
+    and no branch, and the candidates of a log are inserted at once (`_log`, `_flush`),
+    the list then held in two vectors (values, indices) and each candidate entering by
+    one compare with the whole list (`_insert_candidates`).  Each component's list lies
+    in two arrays padded to a power of two, read as those vectors; scalar code (the tail,
+    a screened kernel, the GPU) inserts one j at a time, unrolled over the ranks
+    (`_enter`).  The threshold t, kept with the list and remade only when it changes,
+    folds the NaN rule into that one compare: for a number x, x <= t exactly when x
+    beats the K-th value (a number below it; any number where it is NaN; none where it is
+    -inf, but -inf itself, which the insertion rejects as a tie).  A wide F keeps each of
+    the K ranks in array slots, the insertion in one loop over the components."""
 
     needs_k = True
     with_value, with_index = True, False
@@ -86,7 +89,8 @@ class _KMin(Reduction):
         es = em.with_lanes(None)
         ity = es.index_const(0).type
         if "logs" not in st:  # made on first use (by the SIMD code only); empty when the state is at rest
-            st["logs"] = [Scratch(x=em.array(em.t, RING), words=es.vector_array(em.mask_word_type, -(-RING // es.WORDS) * es.WORDS),
+            words = -(-RING // es.WORDS) * es.WORDS
+            st["logs"] = [Scratch(x=em.array(em.t, RING), words=es.vector_array(em.mask_word_type, words),
                                   **{name: es.entry_slot(es.index_const(0), ity) for name in ("steps", "j")})
                           for _ in st["lists"]]
         for ((_, _, (tp,)), (x,)), log in zip(_columns(es, self._tables(st), [f]), st["logs"]):
@@ -108,10 +112,10 @@ class _KMin(Reduction):
         return functools.reduce(es.or_, conds)
 
     def _flush(self, em, lst, log, tp, k):
-        """The ring's candidates into one component's list of K (`lst`), emptying the ring: one call
+        """The logged candidates into one component's list of K (`lst`), emptying the log: one call
         of a function of the module (`_flush_body`), whose registers do not crowd the j loop's."""
         es = em.with_lanes(None)
-        name = f"keomlir_kmin_flush_{'f32' if em.bits == 32 else 'f64'}x{em.lanes}_k{k}_ring{RING}"
+        name = f"keomlir_kmin_flush_{'f32' if em.bits == 32 else 'f64'}x{em.lanes}_k{k}_log{RING}"
         em.outlined(name, [lst.v, lst.i, log.x, log.words, es.load(log.steps), es.load(log.j), tp],
                     lambda fem, params: self._flush_body(fem, k, lst.lanes, *params))
         es.store(log.steps, es.index_const(0))
@@ -145,26 +149,26 @@ class _KMin(Reduction):
                     self._insert(es, vcol, icol, xl, em.lane(j, lane), tie_break=False)
                     self._retire(es, vcol, icol, tp)
 
-    def _flush_body(self, em, k, lanes, list_v, list_i, ring_x, ring_words, steps, j_last, tp):
+    def _flush_body(self, em, k, lanes, list_v, list_i, log_x, log_words, steps, j_last, tp):
         """`_flush`'s function: the list (arrays list_v, list_i of `lanes`, the K-th at rank k - 1) held
-        in registers as a vector of its values and one of its indices while the candidates of the ring's
+        in registers as a vector of its values and one of its indices while the candidates of the log's
         `steps` vectors (ring_x, their words ring_words; the last at j_last) are inserted: the vectors
-        with some, found at once from their words, each's rechecked against the list's threshold
-        (older ones pass most of them; the list is open and takes any while the first fill it);
-        then stored, and its threshold remade."""
+        with some, found at once from their words, each's rechecked against the list's K-th (the
+        older threshold lets about four times as many through); then stored, its threshold remade."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
         vals = el.slot(es.load_vector(list_v, align[0]))
         idxs = el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type)
         first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
         with es.loop(es.index_const(0), es.index_const(-(-RING // es.WORDS))) as chunk:
-            positions, n = es.nonzero_words(ring_words, es.index_scale(chunk, es.WORDS), steps)
+            positions, n = es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
 
-            def vector(positions):  # the first of positions
+            def vector(positions):  # the first of positions; its candidates that may beat the K-th now
                 p = em.first_offset(positions)
-                x = em.load(em.at(ring_x, p))
-                t = em.splat(self._threshold(es, el.lane(el.load(vals), es.index_const(k - 1))))
-                candidates = em.and_(em.word_mask(es.load(es.at(ring_words, p))), em.not_(em.cmp(">", x, t)))
+                x = em.load(em.at(log_x, p))
+                last = em.splat_lane(el.load(vals), k - 1)
+                beats = em.or_(em.cmp("<", x, last), em.isnan(last))
+                candidates = em.and_(em.word_mask(es.load(es.at(log_words, p))), beats)
                 j = em.lane_indices(es.index_sum(first_j, es.index_scale(p, em.lanes)))
                 self._insert_candidates(em, el, vals, idxs, x, candidates, j)
 

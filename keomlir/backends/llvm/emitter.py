@@ -150,6 +150,11 @@ class Emitter:
         one = self.b.insert_element(ir.Constant(vec.type, ir.Undefined), first, ir.Constant(ir.IntType(32), 0))
         return self.b.shuffle_vector(vec, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [n] + list(range(n - 1))))
 
+    def splat_lane(self, vec, r):
+        """Lane r (an integer) of a vector of any width, in every lane of this emitter's (one shuffle)."""
+        return self.b.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [r] * self.lanes))
+
     def shift_down(self, vec):
         """The lanes of a vector moved down one (lane 0 dropped, the last undefined)."""
         n = vec.type.count
@@ -385,7 +390,6 @@ class Emitter:
             fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [a.type for a in args]), name)
             fn.linkage = "internal"
             fn.attributes.add("noinline")
-            fn.attributes.add("cold")
             em = type(self)(ir.IRBuilder(fn.append_basic_block("entry")), self.t, self.scheme)
             em.wide_threshold, em.features = self.wide_threshold, self.features
             build(em, fn.args)
