@@ -152,7 +152,7 @@ class _KMin(Reduction):
     def _flush_body(self, em, k, lanes, list_v, list_i, log_x, log_words, steps, j_last, tp):
         """`_flush`'s function: the list (arrays list_v, list_i of `lanes`, the K-th at rank k - 1) held
         in registers as a vector of its values and one of its indices while the candidates of the log's
-        `steps` vectors (ring_x, their words ring_words; the last at j_last) are inserted: the vectors
+        `steps` vectors (log_x, their words log_words; the last at j_last) are inserted: the vectors
         with some, found at once from their words, each's rechecked against the list's K-th (the
         older threshold lets about four times as many through); then stored, its threshold remade."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
