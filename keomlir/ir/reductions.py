@@ -39,6 +39,7 @@ class Reduction:
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
     lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
     blocks = True  # SIMD code calls `end_block` after each block of j (False: once its loop over j ends)
+    block_vectors = None  # SIMD blocks hold at most this many j vectors (None: the schedule's block)
     wide_state = False  # keeps a wide F or G (em.is_wide) in array slots, updated by loops over components
     # update_screened(em, ea, st, may_beat, exact, j), where defined (K-min): `update` of a scalar F
     # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
@@ -190,8 +191,9 @@ class _ShiftedExpSum(Reduction):
     for a wide G: one loop over the weights per update), compensated; m starts at the
     lowest finite number, so that F - m is never -inf - (-inf).
 
-    SIMD code buffers the F (and w) of up to BUFFER j vectors with their maximum bm, then
-    takes each one's exp against bm and absorbs the batch into (m, s) at once (`_flush`):
+    SIMD code buffers the F (and w) of a block's j vectors (`block_vectors`: up to BUFFER)
+    with their maximum bm, then at its end takes each one's exp against bm and absorbs the
+    batch into (m, s) at once (`_flush`):
     the running maximum is rescaled once per batch, whatever the order of the data, and
     each j costs one exp, one FMA and a max (no select between a rescale and an add).
     Scalar code (the tail, the GPU) absorbs each j as it comes (`_absorb`)."""
@@ -199,6 +201,7 @@ class _ShiftedExpSum(Reduction):
     scalar_formula = True
     compensated = True
     wide_state = True
+    block_vectors = BUFFER  # (the batch waits for the block's end: the j loop has no branch of its own)
 
     def weights(self, em, g):
         return [em.const(1)] if g is None else g
@@ -238,10 +241,7 @@ class _ShiftedExpSum(Reduction):
             ea.store(ea.at(arr, k), wk)
         bm = ea.load(st["bm"])  # a NaN F is left out of the maximum, and makes its own term NaN
         ea.store(st["bm"], ea.select(ea.cmp(">", f, bm), f, bm))
-        k = es.index_add(k, 1)
-        es.store(batch.count, k)
-        with es.if_then(es.index_cmp("==", k, es.index_const(BUFFER)), rare=True):
-            self._flush(ea, st)
+        es.store(batch.count, es.index_add(k, 1))
 
     def _flush(self, ea, st):
         """Absorb the batch into (m, s): Σ exp(F - bm) w over it (F - bm <= 0: one exp per j, no

@@ -83,6 +83,8 @@ class LoopNest:
         k = self.k
         b, lanes, block = k.b, k.lanes, k.block
         step = lanes * self.unroll
+        if k.red.block_vectors is not None:
+            block = min(block, k.red.block_vectors // self.unroll * step)
         if block % step:
             raise ValueError(f"strategy {self.name}: sum_block={block} is not a multiple of {self.unroll} "
                              f"vectors of {lanes} lanes")
