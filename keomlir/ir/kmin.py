@@ -12,6 +12,8 @@ import numpy as np
 from .reductions import _INF, Reduction, Scratch, _columns, _filled, _less_nan_last, _wins, register
 
 RING = 32  # j vectors a SIMD K-min logs before inserting their candidates (`_KMin._log`)
+# (room for as many more: a loop nest checks `full` after each iteration, of up to 16 j vectors)
+LOG_ROOM = RING + 16
 
 
 class _KMin(Reduction):
@@ -89,8 +91,8 @@ class _KMin(Reduction):
         es = em.with_lanes(None)
         ity = es.index_const(0).type
         if "logs" not in st:  # made on first use (by the SIMD code only); empty when the state is at rest
-            words = -(-RING // es.WORDS) * es.WORDS
-            st["logs"] = [Scratch(x=em.array(em.t, RING), words=es.vector_array(em.mask_word_type, words),
+            words = -(-LOG_ROOM // es.WORDS) * es.WORDS
+            st["logs"] = [Scratch(x=em.array(em.t, LOG_ROOM), words=es.vector_array(em.mask_word_type, words),
                                   **{name: es.entry_slot(es.index_const(0), ity) for name in ("steps", "j")})
                           for _ in st["lists"]]
         for ((_, _, (tp,)), (x,)), log in zip(_columns(es, self._tables(st), [f]), st["logs"]):
@@ -106,7 +108,7 @@ class _KMin(Reduction):
             return None
         # (while a list is open, after each vector: its threshold lets every j through)
         es = em.with_lanes(None)
-        conds = [es.or_(es.index_cmp("==", es.load(log.steps), es.index_const(RING)),
+        conds = [es.or_(es.index_cmp(">=", es.load(log.steps), es.index_const(RING)),
                         es.not_(_filled(es, es.load(icol[-1]))))
                  for ((_, icol, _), _), log in zip(_columns(es, self._tables(st)), st["logs"])]
         return functools.reduce(es.or_, conds)
@@ -160,7 +162,7 @@ class _KMin(Reduction):
         vals = el.slot(es.load_vector(list_v, align[0]))
         idxs = el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type)
         first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
-        with es.loop(es.index_const(0), es.index_const(-(-RING // es.WORDS))) as chunk:
+        with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
             positions, n = es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
 
             def vector(positions):  # the first of positions; its candidates that may beat the K-th now
