@@ -24,15 +24,19 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 os.environ.setdefault("KEOMLIR_NUM_THREADS", "1")
 
 import llvmlite.binding as llvm  # noqa: E402
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 
+from keomlir.backends.llvm import nvptx  # noqa: E402
+from keomlir.compile import CompiledReduction  # noqa: E402
 from keomlir.explain import explain  # noqa: E402
 from keomlir.numpy import Genred  # noqa: E402
+
+import roofline_ptx  # noqa: E402
 
 # ---- the execution model --------------------------------------------------------------------
 # Zen 4 (AMD EPYC, znver4) runs a 512-bit operation as two halves on its 256-bit FP pipes
@@ -202,6 +206,10 @@ def _j_step(instrs):
         m = re.match(r"\$(\d+), (%\w+)", a)
         if op == "addq" and m and m.group(2) in regs:
             return int(m.group(1))
+    for op, a in instrs:  # the next j made beside the index register (a loop that may leave early)
+        m = re.match(r"(\d+)\((%\w+)\), %\w+$", a)
+        if op == "leaq" and m and m.group(2) in regs:
+            return int(m.group(1))
     raise ValueError("no j step found")
 
 
@@ -361,10 +369,10 @@ def measure(formula, aliases, reduction, k, data, n, reps):
 
 
 def kmin_insertions(hz, n=20000, rows=1000, reps=5):
-    """ArgKMin K = 10 (D = 3): cycles a row spends apart from its j vectors' common path (the
-    insertions of the j that enter its list, about K (1 + ln(N / K)) of them), from the CPU time
-    of rows against n and 4 n j: (cycles a row, their share of the time at n, pairs a cycle of the
-    rest: the common path's own rate)."""
+    """ArgKMin K = 10 (D = 3): cycles a row spends apart from the work that grows with N (the
+    insertions of the j that enter its list, about K (1 + ln(N / K)) of them, and its setup), from
+    the CPU time of rows against n and 4 n j: (cycles a row, their share of the time at n, pairs a
+    cycle of the rest: the j loop's own rate, with the calls that empty its logs)."""
     r = np.random.default_rng(1)
     g = Genred("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "ArgKMin", axis=1, opt_arg=10)
     x = _pts(r, rows, 3)
@@ -381,6 +389,21 @@ def kmin_insertions(hz, n=20000, rows=1000, reps=5):
     slope = (per_row[1] - per_row[0]) / (3 * n)
     fixed = per_row[0] - slope * n
     return fixed * hz, fixed / per_row[0], 1 / (slope * hz)
+
+
+def ptx_rows(arch="sm_90"):
+    """[(label, fast_math, counts per pair, (pairs per clock per SM, limit))] of the GPU kernels of
+    CASES (bench/roofline_ptx.py), with and without fast math (exp through ex2.approx)."""
+    out = []
+    for label, formula, aliases, reduction, k, _, _, _ in CASES:
+        if label.startswith("softmin") and not label.endswith("e = 1"):
+            continue  # (the same kernel as e = 1)
+        program = CompiledReduction(formula, aliases, reduction, 1, opt_arg=k).program
+        j_row = sum(int(re.search(r"\((\d+)\)", a).group(1)) for a in aliases if "Vj" in a)
+        for fast in (False, True):
+            counts = roofline_ptx.per_pair(nvptx.render_ptx(program, "float32", arch, fast_math=fast), j_row)
+            out.append((label.replace(", e = 1", ""), fast, counts, roofline_ptx.sm_bound(counts)))
+    return out
 
 
 def _cpu_name():
@@ -423,10 +446,10 @@ def main():
     print(f"ArgKMin: {kmin[0]:.0f} cycles a row off the common path, {kmin[1]:.0%} of the time; the common path "
           f"{kmin[2]:.2f} pairs/cycle")
     kmin_bound = next(1 / cycles for label, _, cycles, _, _, _ in rows_out if label.startswith("ArgKMin"))
-    _write(args.out, hz, alone, pairs, rows_out, load, kmin + (kmin_bound,))
+    _write(args.out, hz, alone, pairs, rows_out, load, kmin + (kmin_bound,), ptx_rows())
 
 
-def _write(path, hz, alone, pairs, rows, load, kmin):
+def _write(path, hz, alone, pairs, rows, load, kmin, gpu_rows):
     lines = [
         "# Hot loops against the core's limits",
         "",
@@ -490,14 +513,48 @@ def _write(path, hz, alone, pairs, rows, load, kmin):
             f"e = {label.rsplit('= ', 1)[1]}: {rate / base:.2f}" for label, rate in softmin.items()) +
         " of e = 1's rate.",
         "",
-        f"ArgKMin's bound counts the j vectors no lane of which enters the list. The others (a row's "
-        f"insertions, about K (1 + ln(N / K)) = 86 at N = 20000, in about 53 of its 1250 j vectors) cost "
-        f"{kmin[0]:.0f} cycles a row, measured from rows against N and 4 N: {kmin[1]:.0%} of the time at "
-        f"N = 20000; the rest, the common path, runs at {kmin[2]:.2f} pairs/cycle: {kmin[2] / kmin[3]:.0%} of "
-        f"its bound.",
+        f"ArgKMin's j loop logs every j vector (its values and a word of its candidates, no branch on "
+        f"the data) and leaves every 32 vectors to insert the candidates of the log, out of the loop; "
+        f"the bound counts the loop. The insertions (about K (1 + ln(N / K)) = 86 a row at N = 20000, "
+        f"from about 73 logged vectors with candidates) and a row's setup cost {kmin[0]:.0f} cycles a "
+        f"row, measured from rows against N and 4 N: {kmin[1]:.0%} of the time at N = 20000; the part "
+        f"that grows with N (the loop and the calls that empty its logs) runs at {kmin[2]:.2f} "
+        f"pairs/cycle: {kmin[2] / kmin[3]:.0%} of the loop's bound.",
     ]
+    lines += _ptx_section(gpu_rows)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def _ptx_section(gpu_rows):
+    sm = roofline_ptx.SM90
+    devices = roofline_ptx.DEVICES
+    lines = [
+        "",
+        "## NVPTX kernels (sm_90): operations per pair from the PTX, the bound they imply",
+        "",
+        "Counted, not measured: no GPU was lent to this run (bench/gpu_bench.py measures the Gaussian's "
+        "rate where one is). `keomlir_1d`'s j loop (one thread per row), its common path (no K-min "
+        "insertion), per pair, by the class that runs it: float32 add/multiply/FMA "
+        f"({sm['fp32']} a clock per SM), integer, compare, min/max and select ({sm['alu']}; a 64-bit "
+        f"integer operation counts twice), MUFU (ex2/lg2/rcp.approx) and conversions ({sm['mufu']}), "
+        f"memory ({sm['lsu']}), and every instruction against the issue rate ({sm['issue']} thread "
+        "instructions a clock per SM); moves left out (ptxas drops most). The bound is in pairs a clock "
+        "per SM, and for the whole GPU at its boost clock: " + ", ".join(
+            f"{name} ({n} SMs, {hz / 1e9:.3g} GHz)" for name, n, hz in devices) + ". Fast math: float32 exp "
+        "through ex2.approx on the MUFU (KEOMLIR_GPU_FAST_MATH=1).",
+        "",
+        "| kernel | fast math | PTX instr. | float32 | int/cmp/select | MUFU+cvt | memory | branch "
+        "| bound pairs/clock/SM (limit) | " + " | ".join(f"{name} Gpairs/s" for name, _, _ in devices) + " |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(devices),
+    ]
+    for label, fast, c, (rate, limit) in gpu_rows:
+        g = c.get
+        lines.append(f"| {label} | {'yes' if fast else 'no'} | {g('instructions', 0):.1f} | {g('fp32', 0):.1f} | "
+                     f"{g('alu', 0):.1f} | {g('mufu', 0):.1f} | {g('lsu', 0):.1f} | {g('branch', 0):.1f} | "
+                     f"{rate:.2f} ({limit}) | " + " | ".join(f"{rate * n * hz / 1e9:.0f}" for _, n, hz in devices)
+                     + " |")
+    return lines
 
 
 if __name__ == "__main__":

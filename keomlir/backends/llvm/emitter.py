@@ -147,6 +147,86 @@ class Emitter:
             return self.b.add(start[1], k)
         return self.b.extract_element(vec, k)
 
+    def shift_up(self, vec, first):
+        """The lanes of a vector moved up one, the last dropped and the scalar `first` in lane 0
+        (one shuffle: a lane-crossing permute, or a shift of a mask register)."""
+        n = vec.type.count
+        one = self.b.insert_element(ir.Constant(vec.type, ir.Undefined), first, ir.Constant(ir.IntType(32), 0))
+        return self.b.shuffle_vector(vec, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [n] + list(range(n - 1))))
+
+    def splat_lane(self, vec, r):
+        """Lane r (an integer) of a vector of any width, in every lane of this emitter's (one shuffle)."""
+        return self.b.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [r] * self.lanes))
+
+    def shift_down(self, vec):
+        """The lanes of a vector moved down one (lane 0 dropped, the last undefined)."""
+        n = vec.type.count
+        return self.b.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(1, n)) + [n]))
+
+    def compress(self, vec, mask):
+        """The lanes of vec where the vector condition mask holds, in order, moved to the lowest
+        lanes (the others zero): one vcompress with AVX-512."""
+        et = vec.type.element
+        kind = f"i{et.width}" if isinstance(et, ir.IntType) else "f32" if isinstance(et, ir.FloatType) else "f64"
+        name = f"llvm.experimental.vector.compress.v{vec.type.count}{kind}"
+        fn = self.module.globals.get(name) or ir.Function(
+            self.module, ir.FunctionType(vec.type, [vec.type, mask.type, vec.type]), name)
+        return self.b.call(fn, [vec, mask, ir.Constant(vec.type, None)])
+
+    def count(self, mask):
+        """The lanes where a vector condition holds, as an i64."""
+        bits_t = ir.IntType(self.lanes)
+        name = f"llvm.ctpop.i{self.lanes}"
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(bits_t, [bits_t]), name)
+        return self.b.zext(self.b.call(fn, [self.b.bitcast(mask, bits_t)]), I64)
+
+    # a vector condition kept in memory as an i16 word, one bit a lane (W <= 16)
+    mask_word_type = ir.IntType(16)
+
+    def mask_word(self, mask):
+        return self.b.zext(self.b.bitcast(mask, ir.IntType(self.lanes)), self.mask_word_type)
+
+    def word_mask(self, word):
+        return self.b.bitcast(self.b.trunc(word, ir.IntType(self.lanes)), ir.VectorType(ir.IntType(1), self.lanes))
+
+    WORDS = 32  # mask words `nonzero_words` reads at once (one 512-bit vector)
+
+    def nonzero_words(self, array, first, n):
+        """The positions (i16 lanes, in order, lowest first) of the nonzero words among words
+        [first, first + WORDS) below n (i64 values; first a multiple of WORDS) of an array of
+        `mask_word`s aligned to 64 bytes, and their number (an i64)."""
+        wt = ir.VectorType(self.mask_word_type, self.WORDS)
+        ptr = self.b.bitcast(self.b.gep(array, [ir.Constant(ir.IntType(32), 0), first]), wt.as_pointer())
+        words = self.b.load(ptr, align=64)
+        found = self.with_lanes(self.WORDS)
+        at = self.b.add(found.splat(self.b.trunc(first, self.mask_word_type)),
+                        ir.Constant(wt, list(range(self.WORDS))))
+        keep = self.b.and_(self.b.icmp_unsigned("!=", words, ir.Constant(wt, [0] * self.WORDS)),
+                           self.b.icmp_unsigned("<", at, found.splat(self.b.trunc(n, self.mask_word_type))))
+        return found.compress(at, keep), found.count(keep)
+
+    def index_sum(self, i, k):
+        """i + k for scalar i64 indices."""
+        return self.b.add(i, k)
+
+    def index_scale(self, i, k):
+        """i * k for a scalar i64 index and an integer k."""
+        return self.b.mul(i, ir.Constant(I64, k))
+
+    def lane_offsets(self):
+        """<0, 1, ..., W-1> as i32 lanes (`first_offset` reads one as a lane number)."""
+        return ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), list(range(self.lanes)))
+
+    def first(self, vec):
+        """Lane 0 of a vector."""
+        return self.b.extract_element(vec, ir.Constant(ir.IntType(32), 0))
+
+    def first_offset(self, offsets):
+        """Lane 0 of a vector of lane numbers (`lane_offsets`, `nonzero_words`) as an i64."""
+        return self.b.zext(self.first(offsets), I64)
+
     def lane_indices(self, start):
         """<start, start+1, ..., start+W-1> as i64 lanes."""
         steps = ir.Constant(ir.VectorType(ir.IntType(64), self.lanes), list(range(self.lanes)))
@@ -306,6 +386,31 @@ class Emitter:
         self.b.store(init, ptr)
         return ptr
 
+    def outlined(self, name, args, build):
+        """Call name(args), a function of this module made on first use by build(em, params), em an
+        emitter of this one's type on its body: cold code kept out of the loop that calls it, so
+        that the loop's registers are not spent on it (never inlined; its own registers, the
+        caller's vectors saved around the rare call).  name must say all that build depends on."""
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [a.type for a in args]), name)
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+            em = type(self)(ir.IRBuilder(fn.append_basic_block("entry")), self.t, self.scheme)
+            em.wide_threshold, em.features = self.wide_threshold, self.features
+            build(em, fn.args)
+            em.b.ret_void()
+        self.b.call(fn, args)
+
+    def entry_slot(self, init, ty=None):
+        """A slot set to init once, at the function's start (where `slot` sets it where the builder
+        stands): state that its users return to init before they leave it."""
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            ptr = self.b.alloca(ty or self.t)
+            self.b.store(init, ptr)
+        return ptr
+
     def pinned(self, ptr):
         """ptr, a slot kept in memory rather than registers (an empty asm takes its address, so LLVM
         does not promote it): state read rarely, whose registers the hot loop needs more."""
@@ -318,6 +423,24 @@ class Emitter:
         with self.b.goto_block(self.entry):
             self.b.position_at_start(self.entry)
             return self.b.alloca(ir.ArrayType(ty, n))
+
+    def vector_array(self, ty, n):
+        """A stack array of n values of ty (`array`), aligned to 64 bytes: read and written whole as
+        one vector of them (`load_vector`, `store_vector`)."""
+        arr = self.array(ty, n)
+        arr.align = 64
+        return arr
+
+    def _as_vector(self, array):
+        at = array.type.pointee
+        return self.b.bitcast(array, ir.VectorType(at.element, at.count).as_pointer())
+
+    def load_vector(self, array, align=None):
+        """All of a `vector_array` (or a pointer to one, its alignment given) as one vector."""
+        return self.b.load(self._as_vector(array), align=align or array.align)
+
+    def store_vector(self, array, v, align=None):
+        self.b.store(v, self._as_vector(array), align=align or array.align)
 
     def at(self, array, k):
         return self.b.gep(array, [ir.Constant(ir.IntType(32), 0), k])

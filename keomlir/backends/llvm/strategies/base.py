@@ -26,6 +26,7 @@ for the built-in strategy it is `like`).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from ....schedule import strategies as schedule_strategies
 from ..emitter import counted_loop
@@ -79,25 +80,67 @@ class LoopNest:
 
     def vector_part(self, vec_rows, vec_states, j0, j1):
         """SIMD over the whole vectors of [j0, j1) (`unroll` of them an iteration), in blocks
-        of the compensated sum; returns where the tail starts."""
+        of the compensated sum (one, for a reduction without `blocks`); returns where the tail starts."""
         k = self.k
         b, lanes, block = k.b, k.lanes, k.block
         step = lanes * self.unroll
+        if k.red.block_vectors is not None:
+            block = min(block, k.red.block_vectors // self.unroll * step)
         if block % step:
             raise ValueError(f"strategy {self.name}: sum_block={block} is not a multiple of {self.unroll} "
                              f"vectors of {lanes} lanes")
         vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(step)))
-        with self.tile_states(vec_states), counted_loop(b, j0, vec_end, "jvb", block) as jb:
-            room = b.sub(vec_end, jb)
-            block_end = b.add(jb, imin(b, room, c64(block)))
-            with counted_loop(b, jb, block_end, "jv", step) as jv:
-                for u in range(self.unroll):
-                    at = b.add(jv, c64(u * lanes)) if u else jv
-                    k.at_j(at)
-                    self.update(vec_rows, k.em_v, k.ea_v, vec_states, k.em_v.lane_indices(at))
+
+        def one_step(jv):
+            for u in range(self.unroll):
+                at = b.add(jv, c64(u * lanes)) if u else jv
+                k.at_j(at)
+                self.update(vec_rows, k.em_v, k.ea_v, vec_states, k.em_v.lane_indices(at))
+
+        def end_blocks():
             for st in vec_states:
                 k.red.end_block(k.em_v, k.ea_v, st)
+
+        with self.tile_states(vec_states):
+            if k.red.blocks:
+                with counted_loop(b, j0, vec_end, "jvb", block) as jb:
+                    with counted_loop(b, jb, b.add(jb, imin(b, b.sub(vec_end, jb), c64(block))), "jv", step) as jv:
+                        one_step(jv)
+                    end_blocks()
+            else:
+                self._until_full(vec_states, j0, vec_end, step, one_step, end_blocks)
         return vec_end
+
+    def _until_full(self, states, j0, end, step, one_step, end_blocks):
+        """The vectors of [j0, end), `end_blocks()` each time the loop leaves: where a state is `full`
+        after a step (it goes on from the next) and at the end.  The code that end_blocks makes is
+        out of the loop, so that the loop's registers are its own."""
+        b, k = self.k.b, self.k
+        with b.goto_block(k.em.entry):
+            b.position_at_start(k.em.entry)
+            resume = b.alloca(j0.type)  # where the loop goes on (promoted to a register)
+        b.store(j0, resume)
+        outer, head, left, done = (b.append_basic_block(f"jv.{n}") for n in ("resume", "head", "left", "done"))
+        b.branch(outer)
+        b.position_at_end(outer)
+        start = b.load(resume)
+        b.cbranch(b.icmp_signed("<", start, end), head, done)
+        b.position_at_end(head)
+        jv = b.phi(j0.type, name="jv")
+        jv.add_incoming(start, outer)
+        one_step(jv)
+        nxt = b.add(jv, c64(step))
+        b.store(nxt, resume)
+        stay = b.icmp_signed("<", nxt, end)
+        full = [f for f in (k.red.full(k.em_v, k.ea_v, st) for st in states) if f is not None]
+        if full:
+            stay = b.and_(stay, b.not_(functools.reduce(b.or_, full)))
+        jv.add_incoming(nxt, b.block)
+        b.cbranch(stay, head, left)
+        b.position_at_end(left)
+        end_blocks()
+        b.branch(outer)
+        b.position_at_end(done)
 
 
 def register(cls):
