@@ -165,6 +165,29 @@ def test_kmin_over_many_logs_with_nan_infinities_and_ties(dtype, K):
     np.testing.assert_array_equal(vals, np.take_along_axis(F, order, axis=1).astype(dtype))
 
 
+@DTYPES
+@pytest.mark.parametrize("target", ["x86-64-v3", "neoverse-v1"])
+def test_kmin_of_sqdist_on_other_targets(dtype, target, monkeypatch):
+    """The logged K-min of SqDist(x, y) compiled for an AVX2-only x86 (run here, against the
+    dense oracle, where the host can) and cross-compiled for NEON: LLVM's lowering of the
+    insertion's vector compress without AVX-512 once aborted the process."""
+    from keomlir import explain
+    asm = explain("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "KMin_ArgKMin", opt_arg=10, dtype=dtype,
+                  emit="asm", target=target).outputs["asm"]
+    assert "keomlir_kmin_flush" in asm
+    if target != "x86-64-v3" or not host().has("avx2"):
+        return
+    monkeypatch.setenv("KEOMLIR_TARGET", target)
+    r = np.random.default_rng(5)
+    x, y = r.normal(size=(50, 3)).astype(dtype), r.normal(size=(3000, 3)).astype(dtype)
+    for K in (10, 17):
+        vals, idx = Genred("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "KMin_ArgKMin", axis=1, opt_arg=K)(x, y)
+        d = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+        order = np.argsort(d, axis=1, kind="stable")[:, :K]
+        np.testing.assert_array_equal(idx, order)
+        assert_close(vals, np.take_along_axis(d, order, axis=1), dtype, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
 @pytest.mark.parametrize("reduction,identity", [("Sum", 0.0), ("Min", np.inf), ("Max", -np.inf),
                                                 ("LogSumExp", -np.inf)])
 @AXES

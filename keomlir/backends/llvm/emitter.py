@@ -169,8 +169,12 @@ class Emitter:
         """The lanes of vec where the vector condition mask holds, in order, moved to the lowest
         lanes (the others zero): one vcompress with AVX-512."""
         et = vec.type.element
-        kind = f"i{et.width}" if isinstance(et, ir.IntType) else "f32" if isinstance(et, ir.FloatType) else "f64"
-        name = f"llvm.experimental.vector.compress.v{vec.type.count}{kind}"
+        if not isinstance(et, ir.IntType):  # compressed as integers of the same width: LLVM 22's
+            # expansion of an FP compress where the target has no vcompress (AVX2, NEON) asserts
+            # ("Cannot create FP integer constant") on the zero it fills with
+            it = ir.VectorType(ir.IntType(32 if isinstance(et, ir.FloatType) else 64), vec.type.count)
+            return self.b.bitcast(self.compress(self.b.bitcast(vec, it), mask), vec.type)
+        name = f"llvm.experimental.vector.compress.v{vec.type.count}i{et.width}"
         fn = self.module.globals.get(name) or ir.Function(
             self.module, ir.FunctionType(vec.type, [vec.type, mask.type, vec.type]), name)
         return self.b.call(fn, [vec, mask, ir.Constant(vec.type, None)])
