@@ -95,6 +95,9 @@ class NumpyArrays:
     def zeros_int64(self, n, like):
         return np.zeros(n, dtype=np.int64)
 
+    def zeros_like(self, a):
+        return np.zeros_like(a)
+
     def all_finite(self, a):
         return bool(np.isfinite(a).all())
 
@@ -239,6 +242,9 @@ class TorchArrays(NumpyArrays):
 
     def zeros_int64(self, n, like):
         return self.torch.zeros(n, dtype=self.torch.int64, device=like.device)
+
+    def zeros_like(self, a):
+        return self.torch.zeros_like(a)
 
     def all_finite(self, a):
         return bool(self.torch.isfinite(a).all())

@@ -18,7 +18,7 @@ LAYERS = {
     "grammar": 2, "passes": 2, "schedule": 2,
     "backends": 3,
     "ranges": 4, "config": 4, "compile": 4, "tune": 4,
-    "calls": 5, "arrays": 5, "lazy": 5, "solve": 5, "cluster": 5,
+    "calls": 5, "arrays": 5, "derivatives": 5, "lazy": 5, "solve": 5, "cluster": 5,
     "numpy": 6, "torch": 6, "dask": 6,
     "explain": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
 }
