@@ -328,8 +328,7 @@ class CompiledReduction:
                             "on the CPU, arguments must be float32 or float64 arrays")
         if backend == "reference":
             return reference.run(launch, arrays)
-        if backend == "GPU" or (backend == "auto" and (launch.dtype == "float16" or (
-                cuda.wants_gpu(launch.n_i, launch.n_j) and config.use_cuda))):
+        if not self.runs_on_host(launch, backend):
             try:
                 return cuda.run_numpy(launch, arrays, device_id)
             except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
@@ -338,6 +337,13 @@ class CompiledReduction:
         if self.autotune:
             tune.ensure(launch, self.autotune)
         return cpu.run(launch, arrays)
+
+    @staticmethod
+    def runs_on_host(launch, backend):
+        """Whether `run_numpy` runs `launch` with the (checked) `backend` on the host CPU runtime
+        ('auto' picks a GPU for float16 data and, where one is present, for large problems)."""
+        return backend == "CPU" or (backend == "auto" and launch.dtype != "float16" and not (
+            cuda.wants_gpu(launch.n_i, launch.n_j) and config.use_cuda))
 
     def tune_call(self, arrays, ranges=None):
         """An autotuned reduction's schedule tuned, if not yet, for a CPU call on `arrays`."""

@@ -19,12 +19,12 @@ LAYERS = {
     "backends": 3,
     "ranges": 4, "config": 4, "compile": 4, "tune": 4,
     "calls": 5, "arrays": 5, "derivatives": 5, "lazy": 5, "solve": 5, "cluster": 5,
-    "numpy": 6, "torch": 6, "dask": 6,
+    "numpy": 6, "torch": 6, "jax": 6, "dask": 6,
     "explain": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
 }
 # optional dependencies, imported where they are needed rather than at the top: third-party
 # packages, and the front ends that need them
-OPTIONAL = {"torch", "scipy", "dask", "distributed", "matplotlib", "keomlir.torch", "keomlir.dask"}
+OPTIONAL = {"torch", "jax", "scipy", "dask", "distributed", "matplotlib", "keomlir.torch", "keomlir.jax", "keomlir.dask"}
 
 
 def _modules():
