@@ -96,16 +96,26 @@ def _answer_metadata(frame):
     return True
 
 
+class _Memory:
+    """A buffer's memory as NumPy reads it (`__array_interface__`: no ctypes type per call)."""
+
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, address, shape, typestr):
+        self.__array_interface__ = {"data": (address, False), "shape": shape, "typestr": typestr, "version": 3}
+
+
+_TYPESTR = {code: np.dtype(t).str for code, t in DTYPES.items()}
+
+
 def _views(buffers):
     """NumPy arrays over XLA buffers (no copy), in their row-major layout."""
     out = []
     for k in range(buffers.size):
         buf = buffers.buffers[k].contents
-        shape = tuple(buf.dims[d] for d in range(buf.rank))
-        dtype = np.dtype(DTYPES[buf.dtype])
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        raw = (ctypes.c_char * size).from_address(buf.data) if size else bytearray()
-        out.append(np.frombuffer(raw, dtype=dtype).reshape(shape))
+        dims = buf.dims
+        shape = tuple(dims[d] for d in range(buf.rank))
+        out.append(np.asarray(_Memory(buf.data or 0, shape, _TYPESTR[buf.dtype])))
     return out
 
 

@@ -5,8 +5,7 @@
 A primitive's arguments are the arrays of one plain call (2-d variables, parameters,
 no batch dimensions: the front end has turned those into a block-sparse call); its
 parameters are the front end's Genred (or KernelSolve), the backend and the static
-block-sparse `ranges`.  Outside a trace a call runs keomlir's NumPy path on the arrays'
-memory.  Under `jax.jit` it lowers to an XLA FFI custom call (`keomlir.backends.xla_ffi`):
+block-sparse `ranges`.  Every call, eager or traced, lowers to an XLA FFI custom call (`keomlir.backends.xla_ffi`):
 a dense call that one thread runs calls a generated handler that calls the kernel with no
 Python in between (the kernel compiled when JAX lowers the program); any other call (more
 threads, block-sparse, the reference backend, a solve) calls a Python handler that runs
@@ -16,6 +15,7 @@ are the rules of `rules.py`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 
@@ -90,8 +90,11 @@ def _genred_abstract(*avals, genred, backend, ranges):
 
 @genred_p.def_impl
 def _genred_impl(*args, genred, backend, ranges):
-    outs = genred.reduction.run_numpy([np.asarray(a) for a in args], backend, ranges=_arrays(ranges))
-    return [jax.numpy.asarray(o.astype(index_dtype(), copy=False) if o.dtype.kind == "i" else o) for o in outs]
+    """Outside a trace: the call as a jitted program of this primitive alone (compiled once per
+    Genred, options and shapes), which costs less than handing the arrays to NumPy and back."""
+    run = genred.derivatives.once(("eager", backend, ranges), lambda: jax.jit(functools.partial(
+        genred_p.bind, genred=genred, backend=backend, ranges=ranges)))
+    return run(*args)
 
 
 def _direct_kernel(red, launch, backend):
