@@ -152,35 +152,71 @@ def ctypes_address(function):
 # ---- the generated handler ---------------------------------------------------------------------------------
 _I8P = ir.IntType(8).as_pointer()
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
-_direct = {}  # (kernel, j_arg) -> (kernel, engine, address): the kernel and the engine kept alive
+_PTR = ctypes.sizeof(ctypes.c_void_p)
+# XLA_FFI_Api: after struct_size, extension_start, api_version and internal_api, its functions in order
+_API_FUNCTIONS = _ERROR_CREATE_OFFSET
+_ERROR_DESTROY = _API_FUNCTIONS + 2 * _PTR
+_THREADPOOL_SCHEDULE = _API_FUNCTIONS + 11 * _PTR
+_SCHEDULE_ARGS_SIZE = 5 * _PTR  # XLA_FFI_ThreadPool_Schedule_Args: struct_size, extension_start, ctx, task, data
+_DESTROY_ARGS_SIZE = 3 * _PTR  # XLA_FFI_Error_Destroy_Args: struct_size, extension_start, error
+# the state a threaded call shares with its tasks (malloc'ed, freed by the last of them): i64 words,
+# then the argument and output data pointers
+_REFS, _NEXT, _DONE, _NJ, _ARGS, _OUTS, _HEADER = range(7)
+_direct = {}  # (kernel, j_arg, cuts) -> (kernel, engine, address): the kernel and the engine kept alive
 _lock = threading.Lock()
 
 
-def direct_handler(kernel, j_arg):
+def direct_handler(kernel, j_arg, cuts=None):
     """The address of a generated FFI handler calling `kernel` (a `cpu.CpuKernel` with a dense
-    entry point) on every output row in one call: arguments in position order (j-variables
-    column-major), outputs row-major; the rows from the first output's first dimension, the
-    reduced rows from argument `j_arg`'s (1 if -1: no j-variable).  Compiled once per kernel."""
-    key = (id(kernel), j_arg)
+    entry point): arguments in position order (j-variables column-major), outputs row-major;
+    the reduced rows from argument `j_arg`'s first dimension (1 if -1: no j-variable).
+    `cuts` None: every output row in one call on XLA's thread (the rows from the first
+    output's first dimension); else the row bounds (0, ..., n_i) of shares that run in
+    parallel, tasks on XLA's intra-op thread pool claiming shares with the calling thread,
+    which returns when every share is done.  Compiled once per kernel, j_arg and cuts."""
+    key = (id(kernel), j_arg, cuts)
     with _lock:
         found = _direct.get(key)
         if found is None:
-            address = ctypes_address(kernel.fn)
-            engine = toolchain.host_engine(toolchain.host_object(_handler_module(address, j_arg)))
+            module = _handler_module(ctypes_address(kernel.fn), j_arg, cuts)
+            engine = toolchain.host_engine(toolchain.host_object(module))
             found = _direct[key] = (kernel, engine, engine.get_function_address(HANDLER_NAME))
     return found[2]
 
 
+def _const(value):
+    return ir.Constant(_I64, value)
+
+
+def _at(b, base, offset, ty):
+    """A `ty` pointer to byte `offset` of pointer `base`."""
+    return b.bitcast(b.gep(base, [_const(offset)]), ty.as_pointer())
+
+
 def _load(b, base, offset, ty):
     """The `ty` at byte `offset` of pointer `base`."""
-    return b.load(b.bitcast(b.gep(base, [ir.Constant(_I64, offset)]), ty.as_pointer()))
+    return b.load(_at(b, base, offset, ty))
 
 
 def _store(b, value, base, offset):
-    b.store(value, b.bitcast(b.gep(base, [ir.Constant(_I64, offset)]), value.type.as_pointer()))
+    b.store(value, _at(b, base, offset, value.type))
 
 
-def _handler_module(kernel_address, j_arg):
+def _loop(b, fn, n, body, name):
+    """for k in range(n): body(k) (n an i64 value)."""
+    entry, loop, done = b.block, fn.append_basic_block(name), fn.append_basic_block(name + ".done")
+    b.cbranch(b.icmp_signed(">", n, _const(0)), loop, done)
+    b.position_at_end(loop)
+    k = b.phi(_I64)
+    k.add_incoming(_const(0), entry)
+    body(k)
+    nxt = b.add(k, _const(1))
+    k.add_incoming(nxt, b.block)
+    b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
+    b.position_at_end(done)
+
+
+def _handler_module(kernel_address, j_arg, cuts):
     module = ir.Module("keomlir_xla_ffi")
     fn = ir.Function(module, ir.FunctionType(_I8P, [_I8P]), HANDLER_NAME)
     frame, = fn.args
@@ -199,36 +235,135 @@ def _handler_module(kernel_address, j_arg):
     with b.if_then(b.icmp_unsigned("!=", _load(b, frame, _Frame.stage.offset, _I32), ir.Constant(_I32, _EXECUTE))):
         b.ret(null)
     n_args = _load(b, frame, _FRAME_NARGS, _I64)
+    n_rets = _load(b, frame, _Frame.rets.offset + _Buffers.size.offset, _I64)
     args = _load(b, frame, _FRAME_ARGS, _I8P.as_pointer())
     rets = _load(b, frame, _FRAME_RETS, _I8P.as_pointer())
-    n_rets = _load(b, frame, _Frame.rets.offset + _Buffers.size.offset, _I64)
-
-    def data_pointers(buffers, n):
-        """An array of the buffers' data pointers (a loop over the n buffers)."""
-        out = b.alloca(_I8P, n)
-        entry, loop, done = b.block, fn.append_basic_block("copy"), fn.append_basic_block("copied")
-        b.cbranch(b.icmp_signed(">", n, ir.Constant(_I64, 0)), loop, done)
-        b.position_at_end(loop)
-        k = b.phi(_I64)
-        k.add_incoming(ir.Constant(_I64, 0), entry)
-        b.store(_load(b, b.load(b.gep(buffers, [k])), _Buffer.data.offset, _I8P), b.gep(out, [k]))
-        nxt = b.add(k, ir.Constant(_I64, 1))
-        k.add_incoming(nxt, loop)
-        b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
-        b.position_at_end(done)
-        return out
-
-    arg_data, out_data = data_pointers(args, n_args), data_pointers(rets, n_rets)
 
     def rows(buffers, k):
-        return b.load(_load(b, b.load(b.gep(buffers, [ir.Constant(_I64, k)])), _Buffer.dims.offset,
-                            _I64.as_pointer()))
+        return b.load(_load(b, b.load(b.gep(buffers, [_const(k)])), _Buffer.dims.offset, _I64.as_pointer()))
 
-    n_i = rows(rets, 0)
-    n_j = rows(args, j_arg) if j_arg >= 0 else ir.Constant(_I64, 1)
-    kernel_type = ir.FunctionType(ir.VoidType(), [_I64] * 5 + [_I8P.as_pointer()] * 2)
-    kernel = b.inttoptr(ir.Constant(_I64, kernel_address), kernel_type.as_pointer())
-    zero = ir.Constant(_I64, 0)
-    b.call(kernel, [zero, n_i, zero, n_j, n_j, arg_data, out_data])
+    n_j = rows(args, j_arg) if j_arg >= 0 else _const(1)
+    kernel = _kernel(b, kernel_address)
+    if cuts is None:
+        data = b.alloca(_I8P, b.add(n_args, n_rets))
+    else:  # shared with the tasks, which may outlive this call
+        malloc = ir.Function(module, ir.FunctionType(_I8P, [_I64]), "malloc")
+        state = b.call(malloc, [b.mul(b.add(b.add(n_args, n_rets), _const(_HEADER)), _const(8))])
+        data = b.gep(b.bitcast(state, _I8P.as_pointer()), [_const(_HEADER)])
+
+    def copy(buffers, start):
+        def body(k):
+            b.store(_load(b, b.load(b.gep(buffers, [k])), _Buffer.data.offset, _I8P), b.gep(data, [b.add(start, k)]))
+        return body
+
+    _loop(b, fn, n_args, copy(args, _const(0)), "args")
+    _loop(b, fn, n_rets, copy(rets, n_args), "outs")
+    outs = b.gep(data, [n_args])
+    if cuts is None:
+        zero = _const(0)
+        b.call(kernel, [zero, rows(rets, 0), zero, n_j, n_j, data, outs])
+        b.ret(null)
+        return module
+    words = b.bitcast(state, _I64.as_pointer())
+    for slot, value in ((_REFS, _const(1)), (_NEXT, _const(0)), (_DONE, _const(0)), (_NJ, n_j),
+                        (_ARGS, b.ptrtoint(data, _I64)), (_OUTS, b.ptrtoint(outs, _I64))):
+        b.store(value, b.gep(words, [_const(slot)]))
+    run, task = _share_functions(module, kernel_address, cuts)
+    _schedule_tasks(b, fn, module, frame, state, task, len(cuts) - 2)
+    b.call(run, [state])
+    # wait for the shares the tasks claimed (every other share this thread ran itself)
+    sched_yield = ir.Function(module, ir.FunctionType(_I32, []), "sched_yield")
+    wait, done = fn.append_basic_block("wait"), fn.append_basic_block("done")
+    b.branch(wait)
+    b.position_at_end(wait)
+    finished = b.load_atomic(b.gep(words, [_const(_DONE)]), "acquire", 8)
+    with b.if_then(b.icmp_signed("<", finished, _const(len(cuts) - 1))):
+        b.call(sched_yield, [])
+    b.cbranch(b.icmp_signed("<", finished, _const(len(cuts) - 1)), wait, done)
+    b.position_at_end(done)
+    b.call(module.get_global("keomlir_release"), [state])
     b.ret(null)
     return module
+
+
+def _kernel(b, address):
+    """The kernel entry point at `address` (keomlir_kernel's signature), in b's function."""
+    kernel_type = ir.FunctionType(ir.VoidType(), [_I64] * 5 + [_I8P.as_pointer()] * 2)
+    return b.inttoptr(_const(address), kernel_type.as_pointer())
+
+
+def _share_functions(module, kernel_address, cuts):
+    """`keomlir_shares(state)`: claim shares (rows cuts[s] to cuts[s + 1]) until none is left,
+    run the kernel on each; `keomlir_task(state)`: the same on a pool thread, then releases
+    the state; `keomlir_release(state)`: drop a reference, the last one frees it."""
+    table = ir.GlobalVariable(module, ir.ArrayType(_I64, len(cuts)), "keomlir_cuts")
+    table.initializer = ir.Constant(ir.ArrayType(_I64, len(cuts)), list(cuts))
+    table.global_constant = True
+    void = ir.FunctionType(ir.VoidType(), [_I8P])
+    free = ir.Function(module, void, "free")
+    release = ir.Function(module, void, "keomlir_release")
+    b = ir.IRBuilder(release.append_basic_block("entry"))
+    words = b.bitcast(release.args[0], _I64.as_pointer())
+    with b.if_then(b.icmp_signed("==", b.atomic_rmw("sub", b.gep(words, [_const(_REFS)]), _const(1), "acq_rel"),
+                                 _const(1))):
+        b.call(free, [release.args[0]])
+    b.ret_void()
+
+    run = ir.Function(module, void, "keomlir_shares")
+    b = ir.IRBuilder(run.append_basic_block("entry"))
+    words = b.bitcast(run.args[0], _I64.as_pointer())
+    n_j = b.load(b.gep(words, [_const(_NJ)]))
+    data = b.inttoptr(b.load(b.gep(words, [_const(_ARGS)])), _I8P.as_pointer())
+    outs = b.inttoptr(b.load(b.gep(words, [_const(_OUTS)])), _I8P.as_pointer())
+    claim, work, done = (run.append_basic_block(name) for name in ("claim", "work", "done"))
+    b.branch(claim)
+    b.position_at_end(claim)
+    share = b.atomic_rmw("add", b.gep(words, [_const(_NEXT)]), _const(1), "monotonic")
+    b.cbranch(b.icmp_signed("<", share, _const(len(cuts) - 1)), work, done)
+    b.position_at_end(work)
+    lo = b.load(b.gep(table, [_const(0), share]))
+    hi = b.load(b.gep(table, [_const(0), b.add(share, _const(1))]))
+    b.call(_kernel(b, kernel_address), [lo, hi, _const(0), n_j, n_j, data, outs])
+    b.atomic_rmw("add", b.gep(words, [_const(_DONE)]), _const(1), "release")
+    b.branch(claim)
+    b.position_at_end(done)
+    b.ret_void()
+
+    task = ir.Function(module, void, "keomlir_task")
+    b = ir.IRBuilder(task.append_basic_block("entry"))
+    b.call(run, [task.args[0]])
+    b.call(release, [task.args[0]])
+    b.ret_void()
+    return run, task
+
+
+def _schedule_tasks(b, fn, module, frame, state, task, n_tasks):
+    """Hand `n_tasks` tasks to XLA's thread pool (XLA_FFI_ThreadPool_Schedule), each holding a
+    reference to the state; none if this XLA has no such function or no pool (an error,
+    destroyed), in which case the calling thread runs every share."""
+    api = _load(b, frame, _Frame.api.offset, _I8P)
+    with b.if_then(b.icmp_unsigned(">=", _load(b, api, 0, _I64), _const(_THREADPOOL_SCHEDULE + _PTR))):
+        schedule_type = ir.FunctionType(_I8P, [_I8P])
+        schedule = b.bitcast(_load(b, api, _THREADPOOL_SCHEDULE, _I8P), schedule_type.as_pointer())
+        request = b.alloca(ir.ArrayType(_I64, 5))
+        request = b.bitcast(request, _I8P)
+        for offset, value in ((0, _const(_SCHEDULE_ARGS_SIZE)), (_PTR, _const(0)),
+                              (2 * _PTR, b.ptrtoint(_load(b, frame, _Frame.ctx.offset, _I8P), _I64)),
+                              (3 * _PTR, b.ptrtoint(task, _I64)), (4 * _PTR, b.ptrtoint(state, _I64))):
+            _store(b, value, request, offset)
+        refs = b.gep(b.bitcast(state, _I64.as_pointer()), [_const(_REFS)])
+        destroy_args = b.bitcast(b.alloca(ir.ArrayType(_I64, 3)), _I8P)
+
+        def one(k):
+            b.atomic_rmw("add", refs, _const(1), "monotonic")
+            error = b.call(schedule, [request])
+            with b.if_then(b.icmp_unsigned("!=", error, ir.Constant(_I8P, None)), likely=False):
+                b.atomic_rmw("sub", refs, _const(1), "monotonic")  # (the calling thread holds one: never the last)
+                destroy = b.bitcast(_load(b, api, _ERROR_DESTROY, _I8P), ir.FunctionType(
+                    ir.VoidType(), [_I8P]).as_pointer())
+                _store(b, _const(_DESTROY_ARGS_SIZE), destroy_args, 0)
+                _store(b, _const(0), destroy_args, _PTR)
+                _store(b, b.ptrtoint(error, _I64), destroy_args, 2 * _PTR)
+                b.call(destroy, [destroy_args])
+
+        _loop(b, fn, _const(n_tasks), one, "schedule")
