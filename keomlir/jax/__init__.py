@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from .. import solve
 from ..arrays import JAX
 from ..calls import GenredBase, as_columns, batch_plan, generic_reductions, stack_batch
-from ..compile import check_backend
+from ..compile import GPU_BACKENDS, check_backend
 from ..derivatives import Derivatives
 from ..lazy import GenericLazyTensor, make_variable_helpers
 from ..numpy import KernelSolve as NumpyKernelSolve
@@ -95,11 +95,10 @@ def _check_arrays(red, args):
 
 
 def _check_backend(backend):
-    backend = check_backend(backend) if backend != "GPU" else backend
-    if backend == "GPU":
+    if backend == "GPU" or backend in GPU_BACKENDS:
         raise ValueError(f"backend={backend!r}: keomlir.jax runs on the CPU ('auto', 'CPU' or 'reference') until "
                          "keomlir's GPU backend has run on hardware")
-    return backend
+    return check_backend(backend)
 
 
 class KernelSolve(solve.KernelSolve):
