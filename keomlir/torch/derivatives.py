@@ -81,21 +81,8 @@ class GenredFunction(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, genred, call, *args):
-        """A batch of calls as one call with a leading batch dimension (keomlir's batch
-        dimensions); unbatched arguments are broadcast views."""
         backend, device_id, ranges = call
-        dims = in_dims[2:]
-        batched = [a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape)
-                   for a, d in zip(args, dims)]
-        if ranges is None:
-            outs = genred(*batched, backend=backend, device_id=device_id)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-        else:  # block-sparse calls (a batched call's own, under an outer transform): one call per element
-            each = [genred(*[a[k] for a in batched], backend=backend, device_id=device_id, ranges=ranges)
-                    for k in range(info.batch_size)]
-            each = [e if isinstance(e, tuple) else (e,) for e in each]
-            outs = tuple(torch.stack([e[k] for e in each]) for k in range(len(each[0])))
-        return outs, (0,) * len(outs)
+        return batched_call(genred, info.batch_size, in_dims[2:], args, backend, device_id, ranges)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
@@ -104,6 +91,36 @@ class GenredFunction(torch.autograd.Function):
         found = ctx.genred.derivatives.reverse(args, results, grad_outputs, ctx.needs_input_grad[2:], ctx.backend,
                                                ctx.ranges)
         return (None, None, *found)
+
+
+def batched_call(genred, size, dims, args, backend, device_id, ranges):
+    """The vmap rule of a reduction (of GenredFunction, and of the operator `keomlir::genred`
+    under torch.compile): a batch of `size` calls (`dims`: each argument's batch dimension or
+    None) as one call with a leading batch dimension, keomlir's batch dimensions (one
+    block-sparse call); unbatched arguments are broadcast views.  Returns (outputs, their
+    batch dimensions)."""
+    batched = [a.movedim(d, 0) if d is not None else a.expand(size, *a.shape) for a, d in zip(args, dims)]
+    if ranges is None:
+        outs = genred(*batched, backend=backend, device_id=device_id)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+    else:  # block-sparse calls (a batched call's own, under an outer transform): one call per element
+        each = [genred(*[a[k] for a in batched], backend=backend, device_id=device_id, ranges=ranges)
+                for k in range(size)]
+        each = [e if isinstance(e, tuple) else (e,) for e in each]
+        outs = tuple(torch.stack([e[k] for e in each]) for k in range(len(each[0])))
+    return outs, (0,) * len(outs)
+
+
+def _genred_vmap(info, in_dims, spec, args, backend, device_id, ranges):
+    """The vmap rule of `keomlir::genred` (torch.func.vmap inside torch.compile)."""
+    if any(d is not None for d in in_dims[4]):
+        raise ValueError("ranges: the block-sparse ranges of a reduction cannot be batched by vmap")
+    outs, dims = batched_call(ops.GENREDS.lookup(spec), info.batch_size, in_dims[1], args, backend, device_id,
+                              ranges or None)
+    return list(outs), list(dims)
+
+
+ops.genred.register_vmap(_genred_vmap)
 
 
 def selected_backward(d, args, results, grad_out, backend, ranges):
