@@ -48,7 +48,8 @@ def dense_softmin(eps, x, y, h, chunk=None):
 
     if chunk is None:
         return rows(x)
-    return jax.lax.map(rows, x.reshape(-1, chunk, x.shape[1])).reshape(-1)
+    # rematerialized: reverse mode recomputes a chunk's matrix instead of keeping every chunk's
+    return jax.lax.map(jax.checkpoint(rows), x.reshape(-1, chunk, x.shape[1])).reshape(-1)
 
 
 def sinkhorn_loss(softmin, eps, iters):

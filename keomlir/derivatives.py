@@ -221,6 +221,14 @@ def selected_indices(d, args, results, backend, ranges):
     return argk(*args, backend=backend, ranges=ranges)
 
 
+def selection(d, args, results, backend, ranges):
+    """(the category of the reduced index, the selected indices as (rows, slots, dimension of F))
+    of a call of a selecting reduction."""
+    red = d.reduction
+    indices = selected_indices(d, args, results, backend, ranges)
+    return 1 if red.axis == 1 else 0, indices.reshape(results[0].shape[0], -1, red.formula.dim)
+
+
 def selected_jvp(d, xp, args, results, tangents, backend, ranges):
     """Forward mode of Min/Max/KMin values (arrays of adapter `xp`, None for a tangent that
     is zero): the derivative of F along the tangents at the selected (i, j) pairs, one call
@@ -228,12 +236,8 @@ def selected_jvp(d, xp, args, results, tangents, backend, ranges):
     (the pair kernel of `pair_gradient` read as a Jacobian row by row would cost more).
     Slots with no j (index -1: an empty block-sparse row, or fewer j than K) get 0."""
     red = d.reduction
-    reduced = 1 if red.axis == 1 else 0
-    values = results[0]
-    indices = selected_indices(d, args, results, backend, ranges)
-    rows, dim_f = values.shape[0], red.formula.dim
-    idx = indices.reshape(rows, -1, dim_f)
-    pair = d.pair_tangent()
+    reduced, idx = selection(d, args, results, backend, ranges)
+    pair, values, dim_f = d.pair_tangent(), results[0], red.formula.dim
     tangents = [xp.zeros_like(a) if t is None else t for t, a in zip(tangents, args)]
     parts = []  # out of place: the transforms of torch.func and JAX may batch or trace this function
     for slot in range(idx.shape[1]):

@@ -15,7 +15,7 @@ import torch
 
 from .. import derivatives
 from ..arrays import TORCH
-from ..derivatives import SELECTING, selected_indices, selected_jvp
+from ..derivatives import SELECTING, selected_jvp, selection
 from . import ops
 
 
@@ -129,12 +129,9 @@ def selected_backward(d, args, results, grad_out, backend, ranges):
     call of the pair kernel on gathered rows.  Slots with no j (index -1: an empty
     block-sparse row, or fewer j than K) have no gradient."""
     red = d.reduction
-    reduced = 1 if red.axis == 1 else 0
-    values = results[0]
-    indices = selected_indices(d, args, results, backend, ranges)
-    rows, dim_f = values.shape[0], red.formula.dim
-    idx = indices.reshape(rows, -1, dim_f)
-    gout = grad_out.reshape(rows, -1, dim_f)
+    reduced, idx = selection(d, args, results, backend, ranges)
+    values, dim_f = results[0], red.formula.dim
+    gout = grad_out.reshape(idx.shape)
     pair = d.pair_gradient()
     grads = [torch.zeros_like(a) for a in args]
     for slot in range(idx.shape[1]):
