@@ -5,12 +5,13 @@
 A primitive's arguments are the arrays of one plain call (2-d variables, parameters,
 no batch dimensions: the front end has turned those into a block-sparse call); its
 parameters are the front end's Genred (or KernelSolve), the backend and the static
-block-sparse `ranges`.  Every call, eager or traced, lowers to an XLA FFI custom call (`keomlir.backends.xla_ffi`):
-a dense call that one thread runs calls a generated handler that calls the kernel with no
-Python in between (the kernel compiled when JAX lowers the program); any other call (more
-threads, block-sparse, the reference backend, a solve) calls a Python handler that runs
-keomlir's runtime on the buffers.  Derivatives (forward mode, transposition) and `vmap`
-are the rules of `rules.py`.
+block-sparse `ranges`.  Every call, eager or traced, lowers to an XLA FFI custom call
+(`keomlir.backends.xla_ffi`).  A dense call on the host CPU calls a generated handler that
+calls the kernel with no Python in between (the kernel is compiled when JAX lowers the
+program), its rows split over XLA's thread pool as the CPU runtime would split them over
+its threads; any other call (block-sparse, j split over threads, another backend, a solve)
+calls a Python handler that runs keomlir's runtime on the buffers.  Derivatives (forward
+mode, transposition) and `vmap` are the rules of `rules.py`.
 """
 
 from __future__ import annotations
