@@ -58,13 +58,15 @@ def sinkhorn_loss(softmin, eps, iters):
         log_a = jnp.full(len(x), -np.log(len(x)), x.dtype)
         log_b = jnp.full(len(y), -np.log(len(y)), y.dtype)
 
+        # the loop on constants (stop_gradient): nothing of it is differentiated or kept for reverse mode
+        x0, y0 = jax.lax.stop_gradient((x, y))
+
         def step(_, fg):
             f, g = fg
-            f = softmin(eps, x, y, g + eps * log_b)
-            return f, softmin(eps, y, x, f + eps * log_a)
+            f = softmin(eps, x0, y0, g + eps * log_b)
+            return f, softmin(eps, y0, x0, f + eps * log_a)
 
-        f, g = jax.lax.stop_gradient(jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(log_a),
-                                                                         jnp.zeros_like(log_b))))
+        f, g = jax.lax.fori_loop(0, iters, step, (jnp.zeros_like(log_a), jnp.zeros_like(log_b)))
         f, g = softmin(eps, x, y, g + eps * log_b), softmin(eps, y, x, f + eps * log_a)
         return f.mean() + g.mean()
 
