@@ -13,7 +13,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import keomlir.numpy as kn  # noqa: E402
 from keomlir.backends import cpu  # noqa: E402
-from keomlir.jax import Genred, KernelSolve, LazyTensor, Pm, Vi, Vj, generic_argkmin  # noqa: E402
+from keomlir.jax import ComplexLazyTensor, Genred, KernelSolve, LazyTensor, Pm, Vi, Vj, generic_argkmin  # noqa: E402
 
 M, N, K = 7, 9, 3
 ALIASES = ["x = Vi(3)", "y = Vj(3)", "b = Vj(2)", "p = Pm(1)"]
@@ -336,6 +336,26 @@ def test_lazytensor_reductions_and_solve():
     a = jax.jit(lambda bb: K_xx.solve(Vi(bb), alpha=0.5, eps=1e-13))(b[:M])
     _close(a, np.linalg.solve(0.5 * np.eye(M) + np.exp(-((np.asarray(x)[:, None] - np.asarray(x)[None]) ** 2)
                                                          .sum(-1)), np.asarray(b[:M])), 1e-9)
+
+
+def test_complex_lazytensor():
+    r = np.random.default_rng(12)
+    x, y = r.normal(size=(M, 2)), r.normal(size=(N, 2))
+    z = r.normal(size=(N, 3)) + 1j * r.normal(size=(N, 3))
+    phase = np.exp(1j * ((x[:, None] - y[None]) ** 2).sum(-1))
+
+    def fourier(x, y, z):
+        lazy = ((Vi(x) - Vj(y)) ** 2).sum(-1).exp1j()
+        assert isinstance(lazy, ComplexLazyTensor)
+        return lazy @ z
+
+    for call in (fourier, jax.jit(fourier)):
+        got = call(*map(jnp.asarray, (x, y, z)))
+        assert got.dtype == jnp.complex128
+        _close(got, phase @ z)
+    grad = jax.jit(jax.grad(lambda x: jnp.abs(fourier(x, jnp.asarray(y), jnp.asarray(z))).sum()))(jnp.asarray(x))
+    _close(grad, jax.jit(jax.grad(lambda x: jnp.abs(jnp.exp(1j * ((x[:, None] - y[None]) ** 2).sum(-1)) @ z).sum()))(
+        jnp.asarray(x)), 1e-9)
 
 
 def test_errors_name_the_argument():

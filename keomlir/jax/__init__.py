@@ -24,13 +24,13 @@ from ..arrays import JAX
 from ..calls import GenredBase, as_columns, batch_plan, generic_reductions, stack_batch
 from ..compile import GPU_BACKENDS, check_backend
 from ..derivatives import Derivatives
-from ..lazy import GenericLazyTensor, make_variable_helpers
+from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..numpy import KernelSolve as NumpyKernelSolve
 from ..solve import ConvergenceError  # noqa: F401
 from . import rules  # noqa: F401  (the primitives' derivative and batching rules)
 from .primitives import genred_p, solve_p, static_ranges
 
-__all__ = ["Genred", "KernelSolve", "LazyTensor", "Vi", "Vj", "Pm", "Var",
+__all__ = ["Genred", "KernelSolve", "LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Var",
            "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
 
 
@@ -152,6 +152,10 @@ class LazyTensor(GenericLazyTensor):
     _arrays = JAX
     genred_class = Genred
     kernel_solve_class = KernelSolve
+
+
+class ComplexLazyTensor(ComplexMixin, LazyTensor):
+    """A symbolic (M, N, D) tensor of complex jax.Arrays; see keomlir.lazy.complex."""
 
 
 Var, Vi, Vj, Pm = make_variable_helpers(LazyTensor)
