@@ -130,11 +130,10 @@ def _derivatives(fn):
     return jax.jit(both)
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("name", DIFFERENTIABLE)
+# axis 0: one reduction of each kind (the kernels are those of axis 1 with i and j exchanged)
+@pytest.mark.parametrize("name, axis", [(name, 1) for name in DIFFERENTIABLE] +
+                         [(name, 0) for name in ("Sum", "LogSumExp", "KMin")])
 def test_derivatives_against_dense_autodiff(name, axis):
-    if axis == 0 and name not in ("Sum", "LogSumExp", "KMin"):
-        pytest.skip("axis 0: one reduction of each kind (the kernels are those of axis 1 with i and j exchanged)")
     g = genred(name, axis)
     args = [jnp.asarray(a) for a in data(seed=1)]
     (grads, tangent), (want_grads, want_tangent) = (_derivatives(g)(*args),
