@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backends.launch import numpy_dtype
+
 __all__ = ["JAX", "NUMPY", "TORCH", "adapter_for"]
 
 
@@ -43,14 +45,14 @@ class NumpyArrays:
 
     # ---- making and converting arrays ------------------------------------------------------------
     def array(self, values, dtype, device=None):
-        return np.asarray(values, dtype=dtype)
+        return np.asarray(values, dtype=numpy_dtype(dtype) if isinstance(dtype, str) else dtype)
 
     def as_array(self, value, like):
         """`value` (an array, a list...) as an array of this library, on `like`'s device."""
         return np.asarray(value)
 
     def astype(self, a, dtype):
-        return a.astype(dtype, copy=False)
+        return a.astype(numpy_dtype(dtype) if isinstance(dtype, str) else dtype, copy=False)
 
     def int64(self, a):
         return a.astype(np.int64, copy=False)
@@ -316,7 +318,7 @@ class JaxArrays(NumpyArrays):
     def _dtype(self, dtype):
         import jax
 
-        return jax.dtypes.canonicalize_dtype(np.dtype(str(dtype)))
+        return jax.dtypes.canonicalize_dtype(numpy_dtype(str(dtype)))
 
     def is_array(self, x):
         import jax

@@ -631,7 +631,7 @@ def test_build_time_errors(data):
         kt.LazyTensor(np.zeros((3, 1, 2)))
     with pytest.raises(ValueError, match="different devices"):
         kt.LazyTensor(torch.zeros(3, 1, 2)) + kt.LazyTensor(torch.zeros(1, 4, 2, device="meta"))
-    with pytest.raises(TypeError, match="float16, float32 or float64"):
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
         LazyTensor(np.zeros((3, 1, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="needs axis=0"):
         LazyTensor(data["x"])

@@ -25,6 +25,7 @@ import threading
 import llvmlite.ir as ir
 import numpy as np
 
+from .launch import numpy_dtype
 from .llvm import toolchain
 
 API_VERSION = (0, 1)  # the FFI C API version these handlers read (its frame and buffer layouts)
@@ -32,7 +33,8 @@ HANDLER_NAME = "keomlir_xla_handler"
 _METADATA_EXTENSION = 1  # XLA_FFI_Extension_Metadata
 _EXECUTE = 3  # XLA_FFI_ExecutionStage_EXECUTE
 _INVALID_ARGUMENT = 3  # XLA_FFI_Error_Code_INVALID_ARGUMENT
-DTYPES = {4: np.int32, 5: np.int64, 10: np.float16, 11: np.float32, 12: np.float64}  # XLA_FFI_DataType
+# XLA_FFI_DataType codes of the buffers a handler reads
+DTYPES = {4: "int32", 5: "int64", 10: "float16", 11: "float32", 12: "float64", 16: "bfloat16"}
 
 
 # ---- the C structures, as XLA lays them out (LP64) ------------------------------------------------------
@@ -105,7 +107,8 @@ class _Memory:
         self.__array_interface__ = {"data": (address, False), "shape": shape, "typestr": typestr, "version": 3}
 
 
-_TYPESTR = {code: np.dtype(t).str for code, t in DTYPES.items()}
+# (read as unsigned integers of the same size, then viewed: ml_dtypes' bfloat16 has no type string)
+_NUMPY = {code: (f"<u{numpy_dtype(name).itemsize}", numpy_dtype(name)) for code, name in DTYPES.items()}
 
 
 def _views(buffers):
@@ -115,7 +118,8 @@ def _views(buffers):
         buf = buffers.buffers[k].contents
         dims = buf.dims
         shape = tuple(dims[d] for d in range(buf.rank))
-        out.append(np.asarray(_Memory(buf.data or 0, shape, _TYPESTR[buf.dtype])))
+        typestr, dtype = _NUMPY[buf.dtype]
+        out.append(np.asarray(_Memory(buf.data or 0, shape, typestr)).view(dtype))
     return out
 
 

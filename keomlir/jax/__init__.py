@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from .. import solve
 from ..arrays import JAX
 from ..calls import GenredBase, as_columns, batch_plan, generic_reductions, stack_batch
-from ..compile import GPU_BACKENDS, check_backend
+from ..backends import registry
+from ..compile import check_backend
 from ..derivatives import Derivatives
 from ..lazy import ComplexMixin, GenericLazyTensor, make_variable_helpers
 from ..numpy import KernelSolve as NumpyKernelSolve
@@ -95,7 +96,8 @@ def _check_arrays(red, args):
 
 
 def _check_backend(backend):
-    if backend == "GPU" or backend in GPU_BACKENDS:
+    name = registry.canonical(backend) if isinstance(backend, str) else None
+    if name is not None and registry.get(name).kind == "gpu":
         raise ValueError(f"backend={backend!r}: keomlir.jax runs on the CPU ('auto', 'CPU' or 'reference') until "
                          "keomlir's GPU backend has run on hardware")
     return check_backend(backend)

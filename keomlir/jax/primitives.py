@@ -27,7 +27,8 @@ from jax.interpreters import mlir
 
 from .. import tune
 from ..arrays import NUMPY
-from ..backends import cpu, threads, xla_ffi
+from ..backends import xla_ffi
+from ..compile import backends_for, check_backend
 from ..ranges import ranges_arrays
 from ..solve import solve_arrays
 
@@ -98,25 +99,15 @@ def _genred_impl(*args, genred, backend, ranges):
     return run(*args)
 
 
-def _direct_kernel(red, launch, backend):
-    """(the host kernel, the row bounds of its threads' shares or None for one thread) that a
-    generated handler may call for `launch`: a dense call on the host CPU runtime whose rows
-    are split over threads as the CPU runtime would; else None (a block-sparse call, another
-    backend, j split over threads, rows too long for one chunk)."""
-    if launch.ranges is not None or not red.runs_on_host(launch, backend):
+def _generated_handler(red, launch, backend):
+    """The address of the generated FFI handler of `launch` (`CpuBackend.xla_handler`): a dense
+    call that runs on the host CPU; else None."""
+    host = backends_for(check_backend(backend), launch)[0]
+    if getattr(host, "xla_handler", None) is None:
         return None
     if red.autotune:  # as CompiledReduction.run_numpy: tuned before the kernel is chosen
         tune.ensure(launch, red.autotune)
-    kernel = cpu.launch_kernel(launch)
-    n_threads, strategy = kernel.schedule.thread_plan(launch.n_i, launch.n_j, cpu.num_threads())
-    if strategy == "split_j" or kernel.schedule.column_block or getattr(kernel, "fn", None) is None:
-        return None
-    if min(kernel.row_block, launch.n_i) * launch.n_j > cpu.MAX_CHUNK_PAIRS:
-        return None
-    if n_threads == 1:
-        return kernel, None
-    shares = threads.bounds(launch.n_i, n_threads, kernel.row_block)
-    return kernel, tuple(lo for lo, _ in shares) + (launch.n_i,)
+    return host.xla_handler(launch)
 
 
 _targets = {}  # key -> (FFI target name, what keeps its handler alive)
@@ -148,12 +139,9 @@ def _python_target(key, run):
 def _genred_lowering(ctx, *operands, genred, backend, ranges):
     red = genred.reduction
     launch = red.launch(ctx.avals_in, _arrays(ranges))
-    direct = _direct_kernel(red, launch, backend)
-    if direct is not None:
-        kernel, cuts = direct
-        j_arg = next((k for k, cat in enumerate(launch.arg_cats) if cat == 1), -1)
-        name = _target(("direct", id(kernel), j_arg, cuts),
-                       lambda: (xla_ffi.direct_handler(kernel, j_arg, cuts), kernel))
+    address = _generated_handler(red, launch, backend)
+    if address is not None:  # (the backend keeps it, and its kernel, alive)
+        name = _target(("direct", address), lambda: (address, None))
         layouts = [COLUMN_MAJOR if cat == 1 else None for cat in launch.arg_cats]
     else:
         def run(inputs, outputs):
