@@ -285,6 +285,18 @@ def test_float32_and_int32_indices_without_x64():
         assert grad.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision(dtype):
+    """Half data (computed in float32, outputs rounded): through the FFI's Python handler."""
+    g = genred("Sum", 1)
+    args = data(seed=13)
+    want = dense(np, "Sum", *args)[0]
+    for call in (g, jax.jit(g)):
+        out = call(*[jnp.asarray(a, dtype) for a in args])
+        assert out.dtype == jnp.dtype(dtype)
+        np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=2e-2, atol=2e-2 * np.abs(want).max())
+
+
 def test_kernel_solve_values_derivatives_jit_vmap():
     solver = KernelSolve("Exp(-g * SqDist(x,y)) * a", ["x = Vi(2)", "y = Vj(2)", "a = Vj(1)", "g = Pm(1)"], "a",
                          axis=1)

@@ -5,7 +5,8 @@ Calls work eagerly and inside `jax.jit` (each call one primitive, lowered to an 
 custom call: see `primitives.py`), are differentiable by `jax.grad`, `jax.jvp`,
 `jax.jacfwd`, `jax.jacrev`, `jax.hessian` to any order through keomlir's own autodiff,
 and batch under `jax.vmap` as one block-sparse call (`rules.py`).  float32 and float64
-(with `jax_enable_x64`; index outputs are int64 then, int32 without it), CPU arrays:
+(with `jax_enable_x64`; index outputs are int64 then, int32 without it), float16 and
+bfloat16 (computed in float32), CPU arrays:
 an array on a GPU gets an error until keomlir's GPU backend has run on hardware.
 
 >>> g = Genred("Exp(-SqDist(x,y)) * b", ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"], axis=1)
