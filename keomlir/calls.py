@@ -196,7 +196,7 @@ def stack_batch(reduction, plan, args, xp):
         red_blocks = [[0, n]] * n_batch
         red_half = [[[0, n]], [n_batch], out_blocks]
     out_half = [out_blocks, slices, red_blocks]
-    ranges = tuple(xp.array(r, "int64") for r in (out_half + red_half if out_cat == 0 else red_half + out_half))
+    ranges = tuple(xp.ranges_array(r) for r in (out_half + red_half if out_cat == 0 else red_half + out_half))
     kinds = [kind for _, kind in reduction.outputs]
 
     def unstack(outs):

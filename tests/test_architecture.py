@@ -18,8 +18,8 @@ LAYERS = {
     "grammar": 2, "passes": 2, "schedule": 2,
     "backends": 3,
     "ranges": 4, "config": 4, "compile": 4, "tune": 4,
-    "calls": 5, "arrays": 5, "lazy": 5, "solve": 5, "cluster": 5,
-    "numpy": 6, "torch": 6, "dask": 6,
+    "calls": 5, "arrays": 5, "derivatives": 5, "lazy": 5, "solve": 5, "cluster": 5,
+    "numpy": 6, "torch": 6, "jax": 6, "dask": 6,
     "explain": 7, "workbench": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
 }
 # inside backends/: the records and the interface every runtime takes, then code generation (llvm/),
@@ -27,17 +27,19 @@ LAYERS = {
 BACKEND_LAYERS = {
     "launch": 0, "base": 0, "cache": 0, "tuned": 0,
     "llvm": 1,
-    "threads": 2, "cpu": 2, "reference": 2, "cuda": 2,
+    "threads": 2, "xla_ffi": 2, "cpu": 2, "reference": 2, "cuda": 2,
     "registry": 3,
 }
 # what the layers above may import from backends/: the registry (every run and compile goes through
 # it, no path around it), the records it takes, the disk cache and the tuning database beside it,
-# and the CUDA driver (device queries)
+# the CUDA driver (device queries) and XLA's FFI call frame (keomlir.jax's Python handler)
 BACKEND_DOORS = {"keomlir.backends.registry", "keomlir.backends.base", "keomlir.backends.launch",
-                 "keomlir.backends.cache", "keomlir.backends.tuned", "keomlir.backends.cuda.driver"}
+                 "keomlir.backends.cache", "keomlir.backends.tuned", "keomlir.backends.cuda.driver",
+                 "keomlir.backends.xla_ffi"}
 # optional dependencies, imported where they are needed rather than at the top: third-party
 # packages, and the front ends that need them
-OPTIONAL = {"torch", "scipy", "dask", "distributed", "matplotlib", "ml_dtypes", "keomlir.torch", "keomlir.dask"}
+OPTIONAL = {"torch", "jax", "scipy", "dask", "distributed", "matplotlib", "ml_dtypes", "keomlir.torch", "keomlir.jax",
+            "keomlir.dask"}
 
 
 def _modules():

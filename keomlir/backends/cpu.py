@@ -24,7 +24,7 @@ import numpy as np
 from ..schedule import host, schedule, with_env
 from ..schedule.record import ENV as SCHEDULE_ENV
 from ..schedule.targets import ENV as TARGET_ENV, detect_host
-from . import cache, threads, tuned
+from . import cache, threads, tuned, xla_ffi
 from .base import Backend, register, untimed
 from .launch import HALF, float32_values, numpy_dtype
 from .llvm import flops, toolchain
@@ -469,6 +469,24 @@ class CpuBackend(Backend):
 
     def num_threads(self):
         return num_threads()
+
+    def xla_handler(self, launch):
+        """The address of a generated XLA FFI handler that runs `launch`'s kernel as `run` would
+        (`xla_ffi.direct_handler`: the rows split over threads as `CpuKernel.__call__` splits
+        them), for a dense call of float32 or float64 data; None for the rest (block-sparse,
+        half data, j split over threads, the columns strategy, rows too long for one chunk)."""
+        if launch.ranges is not None or launch.dtype in HALF:
+            return None
+        kernel = launch_kernel(launch)
+        sched = kernel.schedule
+        n_threads, strategy = sched.thread_plan(launch.n_i, launch.n_j, num_threads())
+        if strategy == "split_j" or sched.column_block or getattr(kernel, "fn", None) is None or \
+                min(kernel.row_block, launch.n_i) * launch.n_j > MAX_CHUNK_PAIRS:
+            return None
+        cuts = None if n_threads == 1 else tuple(
+            lo for lo, _ in threads.bounds(launch.n_i, n_threads, kernel.row_block)) + (launch.n_i,)
+        j_arg = next((k for k, cat in enumerate(launch.arg_cats) if cat == 1), -1)
+        return xla_ffi.direct_handler(kernel, j_arg, cuts)
 
     def kernels_loaded(self):
         return kernels_loaded()
