@@ -1,10 +1,11 @@
 """keomlir against another checkout of itself: did a change move any benchmark row?
 
-    python bench/ab.py /path/to/other/checkout [--rounds 5] [--quick]
+    python bench/ab.py /path/to/other/checkout [--rounds 5] [--quick] [--cpu] [--only argkmin,lse]
 
 Each case runs in a fresh process per tree, the two trees alternating (A B A B
 ...), so both see the same machine state; a process warms the kernel up, then
-times repeated calls.  Reports the median of each tree and the ratio this/other.
+times repeated calls (by the wall clock; --cpu: one thread, by its CPU time, which holds on
+a loaded machine).  Reports the median of each tree and the ratio this/other.
 The cases are bench/run.py's keomlir rows (kernels from each tree's own cache
 directory, so neither reuses the other's object code).
 """
@@ -27,6 +28,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from keomlir.numpy import Genred, KernelSolve
 case, n, reps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+clock = time.process_time if sys.argv[5] == "cpu" else time.perf_counter
 r = np.random.default_rng(0)
 def pts(m, d):
     return (r.normal(size=(m, d)) / np.sqrt(d)).astype(np.float32)
@@ -76,7 +78,7 @@ if case != "first":
     fn()
 ts = []
 for _ in range(reps):
-    t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    t = clock(); fn(); ts.append(clock() - t)
 if case == "overhead":
     ts = [t / 1000 for t in ts]
 print(json.dumps(ts))
@@ -98,10 +100,12 @@ CASES = [  # (label, case, n, timed calls per process)
 ]
 
 
-def run(tree, case, n, reps, cache):
+def run(tree, case, n, reps, cache, cpu=False):
     env = dict(os.environ, KEOMLIR_CACHE_DIR=cache, OMP_WAIT_POLICY="PASSIVE")
-    out = subprocess.run([sys.executable, "-c", CASE, tree, case, str(n), str(reps)], capture_output=True,
-                         text=True, env=env, check=True).stdout
+    if cpu:
+        env["KEOMLIR_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", CASE, tree, case, str(n), str(reps), "cpu" if cpu else "wall"],
+                         capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -110,12 +114,15 @@ def main():
     parser.add_argument("other", help="the other checkout (its root folder)")
     parser.add_argument("--rounds", type=int, default=3, help="processes per tree and case, alternating")
     parser.add_argument("--quick", action="store_true", help="sizes divided by 4 (2 for the overhead row)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="one thread, timed by its CPU time (steadier than the wall clock on a loaded machine)")
     parser.add_argument("--only", help="comma-separated case names (gauss3, grad, lse, argkmin, ...)")
     args = parser.parse_args()
     trees = {"this": os.path.dirname(HERE), "other": os.path.abspath(args.other)}
     caches = {name: tempfile.mkdtemp(prefix=f"keomlir-ab-{name}-") for name in trees}
     wanted = set(args.only.split(",")) if args.only else None
-    print(f"this: {trees['this']}\nother: {trees['other']}\n")
+    print(f"this: {trees['this']}\nother: {trees['other']}\n"
+          + ("one thread, CPU time; " if args.cpu else "all threads, wall clock; ") + f"load {os.getloadavg()[0]:.1f}\n")
     print("| case | this | other | this / other |\n|---|---|---|---|")
     for label, case, n, reps in CASES:
         if wanted and case not in wanted:
@@ -125,7 +132,7 @@ def main():
         times = {name: [] for name in trees}
         for _ in range(args.rounds):
             for name, tree in trees.items():
-                times[name] += run(tree, case, n, reps, caches[name])
+                times[name] += run(tree, case, n, reps, caches[name], args.cpu)
         med = {name: statistics.median(ts) for name, ts in times.items()}
         unit = 1e6 if case == "overhead" else 1e3
         sym = "us" if case == "overhead" else "ms"

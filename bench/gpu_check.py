@@ -7,8 +7,9 @@ Covers: every reduction on both axes, float32 and float64, odd sizes that no
 tile divides, the 1-D and the 2-D scheme (forced, and as 'auto' picks); the
 large-dimension paths (j tiles of fewer rows than threads, no staging); wide
 formulas (loops over components, wide Sum states in local memory: W = 17 ... 1024);
-float16 (half data, float32 arithmetic, against the float32 CPU result on the same
-inputs); block-sparse reductions (`ranges`, the keomlir_ranges kernel, and torch
+float16 and bfloat16 (half data, float32 arithmetic, against the float32 CPU result on
+the same inputs; bfloat16 where ml_dtypes gives NumPy one); block-sparse reductions
+(`ranges`, the keomlir_ranges kernel, and torch
 gradients through it); gradients (torch autograd on CUDA tensors against torch
 on CPU tensors, first and second order); torch CUDA tensors in and out (device,
 dtype, no copy of contiguous inputs, torch's current stream).  Exit status 0
@@ -28,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from keomlir.backends import cuda  # noqa: E402
+from keomlir.backends.launch import numpy_dtype, rounded  # noqa: E402
 from keomlir.compile import CompiledReduction  # noqa: E402
 from keomlir.numpy.cluster import from_matrix  # noqa: E402
 
@@ -44,7 +46,10 @@ REDUCTIONS = [  # (name, formula, formula2, K)
 ]
 MATH = "Sin(Sum(x)) * Cos(Sum(y)) + Log(1 + Exp(Sum(b))) + Atan2(Sum(x), Sum(y)) + Sqrt(SqNorm2(x - y)) " \
        "+ Powf(1 + Square(Sum(b)), IntInv(3)) + Asin(Sin(Sum(x))) + Acos(Cos(Sum(y)))"
-TOL = {"float16": 2e-3, "float32": 2e-4, "float64": 1e-10}
+TOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 2e-4, "float64": 1e-10}
+# half data: bfloat16 where NumPy has it (ml_dtypes)
+HALF = ("float16",) + (("bfloat16",) if numpy_dtype("bfloat16").kind != "u" else ())
+DTYPES = ("float32", "float64") + HALF
 WIDE = [  # (label, formula, aliases for a width w): dimensions above WIDE_THRESHOLD, loops over components
     ("wide Sum state", "Exp(-SqDist(x,y)) * b", lambda w: ["x = Vi(3)", "y = Vj(3)", f"b = Vj({w})"]),
     ("wide SqDist, Scalprod", "Exp(-SqDist(x,y)) * b + Exp((x|y)) * b",
@@ -90,11 +95,11 @@ def check_reductions(rng, quick):
         for axis in (1, 0):
             r = CompiledReduction(formula, ALIASES[axis], name, axis, k, formula2)
             label = f"{name}{'+G' if formula2 else ''} axis={axis}"
-            for dtype in ("float32", "float64", "float16"):
+            for dtype in DTYPES:
                 for m, n in sizes:
-                    args = [rng.standard_normal(s).astype(dtype) for s in [(m, 3), (n, 3), (n, 2)]]
-                    # float16: against the float32 CPU result on the same (half) inputs
-                    want = r.run_numpy([a.astype(np.float32) if dtype == "float16" else a for a in args], "CPU")
+                    args = [rounded(rng.standard_normal(s), dtype) for s in [(m, 3), (n, 3), (n, 2)]]
+                    # half data: against the float32 CPU result on the same (half) inputs
+                    want = r.run_numpy([a.astype(np.float32) if dtype in HALF else a for a in args], "CPU")
                     for scheme in ("auto", "1d", "2d"):
                         t0 = time.perf_counter()
                         try:
@@ -104,7 +109,7 @@ def check_reductions(rng, quick):
                             # indices: exact in float64 and float16 (float32 arithmetic on the same
                             # inputs as the CPU: a mismatch counts 1, above the values' tolerance)
                             ok = err <= (TOL[dtype] if not any(o.dtype == np.int64 for o in want) else
-                                         {"float64": 0, "float32": 3, "float16": TOL["float16"]}[dtype])
+                                         {"float64": 0, "float32": 3}.get(dtype, TOL[dtype]))
                             record(f"{label} {m}x{n}", dtype, scheme, err, ok, time.perf_counter() - t0)
                         except Exception as e:  # noqa: BLE001 - every failure is a row
                             record(f"{label} {m}x{n}", dtype, scheme, float("nan"), False,
@@ -148,10 +153,10 @@ def check_wide(rng, widths):
     for label, formula, aliases in WIDE:
         for w in widths:
             r = CompiledReduction(formula, aliases(w), "Sum", 1)
-            for dtype in ("float32", "float64", "float16"):
-                args = [(rng.standard_normal((m if cat == 0 else n, d)) / (np.sqrt(d) if d > 2 else 1)).astype(dtype)
+            for dtype in DTYPES:
+                args = [rounded(rng.standard_normal((m if cat == 0 else n, d)) / (np.sqrt(d) if d > 2 else 1), dtype)
                         for _, d, cat in sorted(r.program.arguments)]
-                want = r.run_numpy([a.astype(np.float32) if dtype == "float16" else a for a in args], "CPU")
+                want = r.run_numpy([a.astype(np.float32) if dtype in HALF else a for a in args], "CPU")
                 for scheme in ("1d", "2d"):
                     t0 = time.perf_counter()
                     try:

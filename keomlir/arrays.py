@@ -2,16 +2,18 @@
 arrays and torch tensors, for the code written once over both (LazyTensor,
 KernelSolve, the block-sparse `cluster` helpers).
 
-`NUMPY` and `TORCH` are the adapters; `adapter_for(x)` picks one for an array.
+`NUMPY`, `TORCH` and `JAX` are the adapters; `adapter_for(x)` picks one for an array.
 Dtypes may be given as names ("float64") or as the library's own dtype objects.
-torch is optional: the torch adapter imports it on first use, never this module.
+torch and jax are optional: their adapters import them on first use, never this module.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NUMPY", "TORCH", "adapter_for"]
+from .backends.launch import numpy_dtype
+
+__all__ = ["JAX", "NUMPY", "TORCH", "adapter_for"]
 
 
 class NumpyArrays:
@@ -43,14 +45,14 @@ class NumpyArrays:
 
     # ---- making and converting arrays ------------------------------------------------------------
     def array(self, values, dtype, device=None):
-        return np.asarray(values, dtype=dtype)
+        return np.asarray(values, dtype=numpy_dtype(dtype) if isinstance(dtype, str) else dtype)
 
     def as_array(self, value, like):
         """`value` (an array, a list...) as an array of this library, on `like`'s device."""
         return np.asarray(value)
 
     def astype(self, a, dtype):
-        return a.astype(dtype, copy=False)
+        return a.astype(numpy_dtype(dtype) if isinstance(dtype, str) else dtype, copy=False)
 
     def int64(self, a):
         return a.astype(np.int64, copy=False)
@@ -94,6 +96,13 @@ class NumpyArrays:
 
     def zeros_int64(self, n, like):
         return np.zeros(n, dtype=np.int64)
+
+    def zeros_like(self, a):
+        return np.zeros_like(a)
+
+    def ranges_array(self, values):
+        """The int64 array of a block-sparse `ranges` entry made from Python integers."""
+        return np.asarray(values, dtype=np.int64)
 
     def all_finite(self, a):
         return bool(np.isfinite(a).all())
@@ -240,6 +249,12 @@ class TorchArrays(NumpyArrays):
     def zeros_int64(self, n, like):
         return self.torch.zeros(n, dtype=self.torch.int64, device=like.device)
 
+    def zeros_like(self, a):
+        return self.torch.zeros_like(a)
+
+    def ranges_array(self, values):
+        return self.torch.tensor(values, dtype=self.torch.int64)
+
     def all_finite(self, a):
         return bool(self.torch.isfinite(a).all())
 
@@ -286,9 +301,98 @@ class TorchArrays(NumpyArrays):
         return s.to(self.torch.int32)
 
 
-NUMPY, TORCH = NumpyArrays(), TorchArrays()
+class JaxArrays(NumpyArrays):
+    """jax.Arrays, traced or not (CPU only).  Dtypes are JAX's canonical ones: without
+    `jax_enable_x64`, int64 means int32 and float64 float32.  The block-sparse helpers
+    (`keomlir.numpy.cluster`) have no JAX counterpart: their methods are NumPy's."""
+
+    name = "JAX"
+    array_word = "a jax.Array"
+
+    @property
+    def jnp(self):
+        import jax.numpy  # optional dependency: imported when a JAX array is first met
+
+        return jax.numpy
+
+    def _dtype(self, dtype):
+        import jax
+
+        return jax.dtypes.canonicalize_dtype(numpy_dtype(str(dtype)))
+
+    def is_array(self, x):
+        import jax
+
+        return isinstance(x, jax.Array)
+
+    def is_complex(self, x):
+        return self.is_array(x) and x.dtype.kind == "c"
+
+    def size(self, a):
+        return a.size
+
+    def array(self, values, dtype, device=None):
+        return self.jnp.asarray(values, dtype=self._dtype(dtype))
+
+    def as_array(self, value, like):
+        return self.jnp.asarray(value)
+
+    def astype(self, a, dtype):
+        return a.astype(self._dtype(dtype))
+
+    def int64(self, a):
+        return self.astype(a, "int64")
+
+    def plain(self, a):
+        import jax
+
+        return jax.lax.stop_gradient(a)
+
+    def float_dtype(self, *arrays):
+        dtypes = [a.dtype for a in arrays if a.dtype.kind == "f"]
+        return self.jnp.result_type(*dtypes) if dtypes else self._dtype("float64")
+
+    def complex_to_real(self, z):
+        pairs = self.jnp.stack((z.real, z.imag), axis=-1)
+        return pairs.reshape(tuple(z.shape[:-1]) + (2 * z.shape[-1],))
+
+    def real_to_complex(self, a):
+        pairs = a.reshape(tuple(a.shape[:-1]) + (-1, 2))
+        return self.jnp.asarray(pairs[..., 0] + 1j * pairs[..., 1])
+
+    def broadcast_to(self, a, shape):
+        return self.jnp.broadcast_to(a, shape)
+
+    def where(self, cond, a, b):
+        return self.jnp.where(cond, a, b)
+
+    def stack(self, arrays):
+        return self.jnp.stack(arrays)
+
+    def concat(self, arrays):
+        return self.jnp.concatenate(arrays)
+
+    def stack_columns(self, a, b):
+        return self.jnp.stack((a, b), axis=1)
+
+    def zeros_like(self, a):
+        return self.jnp.zeros_like(a)
+
+    def all_finite(self, a):
+        return bool(self.jnp.isfinite(a).all())
+
+    def clamp_min(self, a, low):
+        return self.jnp.maximum(a, low)
+
+    def ranges_array(self, values):
+        return np.asarray(values, dtype=np.int64)  # static: a keomlir call's ranges are known when JAX traces it
+
+
+NUMPY, TORCH, JAX = NumpyArrays(), TorchArrays(), JaxArrays()
 
 
 def adapter_for(x):
-    """The adapter of array `x`: NUMPY for NumPy arrays (and anything not a torch tensor)."""
-    return TORCH if type(x).__module__.startswith("torch") else NUMPY
+    """The adapter of array `x`: NUMPY for NumPy arrays (and anything neither a torch tensor
+    nor a JAX array)."""
+    module = type(x).__module__
+    return TORCH if module.startswith("torch") else JAX if module.startswith(("jax", "jaxlib")) else NUMPY

@@ -11,6 +11,7 @@ import numpy as np
 from .compile import CompiledReduction, check_str
 from .grammar import parse_alias
 from .passes import DEFAULT_PIPELINE
+from .schedule.kir import parse_kir
 
 class GenredBase:
     """What the NumPy and torch `Genred` share: pykeops's constructor, `from_ir` for code
@@ -42,6 +43,16 @@ class GenredBase:
         self = cls.__new__(cls)
         self._set_reduction(CompiledReduction.from_ir(formula, formula2, reduction_op, axis, opt_arg, names,
                                                       dtype_acc, sum_scheme, passes, schedule))
+        return self
+
+    @classmethod
+    def from_kir(cls, text, dtype_acc="auto", sum_scheme="auto"):
+        """The Genred of a program as `keomlir ir` prints it (a `.kir` text, edited or `keomlir opt`'s):
+        reducing over j, no pass run, its schedule's decisions (fields set away from their defaults)
+        kept on the host."""
+        kir = parse_kir(text)
+        self = cls.__new__(cls)
+        self._set_reduction(CompiledReduction.from_program(kir.program, dtype_acc, sum_scheme, kir.decisions))
         return self
 
     @classmethod
@@ -90,8 +101,8 @@ def batch_plan(reduction, shapes):
     call (2-d variables, parameters `(d,)` or `(1, d)`), else (batch shape, each argument's
     batch shape left-padded to it, each argument's own number of batch dimensions).
     Shapes that fit neither are left to `check_arrays`, which names the argument."""
-    if len(shapes) != len(reduction.arguments):
-        return None
+    if len(shapes) != len(reduction.arguments) or all(len(shape) <= 2 for shape in shapes):
+        return None  # (no argument can have batch dimensions: the plain call, answered first)
     leads, batched = [], False
     for (_, _, cat), shape in zip(reduction.kernel_arguments, shapes):
         core = 1 if cat == 2 else 2
@@ -185,7 +196,7 @@ def stack_batch(reduction, plan, args, xp):
         red_blocks = [[0, n]] * n_batch
         red_half = [[[0, n]], [n_batch], out_blocks]
     out_half = [out_blocks, slices, red_blocks]
-    ranges = tuple(xp.array(r, "int64") for r in (out_half + red_half if out_cat == 0 else red_half + out_half))
+    ranges = tuple(xp.ranges_array(r) for r in (out_half + red_half if out_cat == 0 else red_half + out_half))
     kinds = [kind for _, kind in reduction.outputs]
 
     def unstack(outs):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import config
-from .backends import cache, cuda
+from .backends import cache
+from .backends.cuda import driver
 from .numpy import Genred as NumpyGenred
 
 _FORMULA = "Exp(-SqDist(x,y)) * b"
@@ -55,10 +56,10 @@ def clean_pykeops():
 
 def show_cuda_status():
     """Print whether keomlir's GPU backend is usable here, and why not when it is not."""
-    if cuda.available():
-        print(f"keomlir: the GPU backend is available ({cuda.device_count()} device(s), driver {cuda.library_name()}).")
+    if driver.available():
+        print(f"keomlir: the GPU backend is available ({driver.device_count()} device(s), driver {driver.library_name()}).")
     else:
-        print(f"keomlir: the GPU backend is not available ({cuda.unavailable_reason()}); reductions run on the CPU.")
+        print(f"keomlir: the GPU backend is not available ({driver.unavailable_reason()}); reductions run on the CPU.")
 
 
 def check_health():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import platform
 import sys
 import textwrap
@@ -17,16 +18,18 @@ import numpy
 from ._version import __version__
 from .backends import cache, tuned
 from .backends.cuda import driver
-from .backends.llvm.renderer import VARIANTS
-from .compile import CompiledReduction
-from .explain import explain
+from .backends.launch import numpy_dtype
+from .backends.registry import VARIANTS
+from .compile import DTYPES, CompiledReduction
+from .explain import explain, opt
 from .ir.reductions import REDUCTIONS
-from .passes import DEFAULT_PIPELINE, PASSES
+from .passes import DEFAULT_PIPELINE, PASSES, load_pass_file
 from .schedule import names, target
 from .schedule.record import settable
 from .schedule.space import searched
 from .schedule.targets import detect_host, size_text
 from .tune import BUDGET, check_budget, tune
+from .workbench import cli as workbench
 
 CLI_FORMS = ("ir", "llvm", "llvm-opt", "asm", "ptx", "dot")
 VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve")
@@ -39,7 +42,8 @@ def build_parser():
         prog="keomlir", description="keomlir, a compiler of kernel reductions: see and steer every stage.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"keomlir {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ir,tune,cache,info}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{ir,opt,explain,reduce,bench,tune,cache,info}")
 
     ir = sub.add_parser(
         "ir", help="show a formula's IR, LLVM IR, assembly, PTX or graph",
@@ -47,30 +51,23 @@ def build_parser():
                     "default pass pipeline).",
         epilog='example: keomlir ir "Exp(-SqDist(x,y))*b" -a "x=Vi(3)" -a "y=Vj(3)" -a "b=Vj(1)" --emit asm')
     _formula_options(ir)
-    ir.add_argument("--passes", metavar="NAME,NAME,...",
-                    help=f"run exactly these passes, in order ('' for none); valid: {', '.join(PASSES)}; "
-                         f"default: {','.join(DEFAULT_PIPELINE)}")
-    ir.add_argument("--print-ir-after-all", action="store_true",
-                    help="print the IR after parsing and after each pass, each under a header naming the stage")
-    ir.add_argument("--emit", choices=CLI_FORMS, default="ir",
-                    help="what to print: ir (keomlir IR, default), llvm (LLVM IR as generated), llvm-opt (after "
-                         "LLVM's O3), asm (host assembly), ptx (NVPTX assembly, needs no GPU), dot (Graphviz "
-                         "graph of the IR, colored by index: render with dot -Tsvg)")
-    ir.add_argument("--target", metavar="NAME",
-                    help=f"the machine to schedule and compile for: {', '.join(names())} or any sm_XX (default: "
-                         f"the host, $KEOMLIR_TARGET's instruction set if set; sm_80 for --emit ptx); asm of "
-                         f"another CPU is cross-compiled")
-    ir.add_argument("--variant", choices=VARIANTS, default="kernel",
-                    help="the CPU entry points of llvm, llvm-opt and asm: kernel (whole rows, default), split_j "
-                         "(parts of j for few rows, their states merged) or ranges (block-sparse)")
-    ir.add_argument("--schedule", metavar="FIELD=VALUE,...",
-                    help=f"override fields of the schedule (after $KEOMLIR_SCHEDULE's), e.g. "
-                         f"rows=4,cache_block=256KiB; fields: {', '.join(settable())}")
-    ir.add_argument("--sizes", metavar="M,N",
-                    help="also show the fields of a call with M rows i and N j (threads, GPU plan)")
-    ir.add_argument("--time-passes", action="store_true",
-                    help="print to stderr the seconds spent in each stage: parse, each pass, LLVM IR rendering, "
-                         "LLVM optimization, machine code")
+    _compile_options(ir, f"run exactly this pipeline, in order ('' for none): NAME or NAME{{option=value,...}} "
+                         f"items; default: {','.join(DEFAULT_PIPELINE)}")
+
+    opt_cmd = sub.add_parser(
+        "opt", help="read IR as `keomlir ir` prints it (a .kir file), run passes on it, print it or its code",
+        description="The mlir-opt of keomlir: read a program as `keomlir ir` prints it (header, nodes, roots, and "
+                    "optionally its schedule: a .kir file, or - for standard input), verify it, run the passes "
+                    "asked for (none by default) and print the result (IR and schedule, reading back the same) "
+                    "or its LLVM IR, assembly, PTX or graph.  Its schedule keeps the fields the file set away "
+                    "from their defaults; the others follow the program.",
+        epilog="example: keomlir ir \"Exp(-SqDist(x,y))*b\" -a \"x=Vi(3)\" -a \"y=Vj(3)\" -a \"b=Vj(1)\" --passes '' "
+               "> k.kir; keomlir opt k.kir --passes simplify,cse --pass-statistics")
+    opt_cmd.add_argument("file", metavar="FILE.kir", help="the IR to read ('-': standard input)")
+    opt_cmd.add_argument("--dtype", choices=DTYPES,
+                     help="floating-point type of the generated code (default: the file's schedule's, or float32)")
+    _compile_options(opt_cmd, "run exactly this pipeline, in order: NAME or NAME{option=value,...} items (default: "
+                          "none, the file's program as it is)")
 
     tune = sub.add_parser(
         "tune", help="find the fastest schedule of a formula at a size on this machine, for later calls",
@@ -97,9 +94,52 @@ def build_parser():
     info = sub.add_parser("info", help="versions, LLVM targets, host CPU features, CUDA driver and GPUs",
                    description="Show versions, LLVM targets, host CPU features and whether a CUDA driver and "
                                "GPU are visible.")
-    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, tune, cache, info))
+    extra = workbench.add_commands(sub, _formula_options)
+    usages = "".join(textwrap.indent(p.format_usage(), "  ") for p in (ir, opt_cmd, *extra, tune, cache, info))
     parser.epilog = f"commands:\n{usages}\n'keomlir COMMAND --help' explains each option."
     return parser
+
+
+def _compile_options(command, passes_help):
+    """The options of the commands that run passes and print what they made (ir, opt)."""
+    command.add_argument("--passes", metavar="PIPELINE", help=f"{passes_help}; passes: {', '.join(PASSES)} and "
+                                                               f"those --load-pass adds")
+    command.add_argument("--load-pass", action="append", default=[], metavar="FILE.py",
+                         help="run this Python file first: the passes it registers (@keomlir.passes.register_pass) "
+                              "may then be named in --passes; repeat for several")
+    command.add_argument("--print-ir-after-all", action="store_true",
+                         help="print the IR after parsing and after each pass, each under a header naming the stage")
+    command.add_argument("--print-ir-after-change", action="store_true",
+                         help="print the IR after parsing and after each pass that changed it")
+    command.add_argument("--pass-statistics", action="store_true",
+                         help="print to stderr what each pass did: nodes before and after, rewrites by rule, CSE "
+                              "merges, constants folded")
+    command.add_argument("--verify-each", dest="verify", action="store_true", default=True,
+                         help="verify the IR before the pipeline and after each pass (default)")
+    command.add_argument("--no-verify", dest="verify", action="store_false",
+                         help="do not verify: to study broken IR")
+    command.add_argument("--bisect-limit", type=int, metavar="N",
+                         help="make only the first N rewrites of the pipeline, printing to stderr each one's number, "
+                              "pass and rule (as LLVM's -opt-bisect-limit): bisect N to find a faulty rewrite")
+    command.add_argument("--emit", choices=CLI_FORMS, default="ir",
+                         help="what to print: ir (keomlir IR and its schedule, default), llvm (LLVM IR as generated), "
+                              "llvm-opt (after LLVM's O3), asm (host assembly), ptx (NVPTX assembly, needs no GPU), "
+                              "dot (Graphviz graph of the IR, colored by index: render with dot -Tsvg)")
+    command.add_argument("--target", metavar="NAME",
+                         help=f"the machine to schedule and compile for: {', '.join(names())} or any sm_XX (default: "
+                              f"the host, $KEOMLIR_TARGET's instruction set if set; sm_80 for --emit ptx); asm of "
+                              f"another CPU is cross-compiled")
+    command.add_argument("--variant", choices=VARIANTS, default="kernel",
+                         help="the CPU entry points of llvm, llvm-opt and asm: kernel (whole rows, default), split_j "
+                              "(parts of j for few rows, their states merged) or ranges (block-sparse)")
+    command.add_argument("--schedule", metavar="FIELD=VALUE,...",
+                         help=f"override fields of the schedule (ir: after $KEOMLIR_SCHEDULE's; opt: after the "
+                              f"file's), e.g. rows=4,cache_block=256KiB; fields: {', '.join(settable())}")
+    command.add_argument("--sizes", metavar="M,N",
+                         help="also show the fields of a call with M rows i and N j (threads, GPU plan)")
+    command.add_argument("--time-passes", action="store_true",
+                         help="print to stderr the seconds spent in each stage: parse, each pass, LLVM IR rendering, "
+                              "LLVM optimization, machine code")
 
 
 def _formula_options(command):
@@ -115,20 +155,54 @@ def _formula_options(command):
     command.add_argument("--opt-arg", type=int, metavar="K", help="K of KMin, ArgKMin and KMin_ArgKMin")
     command.add_argument("--formula2", metavar="G",
                          help="the second formula of weighted LogSumExp and SumSoftMaxWeight")
-    command.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                         help="floating-point type of the generated code (default: float32)")
+    command.add_argument("--dtype", choices=DTYPES, default="float32",
+                         help="floating-point type of the data (default: float32; half data, float16 and "
+                              "bfloat16, is computed in float32)")
+
+
+def _emit_forms(args):
+    return [args.emit] + (["obj"] if args.time_passes and args.emit != "ptx" else [])
+
+
+def _pipeline_options(args):
+    """The passes files loaded, and the options of `explain`/`opt` every such command shares."""
+    for path in args.load_pass:
+        load_pass_file(path)
+    bisect = None if args.bisect_limit is None else (lambda line: print(line, file=sys.stderr))
+    return dict(emit=_emit_forms(args), target=args.target, schedule=args.schedule, sizes=_sizes(args.sizes),
+                variant=args.variant, verify=args.verify, bisect_limit=args.bisect_limit, on_bisect=bisect)
 
 
 def cmd_ir(args):
-    emit = [args.emit] + (["obj"] if args.time_passes and args.emit != "ptx" else [])
+    options = _pipeline_options(args)
     ex = explain(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2,
-                 args.dtype, args.passes, emit, args.target, args.schedule, _sizes(args.sizes), args.variant)
-    if args.print_ir_after_all:
-        print(ex)
+                 args.dtype, args.passes, **options)
+    _show(ex, args)
+
+
+def cmd_opt(args):
+    options = _pipeline_options(args)
+    if args.file == "-":
+        text, what = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, what = pathlib.Path(args.file).read_text(), args.file
+        except OSError as e:
+            raise ValueError(f"FILE.kir: cannot read {args.file!r} ({e.strerror})") from None
+    _show(opt(text, args.passes or (), dtype=args.dtype, what=what, **options), args)
+
+
+def _show(ex, args):
+    """Print what was asked of an Explanation: stages or the form emitted, then to stderr the
+    statistics and timings."""
+    if args.print_ir_after_all or args.print_ir_after_change:
+        print(ex.text(changed_only=not args.print_ir_after_all))
         if args.emit != "ir":  # else the last stage printed is already the output
             print(f"\n// ----- {args.emit} ----- //\n{ex.outputs[args.emit].rstrip()}")
     else:
         print(ex.outputs[args.emit].rstrip())
+    if args.pass_statistics:
+        print(ex.statistics_text(), file=sys.stderr)
     if args.time_passes:
         width = max(len(name) for name, _ in ex.timings)
         total = sum(s for _, s in ex.timings)
@@ -152,7 +226,7 @@ def cmd_tune(args):
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields is not None else None
     red = CompiledReduction(args.formula, args.alias, args.reduction, args.axis, args.opt_arg, args.formula2)
     # (shapes only: the tuner makes its own data)
-    arrays = [numpy.empty((dim,) if cat == 2 else (m if cat == 0 else n, dim), args.dtype)
+    arrays = [numpy.empty((dim,) if cat == 2 else (m if cat == 0 else n, dim), numpy_dtype(args.dtype))
               for _, dim, cat in red.arguments]
     tune(red.launch(arrays), budget, fields, out=print)
 
@@ -223,18 +297,20 @@ def _formulas_as_operands(parser, argv):
     option.  A word with one leading '-' that does not start with a short option (-a, -h)
     is passed with a leading space (the grammar ignores it), so argparse takes it as an operand."""
     options = _option_strings(parser)
-    return [" " + w if w.startswith("-") and not w.startswith("--") and w[:2] not in options else w for w in argv]
+    return [" " + w if w.startswith("-") and not w.startswith("--") and w[:2] not in options and w != "-" else w
+            for w in argv]
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(_formulas_as_operands(parser, sys.argv[1:] if argv is None else list(argv)))
     try:
-        {"ir": cmd_ir, "tune": cmd_tune, "cache": cmd_cache, "info": cmd_info}[args.command](args)
+        status = {"ir": cmd_ir, "opt": cmd_opt, "tune": cmd_tune, "cache": cmd_cache, "info": cmd_info,
+                  **workbench.COMMANDS}[args.command](args)
     except (SyntaxError, ValueError, TypeError, NotImplementedError) as e:
         print(f"keomlir: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `keomlir ir ... | head`: stop quietly, as other Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    return status or 0

@@ -14,19 +14,29 @@ import operator
 import numpy as np
 
 from . import config, tune
-from .backends import cpu, cuda, reference
-from .backends.launch import Launch
+from .backends import registry
+from .backends.launch import DTYPES, HALF, Launch
 from .grammar import parse_alias, parse_formula
 from .ir import Program, make, replace_vars, serial, swap_ij, variables
 from .ir.reductions import get as get_reduction
-from .passes import DEFAULT_PIPELINE, PassManager
+from .passes import DEFAULT_PIPELINE, PassManager, split_pipeline
 from .schedule import host, parse_overrides, schedule as make_schedule
 from .ranges import check_ranges, coalesce_intervals
 
-DTYPES = ("float32", "float64")
 ACC_DTYPES = ("auto", "float16", "float32", "float64")
 SUM_SCHEMES = ("auto", "direct_sum", "block_sum", "kahan_scheme")
 CAT_WORDS = {0: "i-indexed (Vi)", 1: "j-indexed (Vj)", 2: "parameter (Pm)"}
+
+
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype):
+    """'float32' of a NumPy or torch dtype (memoized: naming a dtype costs more than a small call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
 
 
 def check_str(value, what):
@@ -34,23 +44,17 @@ def check_str(value, what):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
 
 
-# pykeops's GPU schemes and memory placements: keomlir's GPU backend picks its scheme itself
-GPU_BACKENDS = frozenset(f"GPU_{grid}{mem}" for grid in ("1D", "2D") for mem in ("", "_host", "_device"))
-
-
 def check_backend(backend):
-    """The checked backend: 'auto', 'CPU', 'GPU' or 'reference' (pykeops's 'GPU_1D',
-    'GPU_2D_host'... are 'GPU')."""
-    given = backend
-    if backend in GPU_BACKENDS:
-        backend = "GPU"
-    elif backend not in ("auto", "CPU", "GPU", "reference"):
-        raise ValueError(f"backend must be 'auto', 'CPU', 'GPU' (or pykeops's 'GPU_1D', 'GPU_2D'...) or "
-                         f"'reference', got {backend!r}")
-    if backend == "GPU" and not cuda.available():
-        raise ValueError(f"backend={given!r}: the GPU backend is not available on this machine "
-                         f"({cuda.unavailable_reason()}); use backend='CPU' or 'auto'")
-    return backend
+    """The checked backend: 'auto' or a registered one's name ('CPU', 'GPU', 'reference',
+    'host-sim'; pykeops's 'GPU_1D', 'GPU_2D_host'... are 'GPU'), available here."""
+    found = "auto" if backend == "auto" else registry.canonical(backend) if isinstance(backend, str) else None
+    if found is None:
+        raise ValueError(f"backend must be 'auto', {', '.join(map(repr, registry.names()))} (or pykeops's "
+                         f"'GPU_1D', 'GPU_2D'...), got {backend!r}")
+    if found != "auto" and not registry.get(found).available():
+        raise ValueError(f"backend={backend!r}: the {found} backend is not available on this machine "
+                         f"({registry.get(found).unavailable_reason()}); use backend='CPU' or 'auto'")
+    return found
 
 
 def parse_aliases(aliases):
@@ -94,6 +98,19 @@ class CompiledReduction:
                     passes, schedule)
         return self
 
+    @classmethod
+    def from_program(cls, program, dtype_acc="auto", sum_scheme="auto", schedule=None):
+        """The reduction of a `Program` as it is (one read from a `.kir` text, say): reducing over j,
+        no pass run.  Every argument must be named or used (else the program has no caller's form)."""
+        names = {alias: make("Var", (), attrs) for attrs, alias in program.names}
+        self = cls.from_ir(program.formula, program.formula2, program.reduction, 1, program.opt_arg, names,
+                           dtype_acc, sum_scheme, passes=(), schedule=schedule)
+        if self.program.arguments != program.arguments:
+            raise ValueError(f"program: arguments {program.arguments} are not those its named and used "
+                             f"variables declare ({self.program.arguments}): name every argument the formulas "
+                             f"do not use")
+        return self
+
     def _build(self, f, g, names, reduction_op, axis, opt_arg, dtype_acc, sum_scheme, passes, schedule=None,
                autotune=False):
         check_str(reduction_op, "reduction_op")
@@ -114,7 +131,7 @@ class CompiledReduction:
         self.sum_scheme = "block_sum" if sum_scheme == "auto" else sum_scheme
         self.formula, self.formula2 = f, g  # IR nodes, in the caller's i/j terms
         self.names = names  # {alias: Var node}, in the caller's terms
-        self.passes = tuple(passes)
+        self.passes = tuple(split_pipeline(passes)) if isinstance(passes, str) else tuple(passes)
         self.arguments = self._argument_table(list(names.values()) + variables(f, g))
         red.check(f.dim, None if g is None else g.dim, opt_arg)
 
@@ -131,7 +148,7 @@ class CompiledReduction:
         self.column_args = tuple(k for k, (_, dim, cat) in enumerate(self.arguments) if cat != 2 and dim == 1)
         program = Program(reduction_op, f, g, opt_arg, self.kernel_arguments, tuple(sorted(alias_of.items())))
         self.parsed = program
-        self.program = PassManager(list(passes)).run(program)
+        self.program = PassManager(list(self.passes)).run(program)
         # the caller's schedule overrides (keomlir.schedule): checked now against the host's schedule,
         # so that a field this program does not allow is an error here, not at the first call
         self.schedule = parse_overrides(schedule)
@@ -145,7 +162,7 @@ class CompiledReduction:
         self.outputs = red.outputs(f.dim, None if g is None else g.dim, opt_arg)
         self._variants = {}
         self.spec = self.spec_of(self.formula, self.formula2, names, reduction_op, axis, opt_arg, dtype_acc,
-                                 sum_scheme, passes)
+                                 sum_scheme, self.passes)
 
     @staticmethod
     def spec_of(f, g, names, reduction_op, axis, opt_arg=None, dtype_acc="auto", sum_scheme="auto",
@@ -173,7 +190,7 @@ class CompiledReduction:
         if len(labels) != len(vars_) or f is None:
             raise ValueError(f"not a keomlir reduction spec (its aliases do not match its nodes): {spec!r:.80}")
         return cls.from_ir(f, g, op, int(axis), None if opt == "-" else int(opt), dict(zip(labels, vars_)), acc,
-                           scheme, tuple(passes.split(",")) if passes else ())
+                           scheme, tuple(split_pipeline(passes)))
 
     @property
     def options(self):
@@ -231,8 +248,7 @@ class CompiledReduction:
         return f"argument {pos}"
 
     def check_arrays(self, arrays):
-        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms
-        (float16 passes: `run_numpy` decides whether a GPU can take it)."""
+        """Validate shapes and dtypes; returns (dtype, n_i, n_j) in kernel terms."""
         n = len(self.arguments)
         if len(arrays) != n:
             names = dict((pos, name) for (pos, _, _), name in self.parsed.names)
@@ -242,23 +258,24 @@ class CompiledReduction:
         if len(dtypes) > 1:
             detail = ", ".join(f"{self.arg_label(p)} is {a.dtype}" for p, a in enumerate(arrays))
             raise TypeError(f"all arguments must share one dtype: {detail}")
-        dtype = str(dtypes.pop()).replace("torch.", "") if dtypes else "float64"
-        if dtype not in DTYPES + ("float16",):
-            raise TypeError(f"arguments must be float32 or float64 arrays (float16 on the GPU), got {dtype}")
+        dtype = _dtype_name(dtypes.pop()) if dtypes else "float64"
+        if dtype not in DTYPES:
+            raise TypeError(f"arguments must be float16, bfloat16, float32 or float64 arrays, got {dtype}")
         rows = {0: {}, 1: {}}
         for (pos, dim, cat), a in zip(self.kernel_arguments, arrays):
-            label = self.arg_label(pos)
             shape = tuple(a.shape)
             if cat == 2:
                 if shape != (dim,) and shape != (1, dim):
-                    raise ValueError(f"{label}: a parameter of dimension {dim} must have shape ({dim},), got {shape}")
+                    raise ValueError(f"{self.arg_label(pos)}: a parameter of dimension {dim} must have shape "
+                                     f"({dim},), got {shape}")
                 continue
             if len(shape) != 2:
                 hint = {0: "", 1: " (a 1-d array is read as (n, 1) for a variable of dimension 1 only)"}.get(
                     len(shape), " (leading batch dimensions are not supported yet)")
-                raise ValueError(f"{label}: expected a 2-d array of shape (n, {dim}), got shape {shape}{hint}")
+                raise ValueError(f"{self.arg_label(pos)}: expected a 2-d array of shape (n, {dim}), got shape "
+                                 f"{shape}{hint}")
             if shape[1] != dim:
-                raise ValueError(f"{label}: expected {dim} columns, got shape {shape}")
+                raise ValueError(f"{self.arg_label(pos)}: expected {dim} columns, got shape {shape}")
             rows[cat][pos] = shape[0]
         counts = []
         for cat in (0, 1):
@@ -277,24 +294,24 @@ class CompiledReduction:
         return dtype, n_i, n_j
 
     def acc_dtype(self, dtype):
-        """The accumulator dtype for `dtype` data.  float16 data is computed in float32 and
-        summed in float32 or float64, so dtype_acc='float16' (which pykeops allows for
-        float16 data only) gets float32 sums: at least as accurate as asked."""
+        """The accumulator dtype for `dtype` data.  Half data (float16, bfloat16) is computed in
+        float32 and summed in float32 or float64, so dtype_acc='float16' (which pykeops allows for
+        float16 data only; here for bfloat16 too) gets float32 sums: at least as accurate as asked."""
         if self.dtype_acc == "float16":
-            if dtype != "float16":
-                raise ValueError(f"dtype_acc='float16' is allowed for float16 arguments only, got {dtype} "
-                                 "arguments (use dtype_acc='auto', 'float32' or 'float64')")
+            if dtype not in HALF:
+                raise ValueError(f"dtype_acc='float16' is allowed for float16 or bfloat16 arguments only, got "
+                                 f"{dtype} arguments (use dtype_acc='auto', 'float32' or 'float64')")
             return "float32"
         if self.dtype_acc == "auto":
-            return "float32" if dtype == "float16" else dtype  # float16 data is summed in float32
+            return "float32" if dtype in HALF else dtype  # half data is summed in float32
         return self.dtype_acc
 
     def kernel(self, dtype, sizes=None):
         """The host CPU kernel for `dtype` (compiled, or from the caches); with sizes=(n_i, n_j)
         (kernel terms), the one a dense call of those sizes runs (tuned, if `keomlir tune` was)."""
+        cpu = registry.get("CPU")
         if sizes is None:
-            return cpu.compile_program(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme,
-                                       overrides=self.schedule)
+            return cpu.compile(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, overrides=self.schedule)
         return cpu.launch_kernel(Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats,
                                         *sizes, (), None, self.schedule))
 
@@ -319,27 +336,40 @@ class CompiledReduction:
         return Launch(self.program, dtype, self.acc_dtype(dtype), self.sum_scheme, self.arg_cats, n_i, n_j,
                       tuple(self.output_shapes(n_i)), ranges, self.schedule)
 
-    def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None):
-        """Run on NumPy arrays; returns the list of outputs."""
-        backend = check_backend(backend)
-        launch = self.launch(arrays, ranges)
-        if launch.dtype == "float16" and not (backend in ("GPU", "auto") and cuda.available()):
-            raise TypeError("float16 arguments run on the GPU backend only (backend='GPU', or CUDA tensors); "
-                            "on the CPU, arguments must be float32 or float64 arrays")
-        if backend == "reference":
-            return reference.run(launch, arrays)
-        if backend == "GPU" or (backend == "auto" and (launch.dtype == "float16" or (
-                cuda.wants_gpu(launch.n_i, launch.n_j) and config.use_cuda))):
+    def run_numpy(self, arrays, backend="auto", device_id=-1, ranges=None, launch=None):
+        """Run on NumPy arrays; returns the list of outputs.  `launch`: the checked launch of the
+        call, where the arrays hold bits the checks would not read (torch.bfloat16 as int16)."""
+        launch = launch or self.launch(arrays, ranges)
+        *first, last = backends_for(check_backend(backend), launch)
+        for tried in first:
             try:
-                return cuda.run_numpy(launch, arrays, device_id)
-            except NotImplementedError:  # a function the GPU backend lacks: 'auto' stays on the CPU
-                if backend == "GPU" or launch.dtype == "float16":  # (float16 has no CPU backend)
-                    raise
-        if self.autotune:
+                return tried.run(launch, arrays, device_id)
+            except NotImplementedError:  # a function the GPU backend lacks: 'auto' goes on to the CPU
+                pass
+        if self.autotune and last.kind == "cpu":  # (tuned on the host, for the host's runs)
             tune.ensure(launch, self.autotune)
-        return cpu.run(launch, arrays)
+        return last.run(launch, arrays, device_id)
 
     def tune_call(self, arrays, ranges=None):
         """An autotuned reduction's schedule tuned, if not yet, for a CPU call on `arrays`."""
         if self.autotune and ranges is None:
             tune.ensure(self.launch(arrays), self.autotune)
+
+
+def backends_for(backend, launch):
+    """The backends that run `launch` when `backend` (checked: available) is asked for, in order of
+    trial: that one, or for 'auto' the GPU where it wants the launch (large, and `config.use_cuda`)
+    then the CPU.  Data of a dtype the chosen backend does not take is a TypeError."""
+    if backend != "auto":
+        chosen = [registry.get(backend)]
+    elif _GPU.wants(launch) and config.use_cuda:
+        chosen = [_GPU, _CPU]
+    else:
+        chosen = [_CPU]
+    if launch.dtype not in chosen[0].dtypes:
+        raise TypeError(f"{launch.dtype} arguments: the {chosen[0].name} backend runs "
+                        f"{', '.join(chosen[0].dtypes)} arguments")
+    return chosen
+
+
+_CPU, _GPU = registry.get("CPU"), registry.get("GPU")  # what backend='auto' chooses between

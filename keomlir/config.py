@@ -18,7 +18,7 @@ import importlib.util
 import os
 import sys
 
-from .backends import cache, cuda
+from .backends import cache, registry
 
 numpy_found = importlib.util.find_spec("numpy") is not None
 torch_found = importlib.util.find_spec("torch") is not None
@@ -36,7 +36,7 @@ def __getattr__(name):
     """Settings read from the driver each time until set (`use_cuda = False` is stored as a
     module attribute and wins; deleting it goes back to the driver's answer)."""
     if name in ("use_cuda", "gpu_available"):
-        return cuda.available()
+        return registry.get("GPU").available()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

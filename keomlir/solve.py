@@ -25,6 +25,7 @@ import json
 
 import numpy as np
 
+from .backends.launch import HALF
 from .arrays import NUMPY, adapter_for
 from .calls import as_columns, batch_plan, run_batched
 from .grammar import parse_formula
@@ -199,10 +200,15 @@ def check_alpha(alpha):
 
 def solve_arrays(core, xp, args, alpha, opts):
     """The solution a of (alpha Id + K) a = b, b the unknown's slot of `args` (arrays of
-    adapter `xp`); the conjugate gradient runs in float64, the kernel in b's dtype."""
+    adapter `xp`); the conjugate gradient runs in float64, the kernel in b's dtype, but for half
+    data (float16, bfloat16) in float32: the iterations' p rounded to half would stall the
+    gradient near half's precision.  The solution is returned in b's dtype."""
     backend, device_id, eps, maxiter, x0, verbose, ranges = opts
     pos = core.varinvpos
-    dtype = xp.dtype(args[pos])
+    dtype = out_dtype = xp.dtype(args[pos])
+    if dtype in HALF:  # (the data converted once, exactly)
+        dtype = "float32"
+        args = [xp.astype(a, dtype) for a in args]
     alpha = float(alpha)
 
     def linop(p):
@@ -217,7 +223,7 @@ def solve_arrays(core, xp, args, alpha, opts):
         if x0.shape != b.shape:
             raise ValueError(f"x0 must have the shape of b {tuple(b.shape)}, got {tuple(x0.shape)}")
     a = conjugate_gradient(linop, b, x0, eps, maxiter, core.separable, verbose, core.label)
-    return xp.astype(a, dtype)
+    return xp.astype(a, out_dtype)
 
 
 class KernelSolve:

@@ -29,12 +29,13 @@ import time
 
 import numpy as np
 
-from .backends import cpu, tuned
-from .backends.llvm.renderer import render
+from .backends import registry, tuned
+from .backends.launch import rounded
 from .schedule import host, schedule
 from .schedule import space
 from .schedule.record import ENV as SCHEDULE_ENV
 
+CPU = registry.get("CPU")  # the backend whose schedules are tuned: the host's
 BUDGET = 20.0  # seconds, compiling included
 SEED = 0
 NOISE = 0.02  # the least gain over the default that counts; below it, a difference is measurement noise
@@ -102,8 +103,8 @@ def data(launch, seed=SEED):
     """Random arguments of a launch (kernel terms): variables of about unit norm, parameters in [0.5, 1.5]."""
     rng = np.random.default_rng(seed)
     rows = {0: launch.n_i, 1: launch.n_j}
-    return [(rng.uniform(0.5, 1.5, size=dim) if cat == 2 else rng.standard_normal((rows[cat], dim)) / math.sqrt(dim))
-            .astype(launch.dtype) for _, dim, cat in launch.program.arguments]
+    return [rounded(rng.uniform(0.5, 1.5, size=dim) if cat == 2 else rng.standard_normal((rows[cat], dim)) /
+                    math.sqrt(dim), launch.dtype) for _, dim, cat in launch.program.arguments]
 
 
 def check_budget(budget, what="budget"):
@@ -130,7 +131,7 @@ class _Session:
     def compile(self, c):
         t = time.monotonic()
         L = self.launch
-        c.kernel = cpu.compile_program(L.program, L.dtype, L.acc_dtype, L.sum_scheme, overrides=c.overrides)
+        c.kernel = CPU.compile(L.program, L.dtype, L.acc_dtype, L.sum_scheme, overrides=c.overrides)
         self.compile_s.append(time.monotonic() - t)
 
     def time(self, c, calls=None):
@@ -138,7 +139,7 @@ class _Session:
 
         def call():
             for _ in range(calls):
-                cpu.run(self.launch, self.arrays, c.kernel)
+                CPU.run(self.launch, self.arrays, kernel=c.kernel)
 
         return self.timer(c.overrides, call, calls)
 
@@ -152,8 +153,8 @@ class _Session:
         """False where `sched` renders the same kernel and splits the call the same way as a
         schedule seen before (it differs in fields this program's code never reads)."""
         L = self.launch
-        code = (hash(str(render(L.program, L.dtype, L.acc_dtype, L.sum_scheme, "kernel", sched))),
-                sched.thread_plan(L.n_i, L.n_j, cpu.num_threads()))
+        code = (hash(CPU.emit(L.program, L.dtype, L.acc_dtype, L.sum_scheme, sched, ("llvm",))["llvm"]),
+                sched.thread_plan(L.n_i, L.n_j, CPU.num_threads()))
         if code in self.seen:
             return False
         self.seen.add(code)
@@ -165,11 +166,11 @@ class _Session:
         variants of the kernel: split j)."""
         self.compile(c)
         if self.calls > 1:
-            cpu.run(self.launch, self.arrays, c.kernel)
-        loaded = cpu.kernels_loaded()
+            CPU.run(self.launch, self.arrays, kernel=c.kernel)
+        loaded = CPU.kernels_loaded()
         c.first = self.time(c)
         limit = PRUNE * self.default.first
-        if c.first > limit and (cpu.kernels_loaded() == loaded or self.time(c) > limit):
+        if c.first > limit and (CPU.kernels_loaded() == loaded or self.time(c) > limit):
             c.note = f"pruned: first sample {c.first:.4g} s, {c.first / self.default.first:.1f}x the default's"
             return False
         return True
@@ -205,15 +206,15 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
     s = _Session(launch, budget, timer)
     options = space.candidates(L.program, target, L.dtype, fields)
     say(f"tuning {L.program.reduction} at M = {L.n_i} output rows, N = {L.n_j} reduced rows "
-        f"({tuned.class_text(L.n_i, L.n_j)}), {L.dtype}, on {target.name} ({target.cpu}, {cpu.num_threads()} "
+        f"({tuned.class_text(L.n_i, L.n_j)}), {L.dtype}, on {target.name} ({target.cpu}, {CPU.num_threads()} "
         f"threads), budget {budget:g} s")
     default = s.default
     s.compile(default)
     s.new_code(default.kernel.schedule)
-    loaded = cpu.kernels_loaded()
+    loaded = CPU.kernels_loaded()
     default.first = max(s.time(default, 1), 1e-9)
     s.calls = max(1, math.ceil(SAMPLE_S / default.first))
-    if s.calls > 1 or cpu.kernels_loaded() != loaded:  # (a short call, or one that compiled variants: split j)
+    if s.calls > 1 or CPU.kernels_loaded() != loaded:  # (a short call, or one that compiled variants: split j)
         default.first = s.time(default)
     tried, same, untried = [], 0, 0
     for k, (overrides, sched) in enumerate(options):
@@ -239,7 +240,7 @@ def tune(launch, budget=BUDGET, fields=None, timer=clock, out=None, store=True):
         found.path = tuned.store(L.program, L.dtype, L.acc_dtype, L.sum_scheme, L.n_i, L.n_j,
                                  space.text(best.overrides) if best.overrides else "",
                                  {"seconds": seconds, "default_seconds": default_s, "sizes": [L.n_i, L.n_j],
-                                  "threads": cpu.num_threads(), "budget": budget, "tuning_s": found.tuning_s})
+                                  "threads": CPU.num_threads(), "budget": budget, "tuning_s": found.tuning_s})
     say(f"tuning took {found.tuning_s:.1f} s" + (f"; stored in {found.path}" if store else ""))
     say(found.best_line())
     return found

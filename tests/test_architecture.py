@@ -18,13 +18,28 @@ LAYERS = {
     "grammar": 2, "passes": 2, "schedule": 2,
     "backends": 3,
     "ranges": 4, "config": 4, "compile": 4, "tune": 4,
-    "calls": 5, "arrays": 5, "lazy": 5, "solve": 5, "cluster": 5,
-    "numpy": 6, "torch": 6, "dask": 6,
-    "explain": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
+    "calls": 5, "arrays": 5, "derivatives": 5, "lazy": 5, "solve": 5, "cluster": 5,
+    "numpy": 6, "torch": 6, "jax": 6, "dask": 6,
+    "explain": 7, "workbench": 7, "checks": 7, "compat": 7, "common": 7, "cli": 7, "demo": 7, "__main__": 8, "__init__": 8,
 }
+# inside backends/: the records and the interface every runtime takes, then code generation (llvm/),
+# then the runtimes, then the registry of them; a module imports only its own sub-layer or lower ones
+BACKEND_LAYERS = {
+    "launch": 0, "base": 0, "cache": 0, "tuned": 0,
+    "llvm": 1,
+    "threads": 2, "xla_ffi": 2, "cpu": 2, "reference": 2, "cuda": 2,
+    "registry": 3,
+}
+# what the layers above may import from backends/: the registry (every run and compile goes through
+# it, no path around it), the records it takes, the disk cache and the tuning database beside it,
+# the CUDA driver (device queries) and XLA's FFI call frame (keomlir.jax's Python handler)
+BACKEND_DOORS = {"keomlir.backends.registry", "keomlir.backends.base", "keomlir.backends.launch",
+                 "keomlir.backends.cache", "keomlir.backends.tuned", "keomlir.backends.cuda.driver",
+                 "keomlir.backends.xla_ffi"}
 # optional dependencies, imported where they are needed rather than at the top: third-party
 # packages, and the front ends that need them
-OPTIONAL = {"torch", "scipy", "dask", "distributed", "matplotlib", "keomlir.torch", "keomlir.dask"}
+OPTIONAL = {"torch", "jax", "scipy", "dask", "distributed", "matplotlib", "ml_dtypes", "keomlir.torch", "keomlir.jax",
+            "keomlir.dask"}
 
 
 def _modules():
@@ -94,6 +109,28 @@ def test_imports_point_down_the_pipeline():
     assert not upward, "\n".join(upward)
 
 
+def _backend_layer(module):
+    return BACKEND_LAYERS[module.split(".")[2]]
+
+
+def test_backends_are_layered_inside():
+    """llvm/ code generation imports no runtime, a runtime not the registry."""
+    inside = [m for m in MODULES if m.startswith("keomlir.backends.")]
+    assert {m.split(".")[2] for m in inside} == set(BACKEND_LAYERS)
+    upward = [f"{m} (sub-layer {_backend_layer(m)}) imports {t} (sub-layer {_backend_layer(t)})"
+              for m in inside for t in IMPORTS[m][0]
+              if t.startswith("keomlir.backends.") and _backend_layer(t) > _backend_layer(m)]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_layers_above_reach_backends_through_the_registry():
+    around = [f"{m} imports {t}" for m, (top, _) in IMPORTS.items() if not m.startswith("keomlir.backends")
+              for t in top if t.startswith("keomlir.backends.") and t not in BACKEND_DOORS]
+    assert not around, "\n".join(around)
+    assert "keomlir.backends.registry" in IMPORTS["keomlir.compile"][0]
+    assert "keomlir.backends.registry" in IMPORTS["keomlir.dask.partials"][0]
+
+
 def test_no_import_cycle():
     graph = {m: {t for t in top if t in MODULES and t != m} for m, (top, _) in IMPORTS.items()}
     state, cycles = {}, []
@@ -129,6 +166,7 @@ def test_function_local_imports_are_optional_dependencies_only():
 def test_the_checker_sees_the_layers():
     """The checks above would pass vacuously on a misread tree."""
     assert {"keomlir.compile", "keomlir.backends.cpu", "keomlir.ir.node", "keomlir.grammar.parser"} <= set(MODULES)
-    assert "keomlir.backends.cpu" in IMPORTS["keomlir.compile"][0]
+    assert "keomlir.backends.registry" in IMPORTS["keomlir.compile"][0]
+    assert "keomlir.backends.llvm.renderer" in IMPORTS["keomlir.backends.cpu"][0]
     assert "keomlir.ir.node" in IMPORTS["keomlir.grammar.parser"][0]
     assert all(m.split(".")[1] in LAYERS for m in MODULES if "." in m)

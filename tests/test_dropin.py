@@ -10,7 +10,7 @@ import pytest
 
 import keomlir
 from keomlir import config
-from keomlir.backends import cuda
+from keomlir.backends import registry
 from keomlir.numpy import Genred, LazyTensor
 
 from conftest import assert_close
@@ -67,9 +67,10 @@ def test_config_use_cuda_keeps_auto_on_the_cpu(monkeypatch, rng):
     """With a (pretended) GPU that 'auto' would pick, use_cuda = False runs on the CPU."""
     x, y = _points(rng)
     calls = []
-    monkeypatch.setattr(cuda, "wants_gpu", lambda n_i, n_j: True)
-    monkeypatch.setattr(cuda, "run_numpy", lambda launch, arrays, device_id: calls.append(launch) or [None])
-    monkeypatch.setattr(cuda, "available", lambda: True)
+    gpu = registry.get("GPU")
+    monkeypatch.setattr(gpu, "wants", lambda launch: True)
+    monkeypatch.setattr(gpu, "run", lambda launch, arrays, device_id: calls.append(launch) or [None])
+    monkeypatch.setattr(gpu, "available", lambda: True)
     g = Genred("Exp(-SqDist(x,y))", ALIASES, "Sum", axis=1)
     assert "use_cuda" not in vars(config) and config.use_cuda  # unset: the driver's answer
     assert g(x, y) is None and len(calls) == 1  # 'auto' went to the (fake) GPU

@@ -24,6 +24,7 @@ import pytest
 from keomlir.backends import cache, cpu, cuda
 from keomlir.backends.cuda import driver, runner
 from keomlir.backends.cuda.plan import plan
+from keomlir.backends.launch import numpy_dtype
 from keomlir.backends.llvm import nvptx
 from keomlir.compile import CompiledReduction as Reduction
 from keomlir.numpy import Genred
@@ -555,7 +556,7 @@ def test_fast_math_exp_logic(rng):
 
 
 def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
-    """backend='GPU' and 'auto' (large problems) reach cuda.run_numpy with the
+    """backend='GPU' and 'auto' (large problems) reach the GPU backend's run_numpy with the
     arguments as given; 'auto' falls back to the CPU on NotImplementedError.  The
     driver is faked and the kernels run in the simulator."""
     monkeypatch.setattr(driver, "_driver", (_FakeDriver(), ""))
@@ -565,7 +566,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
         calls.append((launch.n_i, launch.n_j, device_id))
         return cuda.simulate(launch, arrays, block=8)
 
-    monkeypatch.setattr(cuda, "run_numpy", fake_run_numpy)
+    monkeypatch.setattr(runner, "run_numpy", fake_run_numpy)
     g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
     x, y, b = _args(rng, "float64", 13, 21)
     want = g(x, y, b, backend="CPU")
@@ -585,7 +586,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     def lacking(*args, **kw):
         raise NotImplementedError("lgamma is not available on NVPTX for float64")
 
-    monkeypatch.setattr(cuda, "run_numpy", lacking)
+    monkeypatch.setattr(runner, "run_numpy", lacking)
     assert_close(g(x, y, b), want, "float64")  # 'auto': the CPU
     with pytest.raises(NotImplementedError, match="lgamma"):
         g(x, y, b, backend="GPU")
@@ -593,7 +594,7 @@ def test_front_ends_dispatch_to_the_gpu(monkeypatch, rng):
     torch = pytest.importorskip("torch")
     from keomlir.torch import Genred as TorchGenred
 
-    monkeypatch.setattr(cuda, "run_numpy", fake_run_numpy)
+    monkeypatch.setattr(runner, "run_numpy", fake_run_numpy)
     tg = TorchGenred("Exp(-SqDist(x,y)) * b", ALIASES, "Sum", 1)
     out = tg(*[torch.from_numpy(a) for a in (x, y, b)], backend="GPU")  # CPU tensors, computed on the GPU
     assert isinstance(out, torch.Tensor) and out.device.type == "cpu"
@@ -667,21 +668,32 @@ def test_simulated_float16_kernels_match_cpu_float32(name, axis, rng):
             np.testing.assert_allclose(g.astype(np.float32), w, rtol=1e-3, atol=1e-3 * np.abs(w[np.isfinite(w)]).max())
 
 
+@pytest.mark.parametrize("name", ["Sum", "LogSumExp", "KMin_ArgKMin"])
+def test_simulated_bfloat16_kernels_match_cpu_float32(name, rng):
+    """bfloat16 joins float16 on the GPU: 16 bits in memory and shared tiles, float32
+    arithmetic and sums; the results are the float32 CPU results rounded to bfloat16.
+    (NumPy has no bfloat16: torch's tensors make the launch, their bits run.)"""
+    torch = pytest.importorskip("torch")
+    r = _reduction(name, 1)
+    half = [torch.from_numpy(a).to(torch.bfloat16) for a in _args(rng, "float32")]
+    want = r.run_numpy([a.float().numpy() for a in half], "CPU")
+    bits = [a.view(torch.int16).numpy() for a in half]
+    for scheme in ("1d", "2d"):
+        got = cuda.simulate(r.launch(half), bits, block=8, scheme=scheme, chunk=16)
+        for g, w in zip(got, want):
+            if w.dtype == np.int64:
+                np.testing.assert_array_equal(g, w)
+            else:
+                assert g.dtype == numpy_dtype("bfloat16")
+                g = torch.from_numpy(g.view(np.int16)).view(torch.bfloat16).float().numpy()
+                np.testing.assert_allclose(g, w, rtol=2 ** -8, atol=2 ** -8 * np.abs(w).max())
+
+
 def _half_ranges(r, n_i, n_j):
     from test_ranges import ranges_from_keep
 
     m, n = (n_i, n_j) if r.axis == 1 else (n_j, n_i)
     return ranges_from_keep([[0, m // 2], [m // 2, m]], [[0, n // 3], [n // 3, n]], [[1, 0], [1, 1]])
-
-
-def test_float16_needs_the_gpu(rng):
-    g = Genred("Exp(-SqDist(x,y)) * b", ALIASES, axis=1)
-    x, y, b = (a.astype(np.float16) for a in _args(rng, "float32"))
-    if not cuda.available():
-        with pytest.raises(TypeError, match="float16 arguments run on the GPU backend only"):
-            g(x, y, b)
-    with pytest.raises(TypeError, match="float16 arguments run on the GPU backend only"):
-        g(x, y, b, backend="CPU")
 
 
 @needs_ptxas
@@ -692,3 +704,14 @@ def test_ptxas_assembles_float16(name, arch, tmp_path):
     ptx = nvptx.render_ptx(r.program, "float16", arch)
     assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx  # half loads widened, results narrowed
     assemble(ptx, arch, tmp_path, f"{name}-float16")
+
+
+@needs_ptxas
+@ARCH
+@pytest.mark.parametrize("name", ["Sum", "KMin_ArgKMin"])
+def test_ptxas_assembles_bfloat16(name, arch, tmp_path):
+    r = _reduction(name, 1)
+    ptx = nvptx.render_ptx(r.program, "bfloat16", arch)
+    # loads widened by a 16-bit shift (exact), results narrowed by cvt.rn (sm_80 and later)
+    assert "cvt.u32.u16" in ptx and "cvt.rn.bf16.f32" in ptx
+    assemble(ptx, arch, tmp_path, f"{name}-bfloat16")

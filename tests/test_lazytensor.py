@@ -630,7 +630,7 @@ def test_build_time_errors(data):
         y_j - Vj(np.zeros((3, 3)))
     with pytest.raises(TypeError, match="different dtypes, float64 and float32"):
         x_i - LazyTensor(data["y"][None].astype(np.float32))
-    with pytest.raises(TypeError, match="float16, float32 or float64"):
+    with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
         LazyTensor(np.zeros((3, 1, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="needs axis=0"):
         LazyTensor(data["x"])

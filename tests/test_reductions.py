@@ -140,6 +140,54 @@ def test_k_ties_keep_the_lower_index_first(axis):
     np.testing.assert_array_equal(amin[:, 0], d2.argmin(1))
 
 
+@DTYPES
+@pytest.mark.parametrize("K", [10, 17])
+def test_kmin_over_many_logs_with_nan_infinities_and_ties(dtype, K):
+    """SIMD code logs the j vectors and inserts their candidates a log at a time (K = 17: a list of
+    two vectors' lanes, open for two j vectors): over many logs, with ties, NaN (after every number,
+    in order of j), -inf (more than K of them: nothing beats the K-th) and +inf, the dense oracle's
+    stable order."""
+    r = np.random.default_rng(21)
+    n = 3001
+    x = r.integers(0, 4, size=(7, 2)).astype(dtype)
+    y = r.integers(0, 4, size=(n, 2)).astype(dtype)
+    y[r.choice(n, 40, replace=False), 0] = np.nan
+    y[r.choice(n, 30, replace=False), 0] = -np.inf  # F = x - y: +inf
+    y[r.choice(n, 25, replace=False), 1] = np.inf  # -inf
+    y[:20, 0] = np.nan  # NaN while the lists are open
+    x[5, 1] = np.nan  # a list of NaN only, in order of j
+    vals, idx = Genred("x - y", ["x = Vi(2)", "y = Vj(2)"], "KMin_ArgKMin", axis=1, opt_arg=K)(x, y)
+    with np.errstate(invalid="ignore"):
+        F = x.astype(np.float64)[:, None, :] - y.astype(np.float64)[None]
+    order = np.argsort(F, axis=1, kind="stable")[:, :K]
+    assert idx.shape == (7, K, 2)
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_array_equal(vals, np.take_along_axis(F, order, axis=1).astype(dtype))
+
+
+@DTYPES
+@pytest.mark.parametrize("target", ["x86-64-v3", "neoverse-v1"])
+def test_kmin_of_sqdist_on_other_targets(dtype, target, monkeypatch):
+    """The logged K-min of SqDist(x, y) compiled for an AVX2-only x86 (run here, against the
+    dense oracle, where the host can) and cross-compiled for NEON: LLVM's lowering of the
+    insertion's vector compress without AVX-512 once aborted the process."""
+    from keomlir import explain
+    asm = explain("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "KMin_ArgKMin", opt_arg=10, dtype=dtype,
+                  emit="asm", target=target).outputs["asm"]
+    assert "keomlir_kmin_flush" in asm
+    if target != "x86-64-v3" or not host().has("avx2"):
+        return
+    monkeypatch.setenv("KEOMLIR_TARGET", target)
+    r = np.random.default_rng(5)
+    x, y = r.normal(size=(50, 3)).astype(dtype), r.normal(size=(3000, 3)).astype(dtype)
+    for K in (10, 17):
+        vals, idx = Genred("SqDist(x,y)", ["x = Vi(3)", "y = Vj(3)"], "KMin_ArgKMin", axis=1, opt_arg=K)(x, y)
+        d = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+        order = np.argsort(d, axis=1, kind="stable")[:, :K]
+        np.testing.assert_array_equal(idx, order)
+        assert_close(vals, np.take_along_axis(d, order, axis=1), dtype, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
 @pytest.mark.parametrize("reduction,identity", [("Sum", 0.0), ("Min", np.inf), ("Max", -np.inf),
                                                 ("LogSumExp", -np.inf)])
 @AXES

@@ -9,6 +9,7 @@ their backward rules, without inductor's code generation); the original failure
 default inductor backend."""
 
 import gc
+import io
 
 import numpy as np
 import pytest
@@ -224,6 +225,54 @@ def test_batch_dimensions_and_ranges_compile_fullgraph():
     w = torch.randn(M, 2, generator=g, dtype=torch.float64)
     torch.testing.assert_close(torch.autograd.grad((sparse * w).sum(), y)[0],
                                torch.autograd.grad((dense * w).sum(), y)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_vmap_compiles_fullgraph():
+    """torch.func.vmap inside torch.compile: the operators' own vmap rules (one block-sparse
+    reduction for the batch; one conjugate gradient per element)."""
+    x, y, b = _xyb(seed=5)
+    xs = torch.stack([x, 2 * x, -x])
+    gauss = GENREDS["Sum"]
+    compiled = torch.compile(torch.func.vmap(lambda x: gauss(x, y, b)), backend="aot_eager", fullgraph=True)(xs)
+    torch.testing.assert_close(compiled, torch.stack([torch.exp(-_sqdist(xx, y)) @ b for xx in xs]),
+                               rtol=1e-12, atol=1e-12)
+    solver = KernelSolve("Exp(-SqDist(x,y)) * a", ["x = Vi(3)", "y = Vj(3)", "a = Vj(2)"], "a", axis=1)
+    bs = torch.stack([b[:M], -2 * b[:M]])
+    solved = torch.compile(torch.func.vmap(lambda b: solver(x, x, b, alpha=0.5, eps=1e-12)), backend="aot_eager",
+                           fullgraph=True)(bs)
+    kernel = torch.exp(-_sqdist(x, x)) + 0.5 * torch.eye(M, dtype=torch.float64)
+    torch.testing.assert_close(solved, torch.stack([torch.linalg.solve(kernel, bb) for bb in bs]),
+                               rtol=1e-9, atol=1e-10)
+
+
+def test_torch_export_runs_the_operators():
+    """torch.export (non-strict, the default, and strict: Dynamo) of a module calling Genred, a
+    LazyTensor reduction and KernelSolve: one operator per call in the graph, the values of
+    eager calls, also after a save and load."""
+    gauss = GENREDS["Sum"]
+    solver = KernelSolve("Exp(-SqDist(x,y)) * a", ["x = Vi(3)", "y = Vj(3)", "a = Vj(2)"], "a", axis=1)
+
+    class Module(torch.nn.Module):
+        def forward(self, x, y, b):
+            x_i, y_j = LazyTensor(x[:, None, :]), LazyTensor(y[None, :, :])
+            knn = ((x_i - y_j) ** 2).sum(-1).argKmin(K, dim=1)
+            return gauss(x, y, b), knn, solver(x, x, b[:M], alpha=0.5, eps=1e-12)
+
+    x, y, b = _xyb(seed=6)
+    eager = Module()(x, y, b)
+    kernel = torch.exp(-_sqdist(x, x)) + 0.5 * torch.eye(M, dtype=torch.float64)
+    torch.testing.assert_close(eager[2], torch.linalg.solve(kernel, b[:M]), rtol=1e-9, atol=1e-10)
+    for strict in (False, True):
+        program = torch.export.export(Module(), (x, y, b), strict=strict)
+        ops_called = [n.target for n in program.graph.nodes if n.op == "call_function"]
+        assert ops_called.count(torch.ops.keomlir.genred.default) == 2
+        assert ops_called.count(torch.ops.keomlir.kernel_solve.default) == 1
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        buffer.seek(0)
+        for module in (program.module(), torch.export.load(buffer).module()):
+            for got, want in zip(module(x, y, b), eager):
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
 def test_operators_pass_torch_opcheck():

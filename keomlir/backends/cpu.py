@@ -5,7 +5,10 @@ Compiled kernels are cached in memory and on disk (object code, see
 generation.  Calls split the rows i (or, for few rows, j) over threads; ctypes
 releases the GIL during the foreign call, so the threads run in parallel.  Each
 thread's share runs in chunks that Ctrl-C stops (`threads.py`); a forked child
-makes its own threads and keeps the kernels compiled before the fork.
+makes its own threads and keeps the kernels compiled before the fork.  Arrays
+are passed as `Arguments` lays them out (the kernels' calling convention), for a
+whole call (`run`) or for the raw states of parts of j (`PartialStates`, what
+keomlir.dask distributes); `BACKEND` is this runtime's `Backend` ("CPU").
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import numpy as np
 
 from ..schedule import host, schedule, with_env
 from ..schedule.record import ENV as SCHEDULE_ENV
-from ..schedule.targets import ENV as TARGET_ENV
-from . import cache, threads, tuned
-from .llvm import toolchain
+from ..schedule.targets import ENV as TARGET_ENV, detect_host
+from . import cache, threads, tuned, xla_ffi
+from .base import Backend, register, untimed
+from .launch import HALF, float32_values, numpy_dtype
+from .llvm import flops, toolchain
 from .llvm.renderer import (CELLS_NAME, COMBINE_NAME, J_BLOCK_NAME, KERNEL_NAME, MERGE_NAME, PARTIAL_NAME,
                             RANGES_NAME, RESUME_NAME, ROW_BLOCK_NAME, kernel_program, render)
 
@@ -97,6 +102,11 @@ class CpuKernel:
         args = (ctypes.c_void_p * max(len(arg_ptrs), 1))(*arg_ptrs)
         outs = (ctypes.c_void_p * max(len(out_ptrs), 1))(*out_ptrs)
         n_threads, strategy = self.schedule.thread_plan(n_i, n_j, num_threads())
+        if strategy == "one" and n_i * n_j <= threads.FIRST_PAIRS:
+            # one chunk's work in this thread: what threads.run would do, without its machinery
+            # (a call of M = N = 100 spent a fifth of its time there)
+            self.fn(0, n_i, 0, n_j, n_j, args, outs)
+            return
         if strategy == "split_j":
             split = self.variant_of("split_j")
             shares = threads.bounds(n_j, n_threads, split.j_block, fallback=64)  # (whole SIMD vectors)
@@ -219,6 +229,12 @@ def _build(program, dtype, acc_dtype, sum_scheme, variant, sched):
     return obj, {"source": "compiled", "render_s": t1 - t0, "optimize_s": t2 - t1, "codegen_s": t3 - t2}
 
 
+def kernel_cache_key(program, sched, acc_dtype=None, sum_scheme="block_sum", variant="kernel"):
+    """The disk cache key of `program`'s host kernel (one variant) run as `sched` says."""
+    return cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=sched.dtype, acc=acc_dtype,
+                            scheme=sum_scheme, variant=variant, schedule=sched.key())
+
+
 def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", overrides=()):
     """The CpuKernel of a target-independent `program` (one variant, see renderer.VARIANTS) run as
     `kernel_schedule` says: from memory (keyed by the hash-consed IR), from disk (keyed by the
@@ -234,8 +250,7 @@ def compile_program(program, dtype, acc_dtype=None, sum_scheme="block_sum", vari
             return kernel
         t0 = time.perf_counter()
         sched = kernel_schedule(program, dtype, overrides)
-        key = cache.kernel_key(kernel_program(program, sched), sched.target.key, dtype=dtype, acc=acc_dtype,
-                               scheme=sum_scheme, variant=variant, schedule=sched.key())
+        key = kernel_cache_key(program, sched, acc_dtype, sum_scheme, variant)
         siblings = functools.partial(_sibling, program, dtype, acc_dtype, sum_scheme, overrides)
         obj = cache.load(key)
         if obj is not None:
@@ -286,24 +301,20 @@ def run(launch, arrays, kernel=None):
     """Run a checked Launch on NumPy arrays on the host (with `kernel`, a CpuKernel of its
     program, if given: the tuner's candidates); returns the outputs."""
     kernel = kernel or launch_kernel(launch)
-    sched = kernel.schedule
-    columns = (sched.column_arg, sched.column_block) if sched.column_block else ()
-    row_major = columns[0] if columns else -1
-    # j data transposed to (dim, rows) for contiguous vector loads (b of the columns strategy stays
-    # row-major, copied by blocks); a copy only where needed, inputs never written
-    buffers = [np.ascontiguousarray(a.T if cat == 1 and p != row_major else a)
-               for p, (a, cat) in enumerate(zip(arrays, launch.arg_cats))]
+    args = Arguments(kernel.schedule, arrays, launch.arg_cats)
     outs = launch.numpy_outputs()
-    arg_ptrs = [b.ctypes.data for b in buffers]
-    if columns:
-        _column_blocks(kernel, launch, arg_ptrs, buffers, outs[0], *columns)
+    if args.block:  # the kernel of a block of b's columns, on each block (the columns strategy)
+        part = np.empty((outs[0].shape[0], args.block), outs[0].dtype)
+        for c0, width, pointers in args.calls():
+            _call(kernel, launch, pointers, [part.ctypes.data])
+            outs[0][:, c0:c0 + width] = part[:, :width]
     else:
-        _call(kernel, launch, arg_ptrs, [o.ctypes.data for o in outs])
-    # The kernel read `buffers` through raw addresses: they must live until here, so this
-    # is their last use.  A frame evaluator that drops locals after their last use (as
+        _call(kernel, launch, args.pointers, [o.ctypes.data for o in outs])
+    # The kernel read the arrays of `args` through raw addresses: they must live until here,
+    # so this is their last use.  A frame evaluator that drops locals after their last use (as
     # torch.compile's Dynamo did when it traced this function) would otherwise free a
     # transposed copy before the kernel runs, and the kernel would read freed memory.
-    del buffers
+    del args
     return outs
 
 
@@ -314,14 +325,196 @@ def _call(kernel, launch, arg_ptrs, out_ptrs):
         kernel.run_ranges(arg_ptrs, out_ptrs, launch.n_i, launch.n_j, *launch.ranges)
 
 
-def _column_blocks(kernel, launch, arg_ptrs, buffers, out, pos, block):
-    """A Sum of s * b (the columns strategy): the kernel of `block` columns of b called on each
-    block of b's columns, passed as a row-major (n_j, block) copy, the last one zero-padded."""
-    b = buffers[pos]  # (n_j, columns)
-    part = np.empty((out.shape[0], block), out.dtype)
-    cols = np.zeros((b.shape[0], block), b.dtype)
-    for c0 in range(0, b.shape[1], block):
-        width = min(block, b.shape[1] - c0)
-        cols[:, :width] = b[:, c0:c0 + width]  # never read past b: the last columns beside zeros
-        _call(kernel, launch, arg_ptrs[:pos] + [cols.ctypes.data] + arg_ptrs[pos + 1:], [part.ctypes.data])
-        out[:, c0:c0 + width] = part[:, :width]
+# ---- the calling convention -----------------------------------------------------------------
+_ADDRESS = 1 << 64
+
+
+class Arguments:
+    """Arrays as the CPU kernels read them (see renderer.py): i variables and parameters
+    row-major, j variables transposed to (dim, rows) for contiguous vector loads, their
+    base pointers shifted back by j0 so that a kernel reads j in [j0, j1) at its global
+    index j (rows j0.. of the j data given); b of the columns strategy row-major, a block of
+    its columns at a time (`calls`); half data's i variables and parameters as float32 (read
+    once a row, they would be converted for every j).  A copy only where needed; inputs never
+    written."""
+
+    __slots__ = ("block", "j0", "pos", "keep", "pointers")
+
+    def __init__(self, sched, arrays, cats, dtype=None, j0=0):
+        self.block, self.j0 = sched.column_block, j0
+        self.pos = pos = sched.column_arg if self.block else -1  # (b: copied by blocks of columns in `calls`)
+        if dtype is not None:  # (not passed on otherwise: numpy's copies take twice as long with dtype=None)
+            arrays = [np.asarray(a, dtype) for a in arrays]
+        if sched.dtype in HALF:
+            arrays = [a if cat == 1 else float32_values(a, sched.dtype) for a, cat in zip(arrays, cats)]
+        keep = self.keep = [a if p == pos else np.ascontiguousarray(a.T if cat == 1 else a)
+                            for p, (a, cat) in enumerate(zip(arrays, cats))]
+        self.pointers = ([None if p == pos else a.ctypes.data for p, a in enumerate(keep)] if self.block
+                         else [a.ctypes.data for a in keep])
+        if j0:  # component c of j is read at base + c*rows + j: the base shifted back by j0
+            self.pointers = [(q - j0 * a.itemsize) % _ADDRESS if cat == 1 and q is not None else q
+                             for q, a, cat in zip(self.pointers, keep, cats)]
+
+    @property
+    def n_blocks(self):
+        """The calls of a reduction (`calls`): one, or one a block of b's columns."""
+        return -(-self.keep[self.pos].shape[1] // self.block) if self.block else 1
+
+    def calls(self):
+        """(first column, columns, argument pointers) of each call: one call (0, None, pointers)
+        or, for the columns strategy, one a block of b's columns, the block copied row-major
+        beside zeros (never read past b: the last block's columns past b are discarded)."""
+        if not self.block:
+            yield 0, None, self.pointers
+            return
+        b = self.keep[self.pos]  # (rows, columns)
+        cols = np.zeros((b.shape[0], self.block), b.dtype)
+        pointers = list(self.pointers)
+        # column c of j is read at base + j*block + c: the base shifted back by j0 rows
+        pointers[self.pos] = (cols.ctypes.data - self.j0 * self.block * cols.itemsize) % _ADDRESS
+        for c0 in range(0, b.shape[1], self.block):
+            width = min(self.block, b.shape[1] - c0)
+            cols[:, :width] = b[:, c0:c0 + width]
+            yield c0, width, pointers
+
+
+class PartialStates:
+    """Raw reduction states of rows over parts of j, merged in order of j, then finalized: a
+    reduction distributed over parts of j (keomlir.dask), run by the kernel's split_j
+    variant (`partial`, `resume`, `merge`, `combine`) called as every CPU kernel is
+    (`Arguments`).  States are uint64 arrays (rows, cells): a row's raw 8-byte cells as
+    `partial` writes them (the columns strategy: those of its blocks of columns side by side)."""
+
+    def __init__(self, program, dtype, acc_dtype, sum_scheme, overrides=()):
+        self.split = compile_program(program, dtype, acc_dtype, sum_scheme, "split_j", overrides)
+        self.schedule = sched = self.split.schedule
+        self.dtype = numpy_dtype(dtype)
+        self.cats = tuple(cat for _, _, cat in program.arguments)
+        self.n_blocks = -(-program.arguments[sched.column_arg][1] // sched.column_block) if sched.column_block else 1
+        self.cells = self.split.state_cells * self.n_blocks
+
+    def partial(self, arrays, n_i, j0, j1, state=None):
+        """The states of n_i rows over j in [j0, j1) (global numbers: stored indices are global),
+        continuing `state` (of the same rows over the j before j0; not modified) if given.
+        arrays[p]: the rows' data of an i variable, rows j0..j1 of a j variable, a parameter."""
+        out = np.empty((n_i, self.cells), np.uint64) if state is None else np.array(state, np.uint64, order="C")
+        fn = self.split.partial if state is None else self.split.resume
+        args = Arguments(self.schedule, arrays, self.cats, self.dtype, j0)
+        cells = self.split.state_cells
+        part = out if self.n_blocks == 1 else np.empty((n_i, cells), np.uint64)
+        for k, (_, _, pointers) in enumerate(args.calls()):
+            if part is not out:
+                part[:] = out[:, k * cells:(k + 1) * cells]
+            fn(0, n_i, j0, j1, j1 - j0, (_PTR * max(len(pointers), 1))(*pointers), part.ctypes.data)
+            if part is not out:
+                out[:, k * cells:(k + 1) * cells] = part
+        del args  # (its arrays, read through raw addresses, live until here)
+        return out
+
+    def merge(self, states):
+        """The states of consecutive parts of j, in order of j, merged into one (not finalized)."""
+        if len(states) == 1:
+            return states[0]
+        parts = [np.ascontiguousarray(s, dtype=np.uint64) for s in states]
+        n = parts[0].shape[0]
+        out = np.empty_like(parts[0])
+        # (blocks of columns: each row's states of its blocks, merged as rows of their own)
+        self.split.merge(0, n * self.n_blocks, len(parts), (_PTR * len(parts))(*[s.ctypes.data for s in parts]),
+                         out.ctypes.data)
+        return out
+
+    def finalize(self, state, outputs):
+        """The finalized `outputs` (arrays of each output's shape, written) of merged states."""
+        n = state.shape[0]
+        state = np.ascontiguousarray(state, dtype=np.uint64)
+        if self.schedule.column_block:  # the Sum of each block of columns, side by side, then b's columns
+            blocks = np.empty((n, self.n_blocks * self.schedule.column_block), self.dtype)
+            self.split.combine(0, n * self.n_blocks, n * self.n_blocks, 1, state.ctypes.data,
+                               (_PTR * 1)(blocks.ctypes.data))
+            outputs[0][:] = blocks[:, :outputs[0].shape[1]]
+            return outputs
+        pointers = (_PTR * max(len(outputs), 1))(*[o.ctypes.data for o in outputs])
+        self.split.combine(0, n, n, 1, state.ctypes.data, pointers)
+        return outputs
+
+
+# ---- the backend -------------------------------------------------------------------------------
+class CpuBackend(Backend):
+    """The host's CPU: every core, threads as the schedule says."""
+
+    name, kind = "CPU", "cpu"
+
+    def target(self, device_id=-1):
+        return host()
+
+    def schedule(self, program, dtype="float32", overrides=(), sizes=None, target=None):
+        return schedule(program, target or host(), sizes, dtype=dtype, overrides=with_env(overrides))
+
+    def compile(self, program, dtype, acc_dtype=None, sum_scheme="block_sum", overrides=(), variant="kernel"):
+        """The loaded `CpuKernel` of one variant (renderer.VARIANTS)."""
+        return compile_program(program, dtype, acc_dtype, sum_scheme, variant, overrides)
+
+    def run(self, launch, arrays, device_id=-1, kernel=None):
+        """(kernel: a CpuKernel of the launch's program to run instead of `launch_kernel`'s.)"""
+        return run(launch, arrays, kernel)
+
+    def wants(self, launch):
+        return True
+
+    def launch_kernel(self, launch):
+        return launch_kernel(launch)
+
+    def flops(self, program, dtype="float32", target=None):
+        return flops.count(program, dtype, target or host())
+
+    def num_threads(self):
+        return num_threads()
+
+    def xla_handler(self, launch):
+        """The address of a generated XLA FFI handler that runs `launch`'s kernel as `run` would
+        (`xla_ffi.direct_handler`: the rows split over threads as `CpuKernel.__call__` splits
+        them), for a dense call of float32 or float64 data; None for the rest (block-sparse,
+        half data, j split over threads, the columns strategy, rows too long for one chunk)."""
+        if launch.ranges is not None or launch.dtype in HALF:
+            return None
+        kernel = launch_kernel(launch)
+        sched = kernel.schedule
+        n_threads, strategy = sched.thread_plan(launch.n_i, launch.n_j, num_threads())
+        if strategy == "split_j" or sched.column_block or getattr(kernel, "fn", None) is None or \
+                min(kernel.row_block, launch.n_i) * launch.n_j > MAX_CHUNK_PAIRS:
+            return None
+        cuts = None if n_threads == 1 else tuple(
+            lo for lo, _ in threads.bounds(launch.n_i, n_threads, kernel.row_block)) + (launch.n_i,)
+        j_arg = next((k for k, cat in enumerate(launch.arg_cats) if cat == 1), -1)
+        return xla_ffi.direct_handler(kernel, j_arg, cuts)
+
+    def kernels_loaded(self):
+        return kernels_loaded()
+
+    def partial_states(self, program, dtype, acc_dtype, sum_scheme, overrides=()):
+        return PartialStates(program, dtype, acc_dtype, sum_scheme, overrides)
+
+    def emit(self, program, dtype, acc_dtype, sum_scheme, sched, forms, timed=untimed, variant="kernel"):
+        """LLVM IR before and after the optimizer, assembly and object code of the kernel for
+        `sched.target` (another CPU's: cross-compiled)."""
+        out = {}
+        if not {"llvm", "llvm-opt", "asm", "obj"} & set(forms):
+            return out
+        tm = toolchain.target_machine(sched.target)
+        module = timed("LLVM IR rendering", render, program, dtype, acc_dtype, sum_scheme, variant, sched)
+        if sched.target.triple != detect_host().triple:  # cross-compiled
+            module.triple, module.data_layout = sched.target.triple, str(tm.target_data)
+        if "llvm" in forms:
+            out["llvm"] = str(module)
+        if {"llvm-opt", "asm", "obj"} & set(forms):
+            mod = timed("LLVM optimization", toolchain.optimize, module, tm)
+            if "llvm-opt" in forms:
+                out["llvm-opt"] = str(mod)
+            if "obj" in forms:
+                out["obj"] = timed("machine code", tm.emit_object, mod)
+            if "asm" in forms:
+                out["asm"] = timed("assembly", tm.emit_assembly, mod)
+        return out
+
+
+BACKEND = register(CpuBackend())

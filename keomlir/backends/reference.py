@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import Backend, register
+from .launch import float_values, rounded
+
 
 def evaluate_formula(root, arrays):
     """F as an array broadcastable to (M, N, dim); arrays[p] are float64 2-d."""
@@ -28,9 +31,9 @@ def evaluate_formula(root, arrays):
 
 def run(launch, arrays):
     """The outputs of a Launch, computed in float64 and returned in the launch's dtype."""
-    outs = evaluate(launch.program, [np.asarray(a, np.float64) for a in arrays], launch.n_i, launch.n_j,
+    outs = evaluate(launch.program, [float_values(a, launch.dtype) for a in arrays], launch.n_i, launch.n_j,
                     launch.ranges)
-    return [o.astype(launch.dtype) if o.dtype.kind == "f" else o for o in outs]
+    return [rounded(o, launch.dtype) if o.dtype.kind == "f" else o for o in outs]
 
 
 def evaluate(program, arrays, n_i, n_j, ranges=None):
@@ -54,3 +57,15 @@ def evaluate(program, arrays, n_i, n_j, ranges=None):
             for out, value, kind in zip(outs, part, kinds):
                 out[start:end] = np.append(js, -1)[value] if kind == "index" else value  # -1 stays -1
         return outs
+
+
+class ReferenceBackend(Backend):
+    """Dense float64 NumPy: the oracle (nothing compiled, no schedule)."""
+
+    name = "reference"
+
+    def run(self, launch, arrays, device_id=-1):
+        return run(launch, arrays)
+
+
+BACKEND = register(ReferenceBackend())

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..backends import cuda
+from ..backends.cuda import driver
 
 
 def get_gpu_number():
     """The number of CUDA devices keomlir's GPU backend sees (0 without a usable driver)."""
-    return cuda.device_count()
+    return driver.device_count()

@@ -11,6 +11,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from ..backends.launch import numpy_dtype
 from ..numpy import Genred as _NumpyGenred
 from .partials import finish_task, merge_task, partial_task, spec_of
 
@@ -43,9 +44,6 @@ class Genred(_NumpyGenred):
                                  "call .compute_chunk_sizes() on it first")
         # the same checks and messages as keomlir.numpy, on shapes and dtypes only: nothing runs
         dtype, n_i, n_j = red.check_arrays(args)
-        if dtype == "float16":
-            raise TypeError("float16 arguments run on the GPU backend only; keomlir.dask runs the CPU kernels: "
-                            "arguments must be float32 or float64 arrays")
         spec = spec_of(red, dtype)
         return _graph(spec, red, args, n_i, n_j, int(split_every), chains)
 
@@ -162,7 +160,7 @@ def _graph(spec, red, args, n_i, n_j, split_every, chains):
         layer = {(out_name, a) + (0,) * (len(shape) - 1): (operator.getitem, (name, a), k)
                  for a in range(len(chunks[0]))}
         graph = HighLevelGraph.from_collections(out_name, {**dsk, **layer}, dependencies=inputs)
-        out_dtype = np.int64 if kind == "index" else np.dtype(spec.dtype)
+        out_dtype = np.int64 if kind == "index" else numpy_dtype(spec.dtype)
         outputs.append(da.Array(graph, out_name, (chunks[0],) + tuple((s,) for s in shape[1:]),
                                 meta=np.empty((0,) * len(shape), out_dtype)))
     return outputs[0] if len(outputs) == 1 else tuple(outputs)

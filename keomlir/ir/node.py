@@ -8,6 +8,11 @@ kernel cache key rely on.
 
 from __future__ import annotations
 
+# nodes and Sum states wider than this are lowered as loops over components (CPU and GPU)
+# (backends/llvm/wide.py): unrolled, a 512-wide variable took seconds of LLVM time and
+# spilled every register (the schedule's default `wide_threshold`)
+WIDE_THRESHOLD = 16
+
 I, J = 1, 2  # index bits of Node.cat
 
 

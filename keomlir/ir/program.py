@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .node import print_ssa, variables
+from .node import WIDE_THRESHOLD, print_ssa, variables  # noqa: F401 (WIDE_THRESHOLD: here too)
 from .ops import make
 from .reductions import get as get_reduction
 
-
-# nodes and Sum states wider than this are lowered as loops over components (CPU and GPU)
-# (backends/llvm/wide.py): unrolled, a 512-wide variable took seconds of LLVM time and
-# spilled every register (the schedule's default `wide_threshold`)
-WIDE_THRESHOLD = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +44,9 @@ class Program:
     def text(self):
         """Stable text: the header, then the SSA of F (and G)."""
         names = dict(self.names)
+        # an unnamed argument is its Var alone: `_=` would read as an alias called _
         args = ", ".join(
-            f"{names.get(a, '_')}=Var({a[0]},{a[1]},{'ijp'[a[2]]})" for a in self.arguments
+            (f"{names[a]}=" if a in names else "") + f"Var({a[0]},{a[1]},{'ijp'[a[2]]})" for a in self.arguments
         )
         k = f", K={self.opt_arg}" if self.opt_arg is not None else ""
         head = f"reduce {self.reduction}{k} over j  args({args})"

@@ -12,7 +12,6 @@ never the LLVM builder, so one state machine serves scalar, SIMD and NVPTX code.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 
@@ -39,11 +38,23 @@ class Reduction:
     compensated = False  # uses the sum scheme
     tile_rows = 4  # i rows per load of j data in SIMD code (state size permitting)
     lanes_share_state = False  # SIMD lanes update one scalar state (else: one state a lane, merged)
+    blocks = True  # SIMD code calls `end_block` after each block of j (False: once its loop over j ends)
+    block_vectors = None  # SIMD blocks hold at most this many j vectors (None: the schedule's block)
     wide_state = False  # keeps a wide F or G (em.is_wide) in array slots, updated by loops over components
     # update_screened(em, ea, st, may_beat, exact, j), where defined (K-min): `update` of a scalar F
     # whose exact values, exact(), are made only when may_beat(v) (a lane mask that holds wherever F may
     # be below the scalar v, NaN v included) says some lane may enter the state
     update_screened = None
+    # term_slots(em, st) -> (acc, comp), where defined (Sum): the slots a term of F is added to (a list of
+    # pointers or an array slot, one a component), and for a compensated add per term the slots of
+    # its compensation (else None): a loop nest may add terms itself (the column micro-kernel), the
+    # reduction's `end_block`, `merge` and `finalize` doing the rest
+    term_slots = None
+
+    def full(self, em, ea, st):
+        """An i1, or None (never): SIMD code without `blocks` leaves its loop over j for `end_block`
+        after an update that makes it true, and goes on."""
+        return None
 
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
@@ -103,6 +114,11 @@ class Sum(Reduction):
             ea.kahan_add(at(st["total"]), at(st["comp"]), v)
         else:
             ea.store(at(st["block"]), ea.add(ea.load(at(st["block"])), v))
+
+    def term_slots(self, em, st):
+        if em.scheme == "kahan_scheme":
+            return st["total"], st["comp"]
+        return st["total" if em.scheme == "direct_sum" else "block"], None
 
     def end_block(self, em, ea, st):
         if st["block"] is None:
@@ -175,8 +191,9 @@ class _ShiftedExpSum(Reduction):
     for a wide G: one loop over the weights per update), compensated; m starts at the
     lowest finite number, so that F - m is never -inf - (-inf).
 
-    SIMD code buffers the F (and w) of up to BUFFER j vectors with their maximum bm, then
-    takes each one's exp against bm and absorbs the batch into (m, s) at once (`_flush`):
+    SIMD code buffers the F (and w) of a block's j vectors (`block_vectors`: up to BUFFER)
+    with their maximum bm, then at its end takes each one's exp against bm and absorbs the
+    batch into (m, s) at once (`_flush`):
     the running maximum is rescaled once per batch, whatever the order of the data, and
     each j costs one exp, one FMA and a max (no select between a rescale and an add).
     Scalar code (the tail, the GPU) absorbs each j as it comes (`_absorb`)."""
@@ -184,6 +201,7 @@ class _ShiftedExpSum(Reduction):
     scalar_formula = True
     compensated = True
     wide_state = True
+    block_vectors = BUFFER  # (the batch waits for the block's end: the j loop has no branch of its own)
 
     def weights(self, em, g):
         return [em.const(1)] if g is None else g
@@ -214,7 +232,7 @@ class _ShiftedExpSum(Reduction):
         else:
             w = ea.wide(weights.dim, lambda c: em.convert(weights.at(c), ea))
         if st.get("batch") is None:
-            self._absorb(ea, st["bm"], st["bs"], None, f, w)
+            self._absorb(ea, st["bm"], st["bs"], None, f, w, flush=g is None)
             return
         batch, es = st["batch"], ea.with_lanes(None)
         k = es.load(batch.count)
@@ -223,10 +241,7 @@ class _ShiftedExpSum(Reduction):
             ea.store(ea.at(arr, k), wk)
         bm = ea.load(st["bm"])  # a NaN F is left out of the maximum, and makes its own term NaN
         ea.store(st["bm"], ea.select(ea.cmp(">", f, bm), f, bm))
-        k = es.index_add(k, 1)
-        es.store(batch.count, k)
-        with es.if_then(es.index_cmp("==", k, es.index_const(BUFFER))):
-            self._flush(ea, st)
+        es.store(batch.count, es.index_add(k, 1))
 
     def _flush(self, ea, st):
         """Absorb the batch into (m, s): Σ exp(F - bm) w over it (F - bm <= 0: one exp per j, no
@@ -247,18 +262,22 @@ class _ShiftedExpSum(Reduction):
             for c in range(n):
                 wk = ea.load(ea.at(batch.w[c], k)) if batch.w else ea.const(1)
                 ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))
-        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums])
+        self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums], flush=not batch.w)
         ea.store(st["bm"], _lowest(ea))
         es.store(batch.count, es.index_const(0))
 
-    def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w):
+    def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w, flush=False):
         """(m, s) absorbs exp(f) w, rescaling s when f raises the maximum.
 
         Branch-free, one exp: e = exp(-|f - m|).  m is never -inf, so f = -inf adds nothing
-        (never NaN); a NaN f poisons s and so this row only."""
+        (never NaN); a NaN f poisons s and so this row only.  `flush`: unweighted (w and s each
+        0 or at least 1), so an e below the smallest normal number changes neither sum at this
+        precision and may be 0: no subnormal arithmetic (slow on x86 without AVX-512's vscalef:
+        a far maximum made the softmin 2.3x slower, bench/roofline.md)."""
         m = ea.load(m_ptr)
         raise_max = ea.cmp(">", f, m)
-        e = ea.call("exp", ea.select(raise_max, ea.sub(m, f), ea.sub(f, m)))
+        exp = "exp_nonpositive_flush" if flush else "exp_nonpositive"  # (its argument is <= 0)
+        e = ea.call(exp, ea.select(raise_max, ea.sub(m, f), ea.sub(f, m)))
         for ptrs, (wk,) in _per_component(ea, [s_ptrs] + ([] if c_ptrs is None else [c_ptrs]), [w]):
             sp = ptrs[0]
             s = ea.load(sp)
@@ -435,148 +454,6 @@ _extreme("ArgMin", "<", False, True)
 _extreme("ArgMax", ">", False, True)
 _extreme("Min_ArgMin", "<", True, True)
 _extreme("Max_ArgMax", ">", True, True)
-
-
-# ---- K smallest ---------------------------------------------------------------------
-
-
-class _KMin(Reduction):
-    """The K smallest values per component, sorted, NaN after every number and ties
-    in order of j: an unrolled branch-free insertion into a sorted list.
-
-    In SIMD code every lane feeds one scalar list (`lanes_share_state`): a vector
-    compare against the current K-th value lets most j pass at once, and the few
-    lanes that enter are inserted one by one, in order of j.  A wide F keeps each of
-    the K ranks in array slots, the insertion in one loop over the components."""
-
-    needs_k = True
-    with_value, with_index = True, False
-    tile_rows = 4
-    lanes_share_state = True
-    wide_state = True
-
-    def outputs(self, dim_f, dim_g, k):
-        shape = (k,) if dim_f == 1 else (k, dim_f)
-        return ([(shape, "float")] if self.with_value else []) + ([(shape, "index")] if self.with_index else [])
-
-    def init(self, em, ea, dims, k):
-        es = em.with_lanes(None)  # one scalar list, whatever the SIMD width
-        d = dims[0]
-        nan = es.const(float("nan"))
-        ity = es.index_const(0).type
-        if em.is_wide(d):
-            return {"v": [es.slot_array(d, nan) for _ in range(k)],
-                    "i": [es.slot_array(d, es.index_const(-1), ity) for _ in range(k)]}
-        return {"v": [[es.slot(nan) for _ in range(d)] for _ in range(k)],
-                "i": [[es.slot(es.index_const(-1), ity) for _ in range(d)] for _ in range(k)]}
-
-    def update(self, em, ea, st, f, g, j):
-        for (vcol, icol), (x,) in _columns(em.with_lanes(None), [st["v"], st["i"]], [f]):
-            self._enter(em, vcol, icol, lambda last_v, x=x: _less_nan_last(em, x, em.splat(last_v)), lambda x=x: x, j)
-
-    def update_screened(self, em, ea, st, may_beat, exact, j):
-        (vcol, icol), _ = next(_columns(em.with_lanes(None), [st["v"], st["i"]]))  # a scalar F: one column
-        self._enter(em, vcol, icol, may_beat, lambda: exact()[0], j, recheck=True)
-
-    def _enter(self, em, vcol, icol, below, value, j, recheck=False):
-        """Insert value() into one component's list (slots vcol, icol) where it beats the
-        K-th: most candidates do not, so below(K-th value) tests that first and the
-        insertion is rarely taken (a test of value() itself comes before the lanes when
-        below() is only a screen: `recheck`)."""
-        es = em.with_lanes(None)
-        k = len(vcol)
-        last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
-        empty = em.splat(es.not_(_filled(es, last_i)))
-        with em.if_then(em.any(em.or_(empty, below(last_v)))):
-            x = value()
-            if em.lanes is None:
-                self._insert(es, vcol, icol, x, j, tie_break=False)
-                return
-            gate = em.if_then(em.any(em.or_(empty, _less_nan_last(em, x, em.splat(last_v))))) if recheck else None
-            with gate or contextlib.nullcontext():
-                with es.loop(es.index_const(0), es.index_const(em.lanes), "lane") as lane:
-                    xl, jl = em.lane(x, lane), em.lane(j, lane)
-                    last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
-                    with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
-                        self._insert(es, vcol, icol, xl, jl, tie_break=False)
-
-    @staticmethod
-    def _insert(em, vcol, icol, x, xi, tie_break):
-        """Insert (x, xi) into the sorted list of one component, its K value and index
-        slots vcol, icol (dropping the last)."""
-        k = len(vcol)
-        vals = [em.load(vcol[r]) for r in range(k)]
-        idxs = [em.load(icol[r]) for r in range(k)]
-        # before[r]: x goes before slot r (an empty slot, or x smaller: NaN last, then lower j)
-        before = [em.or_(em.not_(_filled(em, idxs[r])),
-                         _wins(em, "nan_last", x, xi, vals[r], idxs[r]) if tie_break else _less_nan_last(em, x, vals[r]))
-                  for r in range(k)]
-        if tie_break:  # an empty incoming entry inserts nothing
-            before = [em.and_(_filled(em, xi), b) for b in before]
-        for r in range(k):
-            new_v = em.select(before[r - 1], vals[r - 1], x) if r else x
-            new_i = em.select(before[r - 1], idxs[r - 1], xi) if r else xi
-            em.store(vcol[r], em.select(before[r], new_v, vals[r]))
-            em.store(icol[r], em.select(before[r], new_i, idxs[r]))
-
-    def merge(self, em, ea, st, other):
-        # the other list goes through a stack array and a loop: one insertion body, not K
-        k = len(st["v"])
-        for (vcol, icol, ovcol, oicol), _ in _columns(em, [st["v"], st["i"], other["v"], other["i"]]):
-            vals, idxs = em.array(em.t, k), em.array(em.index_const(0).type, k)
-            for r in range(k):
-                em.store(em.at(vals, em.index_const(r)), em.load(ovcol[r]))
-                em.store(em.at(idxs, em.index_const(r)), em.load(oicol[r]))
-            with em.loop(em.index_const(0), em.index_const(k)) as r:
-                self._insert(em, vcol, icol, em.load(em.at(vals, r)), em.load(em.at(idxs, r)), tie_break=True)
-
-    def end_block(self, em, ea, st):
-        pass
-
-    def finalize(self, em, ea, st):
-        if not isinstance(st["v"][0], list):
-            return self._wide_finalize(em, st)
-        flat_i = [em.load(p) for row in st["i"] for p in row]
-        # a slot no j filled (fewer j than K, in a block-sparse row) reads +inf at index -1
-        flat_v = [em.select(_filled(em, i), em.load(p), em.const(_INF))
-                  for i, p in zip(flat_i, (p for row in st["v"] for p in row))]
-        return ([flat_v] if self.with_value else []) + ([flat_i] if self.with_index else [])
-
-    def _wide_finalize(self, em, st):
-        """The (K, d) outputs, row-major, read from the K rank arrays (as `finalize`)."""
-        k, d = len(st["v"]), st["v"][0].n
-
-        def read(ranks, o):  # rank o // d, component o % d: picked among the K arrays
-            r, c = em.index_divmod(o, d)
-            vals = [em.load(em.elem(row, c)) for row in ranks]
-            v = vals[k - 1]
-            for q in range(k - 2, -1, -1):
-                v = em.select(em.index_cmp("==", r, em.index_const(q)), vals[q], v)
-            return v
-
-        idx = em.wide(k * d, lambda o: read(st["i"], o))
-        val = em.wide(k * d, lambda o: em.select(_filled(em, read(st["i"], o)), read(st["v"], o), em.const(_INF)))
-        return ([val] if self.with_value else []) + ([idx] if self.with_index else [])
-
-    def reference(self, F, G, k):
-        M, N, d = F.shape
-        if N < k:  # fewer j than K (a block-sparse row): the missing slots stay empty, +inf at index -1
-            F = np.concatenate([F, np.full((M, k - N, d), np.inf)], axis=1)
-        order = np.argsort(F, axis=1, kind="stable")[:, :k, :]
-        vals = np.take_along_axis(F, order, axis=1)
-        order = np.where(order < N, order, -1)
-        if d == 1:
-            order, vals = order[:, :, 0], vals[:, :, 0]
-        return ([vals] if self.with_value else []) + ([order.astype(np.int64)] if self.with_index else [])
-
-
-def _kmin(name, with_value, with_index):
-    register(type(name, (_KMin,), {"name": name, "with_value": with_value, "with_index": with_index}))
-
-
-_kmin("KMin", True, False)
-_kmin("ArgKMin", False, True)
-_kmin("KMin_ArgKMin", True, True)
 
 
 def _columns(em, tables, values=()):

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ..backends.launch import DTYPES
 from ..ir.node import DimensionError
 from ..ir.ops import OPS
 from .complex import is_complex_operand
@@ -24,7 +25,7 @@ from .surface import SurfaceMethods
 from .tree import (formula_text, is_int, is_number, leaf_data, leaf_float, leaf_int, leaf_symb, op_node,
                    symbolic_leaves)
 
-FLOAT_DTYPES = ("float16", "float32", "float64")
+FLOAT_DTYPES = DTYPES  # float16, bfloat16 (torch, or NumPy with ml_dtypes), float32, float64
 _OPERATORS = {"+": "Add", "-": "Subtract", "*": "Mult", "/": "Divide", "|": "Scalprod",
               "==": "Equal", "!=": "NotEqual", "<": "LessThan", ">": "GreaterThan",
               "<=": "LessOrEqual", ">=": "GreaterOrEqual"}
@@ -133,7 +134,7 @@ class GenericLazyTensor(SurfaceMethods, ReductionMethods):
                             f"{other}")
         dtype = arrays.dtype(x)
         if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"LazyTensor: arrays must be float16, float32 or float64, got {dtype}")
+            raise TypeError(f"LazyTensor: arrays must be float16, bfloat16, float32 or float64, got {dtype}")
         self._dtype, self._device = dtype, arrays.device(x)
         shape = tuple(x.shape)
         if len(shape) == 0:

@@ -13,7 +13,7 @@ once per component for all of them, `backends/llvm/microkernel.py`), j reduced i
 cache blocks that stay in L2 while every tile of a chunk of rows reads them.  A Sum
 of `s * b` with s a scalar and b a wide j variable (`K @ B`) runs one kernel of at
 most `column_block` columns of b on each block of columns, b passed row-major per
-block: a GEMM-like micro-kernel (`backends/llvm/columns.py`) multiplies s of
+block: a GEMM-like micro-kernel (`backends/llvm/strategies/columns.py`) multiplies s of
 COLUMN_ROWS rows into register accumulators across columns, instead of a Sum state
 of one vector of j lanes per column (2 loads and a store of L1 per multiply-add;
 bench/wide_rhs.md has the numbers).  A K-min of F = SqDist(x,y) itself is screened: the expanded form
@@ -33,9 +33,9 @@ import functools
 from ..ir.node import ssa_nodes
 from ..ir.program import WIDE_THRESHOLD
 from .record import Schedule, parse_overrides
+from .strategies import STRATEGIES, column_split, possible, wide_contractions
 from .targets import KiB
 
-CONTRACTIONS = ("SqDist", "Scalprod")
 CONTRACT_ROWS = 8  # rows per tile with a contraction: 8 accumulators in flight, 1 j load per 8 FMA
 # j data per cache block with a contraction: the target's L2 over CACHE_SHARE, the rows' data and states
 # beside it (streamed from L3 once per tile instead, the j data of a wide contraction is what the kernel
@@ -62,49 +62,12 @@ GPU_BLOCKS = (256, 128, 64)
 WIDE_BLOCK = 128
 MERGE_BLOCK = 128
 FAN = 32  # states merged per thread in one merge pass of the 2-D scheme
-DATA_BYTES = {"float16": 2, "float32": 4, "float64": 8}
-
-
-def wide_contractions(program, threshold=WIDE_THRESHOLD):
-    """{SSA name: node} of the contractions of one wide i and one wide j variable, in walk order."""
-    found = {}
-    for name, n in ssa_nodes(program.roots()).items():
-        if n.name in CONTRACTIONS and n.args[0].dim > threshold and all(a.name == "Var" for a in n.args):
-            if sorted(a.attrs[2] for a in n.args) == [0, 1]:  # one i and one j variable
-                found[name] = n
-    return found
-
-
-def column_split(program, threshold=WIDE_THRESHOLD):
-    """(pos, width) of the j variable b when the program is a Sum of s * b (b used nowhere
-    else, s a scalar) and b is wide (a Sum state kept in loops), else None."""
-    f = program.formula
-    if program.reduction != "Sum" or program.formula2 is not None or f.name != "Mult":
-        return None
-    scalars = [a for a in f.args if a.dim == 1]
-    wide_vars = [a for a in f.args if a.name == "Var" and a.attrs[2] == 1 and a.dim > threshold]
-    if len(scalars) != 1 or len(wide_vars) != 1:
-        return None
-    b = wide_vars[0]
-    if any(n is b for n in scalars[0].walk()):
-        return None
-    return b.attrs[0], b.dim
+DATA_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}  # (half data computes in float32)
 
 
 def strategies(program, target, threshold=WIDE_THRESHOLD):
-    """The loop nests possible for `program` on `target`, the default first."""
-    if target.kind == "gpu":
-        return ["threads"]
-    found = []
-    if column_split(program, threshold):
-        found.append("columns")
-    contractions = wide_contractions(program, threshold)
-    if (len(contractions) == 1 and program.red.update_screened is not None and program.formula2 is None
-            and next(iter(contractions.values())) is program.formula and program.formula.name == "SqDist"):
-        found.append("screened")
-    if contractions:
-        found.append("contraction")
-    return found + ["lanes"]
+    """The loop nests possible for `program` on `target`, the default first (`strategies.py`)."""
+    return possible(program, target, threshold)
 
 
 def default_threshold(program, target):
@@ -141,14 +104,14 @@ def with_sizes(sched, sizes):
 @functools.lru_cache(maxsize=1024)
 def _schedule(program, target, dtype, overrides):
     over = dict(overrides)
-    if dtype not in DATA_BYTES or (dtype == "float16" and target.kind != "gpu"):
+    if dtype not in DATA_BYTES:
         raise ValueError(f"schedule: dtype {dtype!r} is not compiled for {target.name}")
     threshold = over.get("wide_threshold", default_threshold(program, target))
-    possible = strategies(program, target, threshold)
-    strategy = over.get("strategy", possible[0])
-    if strategy not in possible:
+    found = strategies(program, target, threshold)
+    strategy = over.get("strategy", found[0])
+    if strategy not in found:
         raise ValueError(f"schedule: strategy={strategy} is not possible for this program on {target.name}; "
-                         f"possible: {', '.join(possible)}")
+                         f"possible: {', '.join(found)}")
     nodes = ssa_nodes(program.roots())
     wide = tuple(name for name, n in nodes.items() if n.dim > threshold or any(a.dim > threshold for a in n.args))
     common = dict(target=target, dtype=dtype, strategy=strategy, wide_threshold=threshold, wide_nodes=wide)
@@ -159,27 +122,28 @@ def _schedule(program, target, dtype, overrides):
 
 def _cpu(program, target, strategy, threshold, over):
     red = program.red
+    rules = STRATEGIES[strategy].rules  # a registered strategy's fields: as those of the built-in it is like
     contractions = wide_contractions(program, threshold)
-    contract = over.get("contract", tuple(contractions) if strategy != "lanes" else ())
+    contract = over.get("contract", tuple(contractions) if rules != "lanes" else ())
     unknown = [name for name in contract if name not in contractions]
     if unknown:
         raise ValueError(f"schedule: contract={' '.join(unknown)}: not a contraction of a wide i and a wide j "
                          f"variable of this program; those it has: {' '.join(contractions) or 'none'}")
-    if contract and strategy == "lanes":
-        raise ValueError("schedule: contract names micro-kernels, which strategy=lanes does not run; "
+    if contract and rules == "lanes":
+        raise ValueError(f"schedule: contract names micro-kernels, which strategy={strategy} does not run; "
                          "use strategy=contraction")
-    if strategy == "screened" and tuple(contract) != tuple(contractions):
-        raise ValueError(f"schedule: strategy=screened screens the contraction {' '.join(contractions)}: "
+    if rules == "screened" and tuple(contract) != tuple(contractions):
+        raise ValueError(f"schedule: strategy={strategy} screens the contraction {' '.join(contractions)}: "
                          f"contract must name it")
     rows = red.tile_rows
-    if contract and (strategy == "screened" or not red.lanes_share_state):
+    if contract and (rules == "screened" or not red.lanes_share_state):
         # (an unscreened K-min's insertion is unrolled per row, so more rows cost compile time for
         # little speed; screened, one loop over the rows inserts; other states are small:
         # bench/schedule_defaults.md)
         rows = max(rows, CONTRACT_ROWS)
     sum_block = over.get("sum_block", SUM_BLOCK)
     column_arg, column_block = None, 0
-    if strategy == "columns":
+    if rules == "columns":
         rows = max(rows, COLUMN_ROWS)
         column_arg, width = column_split(program, threshold)
         # (at least twice the wide threshold: a block's b is a wide state, kept in loops)
@@ -193,7 +157,7 @@ def _cpu(program, target, strategy, threshold, over):
     chosen = dict(
         vector_bits=target.vector_bits, rows=rows, sum_block=sum_block, contract=tuple(contract),
         screen_trial=SCREEN_TRIAL,
-        cache_block=target.l2_bytes // CACHE_SHARE if contract and strategy in ("contraction", "screened") else 0,
+        cache_block=target.l2_bytes // CACHE_SHARE if contract and rules in ("contraction", "screened") else 0,
         chunk_rows=CHUNK_ROWS, chunk_bytes=CHUNK_BYTES, column_arg=column_arg, column_block=column_block,
         column_vectors=column_vectors,
         # half the vector registers hold a contraction's sums (the others: the j vector, the rows' x and

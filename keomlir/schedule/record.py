@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from . import strategies
 from .targets import KiB, MiB, Target, size_text
 
 ENV = "KEOMLIR_SCHEDULE"
-STRATEGIES = ("lanes", "contraction", "screened", "columns", "threads")  # loop nests (see FIELDS)
 GPU_PLANS = ("auto", "1d", "2d")
 
 
@@ -63,7 +63,7 @@ class Schedule:
 
     @property
     def screen(self):
-        return self.strategy == "screened"
+        return strategies.STRATEGIES[self.strategy].rules == "screened"
 
     def fields(self):
         """(name, value) of the fields of this target's kind, in order."""
@@ -181,12 +181,14 @@ FIELDS = {
     "strategy": Field("all", "the loop nest: lanes (SIMD across j), contraction (wide SqDist / scalar products "
                       "of a tile of rows as one register-blocked micro-kernel), screened (a K-min of SqDist "
                       "ranked by its expanded form), columns (K @ B by blocks of B's columns), threads (GPU: "
-                      "one thread a row)", "choice", choices=STRATEGIES, search=True),
+                      "one thread a row), or a loop nest registered with keomlir.backends.llvm.strategies",
+                      "choice", choices=strategies.NAMES, search=True),
     "wide_threshold": Field("all", "components above which a node is a loop over components, not unrolled",
                             search=True),
     "wide_nodes": Field("all", "the nodes over wide_threshold or with such an operand", "derived"),
     "vector_bits": Field("cpu", "SIMD width across j", choices=(128, 256, 512), search=True, cap="vector_bits"),
-    "lanes": Field("cpu", "j per SIMD vector: vector_bits over the dtype's bits", "derived"),
+    "lanes": Field("cpu", "j per SIMD vector: vector_bits over the arithmetic's bits (float32 for half data)",
+                   "derived"),
     "rows": Field("cpu", "i rows sharing each load of j data (register tile)", high=32, search=True),
     "sum_block": Field("cpu", "j per block of the compensated sum", multiple=64, low=64, search=True),
     "contract": Field("cpu", "wide contractions run as one register-blocked micro-kernel per tile of rows",

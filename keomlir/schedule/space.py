@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .choose import schedule
 from .record import FIELDS
+from .strategies import STRATEGIES
 
 
 def searched(kind):
@@ -36,6 +37,8 @@ def candidates(program, target, dtype="float32", fields=None):
     found = []
     for name in names:
         for tier, value in values(FIELDS[name], getattr(base, name), target):
+            if name == "strategy" and not STRATEGIES[value].default:  # registered from outside: by name only
+                continue
             overrides = ((name, value),)
             try:
                 found.append((tier, overrides, schedule(program, target, dtype=dtype, overrides=overrides)))

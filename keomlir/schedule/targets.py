@@ -55,6 +55,7 @@ class Target:
     registers_per_thread: int = 0
     threads_per_sm: int = 0
     required: tuple = ()  # CPU features a host needs to run this target's code (KEOMLIR_TARGET)
+    clock_hz: float | None = None  # a CPU core's highest clock, where known (the host's: /sys or /proc)
 
     @property
     def sm_arch(self):
@@ -69,11 +70,19 @@ class Target:
         """May code for this target use the CPU feature `feature` (an LLVM name, e.g. avx512f)?"""
         return feature in self.required or f"+{feature}" in self.features.split(",")
 
+    def peak_flops(self, dtype="float32"):
+        """Floating-point operations per second at most, or None where unknown: SIMD lanes of
+        `dtype` x vector FMAs a cycle x 2 (an FMA is a multiply and an add) x clock x cores."""
+        if self.kind != "cpu" or not (self.vector_bits and self.fma_units and self.clock_hz):
+            return None
+        lanes = self.vector_bits // (64 if dtype == "float64" else 32)  # (half data computes in float32)
+        return lanes * self.fma_units * 2 * self.clock_hz * self.cores
+
     def fields(self):
         """(name, value) of every field that applies to this kind of target, for printing."""
         skip = {"name", "required"} | ({"warp_size", "shared_bytes", "registers_per_thread", "threads_per_sm"}
                                        if self.kind == "cpu" else {"features", "vector_bits", "vector_registers",
-                                                                   "fma_units", "l3_bytes"})
+                                                                   "fma_units", "l3_bytes", "clock_hz"})
         return [("sm_arch" if f.name == "cpu" and self.kind == "gpu" else f.name, getattr(self, f.name))
                 for f in dataclasses.fields(self) if f.name not in skip]
 
@@ -83,6 +92,8 @@ class Target:
         for name, value in self.fields():
             if name.endswith("_bytes"):
                 value = size_text(value)
+            elif name == "clock_hz" and value:
+                value = f"{value / 1e9:.3f} GHz"
             elif name == "features":
                 value = _features_text(value)
             lines.append(f"  {name} = {'unknown' if value is None else value}")
@@ -191,7 +202,8 @@ def _host(selected):
                          f"{', '.join(n for n in own if all(have.get(f) for f in NAMED[n].required))}")
     # the named instruction set, on the host's caches and cores
     return dataclasses.replace(named, l1_bytes=detected.l1_bytes, l2_bytes=detected.l2_bytes,
-                               l3_bytes=detected.l3_bytes, cores=detected.cores)
+                               l3_bytes=detected.l3_bytes, cores=detected.cores,
+                               clock_hz=detected.clock_hz)
 
 
 def _arch(triple):
@@ -271,7 +283,22 @@ def detect_host():
         bits, registers = 128, 16
     l1, l2, l3 = _caches()
     return Target("host", "cpu", triple, cpu, _flat(features), bits, registers, _FMA_UNITS.get(cpu), l1, l2, l3,
-                  _cores())
+                  _cores(), clock_hz=_clock_hz())
+
+
+def _clock_hz(sys_root=pathlib.Path("/sys/devices/system/cpu/cpu0/cpufreq"), cpuinfo=pathlib.Path("/proc/cpuinfo")):
+    """CPU 0's highest clock in Hz: cpufreq's maximum (boost included), else the highest
+    'cpu MHz' of /proc/cpuinfo (a virtual machine's nominal clock), else None."""
+    try:
+        return int((sys_root / "cpuinfo_max_freq").read_text()) * 1e3
+    except (OSError, ValueError):
+        pass
+    try:
+        mhz = [float(line.split(":")[1]) for line in cpuinfo.read_text().splitlines()
+               if line.lower().startswith("cpu mhz")]
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(mhz) * 1e6 if mhz else None
 
 
 def _cores():

@@ -26,9 +26,10 @@ import threading
 import weakref
 from typing import Optional
 
+import numpy as np
 import torch
 
-from ..backends import cuda
+from ..backends import registry
 from ..ranges import ranges_arrays
 
 PINNED = 128  # Genreds (or solvers) the registry keeps alive itself, the least recently pinned dropped first
@@ -111,8 +112,13 @@ def genred(spec: str, args: list[torch.Tensor], backend: str, device_id: int,
 def run_genred(red, args, backend, device_id, ranges):
     """The outputs of the CompiledReduction `red` on tensors: the operator's body, which eager
     calls (GenredFunction) run directly, without the dispatcher and the registry lookup."""
-    if args and args[0].device.type == "cuda":
-        return list(cuda.run_torch(red.launch(args, ranges), args, device_id))
+    if args and args[0].device.type == "cuda":  # the GPU backend, on the tensors in place
+        return list(registry.get("GPU").run(red.launch(args, ranges), args, device_id))
+    if args and args[0].dtype == torch.bfloat16:  # (NumPy has no bfloat16: its bits, as int16 arrays)
+        arrays = [a.detach().contiguous().view(torch.int16).numpy() for a in args]
+        outs = red.run_numpy(arrays, backend, device_id, ranges, launch=red.launch(args, ranges))
+        return [torch.from_numpy(o) if o.dtype == np.int64 else
+                torch.from_numpy(o.view(np.int16)).view(torch.bfloat16) for o in outs]
     arrays = [a.detach().contiguous().numpy() for a in args]
     return [torch.from_numpy(o) for o in red.run_numpy(arrays, backend, device_id, ranges)]
 

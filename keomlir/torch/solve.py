@@ -61,19 +61,7 @@ class KernelSolveFunction(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, solver, alpha, opts, *args):
-        """A batch of solves as one call with a leading batch dimension (each element
-        its own conjugate gradient); unbatched arguments are broadcast views."""
-        if in_dims[1] is not None:
-            raise NotImplementedError("KernelSolve under torch.func.vmap: alpha cannot be batched; "
-                                      "map over the other arguments")
-        backend, device_id, eps, maxiter, x0, verbose, ranges = opts
-        if x0 is not None or ranges is not None:
-            raise ValueError("x0 and ranges are not supported with batch dimensions (torch.func.vmap)")
-        batched = [x.movedim(d, 0) if d is not None else x.expand(info.batch_size, *x.shape)
-                   for x, d in zip(args, in_dims[3:])]
-        out = solver(*batched, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
-                     verbose=verbose)
-        return out, 0
+        return batched_solve(solver, info.batch_size, in_dims[3:], in_dims[1] is not None, args, alpha, opts)
 
     @staticmethod
     def backward(ctx, G):
@@ -84,6 +72,32 @@ class KernelSolveFunction(torch.autograd.Function):
         grads, g_alpha = ctx.solver.reverse(args, a, alpha, G, ctx.opts, ctx.needs_input_grad[3:],
                                             ctx.alpha_tensor and ctx.needs_input_grad[1])
         return (None, g_alpha, None, *grads)
+
+
+def batched_solve(solver, size, dims, alpha_batched, args, alpha, opts):
+    """The vmap rule of a solve (of KernelSolveFunction, and of the operator `keomlir::kernel_solve`
+    under torch.compile): a batch of solves as one call with a leading batch dimension (each
+    element its own conjugate gradient); unbatched arguments are broadcast views."""
+    if alpha_batched:
+        raise NotImplementedError("KernelSolve under torch.func.vmap: alpha cannot be batched; "
+                                  "map over the other arguments")
+    backend, device_id, eps, maxiter, x0, verbose, ranges = opts
+    if x0 is not None or ranges is not None:
+        raise ValueError("x0 and ranges are not supported with batch dimensions (torch.func.vmap)")
+    batched = [x.movedim(d, 0) if d is not None else x.expand(size, *x.shape) for x, d in zip(args, dims)]
+    out = solver(*batched, backend=backend, device_id=device_id, alpha=alpha, eps=eps, maxiter=maxiter,
+                 verbose=verbose)
+    return out, 0
+
+
+def _solve_vmap(info, in_dims, spec, args, alpha, backend, device_id, eps, maxiter, x0, verbose, ranges):
+    """The vmap rule of `keomlir::kernel_solve` (torch.func.vmap inside torch.compile)."""
+    opts = (backend, device_id, eps, maxiter, x0, verbose, ranges or None)
+    return batched_solve(ops.SOLVERS.lookup(spec), info.batch_size, in_dims[1], in_dims[2] is not None, args,
+                         alpha, opts)
+
+
+ops.kernel_solve.register_vmap(_solve_vmap)
 
 
 class TorchKernelSolve(KernelSolve):

@@ -10,8 +10,8 @@ import torch
 from . import Genred, KernelSolve
 from .cluster import swap_axes
 
-_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64, "int32": torch.int32,
-           "int64": torch.int64}
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64,
+           "int32": torch.int32, "int64": torch.int64}
 
 
 def is_on_device(x):
@@ -109,12 +109,12 @@ class torchtools:  # noqa: N801  (pykeops's name)
 
     @staticmethod
     def dtypename(dtype):
-        """'float16' / 'float32' / 'float64' for a torch dtype (int stays int, a list is float32)."""
-        names = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16", int: int,
-                 list: "float32"}
+        """'float16' / 'bfloat16' / 'float32' / 'float64' for a torch dtype (int stays int, a list is float32)."""
+        names = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+                 torch.bfloat16: "bfloat16", int: int, list: "float32"}
         if dtype not in names:
             raise ValueError(f"dtypename: {dtype} is not a data type keomlir computes with "
-                             "(torch.float16, torch.float32 or torch.float64)")
+                             "(torch.float16, torch.bfloat16, torch.float32 or torch.float64)")
         return names[dtype]
 
     @staticmethod

@@ -3,7 +3,8 @@ CUDA driver API (libcuda) with ctypes; no CUDA toolkit at run time.
 
 By concern: `driver` (libcuda bindings, devices, contexts, modules, memory),
 `plan` (launch plans as plain data), `runner` (a `Launch` on NumPy arrays or
-torch CUDA tensors), `simulator` (the same kernels and plans on the host).
+torch CUDA tensors; its `GpuBackend`, "GPU"), `simulator` (the same kernels and plans on
+the host; "host-sim").
 Settings that tests and benchmarks change live in their module
 (`runner.AUTO_MIN_PAIRS`, `runner.FAST_MATH`, `driver._driver`).  The planner is
 `plan.plan`: re-exporting it would hide the `plan` module behind the function.

@@ -15,8 +15,9 @@ import os
 import numpy as np
 
 from .. import cache
-from ...schedule import gpu, schedule, with_env
+from ...schedule import gpu, schedule, with_env, with_sizes
 from ...schedule.record import ENV
+from ..base import Backend, register, untimed
 from ..llvm.nvptx import KERNELS, KernelInfo, compile_ptx
 from . import driver
 from .plan import launch_steps
@@ -111,7 +112,8 @@ def run_numpy(launch, arrays, device_id=-1, scheme=None):
     steps, scratch, tables = _steps(launch, gpu_kernels, sched, dev, scheme)
     if not steps:
         return outs
-    host = [np.ascontiguousarray(a, dtype=launch.dtype) for a in arrays]  # row-major; inputs never written
+    # row-major; inputs never written (of the launch's dtype, checked: torch.bfloat16's bits as int16 kept)
+    host = [np.ascontiguousarray(a) for a in arrays]
     uploads = {f"in{k}": a for k, a in enumerate(host)}
     uploads.update(tables)
     mem = driver.DeviceMemory()
@@ -177,3 +179,47 @@ def run_torch(launch, tensors, device_id=-1, scheme=None):
 def wants_gpu(n_i, n_j):
     """backend='auto' on NumPy inputs: a GPU is present and the problem is large."""
     return n_i * max(n_j, 1) >= AUTO_MIN_PAIRS and driver.available()
+
+
+class GpuBackend(Backend):
+    """An NVIDIA GPU through the CUDA driver: PTX, one thread a row, tiles in shared memory."""
+
+    name, kind = "GPU", "gpu"
+    # pykeops's GPU schemes and memory placements: this backend picks its scheme itself
+    aliases = tuple(f"GPU_{grid}{mem}" for grid in ("1D", "2D") for mem in ("", "_host", "_device"))
+
+    def available(self):
+        return driver.available()
+
+    def unavailable_reason(self):
+        return driver.unavailable_reason()
+
+    def target(self, device_id=-1):
+        dev = driver.device(device_id)
+        return gpu(dev.arch, dev.sm_count, dev.threads_per_sm)
+
+    def schedule(self, program, dtype="float32", overrides=(), sizes=None, target=None):
+        sched = gpu_schedule(program, dtype, target or self.target(), overrides)
+        return sched if sizes is None else with_sizes(sched, sizes)
+
+    def compile(self, program, dtype, acc_dtype=None, sum_scheme="block_sum", overrides=(), target=None):
+        """(cache key, PTX, KernelInfo): the PTX the runtime loads for `target` (default: the device's)."""
+        return ptx_for(program, dtype, acc_dtype or dtype, sum_scheme, self.schedule(program, dtype, overrides,
+                                                                                        target=target))
+
+    def run(self, launch, arrays, device_id=-1):
+        """NumPy arrays (copied to the device and back), or torch CUDA tensors (used in place)."""
+        if arrays and type(arrays[0]).__module__.startswith("torch"):
+            return run_torch(launch, arrays, device_id)
+        return run_numpy(launch, arrays, device_id)
+
+    def wants(self, launch):
+        return wants_gpu(launch.n_i, launch.n_j)
+
+    def emit(self, program, dtype, acc_dtype, sum_scheme, sched, forms, timed=untimed, variant="kernel"):
+        if "ptx" not in forms:
+            return {}
+        return {"ptx": timed("NVPTX", ptx_for, program, dtype, acc_dtype, sum_scheme, sched)[1]}
+
+
+BACKEND = register(GpuBackend())

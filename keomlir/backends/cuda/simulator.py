@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from ...schedule import gpu, schedule
+from ..base import Backend, register
 from ..llvm import toolchain
 from ..llvm.nvptx import KERNELS, render_module
 from .plan import launch_steps
@@ -90,3 +91,15 @@ def simulate(launch, arrays, block=8, scheme="auto", chunk=None, fan=None, sm_co
     buffers.update({name: s.ctypes.data for name, s in states.items()})
     _simulate_steps(sim, steps, buffers)
     return outs
+
+
+class SimulatorBackend(Backend):
+    """The GPU kernels run on the host (`simulate`: blocks of 8 threads, sm_80's schedule); slow."""
+
+    name = "host-sim"
+
+    def run(self, launch, arrays, device_id=-1):
+        return simulate(launch, arrays)
+
+
+BACKEND = register(SimulatorBackend())

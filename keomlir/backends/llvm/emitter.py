@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from . import mathlib
+from . import halfconv, mathlib
 
 I64 = ir.IntType(64)
 
@@ -77,6 +77,9 @@ class Emitter:
     # the target CPU's features (LLVM names) that mathlib may use: set by the renderer from
     # its Target ("avx512f": 2^n by one vscalef), empty for generic code (tests, NVPTX)
     features = frozenset()
+    # float64 -> float32 conversions rounded to odd (`halfconv.to_odd_float`): set in kernels of half
+    # data, whose float32 results are rounded to half once more
+    narrow_to_odd = False
 
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type, scheme="block_sum"):
         self.scheme = scheme  # the sum scheme reductions follow (direct_sum, block_sum, kahan_scheme)
@@ -87,6 +90,7 @@ class Emitter:
         self.bits = 32 if isinstance(self.scalar, ir.FloatType) else 64
         self.module = builder.module
         self.entry = builder.function.entry_basic_block if builder.block is not None else None
+        self._index_starts = {}  # id of a lane_indices vector -> (the vector, its start)
 
     def _typed(self, scalar_type, value):
         if self.lanes is None:
@@ -97,6 +101,7 @@ class Emitter:
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
         other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
         other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
+        other.narrow_to_odd = self.narrow_to_odd
         return other
 
     # ---- constants and arithmetic ----------------------------------------------
@@ -135,13 +140,129 @@ class Emitter:
         return self.b.call(fn, [mask])
 
     def lane(self, vec, k):
-        """Lane k (an i64 value) of a vector (of floats or of indices) as a scalar."""
+        """Lane k (an i64 value) of a vector (of floats or of indices) as a scalar; of
+        `lane_indices(start)`: start + k, so that code using single lanes needs no index vector."""
+        start = self._index_starts.get(id(vec), (None, None))
+        if start[0] is vec:
+            return self.b.add(start[1], k)
         return self.b.extract_element(vec, k)
+
+    def shift_up(self, vec, first):
+        """The lanes of a vector moved up one, the last dropped and the scalar `first` in lane 0
+        (one shuffle: a lane-crossing permute, or a shift of a mask register)."""
+        n = vec.type.count
+        one = self.b.insert_element(ir.Constant(vec.type, ir.Undefined), first, ir.Constant(ir.IntType(32), 0))
+        return self.b.shuffle_vector(vec, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [n] + list(range(n - 1))))
+
+    def splat_lane(self, vec, r):
+        """Lane r (an integer) of a vector of any width, in every lane of this emitter's (one shuffle)."""
+        return self.b.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [r] * self.lanes))
+
+    def shift_down(self, vec):
+        """The lanes of a vector moved down one (lane 0 dropped, the last undefined)."""
+        n = vec.type.count
+        return self.b.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(1, n)) + [n]))
+
+    def compress(self, vec, mask):
+        """The lanes of vec where the vector condition mask holds, in order, moved to the lowest
+        lanes (the others zero): one vcompress with AVX-512."""
+        et = vec.type.element
+        if not isinstance(et, ir.IntType):  # compressed as integers of the same width: LLVM 22's
+            # expansion of an FP compress where the target has no vcompress (AVX2, NEON) asserts
+            # ("Cannot create FP integer constant") on the zero it fills with
+            it = ir.VectorType(ir.IntType(32 if isinstance(et, ir.FloatType) else 64), vec.type.count)
+            return self.b.bitcast(self.compress(self.b.bitcast(vec, it), mask), vec.type)
+        name = f"llvm.experimental.vector.compress.v{vec.type.count}i{et.width}"
+        fn = self.module.globals.get(name) or ir.Function(
+            self.module, ir.FunctionType(vec.type, [vec.type, mask.type, vec.type]), name)
+        return self.b.call(fn, [vec, mask, ir.Constant(vec.type, None)])
+
+    def count(self, mask):
+        """The lanes where a vector condition holds, as an i64."""
+        bits_t = ir.IntType(self.lanes)
+        name = f"llvm.ctpop.i{self.lanes}"
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(bits_t, [bits_t]), name)
+        return self.b.zext(self.b.call(fn, [self.b.bitcast(mask, bits_t)]), I64)
+
+    # a vector condition kept in memory as an i16 word, one bit a lane (W <= 16)
+    mask_word_type = ir.IntType(16)
+
+    def mask_word(self, mask):
+        return self.b.zext(self.b.bitcast(mask, ir.IntType(self.lanes)), self.mask_word_type)
+
+    def word_mask(self, word):
+        return self.b.bitcast(self.b.trunc(word, ir.IntType(self.lanes)), ir.VectorType(ir.IntType(1), self.lanes))
+
+    WORDS = 32  # mask words `nonzero_words` reads at once (one 512-bit vector)
+
+    def nonzero_words(self, array, first, n):
+        """The positions (i16 lanes, in order, lowest first) of the nonzero words among words
+        [first, first + WORDS) below n (i64 values; first a multiple of WORDS) of an array of
+        `mask_word`s aligned to 64 bytes, and their number (an i64)."""
+        wt = ir.VectorType(self.mask_word_type, self.WORDS)
+        ptr = self.b.bitcast(self.b.gep(array, [ir.Constant(ir.IntType(32), 0), first]), wt.as_pointer())
+        words = self.b.load(ptr, align=64)
+        found = self.with_lanes(self.WORDS)
+        at = self.b.add(found.splat(self.b.trunc(first, self.mask_word_type)),
+                        ir.Constant(wt, list(range(self.WORDS))))
+        keep = self.b.and_(self.b.icmp_unsigned("!=", words, ir.Constant(wt, [0] * self.WORDS)),
+                           self.b.icmp_unsigned("<", at, found.splat(self.b.trunc(n, self.mask_word_type))))
+        return found.compress(at, keep), found.count(keep)
+
+    def index_sum(self, i, k):
+        """i + k for scalar i64 indices."""
+        return self.b.add(i, k)
+
+    def index_scale(self, i, k):
+        """i * k for a scalar i64 index and an integer k."""
+        return self.b.mul(i, ir.Constant(I64, k))
+
+    def lane_offsets(self):
+        """<0, 1, ..., W-1> as i32 lanes (`first_offset` reads one as a lane number)."""
+        return ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), list(range(self.lanes)))
+
+    def first(self, vec):
+        """Lane 0 of a vector."""
+        return self.b.extract_element(vec, ir.Constant(ir.IntType(32), 0))
+
+    def first_offset(self, offsets):
+        """Lane 0 of a vector of lane numbers (`lane_offsets`, `nonzero_words`) as an i64."""
+        return self.b.zext(self.first(offsets), I64)
 
     def lane_indices(self, start):
         """<start, start+1, ..., start+W-1> as i64 lanes."""
         steps = ir.Constant(ir.VectorType(ir.IntType(64), self.lanes), list(range(self.lanes)))
-        return self.b.add(self.splat(start), steps)
+        vec = self.b.add(self.splat(start), steps)
+        self._index_starts[id(vec)] = (vec, start)
+        return vec
+
+    @contextmanager
+    def set_lanes(self, mask):
+        """for each lane where the vector condition `mask` holds, in increasing order: yields the
+        lane (an i64 value); the lanes found from the mask's bits (lowest set bit, then cleared),
+        with no branch on the others."""
+        b = self.b
+        bits_t = ir.IntType(self.lanes)
+        name = f"llvm.cttz.i{self.lanes}"
+        cttz = self.module.globals.get(name) or ir.Function(
+            self.module, ir.FunctionType(bits_t, [bits_t, ir.IntType(1)]), name)
+        first = b.bitcast(mask, bits_t)
+        pre = b.block
+        head, body, done = (b.append_basic_block(f"lanes.{part}") for part in ("head", "body", "done"))
+        b.branch(head)
+        b.position_at_end(head)
+        bits = b.phi(bits_t, name="lanes")
+        bits.add_incoming(first, pre)
+        b.cbranch(b.icmp_unsigned("!=", bits, ir.Constant(bits_t, 0)), body, done)
+        b.position_at_end(body)
+        lane = b.zext(b.call(cttz, [bits, ir.Constant(ir.IntType(1), 1)]), I64)
+        rest = b.and_(bits, b.sub(bits, ir.Constant(bits_t, 1)))  # the lowest set bit cleared
+        yield lane
+        bits.add_incoming(rest, b.block)
+        b.branch(head)
+        b.position_at_end(done)
 
     # ---- the integer view of floats (exponent manipulation in mathlib) ------------
     @property
@@ -157,6 +278,15 @@ class Emitter:
 
     def as_float(self, i):
         return self.b.bitcast(i, self.t)
+
+    def float_below(self, x):
+        """The largest number of the type below x (x > -inf; -inf gives a NaN, as a NaN does):
+        x <= float_below(v) is x < v, with one ordered compare."""
+        bits = self.as_int(x)
+        down = self.b.select(self.cmp(">", x, self.const(0)), self.b.sub(bits, self.iconst(1)),
+                             self.b.add(bits, self.iconst(1)))
+        smallest_negative = self.iconst(1 - (1 << (self.bits - 1)))  # -0 and +0: the negative subnormal
+        return self.as_float(self.b.select(self.cmp("==", x, self.const(0)), smallest_negative, down))
 
     def to_int(self, x):
         """Truncation toward zero of an integral-valued float."""
@@ -241,14 +371,16 @@ class Emitter:
             ftype = ir.VectorType(ftype, self.lanes)
         other = type(self)(self.b, ftype, self.scheme)
         other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
+        other.narrow_to_odd = self.narrow_to_odd
         return other
 
     def convert(self, v, to):
         """v (of this emitter's type) as a value of emitter `to`'s type."""
         if to.t == self.t:
             return v
-        widen = to.bits > self.bits
-        return self.b.fpext(v, to.t) if widen else self.b.fptrunc(v, to.t)
+        if to.bits > self.bits:
+            return self.b.fpext(v, to.t)
+        return halfconv.to_odd_float(self.b, v) if self.narrow_to_odd else self.b.fptrunc(v, to.t)
 
     def slot(self, init, ty=None):
         """A stack slot in the entry block (promoted to a register by mem2reg)."""
@@ -258,11 +390,61 @@ class Emitter:
         self.b.store(init, ptr)
         return ptr
 
+    def outlined(self, name, args, build):
+        """Call name(args), a function of this module made on first use by build(em, params), em an
+        emitter of this one's type on its body: cold code kept out of the loop that calls it, so
+        that the loop's registers are not spent on it (never inlined; its own registers, the
+        caller's vectors saved around the rare call).  name must say all that build depends on."""
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [a.type for a in args]), name)
+            fn.linkage = "internal"
+            fn.attributes.add("noinline")
+            em = type(self)(ir.IRBuilder(fn.append_basic_block("entry")), self.t, self.scheme)
+            em.wide_threshold, em.features = self.wide_threshold, self.features
+            build(em, fn.args)
+            em.b.ret_void()
+        self.b.call(fn, args)
+
+    def entry_slot(self, init, ty=None):
+        """A slot set to init once, at the function's start (where `slot` sets it where the builder
+        stands): state that its users return to init before they leave it."""
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            ptr = self.b.alloca(ty or self.t)
+            self.b.store(init, ptr)
+        return ptr
+
+    def pinned(self, ptr):
+        """ptr, a slot kept in memory rather than registers (an empty asm takes its address, so LLVM
+        does not promote it): state read rarely, whose registers the hot loop needs more."""
+        asm = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ptr.type]), "", "r", side_effect=True)
+        self.b.call(asm, [ptr])
+        return ptr
+
     def array(self, ty, n):
         """A stack array of n values of type ty (entry block), indexed with `at`."""
         with self.b.goto_block(self.entry):
             self.b.position_at_start(self.entry)
             return self.b.alloca(ir.ArrayType(ty, n))
+
+    def vector_array(self, ty, n):
+        """A stack array of n values of ty (`array`), aligned to 64 bytes: read and written whole as
+        one vector of them (`load_vector`, `store_vector`)."""
+        arr = self.array(ty, n)
+        arr.align = 64
+        return arr
+
+    def _as_vector(self, array):
+        at = array.type.pointee
+        return self.b.bitcast(array, ir.VectorType(at.element, at.count).as_pointer())
+
+    def load_vector(self, array, align=None):
+        """All of a `vector_array` (or a pointer to one, its alignment given) as one vector."""
+        return self.b.load(self._as_vector(array), align=align or array.align)
+
+    def store_vector(self, array, v, align=None):
+        self.b.store(v, self._as_vector(array), align=align or array.align)
 
     def at(self, array, k):
         return self.b.gep(array, [ir.Constant(ir.IntType(32), 0), k])
@@ -270,9 +452,10 @@ class Emitter:
     def loop(self, start, stop, name="k"):
         return counted_loop(self.b, start, stop, name)
 
-    def if_then(self, cond):
-        """A block run only when the i1 `cond` holds: `with em.if_then(c): ...`."""
-        return self.b.if_then(cond)
+    def if_then(self, cond, rare=False):
+        """A block run only when the i1 `cond` holds: `with em.if_then(c): ...`; `rare`: seldom
+        taken (branch weights: LLVM lays it out of line and puts its spill code there)."""
+        return self.b.if_then(cond, likely=False if rare else None)
 
     def load(self, ptr):
         return self.b.load(ptr)

@@ -59,7 +59,7 @@ def contract(em, node, x_at, y_at, n_rows, accumulators, prefetch=None):
     def term(r, c, y, acc):
         x = x_at(r, c)
         if square:
-            d = em.sub(x, y)
+            d = em.sub(y, x)  # (y - x)^2, the same square: x, broadcast, can be the memory operand
             return em.fma(d, d, acc)
         return em.fma(x, y, acc)
 

@@ -60,15 +60,15 @@ import math
 
 from llvmlite import ir
 
-from ...schedule import gpu, schedule as make_schedule
-from . import mathlib, toolchain
+from ...schedule import gpu, host, schedule as make_schedule
+from . import halfconv, mathlib, toolchain
 from .emitter import Emitter, counted_loop
 from .skeleton import FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, n_cells
 
 
 I32 = ir.IntType(32)
-# float16 data (SPEC: on the GPU) is loaded, staged and stored as half and computed in float32
-DATA_TYPES = {"float16": ir.HalfType(), "float32": ir.FloatType(), "float64": ir.DoubleType()}
+# half data (float16, bfloat16) is loaded, staged and stored in 16 bits and computed in float32
+DATA_TYPES = halfconv.STORAGE
 KERNELS = ("keomlir_1d", "keomlir_partial", "keomlir_merge", "keomlir_final", "keomlir_ranges")
 ARCHS = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_120")
 
@@ -250,11 +250,13 @@ class _GpuModule(KernelSkeleton):
     (one thread per row, shared-memory tiles of j, the 2-D scheme's state buffers)."""
 
     def __init__(self, program, dtype, acc_dtype, sum_scheme, schedule, target):
-        arith = "float32" if dtype == "float16" else dtype
+        arith = halfconv.arithmetic(dtype)
         super().__init__(program, FLOAT_TYPES[arith], FLOAT_TYPES[acc_dtype or arith], sum_scheme, "keomlir_gpu")
         self.schedule = schedule
         self.target = TARGETS[target]()
-        self.t_data = DATA_TYPES[dtype]  # arrays, tiles and outputs; `t` is the arithmetic type
+        self.dtype, self.t_data = dtype, DATA_TYPES[dtype]  # arrays, tiles and outputs; `t` is the arithmetic type
+        # the machine that converts half data: the GPU, or the simulator's host (software where it lacks them)
+        self.converter = schedule.target if target == "nvptx" else host()
         self.emitter_class = NVPTXEmitter if not schedule.fast_math else \
             _HostFastEmitter if target == "host-sim" else FastNVPTXEmitter
         self.n_args = len(program.arguments)
@@ -272,6 +274,8 @@ class _GpuModule(KernelSkeleton):
         fn, args = self.target.kernel(self.module, name, params, block)
         self.begin(fn)
         self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
+        # float64 sums of half data reach float32 rounded to odd: then rounded once to half (halfconv)
+        self.em.narrow_to_odd = self.ea.narrow_to_odd = self.dtype in halfconv.HALF
         return args
 
     def _arg_types(self):
@@ -316,10 +320,10 @@ class _GpuModule(KernelSkeleton):
         return v
 
     def _widen(self, v):
-        return self.b.fpext(v, self.t) if self.t_data != self.t else v
+        return halfconv.extend(self.b, v, self.dtype, self.converter)
 
     def output_value(self, v, kind):
-        return self.b.fptrunc(v, self.t_data) if kind != "index" and self.t_data != self.t else v
+        return v if kind == "index" else halfconv.narrow(self.b, v, self.dtype, self.converter)
 
     # ---- the 1-D and partial kernels ---------------------------------------------------------
     def tiles_kernel(self, kind):
@@ -443,7 +447,7 @@ class _GpuModule(KernelSkeleton):
             self.tiles_kernel(kind)
         self.merge_kernel(final=False)
         self.merge_kernel(final=True)
-        elem = {ir.HalfType(): 2, ir.FloatType(): 4, ir.DoubleType(): 8}[self.t_data]
+        elem = {"float32": 4, "float64": 8}.get(self.dtype, 2)
         stage = self.schedule.stage and self.tile_size > 0
         info = KernelInfo(self.schedule.block, self.schedule.merge_block, self.state_slots, stage,
                           self.tile_size * elem if stage else 0, self.schedule.tile)
@@ -479,7 +483,7 @@ def compile_ptx(program, dtype, acc_dtype, sum_scheme, schedule):
 
 
 def render_ptx(program, dtype, arch="sm_80", acc_dtype=None, sum_scheme="block_sum", fast_math=False):
-    """PTX assembly of `program`'s GPU kernels for `dtype` ('float16'/'float32'/'float64') and `arch`,
+    """PTX assembly of `program`'s GPU kernels for `dtype` (float16, bfloat16, float32, float64) and `arch`,
     on the default schedule (with `fast_math`)."""
     sched = make_schedule(program, gpu(check_arch(arch)), dtype=dtype, overrides={"fast_math": fast_math})
     return compile_ptx(program, dtype, acc_dtype, sum_scheme, sched)[0]

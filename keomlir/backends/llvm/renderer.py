@@ -24,34 +24,33 @@ the front end has checked every index against the array sizes.
 
 Layout: args[p] points to argument p: i-variables row-major (rows, dim),
 j-variables transposed (dim, n_j) so that W consecutive j of one component are
-one contiguous vector load (but b of the columns strategy: row-major, see columns.py),
-parameters a single row.  outs[k] is output k,
+one contiguous vector load (but b of the columns strategy: row-major, see
+strategies/columns.py), parameters a single row.  outs[k] is output k,
 row-major with one row per i.
 
 Schedule (a `keomlir.schedule.Schedule`, every decision made there): rows i are taken `rows`
 at a time (register tiling: one load of j data serves every row); j runs in
 vectors of `lanes` (SIMD across j) inside blocks (the unit of compensated
-summation), then a scalar tail.
+summation), then a scalar tail; with a `cache_block`, j in blocks that every tile
+of a chunk of rows reads while they stay in cache.
 Per row, the lane states are merged into one scalar state (`Reduction.merge`),
-the tail j are added to it, and it is finalized.  A K-min of SqDist(x,y) may be
-screened (`_screened`): most j vectors rejected by the expanded form, exact values
-made only for the others.  Nodes that do not depend on j
+the tail j are added to it, and it is finalized.  This module is the skeleton;
+the schedule's `strategy` names the loop nest (`strategies/`: plain lanes, the
+contraction micro-kernel, the screened K-min, the column micro-kernel) that fills
+in the SIMD loop, the updates and the data layout.  Nodes that do not depend on j
 are emitted before the j loops (parameter-only nodes once per call).  Each
 operation's `lower` makes the values; this module only places them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-
 from llvmlite import ir
 
 from ...ir.node import ssa_nodes
 from ...schedule import host, schedule as make_schedule
-from .emitter import Emitter, counted_loop
-from . import columns, mathlib, microkernel, wide
-from .emitter import SlotArray
+from . import halfconv, mathlib, wide
+from .emitter import Emitter, SlotArray, counted_loop
+from .strategies import loop_nest
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
                        n_cells)
 
@@ -72,18 +71,20 @@ class _Kernel(KernelSkeleton):
 
     def __init__(self, program, dtype, acc_dtype, sum_scheme, schedule):
         program = kernel_program(program, schedule)
-        super().__init__(program, FLOAT_TYPES[dtype], FLOAT_TYPES[acc_dtype or dtype], sum_scheme, "keomlir")
+        arith = halfconv.arithmetic(dtype)  # half data is computed in float32
+        super().__init__(program, FLOAT_TYPES[arith], FLOAT_TYPES[acc_dtype or arith], sum_scheme, "keomlir")
+        self.dtype, self.t_data = dtype, halfconv.STORAGE[dtype]  # the arrays' and outputs' type
+        self.data_bytes = {"float64": 8, "float32": 4}.get(dtype, 2)
         self.schedule = s = schedule
         self.lanes = s.lanes
         self.rows, self.block, self.cache_bytes = s.rows, s.sum_block, s.cache_block
         nodes = ssa_nodes(program.roots())
         self.row_block, self.j_block = self.rows, 64  # (cache blocking sets its own: `_blocked_tiles`)
         self.contractions = [nodes[name] for name in s.contract]
-        self.screen = s.screen
-        self.y_norms = None  # (stack buffer, first j) of the current cache block's |y|^2, for the screen
-        self.j_loads = {}  # loads of j data in the current iteration, shared by the rows
-        # a Sum of s * b run per block of b's columns, b row-major: the column micro-kernel
-        self.column_tile = columns.ColumnTile(self, s.column_arg) if s.column_block else None
+        self.j_loads = {}  # loads of j data at the current j (`at_j`), shared by the rows
+        self.nest = loop_nest(s.strategy)(self)  # the strategy's loop nest (strategies/)
+        # the states of the vector part are each row's scalar state (no lane states to merge)
+        self.one_state = self.red.lanes_share_state or self.nest.one_state
 
     def _function(self, name, arg_types):
         """Start a function: builder and emitters for the data type and the accumulators
@@ -91,6 +92,8 @@ class _Kernel(KernelSkeleton):
         self.begin(ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types), name))
         self.em.wide_threshold = self.ea.wide_threshold = self.schedule.wide_threshold
         self.em.features = self.ea.features = mathlib.target_features(self.schedule.target)
+        # float64 sums of half data reach float32 rounded to odd: then rounded once to half (halfconv)
+        self.em.narrow_to_odd = self.ea.narrow_to_odd = self.dtype in halfconv.HALF
         lanes = self.lanes
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
@@ -99,9 +102,15 @@ class _Kernel(KernelSkeleton):
 
     # ---- data access -------------------------------------------------------------
     def base(self, pos):
+        """The pointer to argument `pos`'s data: of the data type for j variables; of float32 for
+        the i variables and parameters of half data, which the runtime converts (`cpu.Arguments`):
+        read for every j, they would be converted again for every j."""
         if pos not in self.bases:
             with self.b.goto_block(self.em.entry):
-                self.bases[pos] = self.b.load(self.b.gep(self.args_ptr, [c64(pos)]))
+                ptr = self.b.load(self.b.gep(self.args_ptr, [c64(pos)]))
+                if self.t_data != self.t and self.program.arguments[pos][2] != 1:
+                    ptr = self.b.bitcast(ptr, self.t.as_pointer())
+                self.bases[pos] = ptr
         return self.bases[pos]
 
     def loader(self, row):
@@ -115,10 +124,10 @@ class _Kernel(KernelSkeleton):
             if cat == 1:
                 key = (n.attrs, em.lanes)
                 if key not in self.j_loads:
-                    self.j_loads[key] = [self._load_j(pos, c64(c), em) for c in range(dim)]
+                    self.j_loads[key] = [self.load_j(pos, c64(c), em) for c in range(dim)]
                 return self.j_loads[key]
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
-            return [em.splat(b.load(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
+            return [em.splat(self.load_data(b.gep(self.base(pos), [b.add(start, c64(c))]))) for c in range(dim)]
 
         return load_var
 
@@ -128,38 +137,50 @@ class _Kernel(KernelSkeleton):
         pos, dim, cat = n.attrs
         if cat == 1:
             def at(c):
-                return self._load_j(pos, c, em)
+                return self.load_j(pos, c, em)
         else:
             start = b.mul(row, c64(dim)) if cat == 0 else c64(0)
 
             def at(c):
-                return em.splat(b.load(b.gep(self.base(pos), [b.add(start, c)])))
+                return em.splat(self.load_data(b.gep(self.base(pos), [b.add(start, c)])))
         return em.wide(dim, at, cheap=True)
 
-    def _load_j(self, pos, c, em):
-        """Component c (an i64 value) of j variable `pos` at the current j (a vector of them)."""
+    def load_j(self, pos, c, em):
+        """Component c (an i64 value) of j variable `pos` at the current j (a vector of them):
+        transposed data, or as the strategy lays it out."""
+        found = self.nest.load_j(pos, c, em)
+        if found is not None:
+            return found
         b = self.b
-        if self.column_tile is not None and pos == self.column_tile.pos:  # row-major, read by the tail only
-            return b.load(b.gep(self.base(pos), [self.column_tile.b_index(c)]))
-        ptr = b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)])
-        if em.lanes is None:
-            return b.load(ptr)
-        return b.load(b.bitcast(ptr, em.t.as_pointer()), align=em.bits // 8)
+        return self.load_data(b.gep(self.base(pos), [b.add(b.mul(c, self.n_j), self.j)]), em.lanes)
 
-    def _prefetch(self):
-        """llvm.prefetch(address, read, keep in every cache level, data): a hint, never a fault."""
-        fn = self.module.globals.get("llvm.prefetch.p0")
-        if fn is None:
-            i32 = ir.IntType(32)
-            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-                             "llvm.prefetch.p0")
-        return fn
+    def load_data(self, ptr, lanes=None):
+        """The argument data at `ptr` (a pointer into an argument, `base`) in the arithmetic type:
+        one value, or a vector of `lanes` consecutive ones (half data converted: `halfconv`)."""
+        b = self.b
+        ty = ptr.type.pointee  # (the data type, or float32: see `base`)
+        if lanes is None:
+            value = b.load(ptr)
+        else:
+            value = b.load(b.bitcast(ptr, ir.VectorType(ty, lanes).as_pointer()),
+                           align=self.data_bytes if ty == self.t_data else self.em.bits // 8)
+        return halfconv.extend(b, value, self.dtype, self.schedule.target) if ty == self.t_data else value
+
+    def output_value(self, v, kind):
+        """A finalized value as the outputs store it (half outputs rounded to nearest even)."""
+        return v if kind == "index" else halfconv.narrow(self.b, v, self.dtype, self.schedule.target)
+
+    def at_j(self, j):
+        """Make j (an i64 value, or a vector of them) the current j: loads of j data are
+        shared by the rows until the next."""
+        self.j = j
+        self.j_loads.clear()
 
     def _out_rows(self, outs_ptr):
         """The typed pointers of the outputs, from the i8** argument."""
         rows = []
         for k, (_, kind) in enumerate(self.outputs):
-            ty = I64 if kind == "index" else self.t
+            ty = I64 if kind == "index" else self.t_data
             raw = self.b.load(self.b.gep(outs_ptr, [c64(k)]))
             rows.append(self.b.bitcast(raw, ty.as_pointer()))
         return rows
@@ -168,7 +189,7 @@ class _Kernel(KernelSkeleton):
     def build(self, variant="kernel"):
         """The module of one variant: `keomlir_kernel`; `partial`, `resume`, `combine`,
         `merge` and `state_cells` (split_j); or the block-sparse `keomlir_ranges`."""
-        ptr_t = self.t.as_pointer().as_pointer()
+        ptr_t = self.t_data.as_pointer().as_pointer()
         i8p = ir.IntType(8).as_pointer()
         if variant == "kernel":  # the whole reduction of rows [i0, i1) over j in [j0, j1), finalized into outs
             i0, i1, j0, j1, self.n_j, self.args_ptr, outs = self._function(
@@ -249,7 +270,7 @@ class _Kernel(KernelSkeleton):
         cells = n_cells(self.fresh_state())
         s = self.schedule
         chunk = self.rows * max(1, min(s.chunk_rows, s.chunk_bytes // (8 * cells)) // self.rows)
-        j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * (self.em.bits // 8)
+        j_bytes = sum(dim for _, dim, cat in self.program.arguments if cat == 1) * self.data_bytes
         jblock = max(64, self.cache_bytes // j_bytes // 64 * 64)
         self.row_block, self.j_block = chunk, jblock
         with b.goto_block(self.em.entry):
@@ -263,10 +284,9 @@ class _Kernel(KernelSkeleton):
                                            lambda row, st: self._save_state(buf, b.sub(row, ic), st))
             with counted_loop(b, j0, j1, "jc", jblock) as jc:
                 je = imin(b, b.add(jc, c64(jblock)), j1)
-                if self.screen and self.lanes:
-                    self._fill_y_norms(jc, je, jblock)
+                self.nest.begin_cache_block(jc, je, jblock)
                 self._row_tiles(ic, ie, (jc, je), emit, start)
-            self.y_norms = None
+            self.nest.end_cache_blocks()
             with counted_loop(b, ic, ie, "ie") as row:
                 emit_result(row, self._load_state(buf, b.sub(row, ic)))
 
@@ -291,7 +311,7 @@ class _Kernel(KernelSkeleton):
     # ---- partial states: j split across threads --------------------------------------
     # A part buffer holds each row's state in consecutive cells, row-major (rows, n_cells).
 
-    def _cells_of(self, buf, row, n_cells):
+    def cells_of(self, buf, row, n_cells):
         """cell(k, ty) for `save_state`/`load_state`: cell k of `row`, typed as the slot."""
         b = self.b
 
@@ -302,12 +322,12 @@ class _Kernel(KernelSkeleton):
         return cell
 
     def _save_state(self, buf, row, state):
-        self.save_state(state, self._cells_of(buf, row, n_cells(state)))
+        self.save_state(state, self.cells_of(buf, row, n_cells(state)))
 
     def _load_state(self, buf, row):
         """A fresh scalar state holding row `row` of a part buffer."""
         state = self.fresh_state()
-        self.load_state(state, self._cells_of(buf, row, n_cells(state)))
+        self.load_state(state, self.cells_of(buf, row, n_cells(state)))
         return state
 
     def _resume(self, ptr_t, i8p):
@@ -363,7 +383,7 @@ class _Kernel(KernelSkeleton):
             ir.IRBuilder(fn.append_basic_block("entry")).ret(c64(value))
 
     # ---- one tile of rows ------------------------------------------------------------
-    def _row_values(self, em, row):
+    def row_values(self, em, row):
         v = Values(em, self.loader(row))
         if em.lanes is None:
             v.memo.update(self.param_memo)
@@ -372,201 +392,35 @@ class _Kernel(KernelSkeleton):
                            for k, vals in self.param_memo.items()})
         return v
 
-    def update(self, rows, em, ea, states, j):
-        if self.screen:  # the tile's states are in its buffer (`_tile_states`)
-            (self._screened if em.lanes is not None else self._exact_rows)(em, ea, states, j)
-        else:
-            if em.lanes is not None:
-                for node in self.contractions:
-                    self._contract(node, rows, em)
-            super().update(rows, em, ea, states, j)
-        self.j_loads.clear()
-
-    @contextlib.contextmanager
-    def _tile_states(self, states):
-        """With a screen, the tile's states stay in a stack buffer while j runs, so that one loop
-        over the rows (`_screened`, `_exact_rows`) updates them with one copy of the insertion
-        code, however many rows: saved to it here, loaded back after (only a K-min is screened: its
-        `end_block`, which sees the stale slots meanwhile, does nothing)."""
-        for r, st in enumerate(states if self.screen else ()):
-            self._save_state(self.tile_buf, c64(r), st)
-        yield
-        for r, st in enumerate(states if self.screen else ()):
-            self.load_state(st, self._cells_of(self.tile_buf, c64(r), n_cells(st)))
-
-    def _tile_rows(self, n):
-        """A loop over the n rows of the tile (yields the row's index in the tile), its bound in
-        a form LLVM cannot constant-fold, so that it does not unroll it."""
-        return counted_loop(self.b, c64(0), self.b.add(c64(n), self.b.ashr(self.n_j, c64(63))), "row")
-
-    def _tile_view(self, template, r):
-        """Row r's state in the tile buffer, read and written in place (slots like template's)."""
-        return map_state(template, _cell_pointers(self._cells_of(self.tile_buf, r, n_cells(template))))
-
-    def _exact_rows(self, em, ea, states, j):
-        """The scalar tail of j for a screened tile: F exact, row by row."""
-        with self._tile_rows(len(states)) as r:
-            values = self._row_values(em, self.b.add(self.row_ids[0], r))
-            self.red.update(em, ea, self._tile_view(states[0], r), wide.as_list(em, values.get(self.program.formula)),
-                            None, j)
-
-    def _x_at(self, node, em):
-        """x_at(r, c): component c of row r of the tile's i variable of `node`, splatted."""
-        b = self.b
-        x = min(node.args, key=lambda a: a.attrs[2])
-        starts = [b.mul(i, c64(x.dim)) for i in self.row_ids]
-        return lambda r, c: em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(starts[r], c)])))
-
-    def _y_at(self, node, em):
-        """y_at(c) (component c of the j variable of `node` at the current j vector) and prefetch(c)."""
-        b = self.b
-        y = max(node.args, key=lambda a: a.attrs[2])
-
-        def prefetch(c):  # the j data of the vector after next: D strided streams defeat the hardware's prefetcher
-            ahead = b.add(b.add(b.mul(c, self.n_j), self.j), c64(2 * self.lanes))
-            addr = b.bitcast(b.gep(self.base(y.attrs[0]), [ahead]), ir.IntType(8).as_pointer())
-            b.call(self._prefetch(), [addr, *(ir.Constant(ir.IntType(32), v) for v in (0, 3, 1))])
-
-        return (lambda c: self._load_j(y.attrs[0], c, em)), prefetch
-
-    def _contract(self, node, rows, em):
-        """A wide contraction of the vector rows (`self.row_ids`) as one micro-kernel,
-        its values given to each row's `Values`."""
-        x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
-        vals = microkernel.contract(em, node, x_at, y_at, len(rows), self.schedule.contract_accumulators, prefetch)
-        for values, v in zip(rows, vals):
-            values.memo[id(node)] = [v]
-
-    def _screen_bound(self, em):
-        """(c, tiny): the expanded form d' = (1 - c)(|x|^2 + |y|^2) - 2<x,y> of SqDist, every term
-        in this type with FMA, is below the exact d (and so below (1 + c) E + tiny, E the value
-        `contract` sums, of relative error below D + 2 units) whatever the order of summation:
-        the rounding errors of the D-term sums are at most D + 2 units of |x|^2 + |y|^2 and
-        c = 4 (D + 4) units is twice that; tiny covers the absolute errors of subnormal terms.
-        An overflow makes d' infinite or NaN, which never rejects."""
-        dim = self.contractions[0].args[0].dim
-        unit = 2.0 ** (-24 if em.bits == 32 else -53)
-        return 4 * (dim + 4) * unit, 2.0 ** (-100 if em.bits == 32 else -1000)
-
-    def _screened(self, em, ea, states, j):
-        """The tile's K-min updates screened by the expanded form (`_screen_bound`): a j vector
-        whose every lane has d' >= (1 + c) K-th + tiny cannot enter; for the rare others the row's
-        exact values, (x - y)^2 summed as the unscreened kernel sums them.  Where over half the
-        row-vectors of this tile and j span have passed (after the schedule's `screen_trial`), the bound is too wide
-        to reject anything (points far from the origin against their distances): the tile's exact
-        values instead, as unscreened, tested as the screened ones (d' below the exact value)."""
-        b, node = self.b, self.contractions[0]
-        x_at, (y_at, prefetch) = self._x_at(node, em), self._y_at(node, em)
-        es = em.with_lanes(None)
-        c, tiny = self._screen_bound(em)
-        seen, passed = self.screen_counts
-        n_seen = b.add(b.load(seen), c64(len(states)))
-        b.store(n_seen, seen)
-        useless = b.and_(b.icmp_signed(">", b.mul(b.load(passed), c64(2)), n_seen),
-                         b.icmp_signed(">=", n_seen, c64(self.schedule.screen_trial)))
-        ds = em.array(em.t, len(states))  # d' screened, or (useless) the exact values, by row
-        with b.if_else(useless) as (exact_tile, screen):
-            with exact_tile:  # counted as passed: useless stays so for the rest of the span
-                b.store(b.add(b.load(passed), c64(len(states))), passed)
-                for r, v in enumerate(microkernel.contract(em, node, x_at, y_at, len(states), self.schedule.contract_accumulators, prefetch)):
-                    em.store(em.at(ds, c64(r)), v)
-            with screen:
-                vals = microkernel.expanded(em, node.args[0].dim, x_at, y_at, len(states), self.y_norms is None,
-                                            self.schedule.contract_accumulators, prefetch)
-                if self.y_norms is None:
-                    ny = em.mul(vals[-1], em.const(1 - c))
-                else:
-                    buf, first = self.y_norms
-                    ny = b.load(b.bitcast(b.gep(buf, [b.sub(self.j, first)]), em.t.as_pointer()), align=em.bits // 8)
-                for r, dot in enumerate(vals[:len(states)]):
-                    em.store(em.at(ds, c64(r)), em.fma(dot, em.const(-2.0), em.add(self.x_norms[r], ny)))
-        x = min(node.args, key=lambda a: a.attrs[2])
-        with self._tile_rows(len(states)) as r:
-            d = em.load(em.at(ds, r))
-            start = b.mul(b.add(self.row_ids[0], r), c64(x.dim))
-
-            def may_beat(v):
-                beaten = em.cmp(">=", d, em.splat(es.fma(v, es.const(1 + c), es.const(tiny))))
-                return em.not_(em.and_(beaten, em.cmp("<", d, em.const(float("inf")))))
-
-            def exact():
-                b.store(b.add(b.load(passed), c64(1)), passed)
-                value = em.slot(d)
-                with b.if_then(b.not_(useless)):
-                    row_x = lambda _, k: em.splat(b.load(b.gep(self.base(x.attrs[0]), [b.add(start, k)])))
-                    em.store(value, microkernel.contract(em, node, row_x, y_at, 1, self.schedule.contract_accumulators)[0])
-                return [em.load(value)]
-
-            self.red.update_screened(em, ea, self._tile_view(states[0], r), may_beat, exact, j)
-
-    def _fill_y_norms(self, j0, j1, n):
-        """(1 - c) |y|^2 of the whole vectors of j in [j0, j1) (at most n j), into a stack buffer
-        read by every tile of the chunk (`_screened`): not recomputed by each tile."""
-        b, em = self.b, self.em_v
-        node = self.contractions[0]
-        with b.goto_block(self.em.entry):
-            b.position_at_start(self.em.entry)
-            buf = b.bitcast(b.alloca(ir.ArrayType(self.t, n)), self.t.as_pointer())
-        c, _ = self._screen_bound(em)
-        y_at, prefetch = self._y_at(node, em)
-        with counted_loop(b, j0, b.sub(j1, b.srem(b.sub(j1, j0), c64(self.lanes))), "jn", self.lanes) as jv:
-            self.j = jv
-            ny = microkernel.expanded(em, node.args[0].dim, None, y_at, 0, True, self.schedule.contract_accumulators, prefetch)[0]
-            ptr = b.bitcast(b.gep(buf, [b.sub(jv, j0)]), em.t.as_pointer())
-            b.store(em.mul(ny, em.const(1 - c)), ptr, align=em.bits // 8)
-        self.y_norms = (buf, j0)
-
-    def _x_norms(self):
-        """(1 - c) |x|^2 of every row of the tile, splatted (the screen's row terms)."""
-        b, em = self.b, self.em
-        x = min(self.contractions[0].args, key=lambda a: a.attrs[2])
-        c, _ = self._screen_bound(em)
-        norms = []
-        for i in self.row_ids:
-            start = b.mul(i, c64(x.dim))
-            at = b.gep(self.base(x.attrs[0]), [start])
-            sq = wide.fold(em, x.dim, lambda k, at=at: _square(em, b.load(b.gep(at, [k]))), em.add)
-            norms.append(self.em_v.splat(em.mul(sq, em.const(1 - c))))
-        return norms
-
     def rows_body(self, row_ids, j_span, emit_result, start_state=None):
         """Reduce the rows `row_ids` over j_span: one interval (j0, j1), or a
         function returning the `intervals` of a block-sparse block.  start_state(row):
         the state to resume from, for a reduction whose lanes share one state (SIMD)."""
         red, k = self.red, self.program.opt_arg
         self.row_ids = row_ids
-        scalar_rows = [self._row_values(self.em, i) for i in row_ids]
+        scalar_rows = [self.row_values(self.em, i) for i in row_ids]
         for v in scalar_rows:
             self.emit_row_scope(v)
         vec_rows, vec_states = [], None
         if self.lanes:
-            vec_rows = [self._row_values(self.em_v, i) for i in row_ids]
-            if self.screen:
-                self.x_norms = self._x_norms()
-                self.screen_counts = [self.em.slot(c64(0), I64) for _ in range(2)]  # row-vectors seen, passed
+            vec_rows = [self.row_values(self.em_v, i) for i in row_ids]
+            self.nest.begin_tile(row_ids)
             for v in vec_rows:
                 self.emit_row_scope(v)
-            vec_states = [start_state(i) if start_state else self.fresh_state() if self.column_tile
-                          else red.init(self.em_v, self.ea_v, self.dims, k) for i in row_ids]
-            if self.screen:  # the states of the tile, updated in place (`_screened`)
-                with self.b.goto_block(self.em.entry):
-                    self.b.position_at_start(self.em.entry)
-                    size = len(row_ids) * n_cells(vec_states[0]) * 8
-                    self.tile_buf = self.b.bitcast(self.b.alloca(ir.ArrayType(ir.IntType(8), size)),
-                                                   ir.IntType(8).as_pointer())
+            vec_states = self.nest.vector_states(row_ids, start_state)
         if isinstance(j_span, tuple):  # one interval: SIMD, lanes merged, then the tail added
             j0, j1 = j_span
-            vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
+            vec_end = self.nest.vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
             states = self._merged_lanes(vec_states, len(row_ids))
             self._scalar_part(scalar_rows, states, vec_end, j1)
         else:  # many intervals: each one's SIMD part and tail, in order; lanes and tails merged last
-            tails = (vec_states if vec_states is not None and (red.lanes_share_state or self.column_tile)
+            tails = (vec_states if vec_states is not None and self.one_state
                      else [red.init(self.em, self.ea, self.dims, k) for _ in row_ids])
             with j_span() as (j0, j1):
-                vec_end = self._vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
+                vec_end = self.nest.vector_part(vec_rows, vec_states, j0, j1) if self.lanes else j0
                 self._scalar_part(scalar_rows, tails, vec_end, j1)
             states = tails
-            if vec_states is not None and not (red.lanes_share_state or self.column_tile):
+            if vec_states is not None and not self.one_state:
                 states = self._merged_lanes(vec_states, len(row_ids))
                 for st, tail in zip(states, tails):
                     red.merge(self.em, self.ea, st, tail)
@@ -577,28 +431,12 @@ class _Kernel(KernelSkeleton):
         for v in scalar_rows:
             v.forget(self.row_nodes)
 
-    def _vector_part(self, vec_rows, vec_states, j0, j1):
-        """SIMD over the whole vectors of [j0, j1), in blocks; returns where the tail starts."""
-        if self.column_tile is not None:  # scalar states, b's columns across the lanes
-            return self.column_tile.vector_part(vec_rows, vec_states, j0, j1)
-        b, lanes, block = self.b, self.lanes, self.block
-        vec_end = b.sub(j1, b.srem(b.sub(j1, j0), c64(lanes)))
-        with self._tile_states(vec_states), counted_loop(b, j0, vec_end, "jvb", block) as jb:
-            room = b.sub(vec_end, jb)
-            block_end = b.add(jb, imin(b, room, c64(block)))
-            with counted_loop(b, jb, block_end, "jv", lanes) as jv:
-                self.j = jv
-                self.update(vec_rows, self.em_v, self.ea_v, vec_states, self.em_v.lane_indices(jv))
-            for st in vec_states:
-                self.red.end_block(self.em_v, self.ea_v, st)
-        return vec_end
-
     def _merged_lanes(self, vec_states, n_rows):
         """One scalar state per row: the lane states merged (fresh states without SIMD)."""
         b, red, lanes = self.b, self.red, self.lanes
         if vec_states is None:
             return [red.init(self.em, self.ea, self.dims, self.program.opt_arg) for _ in range(n_rows)]
-        if red.lanes_share_state or self.column_tile:  # already one scalar state
+        if self.one_state:  # already one scalar state
             return vec_states
         states = []
         for vec_state in vec_states:
@@ -614,12 +452,12 @@ class _Kernel(KernelSkeleton):
     def _scalar_part(self, scalar_rows, states, j0, j1):
         """The j of [j0, j1) one at a time (all of them without SIMD, else the tail), in blocks."""
         b, block = self.b, self.block
-        with self._tile_states(states), counted_loop(b, j0, j1, "jtb", block) as jb:
+        with self.nest.tile_states(states), counted_loop(b, j0, j1, "jtb", block) as jb:
             room = b.sub(j1, jb)
             block_end = b.add(jb, imin(b, room, c64(block)))
             with counted_loop(b, jb, block_end, "j") as j:
-                self.j = j
-                self.update(scalar_rows, self.em, self.ea, states, j)
+                self.at_j(j)
+                self.nest.update(scalar_rows, self.em, self.ea, states, j)
             for st in states:
                 self.red.end_block(self.em, self.ea, st)
 
@@ -644,23 +482,11 @@ class _Kernel(KernelSkeleton):
         return map_state(vec_state, one)
 
 
-def _cell_pointers(cell):
-    """fn(slot) for `map_state`: the pointer to the next cell, typed as the slot (a state read
-    and written in place in a buffer)."""
-    count = itertools.count()
-    return lambda slot: cell(next(count), slot.type.pointee)
-
-
-def _square(em, v):
-    return em.mul(v, v)
-
-
 def kernel_program(program, schedule):
-    """What one kernel computes: `program`, or with the columns strategy, `program` on one
-    block of b's columns (the same kernel for every width of b: cache keys name this)."""
-    if schedule.column_block:
-        return columns.narrowed(program, schedule.column_arg, schedule.column_block)
-    return program
+    """What one kernel computes: `program` as the schedule's strategy runs it (the columns
+    strategy: on one block of b's columns, the same kernel for every width of b; cache keys
+    name this)."""
+    return loop_nest(schedule.strategy).program(program, schedule)
 
 
 def render(program, dtype, acc_dtype=None, sum_scheme="block_sum", variant="kernel", schedule=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..node import DimensionError
+from ..node import WIDE_THRESHOLD, DimensionError
 from .base import Op, broadcast_dim, cst, mk, no_derivative, register, require_dim, spread
 
 
@@ -136,7 +136,7 @@ class SqNorm2(Scalar):
         return (xs[0] ** 2).sum(-1, keepdims=True)
 
     def vjp(self, node, g):
-        return [mk("Mult", cst(2), mk("Mult", g, node.args[0]))]
+        return [_twice(g, node.args[0])]
 
     def lower(self, em, xs, attrs):
         return [_dot(em, xs[0], xs[0])]
@@ -194,13 +194,22 @@ class SqDist(Scalar):
 
     def vjp(self, node, g):
         a, b = node.args
-        d = mk("Mult", cst(2), mk("Mult", g, mk("Subtract", a, b)))
+        d = _twice(g, mk("Subtract", a, b))
         return [d, mk("Minus", d)]
 
     def lower(self, em, xs, attrs):
         a, b = spread(xs, max(len(x) for x in xs))
         d = [em.sub(p, q) for p, q in zip(a, b)]
         return [_dot(em, d, d)]
+
+
+def _twice(g, v):
+    """2 g v for a scalar g: (2 g) v where v is unrolled, one multiply a pair rather than one a
+    component (each then fuses into a sum's multiply-add; exact, 2 being a power of two); 2 (g v)
+    for a wide v (a loop over components either way: there, the GPU's registers keep it so)."""
+    if v.dim <= WIDE_THRESHOLD:
+        return mk("Mult", mk("Mult", cst(2), g), v)
+    return mk("Mult", cst(2), mk("Mult", g, v))
 
 
 def _weighted_rule(name, ds, df):
@@ -225,7 +234,7 @@ def _vjp_weighted(g, s, f):
         return [mk("Mult", g, mk("TensorProd", f, f)),
                 mk("Mult", g, mk("Add", mk("MatVecMult", s, f), mk("VecMatMult", f, s)))]
     ds = mk("Mult", g, mk("SqNorm2", f)) if s.dim == 1 else mk("Mult", g, mk("Square", f))
-    return [ds, mk("Mult", cst(2), mk("Mult", g, mk("Mult", s, f)))]
+    return [ds, _twice(g, mk("Mult", s, f))]
 
 
 def _lower_weighted(em, s, f):

@@ -1,27 +1,29 @@
 """The column micro-kernel of a Sum of s * b with b a wide j variable (K @ B).
 
-With SIMD across j, the Sum state of a wide F keeps one vector of lanes per column:
+With SIMD across j (the plain loop nest), the Sum state of a wide F keeps one vector of lanes per column:
 every term is 2 loads and a store of L1 (measured 12.5 G column-FMA/s on one core,
 slower than a dense matmul from 256 columns).  Run per block of columns
-(the schedule's columns strategy, `column_block`), b comes row-major (n_j, block) instead, and the tile of rows
+(`column_block` of the schedule), b comes row-major (n_j, block) instead, and the tile of rows
 works as a GEMM micro-kernel: s of its rows over a block of j is made across the
 lanes' j as usual and stored to a stack buffer; then for each j of the block, b's row
 j is loaded as vectors across columns, once for a group of rows, and each row's
 broadcast s[r, j] is multiplied into its accumulators, held in registers over the
 block (47 G column-FMA/s, a dense float32 matmul 50).  The
-accumulators are the row's scalar Sum state (one value a column, no lane states to
-merge): `block` (block_sum: added with compensation at the end of each block of j,
-as the generic path does), `total` (direct_sum), or `total` and `comp` with a
-compensated add per term (kahan_scheme: the same error bound as the generic path).
+accumulators are the slots of the row's scalar state that the reduction adds a term
+to (`Reduction.term_slots`: one value a column, no lane states to merge), with a
+compensated add per term where the reduction asks for one (the same error bound as
+the generic path); its `end_block` does the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from ...ir.program import replace_vars
-from .emitter import SlotArray, counted_loop
-from .skeleton import c64, imin
+from ....ir.program import replace_vars
+from ..emitter import SlotArray, counted_loop
+from ..skeleton import c64, imin
+from .base import LoopNest, register
+from .contraction import contract_rows
 
 
 def narrowed(program, pos, block):
@@ -35,19 +37,31 @@ def narrowed(program, pos, block):
 
 
 
-class ColumnTile:
-    """The vector part of a Sum of s * b, b argument `pos` row-major, for the renderer `kernel`."""
+@register
+class Columns(LoopNest):
+    """K @ B by blocks of B's columns."""
 
-    def __init__(self, kernel, pos):
-        self.k, self.pos = kernel, pos
+    name = like = "columns"
+    one_state = True
+
+    def __init__(self, kernel):
+        super().__init__(kernel)
+        self.pos = kernel.schedule.column_arg  # b, row-major
         f = kernel.program.formula
         self.s = next(a for a in f.args if a.dim == 1)
         self.width = next(a for a in f.args if a is not self.s).dim
 
-    def b_index(self, c):
-        """The element index of column c (an i64 value) of b at the current j."""
+    @staticmethod
+    def program(program, schedule):
+        """The program on one block of b's columns (the same kernel for every width of b)."""
+        return narrowed(program, schedule.column_arg, schedule.column_block)
+
+    def load_j(self, pos, c, em):
+        """b at the current j, row-major: read by the scalar tail only."""
+        if pos != self.pos:
+            return None
         b = self.k.b
-        return b.add(b.mul(self.k.j, c64(self.width)), c)
+        return self.k.load_data(b.gep(self.k.base(pos), [b.add(b.mul(self.k.j, c64(self.width)), c)]))
 
     def vector_part(self, vec_rows, states, j0, j1):
         """The whole vectors of j in [j0, j1) into the rows' scalar states, in blocks of
@@ -64,14 +78,12 @@ class ColumnTile:
         with counted_loop(b, j0, vec_end, "jcb", block) as jb:
             block_end = b.add(jb, imin(b, b.sub(vec_end, jb), c64(block)))
             with counted_loop(b, jb, block_end, "jc", lanes) as jv:
-                k.j = jv
-                for node in k.contractions:
-                    k._contract(node, vec_rows, em_v)
+                k.at_j(jv)
+                contract_rows(k, vec_rows, em_v)
                 at = b.udiv(b.sub(jv, jb), c64(lanes))
                 for r, values in enumerate(vec_rows):
                     b.store(values.get(self.s)[0], em_v.at(s_vecs, b.add(at, c64(r * per_row))))
                     values.forget(k.j_nodes)
-                k.j_loads.clear()
             self._accumulate(states, s_buf, jb, block_end)
             for st in states:
                 k.red.end_block(k.em, k.ea, st)
@@ -82,7 +94,7 @@ class ColumnTile:
         (a loop over them: code of one size for every block width, then the remainder) for
         as many rows as the `column_accumulators` registers allow."""
         k = self.k
-        kahan = k.em.scheme == "kahan_scheme"
+        kahan = k.red.term_slots(k.em, states[0])[1] is not None  # a compensated add per term
         n_vectors = self.width // k.lanes
         vectors = k.schedule.column_vectors
         width = min(n_vectors, vectors)
@@ -102,14 +114,14 @@ class ColumnTile:
         k = self.k
         b, lanes, em_v, ea_v = k.b, k.lanes, k.em_v, k.ea_v
         vectors = [b.add(v0, c64(v)) for v in range(width)]
-        key = "total" if kahan or k.em.scheme == "direct_sum" else "block"
 
         def columns(slot):  # the tile's column vectors of a scalar slot array
             assert isinstance(slot, SlotArray) and slot.n == self.width
             base = b.bitcast(slot.ptr, ea_v.t.as_pointer())
             return [b.gep(base, [v]) for v in vectors]
 
-        targets = [columns(st[key]) for st in states] + ([columns(st["comp"]) for st in states] if kahan else [])
+        terms = [k.red.term_slots(k.em, st) for st in states]  # (acc, comp) of each row
+        targets = [columns(acc) for acc, _ in terms] + ([columns(comp) for _, comp in terms] if kahan else [])
         align = ea_v.bits // 8  # slot arrays are aligned as their scalars
         slots = [[ea_v.slot(b.load(p, align=align)) for p in row] for row in targets]  # registers over the loop
         b_base = k.base(self.pos)
@@ -117,8 +129,7 @@ class ColumnTile:
             acc = [[b.load(p) for p in row] for row in slots]  # the rows' totals, then their compensations
             for jj in range(lanes):
                 row = b.mul(b.add(jv, c64(jj)), c64(self.width))
-                bv = [b.load(b.bitcast(b.gep(b_base, [b.add(row, b.mul(v, c64(lanes)))]), em_v.t.as_pointer()),
-                             align=em_v.bits // 8) for v in vectors]
+                bv = [k.load_data(b.gep(b_base, [b.add(row, b.mul(v, c64(lanes)))]), lanes) for v in vectors]
                 for t, r in enumerate(rows):
                     s = em_v.splat(b.load(b.gep(s_buf, [b.add(b.sub(jv, jb), c64(r * k.block + jj))])))
                     for v in range(len(vectors)):

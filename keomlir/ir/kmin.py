@@ -1,0 +1,314 @@
+"""The K smallest values (and their indices) of F over j: KMin, ArgKMin, KMin_ArgKMin.
+
+Registered with the other reductions (`reductions.REDUCTIONS`) on import of the IR package.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .reductions import _INF, Reduction, Scratch, _columns, _filled, _less_nan_last, _wins, register
+
+RING = 32  # j vectors a SIMD K-min logs before inserting their candidates (`_KMin._log`)
+# (room for as many more: a loop nest checks `full` after each iteration, of up to 16 j vectors)
+LOG_ROOM = RING + 16
+
+
+class _KMin(Reduction):
+    """The K smallest values per component, sorted, NaN after every number and ties
+    in order of j: a branch-free insertion into a sorted list.
+
+    In SIMD code every lane feeds one scalar list (`lanes_share_state`): the j loop logs
+    each vector of F with its candidates, found by one compare with the list's threshold
+    and no branch, and the candidates of a log are inserted at once (`_log`, `_flush`),
+    the list then held in two vectors (values, indices) and each candidate entering by
+    one compare with the whole list (`_insert_candidates`).  Each component's list lies
+    in two arrays padded to a power of two, read as those vectors; scalar code (the tail,
+    a screened kernel, the GPU) inserts one j at a time, unrolled over the ranks
+    (`_enter`).  The threshold t, kept with the list and remade only when it changes,
+    folds the NaN rule into that one compare: for a number x, x <= t exactly when x
+    beats the K-th value (a number below it; any number where it is NaN; none where it is
+    -inf, but -inf itself, which the insertion rejects as a tie).  A wide F keeps each of
+    the K ranks in array slots, the insertion in one loop over the components."""
+
+    needs_k = True
+    with_value, with_index = True, False
+    tile_rows = 4
+    lanes_share_state = True
+    blocks = False
+    wide_state = True
+
+    def outputs(self, dim_f, dim_g, k):
+        shape = (k,) if dim_f == 1 else (k, dim_f)
+        return ([(shape, "float")] if self.with_value else []) + ([(shape, "index")] if self.with_index else [])
+
+    def init(self, em, ea, dims, k):
+        es = em.with_lanes(None)  # one scalar list, whatever the SIMD width
+        d = dims[0]
+        nan = es.const(float("nan"))
+        ity = es.index_const(0).type
+        if em.is_wide(d):
+            return {"v": [es.slot_array(d, nan) for _ in range(k)],
+                    "i": [es.slot_array(d, es.index_const(-1), ity) for _ in range(k)],
+                    "t": es.slot_array(d, nan)}
+        # the lists stay in memory: the j loop reads only each one's threshold and last index, and
+        # needs the registers (in registers, 2 K d values a row crowd out the rows' vectors); the
+        # ranks of a component are consecutive, padded to `lanes` (never read as ranks)
+        lanes = 1 << (k - 1).bit_length()
+        el = es.with_lanes(lanes)
+        lists = []
+        for _ in range(d):
+            lst = Scratch(v=es.pinned(es.vector_array(es.t, lanes)), i=es.pinned(es.vector_array(ity, lanes)),
+                          lanes=lanes)
+            es.store_vector(lst.v, el.const(float("nan")))
+            es.store_vector(lst.i, el.index_const(-1))
+            lists.append(lst)
+        return {"v": [[es.at(lst.v, es.index_const(r)) for lst in lists] for r in range(k)],
+                "i": [[es.at(lst.i, es.index_const(r)) for lst in lists] for r in range(k)],
+                "t": [es.slot(nan) for _ in range(d)], "lists": lists}
+
+    def _tables(self, st):
+        """The per-rank tables `_columns` walks: values, indices, the threshold (one rank)."""
+        return [st["v"], st["i"], [st["t"]]]
+
+    def update(self, em, ea, st, f, g, j):
+        if em.lanes is not None and st.get("lists") is not None:  # (a view of the state's slots has none)
+            self._log(em, st, f, j)
+            return
+        for (vcol, icol, (tp,)), (x,) in _columns(em.with_lanes(None), self._tables(st), [f]):
+            self._enter(em, vcol, icol, tp, lambda last_v, t, x=x: em.cmp("<=", x, em.splat(t)), lambda x=x: x, j)
+
+    def _log(self, em, st, f, j):
+        """SIMD: each component's j vectors logged with no branch, RING of them: the vector of x, and
+        a word of its candidates (x <= t, NaN x too).  Where the log is full (`full`), the loop over j
+        leaves for `end_block`, which inserts the candidates (`_flush`), as at the vector part's end.
+        The loop has no data-dependent branch (the j vectors with candidates come at random: a branch
+        on them is mispredicted about as often as taken, and resolves late, after the compares), nor
+        data-dependent address.  The threshold is older, remade once a log: it lets more j through
+        (each rechecked), most while the first j fill the list."""
+        es = em.with_lanes(None)
+        ity = es.index_const(0).type
+        if "logs" not in st:  # made on first use (by the SIMD code only); empty when the state is at rest
+            words = -(-LOG_ROOM // es.WORDS) * es.WORDS
+            st["logs"] = [Scratch(x=em.array(em.t, LOG_ROOM), words=es.vector_array(em.mask_word_type, words),
+                                  **{name: es.entry_slot(es.index_const(0), ity) for name in ("steps", "j")})
+                          for _ in st["lists"]]
+        for ((_, _, (tp,)), (x,)), log in zip(_columns(es, self._tables(st), [f]), st["logs"]):
+            steps = es.load(log.steps)
+            em.store(em.at(log.x, steps), x)
+            candidates = em.not_(em.cmp(">", x, em.splat(es.load(tp))))
+            es.store(es.at(log.words, steps), em.mask_word(candidates))
+            es.store(log.steps, es.index_add(steps, 1))
+            es.store(log.j, em.lane(j, es.index_const(0)))
+
+    def full(self, em, ea, st):
+        if em.lanes is None or not st.get("logs"):
+            return None
+        # (while a list is open, after each vector: its threshold lets every j through)
+        es = em.with_lanes(None)
+        conds = [es.or_(es.index_cmp(">=", es.load(log.steps), es.index_const(RING)),
+                        es.not_(_filled(es, es.load(icol[-1]))))
+                 for ((_, icol, _), _), log in zip(_columns(es, self._tables(st)), st["logs"])]
+        return functools.reduce(es.or_, conds)
+
+    def _flush(self, em, lst, log, tp, k):
+        """The logged candidates into one component's list of K (`lst`), emptying the log: one call
+        of a function of the module (`_flush_body`), whose registers do not crowd the j loop's."""
+        es = em.with_lanes(None)
+        name = f"keomlir_kmin_flush_{'f32' if em.bits == 32 else 'f64'}x{em.lanes}_k{k}_log{RING}"
+        em.outlined(name, [lst.v, lst.i, log.x, log.words, es.load(log.steps), es.load(log.j), tp],
+                    lambda fem, params: self._flush_body(fem, k, lst.lanes, *params))
+        es.store(log.steps, es.index_const(0))
+
+    def update_screened(self, em, ea, st, may_beat, exact, j):
+        (vcol, icol, (tp,)), _ = next(_columns(em.with_lanes(None), self._tables(st)))  # a scalar F: one column
+        self._enter(em, vcol, icol, tp, lambda last_v, t: may_beat(last_v), lambda: exact()[0], j)
+
+    def _enter(self, em, vcol, icol, tp, below, value, j):
+        """Insert value() into one component's list (slots vcol, icol, threshold tp) where it beats
+        the K-th.  Most candidates do not: per j vector, one test below(K-th value, threshold) and
+        one of the list having an empty slot (which takes anything, NaN too).  Where some lane may
+        enter, value() is made (exact values, where below() was a screen) and the lanes at or below
+        the threshold are inserted one by one in order of j, found from the bits of that mask (each
+        rechecked, as the insertions lower the K-th)."""
+        es = em.with_lanes(None)
+        k = len(vcol)
+        open_ = es.not_(_filled(es, es.load(icol[k - 1])))
+        t = es.load(tp)
+        if em.lanes is None:
+            with em.if_then(es.or_(open_, below(es.load(vcol[k - 1]), t))):
+                self._insert(es, vcol, icol, value(), j, tie_break=False)
+                self._retire(es, vcol, icol, tp)
+            return
+        with em.if_then(es.or_(open_, em.any(below(es.load(vcol[k - 1]), t))), rare=True):
+            x = value()
+            with em.set_lanes(em.or_(em.splat(open_), em.cmp("<=", x, em.splat(t)))) as lane:
+                xl = em.lane(x, lane)
+                last_v, last_i = es.load(vcol[k - 1]), es.load(icol[k - 1])
+                with es.if_then(es.or_(es.not_(_filled(es, last_i)), _less_nan_last(es, xl, last_v))):
+                    self._insert(es, vcol, icol, xl, em.lane(j, lane), tie_break=False)
+                    self._retire(es, vcol, icol, tp)
+
+    def _flush_body(self, em, k, lanes, list_v, list_i, log_x, log_words, steps, j_last, tp):
+        """`_flush`'s function: the list (arrays list_v, list_i of `lanes`, the K-th at rank k - 1) held
+        in registers as a vector of its values and one of its indices while the candidates of the log's
+        `steps` vectors (log_x, their words log_words; the last at j_last) are inserted: the vectors
+        with some, found at once from their words, each's rechecked against the list's K-th (the
+        older threshold lets about four times as many through); then stored, its threshold remade."""
+        es, el = em.with_lanes(None), em.with_lanes(lanes)
+        align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
+        vals = el.slot(es.load_vector(list_v, align[0]))
+        idxs = el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type)
+        first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
+        with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
+            positions, n = es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
+
+            def vector(positions):  # the first of positions; its candidates that may beat the K-th now
+                p = em.first_offset(positions)
+                x = em.load(em.at(log_x, p))
+                last = em.splat_lane(el.load(vals), k - 1)
+                beats = em.or_(em.cmp("<", x, last), em.isnan(last))
+                candidates = em.and_(em.word_mask(es.load(es.at(log_words, p))), beats)
+                j = em.lane_indices(es.index_sum(first_j, es.index_scale(p, em.lanes)))
+                self._insert_candidates(em, el, vals, idxs, x, candidates, j)
+
+            at = es.slot(positions, positions.type)
+            with es.loop(es.index_const(0), n):
+                vector(es.load(at))
+                es.store(at, em.shift_down(es.load(at)))
+        v = el.load(vals)
+        es.store_vector(list_v, v, align[0])
+        es.store_vector(list_i, el.load(idxs), align[1])
+        es.store(tp, self._threshold(es, el.lane(v, es.index_const(k - 1))))
+
+    @staticmethod
+    def _insert_candidates(em, el, vals, idxs, x, candidates, j):
+        """The candidate lanes of x (a vector of j) into the list in the vector slots vals, idxs (of
+        `el`'s width), in order of j: each by one compare with the whole list and two selects per
+        vector, no branch.  The ranks r where x goes before the list's entry (an empty slot, or a
+        number above x or NaN, for x a number) are those from x's place p on; there, the entries move
+        up one rank (the K-th dropped) and p takes x, so that equal values keep the lower j first and
+        a lane that does not beat the K-th changes nothing below rank K.  The candidates are
+        compressed to the lowest lanes: the first inserted with no branch (nothing where there is
+        none), the others (seldom any, once the list holds the K nearest) by a loop."""
+        es = em.with_lanes(None)
+
+        def insert(xs, offsets, some=None):
+            xl, il = em.first(xs), em.lane(j, em.first_offset(offsets))
+            v, i = el.load(vals), el.load(idxs)
+            xv = el.splat(xl)
+            above = el.and_(el.not_(el.cmp(">=", xv, v)), el.not_(el.isnan(xv)))
+            before = el.or_(el.not_(_filled(el, i)), above)
+            if some is not None:
+                before = el.and_(before, el.splat(some))
+            shifted = el.shift_up(before, before.type.element(0))  # the ranks after x's place
+            el.store(vals, el.select(shifted, el.shift_up(v, xl), el.select(before, xv, v)))
+            el.store(idxs, el.select(shifted, el.shift_up(i, il), el.select(before, el.splat(il), i)))
+
+        xs, offsets = em.compress(x, candidates), em.compress(em.lane_offsets(), candidates)
+        n = em.count(candidates)
+        insert(xs, offsets, es.index_cmp(">", n, es.index_const(0)))
+        rest = [em.slot(xs), em.slot(offsets, offsets.type)]
+        with es.loop(es.index_const(1), n):
+            moved = [em.shift_down(em.load(p)) for p in rest]
+            for p, m in zip(rest, moved):
+                em.store(p, m)
+            insert(*moved)
+
+    @classmethod
+    def _retire(cls, em, vcol, icol, tp):
+        em.store(tp, cls._threshold(em, em.load(vcol[len(vcol) - 1])))
+
+    @staticmethod
+    def _threshold(em, last_v):
+        """The threshold of a list whose K-th value is last_v: the largest number below it (x <= t:
+        x < K-th), +inf where the K-th is NaN (every number beats it), -inf where it is -inf (nothing
+        does; x <= t holds for x = -inf, which the insertion rejects as a tie)."""
+        t = em.select(em.isnan(last_v), em.const(_INF), em.float_below(last_v))
+        return em.select(em.cmp("==", last_v, em.const(-_INF)), last_v, t)
+
+    @staticmethod
+    def _insert(em, vcol, icol, x, xi, tie_break):
+        """Insert (x, xi) into the sorted list of one component, its K value and index
+        slots vcol, icol (dropping the last)."""
+        k = len(vcol)
+        vals = [em.load(vcol[r]) for r in range(k)]
+        idxs = [em.load(icol[r]) for r in range(k)]
+        # before[r]: x goes before slot r (an empty slot, or x smaller: NaN last, then lower j)
+        before = [em.or_(em.not_(_filled(em, idxs[r])),
+                         _wins(em, "nan_last", x, xi, vals[r], idxs[r]) if tie_break else _less_nan_last(em, x, vals[r]))
+                  for r in range(k)]
+        if tie_break:  # an empty incoming entry inserts nothing
+            before = [em.and_(_filled(em, xi), b) for b in before]
+        for r in range(k):
+            new_v = em.select(before[r - 1], vals[r - 1], x) if r else x
+            new_i = em.select(before[r - 1], idxs[r - 1], xi) if r else xi
+            em.store(vcol[r], em.select(before[r], new_v, vals[r]))
+            em.store(icol[r], em.select(before[r], new_i, idxs[r]))
+
+    def merge(self, em, ea, st, other):
+        # the other list goes through a stack array and a loop: one insertion body, not K
+        k = len(st["v"])
+        for (vcol, icol, (tp,), ovcol, oicol), _ in _columns(em, self._tables(st) + [other["v"], other["i"]]):
+            vals, idxs = em.array(em.t, k), em.array(em.index_const(0).type, k)
+            for r in range(k):
+                em.store(em.at(vals, em.index_const(r)), em.load(ovcol[r]))
+                em.store(em.at(idxs, em.index_const(r)), em.load(oicol[r]))
+            with em.loop(em.index_const(0), em.index_const(k)) as r:
+                self._insert(em, vcol, icol, em.load(em.at(vals, r)), em.load(em.at(idxs, r)), tie_break=True)
+            self._retire(em, vcol, icol, tp)
+
+    def end_block(self, em, ea, st):
+        """The SIMD code's logged candidates into the lists (where its loop over j leaves: `full`)."""
+        if em.lanes is None or not st.get("logs"):
+            return
+        for ((vcol, _, (tp,)), _), lst, log in zip(_columns(em.with_lanes(None), self._tables(st)), st["lists"],
+                                                   st["logs"]):
+            self._flush(em, lst, log, tp, len(vcol))
+
+    def finalize(self, em, ea, st):
+        if not isinstance(st["v"][0], list):
+            return self._wide_finalize(em, st)
+        flat_i = [em.load(p) for row in st["i"] for p in row]
+        # a slot no j filled (fewer j than K, in a block-sparse row) reads +inf at index -1
+        flat_v = [em.select(_filled(em, i), em.load(p), em.const(_INF))
+                  for i, p in zip(flat_i, (p for row in st["v"] for p in row))]
+        return ([flat_v] if self.with_value else []) + ([flat_i] if self.with_index else [])
+
+    def _wide_finalize(self, em, st):
+        """The (K, d) outputs, row-major, read from the K rank arrays (as `finalize`)."""
+        k, d = len(st["v"]), st["v"][0].n
+
+        def read(ranks, o):  # rank o // d, component o % d: picked among the K arrays
+            r, c = em.index_divmod(o, d)
+            vals = [em.load(em.elem(row, c)) for row in ranks]
+            v = vals[k - 1]
+            for q in range(k - 2, -1, -1):
+                v = em.select(em.index_cmp("==", r, em.index_const(q)), vals[q], v)
+            return v
+
+        idx = em.wide(k * d, lambda o: read(st["i"], o))
+        val = em.wide(k * d, lambda o: em.select(_filled(em, read(st["i"], o)), read(st["v"], o), em.const(_INF)))
+        return ([val] if self.with_value else []) + ([idx] if self.with_index else [])
+
+    def reference(self, F, G, k):
+        M, N, d = F.shape
+        if N < k:  # fewer j than K (a block-sparse row): the missing slots stay empty, +inf at index -1
+            F = np.concatenate([F, np.full((M, k - N, d), np.inf)], axis=1)
+        order = np.argsort(F, axis=1, kind="stable")[:, :k, :]
+        vals = np.take_along_axis(F, order, axis=1)
+        order = np.where(order < N, order, -1)
+        if d == 1:
+            order, vals = order[:, :, 0], vals[:, :, 0]
+        return ([vals] if self.with_value else []) + ([order.astype(np.int64)] if self.with_index else [])
+
+
+def _kmin(name, with_value, with_index):
+    register(type(name, (_KMin,), {"name": name, "with_value": with_value, "with_index": with_index}))
+
+
+_kmin("KMin", True, False)
+_kmin("ArgKMin", False, True)
+_kmin("KMin_ArgKMin", True, True)
