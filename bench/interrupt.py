@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import statistics
 import threading
@@ -24,6 +23,7 @@ import numpy as np
 
 from keomlir.backends import cpu, threads
 from keomlir.numpy import Genred
+from machine import cpu_model
 
 ALIASES = ["x = Vi(3)", "y = Vj(3)", "b = Vj(1)"]
 CASES = {  # name: (formula, reduction, K, M, N)
@@ -31,17 +31,6 @@ CASES = {  # name: (formula, reduction, K, M, N)
     "ArgKMin K=10, D=3, M = N = 20000": ("SqDist(x,y)", "ArgKMin", 10, 20000, 20000),
     "Gaussian, few rows (j over threads), M = 64, N = 2000000": ("Exp(-SqDist(x,y)) * b", "Sum", None, 64, 2000000),
 }
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _timed(f, args):
@@ -108,7 +97,7 @@ def main():
     latencies = [(n, *stop_latency(n)) for n in (2, 1)]
     load_after = os.getloadavg()
     print("# Interruptible reductions: cost and stop time\n")
-    print(f"{_cpu_name()}, {os.cpu_count()} cores, keomlir on {cpu.num_threads()} threads, float32. Load average "
+    print(f"{cpu_model()}, {os.cpu_count()} cores, keomlir on {cpu.num_threads()} threads, float32. Load average "
           f"(1/5/15 min) before: {'/'.join(f'{v:.1f}' for v in load_before)}, after: "
           f"{'/'.join(f'{v:.1f}' for v in load_after)}. {repeats} alternating runs of each; chunks of about "
           f"{threads.CHUNK_SECONDS * 1000:.0f} ms.\n")

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from keomlir.numpy import Genred as KGenred  # noqa: E402
 
 from keomlir.numpy import KernelSolve as KKernelSolve  # noqa: E402
+from machine import cpu_model  # noqa: E402
 
 try:
     from pykeops.numpy import Genred as PGenred, KernelSolve as PKernelSolve
@@ -49,15 +50,7 @@ ALIASES = lambda d: [f"x = Vi({d})", f"y = Vj({d})", "b = Vj(1)"]  # noqa: E731
 
 
 def machine():
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import llvmlite.binding as llvm
 
     feats = llvm.get_host_cpu_features()
