@@ -114,6 +114,9 @@ def _next_line(proc, lines, timeout):
 COMMON = """
 import json, os, signal, sys, time
 signal.alarm(150)  # never outlive the test, hung or not (a forked child inherits no alarm: it sets its own)
+# Ctrl-C raises KeyboardInterrupt here whatever this process inherited: started from a background job
+# of a non-interactive shell, SIGINT arrives ignored, and Python then installs no handler of its own
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 from keomlir.backends import cpu
 from keomlir.numpy import Genred
