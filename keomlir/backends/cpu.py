@@ -104,7 +104,7 @@ class CpuKernel:
         n_threads, strategy = self.schedule.thread_plan(n_i, n_j, num_threads())
         if strategy == "one" and n_i * n_j <= threads.FIRST_PAIRS:
             # one chunk's work in this thread: what threads.run would do, without its machinery
-            # (a call of M = N = 100 spent a fifth of its time there)
+            # (its cost is most of a small call's: bench/ab.py's per-call overhead row)
             self.fn(0, n_i, 0, n_j, n_j, args, outs)
             return
         if strategy == "split_j":

@@ -273,7 +273,7 @@ class _ShiftedExpSum(Reduction):
         (never NaN); a NaN f poisons s and so this row only.  `flush`: unweighted (w and s each
         0 or at least 1), so an e below the smallest normal number changes neither sum at this
         precision and may be 0: no subnormal arithmetic (slow on x86 without AVX-512's vscalef:
-        a far maximum made the softmin 2.3x slower, bench/roofline.md)."""
+        a far maximum slowed the softmin: bench/ab.py's softmin rows)."""
         m = ea.load(m_ptr)
         raise_max = ea.cmp(">", f, m)
         exp = "exp_nonpositive_flush" if flush else "exp_nonpositive"  # (its argument is <= 0)

@@ -144,8 +144,8 @@ def exp_nonpositive_flush(em, x):
     terms of a sum known to be at least 1, which such terms change by less than 2^-90 of a unit.
     The exp itself is taken of x clamped to that bound, where it is still a normal number: a
     flushed lane's discarded value must not be subnormal either (a subnormal product costs a
-    microcode assist on x86, whatever select drops it after; the softmin ran 2.3x slower on
-    AVX2 when most of its terms underflowed)."""
+    microcode assist on x86, whatever select drops it after: the AVX2 softmin's speed
+    depended on how many of its terms underflowed; bench/ab.py's softmin rows at e = 1 and 100)."""
     if "avx512f" in em.features:
         return exp(em, x, hi=0.0)
     ftype = np.float32 if em.bits == 32 else np.float64
