@@ -14,6 +14,8 @@ from .reductions import _INF, Reduction, Scratch, _columns, _filled, _less_nan_l
 RING = 32  # j vectors a SIMD K-min logs before inserting their candidates (`_KMin._log`)
 # (room for as many more: a loop nest checks `full` after each iteration, of up to 16 j vectors)
 LOG_ROOM = RING + 16
+# lists one flush walks together (`_KMin._flush`): up to 4, of at most 64 lanes in all (registers)
+GROUP, GROUP_LANES = 4, 64
 
 
 class _KMin(Reduction):
@@ -83,17 +85,19 @@ class _KMin(Reduction):
     def _log(self, em, st, f, j):
         """SIMD: each component's j vectors logged with no branch, RING of them: the vector of x, and
         a word of its candidates (x <= t, NaN x too).  Where the log is full (`full`), the loop over j
-        leaves for `end_block`, which inserts the candidates (`_flush`), as at the vector part's end.
+        leaves for `end_blocks`, which inserts the candidates (`_flush`), as at the vector part's end.
         The loop has no data-dependent branch (the j vectors with candidates come at random: a branch
         on them is mispredicted about as often as taken, and resolves late, after the compares), nor
         data-dependent address.  The threshold is older, remade once a log: it lets more j through
-        (each rechecked), most while the first j fill the list."""
+        (each rechecked), most while the first j fill the list; so a log holds `limit` vectors, 1 after
+        the list fills, doubled at each flush up to RING (`end_blocks`)."""
         es = em.with_lanes(None)
         ity = es.index_const(0).type
         if "logs" not in st:  # made on first use (by the SIMD code only); empty when the state is at rest
             words = -(-LOG_ROOM // es.WORDS) * es.WORDS
             st["logs"] = [Scratch(x=em.array(em.t, LOG_ROOM), words=es.vector_array(em.mask_word_type, words),
-                                  **{name: es.entry_slot(es.index_const(0), ity) for name in ("steps", "j")})
+                                  **{name: es.entry_slot(es.index_const(init), ity)
+                                     for name, init in (("steps", 0), ("j", 0), ("limit", RING))})
                           for _ in st["lists"]]
         for ((_, _, (tp,)), (x,)), log in zip(_columns(es, self._tables(st), [f]), st["logs"]):
             steps = es.load(log.steps)
@@ -108,19 +112,25 @@ class _KMin(Reduction):
             return None
         # (while a list is open, after each vector: its threshold lets every j through)
         es = em.with_lanes(None)
-        conds = [es.or_(es.index_cmp(">=", es.load(log.steps), es.index_const(RING)),
+        conds = [es.or_(es.index_cmp(">=", es.load(log.steps), es.load(log.limit)),
                         es.not_(_filled(es, es.load(icol[-1]))))
                  for ((_, icol, _), _), log in zip(_columns(es, self._tables(st)), st["logs"])]
         return functools.reduce(es.or_, conds)
 
-    def _flush(self, em, lst, log, tp, k):
-        """The logged candidates into one component's list of K (`lst`), emptying the log: one call
-        of a function of the module (`_flush_body`), whose registers do not crowd the j loop's."""
+    def _flush(self, em, chains, k):
+        """The logged candidates of `chains` (list, log, threshold slot of a component of a row, their
+        logs filled together) into their lists of K, emptying the logs: one call of a function of the
+        module (`_flush_body`), whose registers do not crowd the j loop's."""
         es = em.with_lanes(None)
-        name = f"keomlir_kmin_flush_{'f32' if em.bits == 32 else 'f64'}x{em.lanes}_k{k}_log{RING}"
-        em.outlined(name, [lst.v, lst.i, log.x, log.words, es.load(log.steps), es.load(log.j), tp],
-                    lambda fem, params: self._flush_body(fem, k, lst.lanes, *params))
-        es.store(log.steps, es.index_const(0))
+        name = (f"keomlir_kmin_flush_{'f32' if em.bits == 32 else 'f64'}x{em.lanes}_k{k}_log{RING}"
+                f"_by{len(chains)}")
+        log = chains[0][1]
+        params = [es.load(log.steps), es.load(log.j)]
+        for lst, lg, tp in chains:
+            params += [lst.v, lst.i, lg.x, lg.words, tp]
+        em.outlined(name, params, lambda fem, params: self._flush_body(fem, k, chains[0][0].lanes, *params))
+        for _, lg, _ in chains:
+            es.store(lg.steps, es.index_const(0))
 
     def update_screened(self, em, ea, st, may_beat, exact, j):
         (vcol, icol, (tp,)), _ = next(_columns(em.with_lanes(None), self._tables(st)))  # a scalar F: one column
@@ -151,71 +161,81 @@ class _KMin(Reduction):
                     self._insert(es, vcol, icol, xl, em.lane(j, lane), tie_break=False)
                     self._retire(es, vcol, icol, tp)
 
-    def _flush_body(self, em, k, lanes, list_v, list_i, log_x, log_words, steps, j_last, tp):
-        """`_flush`'s function: the list (arrays list_v, list_i of `lanes`, the K-th at rank k - 1) held
-        in registers as a vector of its values and one of its indices while the candidates of the log's
-        `steps` vectors (log_x, their words log_words; the last at j_last) are inserted: the vectors
-        with some, found at once from their words, each's rechecked against the list's K-th (the
-        older threshold lets about four times as many through); then stored, its threshold remade."""
+    def _flush_body(self, em, k, lanes, steps, j_last, *chains):
+        """`_flush`'s function: each chain's list (arrays list_v, list_i of `lanes`, the K-th at rank
+        k - 1) held in registers as a vector of its values and one of its indices while the candidates
+        of its log's `steps` vectors (log_x, their words log_words; the last at j_last) are inserted:
+        the vectors with some, found at once from their words, each's rechecked against the list's
+        K-th (the older threshold lets about four times as many through); then stored, its threshold
+        (tp) remade.  The chains go in step, the n-th vector with candidates of each at once (a chain
+        with fewer inserting nothing): one chain's insertions wait each on the one before, and the
+        core overlaps the chains'."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
-        vals = el.slot(es.load_vector(list_v, align[0]))
-        idxs = el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type)
+        chains = [chains[c:c + 5] for c in range(0, len(chains), 5)]
+        lists = [(el.slot(es.load_vector(list_v, align[0])), el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type))
+                 for list_v, list_i, _, _, _ in chains]
         first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
         with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
-            positions, n = es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
+            found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
+                     for _, _, _, log_words, _ in chains]
+            ats = [es.slot(positions, positions.type) for positions, _ in found]
 
-            def vector(positions):  # the first of positions; its candidates that may beat the K-th now
-                p = em.first_offset(positions)
-                x = em.load(em.at(log_x, p))
-                last = em.splat_lane(el.load(vals), k - 1)
-                beats = em.or_(em.cmp("<", x, last), em.isnan(last))
-                candidates = em.and_(em.word_mask(es.load(es.at(log_words, p))), beats)
-                j = em.lane_indices(es.index_sum(first_j, es.index_scale(p, em.lanes)))
-                self._insert_candidates(em, el, vals, idxs, x, candidates, j)
-
-            at = es.slot(positions, positions.type)
-            with es.loop(es.index_const(0), n):
-                vector(es.load(at))
+            def vector(chain, at, n, vals, p):  # the chain's p-th vector with candidates, those that may beat the K-th now
+                _, _, log_x, log_words, _ = chain
+                q = em.first_offset(es.load(at))  # (0 past the last: a logged vector, its candidates masked)
                 es.store(at, em.shift_down(es.load(at)))
-        v = el.load(vals)
-        es.store_vector(list_v, v, align[0])
-        es.store_vector(list_i, el.load(idxs), align[1])
-        es.store(tp, self._threshold(es, el.lane(v, es.index_const(k - 1))))
+                x = em.load(em.at(log_x, q))
+                last = em.splat_lane(el.load(vals), k - 1)
+                beats = em.and_(em.or_(em.cmp("<", x, last), em.isnan(last)),
+                                em.splat(es.index_cmp("<", p, n)))
+                candidates = em.and_(em.word_mask(es.load(es.at(log_words, q))), beats)
+                return x, candidates, em.lane_indices(es.index_sum(first_j, es.index_scale(q, em.lanes)))
+
+            with es.loop(es.index_const(0), _index_max(es, [n for _, n in found])) as p:
+                self._insert_candidates(em, el, [lst + vector(chain, at, n, lst[0], p)
+                                                 for chain, at, (_, n), lst in zip(chains, ats, found, lists)])
+        for (list_v, list_i, _, _, tp), (vals, idxs) in zip(chains, lists):
+            v = el.load(vals)
+            es.store_vector(list_v, v, align[0])
+            es.store_vector(list_i, el.load(idxs), align[1])
+            es.store(tp, self._threshold(es, el.lane(v, es.index_const(k - 1))))
 
     @staticmethod
-    def _insert_candidates(em, el, vals, idxs, x, candidates, j):
-        """The candidate lanes of x (a vector of j) into the list in the vector slots vals, idxs (of
-        `el`'s width), in order of j: each by one compare with the whole list and two selects per
-        vector, no branch.  The ranks r where x goes before the list's entry (an empty slot, or a
-        number above x or NaN, for x a number) are those from x's place p on; there, the entries move
-        up one rank (the K-th dropped) and p takes x, so that equal values keep the lower j first and
-        a lane that does not beat the K-th changes nothing below rank K.  The candidates are
-        compressed to the lowest lanes: the first inserted with no branch (nothing where there is
-        none), the others (seldom any, once the list holds the K nearest) by a loop."""
+    def _insert_candidates(em, el, chains):
+        """For each chain (vals, idxs, x, candidates, j): the candidate lanes of x (a vector of j) into
+        the list in the vector slots vals, idxs (of `el`'s width), in order of j: each by one compare
+        with the whole list and two selects per vector, no branch.  The ranks r where x goes before the
+        list's entry (an empty slot, or a number above x or NaN, for x a number) are those from x's
+        place p on; there, the entries move up one rank (the K-th dropped) and p takes x, so that equal
+        values keep the lower j first and a lane that does not beat the K-th changes nothing below rank
+        K.  The candidates are compressed to the lowest lanes: the first inserted with no branch
+        (nothing where there is none), the others (seldom any, once the list holds the K nearest) by a
+        loop, the chains in step."""
         es = em.with_lanes(None)
 
-        def insert(xs, offsets, some=None):
+        def insert(vals, idxs, j, xs, offsets, some):
             xl, il = em.first(xs), em.lane(j, em.first_offset(offsets))
             v, i = el.load(vals), el.load(idxs)
             xv = el.splat(xl)
             above = el.and_(el.not_(el.cmp(">=", xv, v)), el.not_(el.isnan(xv)))
-            before = el.or_(el.not_(_filled(el, i)), above)
-            if some is not None:
-                before = el.and_(before, el.splat(some))
+            before = el.and_(el.or_(el.not_(_filled(el, i)), above), el.splat(some))
             shifted = el.shift_up(before, before.type.element(0))  # the ranks after x's place
             el.store(vals, el.select(shifted, el.shift_up(v, xl), el.select(before, xv, v)))
             el.store(idxs, el.select(shifted, el.shift_up(i, il), el.select(before, el.splat(il), i)))
 
-        xs, offsets = em.compress(x, candidates), em.compress(em.lane_offsets(), candidates)
-        n = em.count(candidates)
-        insert(xs, offsets, es.index_cmp(">", n, es.index_const(0)))
-        rest = [em.slot(xs), em.slot(offsets, offsets.type)]
-        with es.loop(es.index_const(1), n):
-            moved = [em.shift_down(em.load(p)) for p in rest]
-            for p, m in zip(rest, moved):
-                em.store(p, m)
-            insert(*moved)
+        rests = []
+        for vals, idxs, x, candidates, j in chains:
+            xs, offsets = em.compress(x, candidates), em.compress(em.lane_offsets(), candidates)
+            n = em.count(candidates)
+            insert(vals, idxs, j, xs, offsets, es.index_cmp(">", n, es.index_const(0)))
+            rests.append((vals, idxs, j, em.slot(xs), em.slot(offsets, offsets.type), n))
+        with es.loop(es.index_const(1), _index_max(es, [rest[-1] for rest in rests])) as q:
+            for vals, idxs, j, *rest, n in rests:
+                moved = [em.shift_down(em.load(p)) for p in rest]
+                for p, m in zip(rest, moved):
+                    em.store(p, m)
+                insert(vals, idxs, j, *moved, es.index_cmp("<", q, n))
 
     @classmethod
     def _retire(cls, em, vcol, icol, tp):
@@ -261,12 +281,31 @@ class _KMin(Reduction):
             self._retire(em, vcol, icol, tp)
 
     def end_block(self, em, ea, st):
-        """The SIMD code's logged candidates into the lists (where its loop over j leaves: `full`)."""
-        if em.lanes is None or not st.get("logs"):
+        self.end_blocks(em, ea, [st])
+
+    def end_blocks(self, em, ea, states):
+        """The SIMD code's logged candidates into the lists of a tile's rows (where its loop over j
+        leaves: `full`), in groups of GROUP lists (`_flush`); each log's next `limit`: 1 where its list
+        was open, else twice the last, up to RING."""
+        if em.lanes is None:
             return
-        for ((vcol, _, (tp,)), _), lst, log in zip(_columns(em.with_lanes(None), self._tables(st)), st["lists"],
-                                                   st["logs"]):
-            self._flush(em, lst, log, tp, len(vcol))
+        es = em.with_lanes(None)
+        chains = [(lst, log, tp) for st in states if st.get("logs")
+                  for ((_, _, (tp,)), _), lst, log in zip(_columns(es, self._tables(st)), st["lists"], st["logs"])]
+        if not chains:
+            return
+        k = len(states[0]["v"])
+        limits = []
+        for lst, log, _ in chains:
+            grown = es.index_scale(es.load(log.limit), 2)
+            grown = es.select(es.index_cmp("<", grown, es.index_const(RING)), grown, es.index_const(RING))
+            opened = es.not_(_filled(es, es.load(es.at(lst.i, es.index_const(k - 1)))))
+            limits.append(es.select(opened, es.index_const(1), grown))
+        size = max(1, min(GROUP, GROUP_LANES // chains[0][0].lanes))
+        for c in range(0, len(chains), size):
+            self._flush(em, chains[c:c + size], k)
+        for (_, log, _), limit in zip(chains, limits):
+            es.store(log.limit, limit)
 
     def finalize(self, em, ea, st):
         if not isinstance(st["v"][0], list):
@@ -312,3 +351,8 @@ def _kmin(name, with_value, with_index):
 _kmin("KMin", True, False)
 _kmin("ArgKMin", False, True)
 _kmin("KMin_ArgKMin", True, True)
+
+
+def _index_max(em, values):
+    """The largest of scalar i64 values."""
+    return functools.reduce(lambda a, b: em.select(em.index_cmp(">", a, b), a, b), values)

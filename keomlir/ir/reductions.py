@@ -56,6 +56,12 @@ class Reduction:
         after an update that makes it true, and goes on."""
         return None
 
+    def end_blocks(self, em, ea, states):
+        """`end_block` on each of the states of a tile of rows, updated together (a reduction may
+        interleave their work: K-min)."""
+        for st in states:
+            self.end_block(em, ea, st)
+
     def check(self, dim_f, dim_g, k):
         if self.scalar_formula and dim_f != 1:
             raise ReductionError(f"reduction {self.name} needs a scalar formula, got dimension {dim_f}")

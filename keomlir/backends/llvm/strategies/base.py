@@ -98,8 +98,7 @@ class LoopNest:
                 self.update(vec_rows, k.em_v, k.ea_v, vec_states, k.em_v.lane_indices(at))
 
         def end_blocks():
-            for st in vec_states:
-                k.red.end_block(k.em_v, k.ea_v, st)
+            k.red.end_blocks(k.em_v, k.ea_v, vec_states)
 
         with self.tile_states(vec_states):
             if k.red.blocks:
