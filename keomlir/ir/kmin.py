@@ -107,15 +107,17 @@ class _KMin(Reduction):
             es.store(log.steps, es.index_add(steps, 1))
             es.store(log.j, em.lane(j, es.index_const(0)))
 
-    def full(self, em, ea, st):
-        if em.lanes is None or not st.get("logs"):
+    def full(self, em, ea, states):
+        """The tile's logs (filled together, flushed together: one count of steps, one limit) hold
+        `limit` vectors, or a list is open (after each vector: its threshold lets every j through)."""
+        states = [st for st in states if st.get("logs")]
+        if em.lanes is None or not states:
             return None
-        # (while a list is open, after each vector: its threshold lets every j through)
         es = em.with_lanes(None)
-        conds = [es.or_(es.index_cmp(">=", es.load(log.steps), es.load(log.limit)),
-                        es.not_(_filled(es, es.load(icol[-1]))))
-                 for ((_, icol, _), _), log in zip(_columns(es, self._tables(st)), st["logs"])]
-        return functools.reduce(es.or_, conds)
+        log = states[0]["logs"][0]
+        opened = [es.not_(_filled(es, es.load(icol[-1])))
+                  for st in states for ((_, icol, _), _) in _columns(es, self._tables(st))]
+        return functools.reduce(es.or_, opened, es.index_cmp(">=", es.load(log.steps), es.load(log.limit)))
 
     def _flush(self, em, chains, k):
         """The logged candidates of `chains` (list, log, threshold slot of a component of a row, their
@@ -285,7 +287,7 @@ class _KMin(Reduction):
 
     def end_blocks(self, em, ea, states):
         """The SIMD code's logged candidates into the lists of a tile's rows (where its loop over j
-        leaves: `full`), in groups of GROUP lists (`_flush`); each log's next `limit`: 1 where its list
+        leaves: `full`), in groups of GROUP lists (`_flush`); the logs' next `limit`: 1 where a list
         was open, else twice the last, up to RING."""
         if em.lanes is None:
             return
@@ -295,16 +297,15 @@ class _KMin(Reduction):
         if not chains:
             return
         k = len(states[0]["v"])
-        limits = []
-        for lst, log, _ in chains:
-            grown = es.index_scale(es.load(log.limit), 2)
-            grown = es.select(es.index_cmp("<", grown, es.index_const(RING)), grown, es.index_const(RING))
-            opened = es.not_(_filled(es, es.load(es.at(lst.i, es.index_const(k - 1)))))
-            limits.append(es.select(opened, es.index_const(1), grown))
+        grown = es.index_scale(es.load(chains[0][1].limit), 2)
+        grown = es.select(es.index_cmp("<", grown, es.index_const(RING)), grown, es.index_const(RING))
+        opened = functools.reduce(es.or_, [es.not_(_filled(es, es.load(es.at(lst.i, es.index_const(k - 1)))))
+                                           for lst, _, _ in chains])
+        limit = es.select(opened, es.index_const(1), grown)
         size = max(1, min(GROUP, GROUP_LANES // chains[0][0].lanes))
         for c in range(0, len(chains), size):
             self._flush(em, chains[c:c + size], k)
-        for (_, log, _), limit in zip(chains, limits):
+        for _, log, _ in chains:
             es.store(log.limit, limit)
 
     def finalize(self, em, ea, st):

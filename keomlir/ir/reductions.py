@@ -51,9 +51,9 @@ class Reduction:
     # reduction's `end_block`, `merge` and `finalize` doing the rest
     term_slots = None
 
-    def full(self, em, ea, st):
-        """An i1, or None (never): SIMD code without `blocks` leaves its loop over j for `end_block`
-        after an update that makes it true, and goes on."""
+    def full(self, em, ea, states):
+        """An i1, or None (never): SIMD code without `blocks` leaves its loop over j for `end_blocks`
+        after an update of the tile's states (updated together) that makes it true, and goes on."""
         return None
 
     def end_blocks(self, em, ea, states):

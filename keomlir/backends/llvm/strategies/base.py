@@ -26,7 +26,6 @@ for the built-in strategy it is `like`).
 from __future__ import annotations
 
 import contextlib
-import functools
 
 from ....schedule import strategies as schedule_strategies
 from ..emitter import counted_loop
@@ -131,9 +130,9 @@ class LoopNest:
         nxt = b.add(jv, c64(step))
         b.store(nxt, resume)
         stay = b.icmp_signed("<", nxt, end)
-        full = [f for f in (k.red.full(k.em_v, k.ea_v, st) for st in states) if f is not None]
-        if full:
-            stay = b.and_(stay, b.not_(functools.reduce(b.or_, full)))
+        full = k.red.full(k.em_v, k.ea_v, states)
+        if full is not None:
+            stay = b.and_(stay, b.not_(full))
         jv.add_incoming(nxt, b.block)
         b.cbranch(stay, head, left)
         b.position_at_end(left)
