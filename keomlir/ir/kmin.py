@@ -26,7 +26,7 @@ class _KMin(Reduction):
     each vector of F with its candidates, found by one compare with the list's threshold
     and no branch, and the candidates of a log are inserted at once (`_log`, `_flush`),
     the list then held in two vectors (values, indices) and each candidate entering by
-    one compare with the whole list (`_insert_candidates`).  Each component's list lies
+    one compare with the whole list (`_insert_lane`).  Each component's list lies
     in two arrays padded to a power of two, read as those vectors; scalar code (the tail,
     a screened kernel, the GPU) inserts one j at a time, unrolled over the ranks
     (`_enter`).  The threshold t, kept with the list and remade only when it changes,
@@ -166,37 +166,25 @@ class _KMin(Reduction):
     def _flush_body(self, em, k, lanes, steps, j_last, *chains):
         """`_flush`'s function: each chain's list (arrays list_v, list_i of `lanes`, the K-th at rank
         k - 1) held in registers as a vector of its values and one of its indices while the candidates
-        of its log's `steps` vectors (log_x, their words log_words; the last at j_last) are inserted:
-        the vectors with some, found at once from their words, each's rechecked against the list's
-        K-th (the older threshold lets about four times as many through); then stored, its threshold
-        (tp) remade.  The chains go in step, the n-th vector with candidates of each at once (a chain
-        with fewer inserting nothing): one chain's insertions wait each on the one before, and the
-        core overlaps the chains'."""
+        of its log's `steps` vectors (log_x, their words log_words; the last at j_last) are inserted,
+        then stored, its threshold (tp) remade.  First the candidates are gathered, in order of j
+        (`_gather`); then inserted one a step, each chain's n-th at once (a chain with fewer inserting
+        nothing), by one compare with the whole list (`_insert_lane`).  One chain's insertions wait
+        each on the one before; the core overlaps the chains', and no candidate waits for its
+        vector's to be found.  Those that no longer beat the K-th (about one in seven, the ramp of
+        `limit` keeping the logged threshold close) change nothing."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
         chains = [chains[c:c + 5] for c in range(0, len(chains), 5)]
+        first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
+        gathered = self._gather(em, steps, [(log_x, log_words) for _, _, log_x, log_words, _ in chains])
         lists = [(el.slot(es.load_vector(list_v, align[0])), el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type))
                  for list_v, list_i, _, _, _ in chains]
-        first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
-        with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
-            found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
-                     for _, _, _, log_words, _ in chains]
-            ats = [es.slot(positions, positions.type) for positions, _ in found]
-
-            def vector(chain, at, n, vals, p):  # the chain's p-th vector with candidates, those that may beat the K-th now
-                _, _, log_x, log_words, _ = chain
-                q = em.first_offset(es.load(at))  # (0 past the last: a logged vector, its candidates masked)
-                es.store(at, em.shift_down(es.load(at)))
-                x = em.load(em.at(log_x, q))
-                last = em.splat_lane(el.load(vals), k - 1)
-                beats = em.and_(em.or_(em.cmp("<", x, last), em.isnan(last)),
-                                em.splat(es.index_cmp("<", p, n)))
-                candidates = em.and_(em.word_mask(es.load(es.at(log_words, q))), beats)
-                return x, candidates, em.lane_indices(es.index_sum(first_j, es.index_scale(q, em.lanes)))
-
-            with es.loop(es.index_const(0), _index_max(es, [n for _, n in found])) as p:
-                self._insert_candidates(em, el, [lst + vector(chain, at, n, lst[0], p)
-                                                 for chain, at, (_, n), lst in zip(chains, ats, found, lists)])
+        with es.loop(es.index_const(0), _index_max(es, [es.load(n) for _, _, n in gathered])) as q:
+            for (vals, idxs), (xs, offsets, n) in zip(lists, gathered):
+                self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
+                                  es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
+                                  es.index_cmp("<", q, es.load(n)))
         for (list_v, list_i, _, _, tp), (vals, idxs) in zip(chains, lists):
             v = el.load(vals)
             es.store_vector(list_v, v, align[0])
@@ -204,40 +192,44 @@ class _KMin(Reduction):
             es.store(tp, self._threshold(es, el.lane(v, es.index_const(k - 1))))
 
     @staticmethod
-    def _insert_candidates(em, el, chains):
-        """For each chain (vals, idxs, x, candidates, j): the candidate lanes of x (a vector of j) into
-        the list in the vector slots vals, idxs (of `el`'s width), in order of j: each by one compare
-        with the whole list and two selects per vector, no branch.  The ranks r where x goes before the
-        list's entry (an empty slot, or a number above x or NaN, for x a number) are those from x's
-        place p on; there, the entries move up one rank (the K-th dropped) and p takes x, so that equal
-        values keep the lower j first and a lane that does not beat the K-th changes nothing below rank
-        K.  The candidates are compressed to the lowest lanes: the first inserted with no branch
-        (nothing where there is none), the others (seldom any, once the list holds the K nearest) by a
-        loop, the chains in step."""
+    def _gather(em, steps, logs):
+        """The candidates of each log (log_x, log_words) of `steps` vectors, in order of j, compressed
+        to arrays: [(their values, their offsets from the log's first j, slot of their number)].  The
+        logs walked in step, their n-th vectors with candidates at once."""
         es = em.with_lanes(None)
+        out = [(es.array(es.t, LOG_ROOM * em.lanes), es.array(es.lane_offsets().type, LOG_ROOM * em.lanes),
+                 es.slot(es.index_const(0), es.index_const(0).type)) for _ in logs]
+        with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
+            found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps) for _, log_words in logs]
+            ats = [es.slot(positions, positions.type) for positions, _ in found]
+            with es.loop(es.index_const(0), _index_max(es, [n for _, n in found])) as p:
+                for (log_x, log_words), (xs, offsets, n), at, (_, m) in zip(logs, out, ats, found):
+                    v = em.first_offset(es.load(at))  # (0 past the last: a logged vector, masked)
+                    es.store(at, em.shift_down(es.load(at)))
+                    mask = em.and_(em.word_mask(es.load(es.at(log_words, v))), em.splat(es.index_cmp("<", p, m)))
+                    count = es.load(n)
+                    x = em.load(em.at(log_x, v))
+                    em.store_scalars(es.at(xs, count), em.compress(x, mask))
+                    em.store_scalars(es.at(offsets, count),
+                                     em.compress(em.lane_offsets(es.index_scale(v, em.lanes)), mask))
+                    es.store(n, es.index_sum(count, em.count(mask)))
+        return out
 
-        def insert(vals, idxs, j, xs, offsets, some):
-            xl, il = em.first(xs), em.lane(j, em.first_offset(offsets))
-            v, i = el.load(vals), el.load(idxs)
-            xv = el.splat(xl)
-            above = el.and_(el.not_(el.cmp(">=", xv, v)), el.not_(el.isnan(xv)))
-            before = el.and_(el.or_(el.not_(_filled(el, i)), above), el.splat(some))
-            shifted = el.shift_up(before, before.type.element(0))  # the ranks after x's place
-            el.store(vals, el.select(shifted, el.shift_up(v, xl), el.select(before, xv, v)))
-            el.store(idxs, el.select(shifted, el.shift_up(i, il), el.select(before, el.splat(il), i)))
-
-        rests = []
-        for vals, idxs, x, candidates, j in chains:
-            xs, offsets = em.compress(x, candidates), em.compress(em.lane_offsets(), candidates)
-            n = em.count(candidates)
-            insert(vals, idxs, j, xs, offsets, es.index_cmp(">", n, es.index_const(0)))
-            rests.append((vals, idxs, j, em.slot(xs), em.slot(offsets, offsets.type), n))
-        with es.loop(es.index_const(1), _index_max(es, [rest[-1] for rest in rests])) as q:
-            for vals, idxs, j, *rest, n in rests:
-                moved = [em.shift_down(em.load(p)) for p in rest]
-                for p, m in zip(rest, moved):
-                    em.store(p, m)
-                insert(vals, idxs, j, *moved, es.index_cmp("<", q, n))
+    @staticmethod
+    def _insert_lane(el, vals, idxs, x, xi, some):
+        """(x, xi) into the list in the vector slots vals, idxs (of `el`'s width) where the i1 `some`
+        holds, with no branch: one compare with the whole list and two selects per vector.  The ranks
+        r where x goes before the list's entry (an empty slot, or a number above x or NaN, for x a
+        number) are those from x's place on; there, the entries move up one rank (the K-th dropped)
+        and x's place takes x, so that equal values keep the lower j first and an x that does not beat
+        the K-th changes nothing below rank K."""
+        v, i = el.load(vals), el.load(idxs)
+        xv = el.splat(x)
+        above = el.and_(el.not_(el.cmp(">=", xv, v)), el.not_(el.isnan(xv)))
+        before = el.and_(el.or_(el.not_(_filled(el, i)), above), el.splat(some))
+        shifted = el.shift_up(before, before.type.element(0))  # the ranks after x's place
+        el.store(vals, el.select(shifted, el.shift_up(v, x), el.select(before, xv, v)))
+        el.store(idxs, el.select(shifted, el.shift_up(i, xi), el.select(before, el.splat(xi), i)))
 
     @classmethod
     def _retire(cls, em, vcol, icol, tp):

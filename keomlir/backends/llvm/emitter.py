@@ -219,9 +219,23 @@ class Emitter:
         """i * k for a scalar i64 index and an integer k."""
         return self.b.mul(i, ir.Constant(I64, k))
 
-    def lane_offsets(self):
-        """<0, 1, ..., W-1> as i32 lanes (`first_offset` reads one as a lane number)."""
-        return ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), list(range(self.lanes)))
+    def lane_offsets(self, start=None):
+        """<0, 1, ..., W-1> as i32 lanes (`first_offset` reads one as a lane number), or from `start`
+        (a small i64 value) on; a scalar emitter's: the type of one such lane."""
+        if self.lanes is None:
+            return ir.Constant(ir.IntType(32), 0)
+        steps = ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), list(range(self.lanes)))
+        return steps if start is None else self.b.add(self.splat(self.b.trunc(start, ir.IntType(32))), steps)
+
+    def offset_index(self, offset):
+        """A scalar lane offset (of `lane_offsets`) as an i64 index."""
+        return self.b.sext(offset, I64)
+
+    def store_scalars(self, ptr, vec):
+        """A vector's lanes to consecutive scalars from ptr (a pointer to one: `at` of an `array` of
+        them), aligned as one."""
+        self.b.store(vec, self.b.bitcast(ptr, vec.type.as_pointer()), align=vec.type.element.width // 8
+                     if isinstance(vec.type.element, ir.IntType) else (4 if vec.type.element == ir.FloatType() else 8))
 
     def first(self, vec):
         """Lane 0 of a vector."""
