@@ -167,24 +167,34 @@ class _KMin(Reduction):
         """`_flush`'s function: each chain's list (arrays list_v, list_i of `lanes`, the K-th at rank
         k - 1) held in registers as a vector of its values and one of its indices while the candidates
         of its log's `steps` vectors (log_x, their words log_words; the last at j_last) are inserted,
-        then stored, its threshold (tp) remade.  First the candidates are gathered, in order of j
-        (`_gather`); then inserted one a step, each chain's n-th at once (a chain with fewer inserting
-        nothing), by one compare with the whole list (`_insert_lane`).  One chain's insertions wait
-        each on the one before; the core overlaps the chains', and no candidate waits for its
-        vector's to be found.  Those that no longer beat the K-th (about one in seven, the ramp of
-        `limit` keeping the logged threshold close) change nothing."""
+        then stored, its threshold (tp) remade.  For each WORDS vectors of the logs with some: their
+        candidates gathered, in order of j (`_gather`), then inserted one a step, each chain's n-th at
+        once (a chain with fewer inserting nothing), by one compare with the whole list
+        (`_insert_lane`).  One chain's insertions wait each on the one before; the core overlaps the
+        chains', and no candidate waits for its vector's to be found.  Those that no longer beat the
+        K-th (about one in seven, the ramp of `limit` keeping the logged threshold close) change
+        nothing.  Once the lists hold nearly the K nearest, a log has seldom more than one candidate:
+        one branch, on there being some, is all that the core may mispredict."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
         chains = [chains[c:c + 5] for c in range(0, len(chains), 5)]
         first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
-        gathered = self._gather(em, steps, [(log_x, log_words) for _, _, log_x, log_words, _ in chains])
         lists = [(el.slot(es.load_vector(list_v, align[0])), el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type))
                  for list_v, list_i, _, _, _ in chains]
-        with es.loop(es.index_const(0), _index_max(es, [es.load(n) for _, _, n in gathered])) as q:
-            for (vals, idxs), (xs, offsets, n) in zip(lists, gathered):
-                self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
-                                  es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
-                                  es.index_cmp("<", q, es.load(n)))
+        buffers = [(es.array(es.t, es.WORDS * em.lanes), es.array(es.lane_offsets().type, es.WORDS * em.lanes),
+                    es.slot(es.index_const(0), es.index_const(0).type)) for _ in chains]
+        with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
+            found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
+                     for _, _, _, log_words, _ in chains]
+            most = _index_max(es, [n for _, n in found])
+            with es.if_then(es.index_cmp(">", most, es.index_const(0))):
+                self._gather(em, most, [(log_x, log_words) + f for (_, _, log_x, log_words, _), f in zip(chains, found)],
+                             buffers)
+                with es.loop_once(es.index_const(0), _index_max(es, [es.load(n) for _, _, n in buffers])) as q:
+                    for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
+                        self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
+                                          es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
+                                          es.index_cmp("<", q, es.load(n)))
         for (list_v, list_i, _, _, tp), (vals, idxs) in zip(chains, lists):
             v = el.load(vals)
             es.store_vector(list_v, v, align[0])
@@ -192,28 +202,24 @@ class _KMin(Reduction):
             es.store(tp, self._threshold(es, el.lane(v, es.index_const(k - 1))))
 
     @staticmethod
-    def _gather(em, steps, logs):
-        """The candidates of each log (log_x, log_words) of `steps` vectors, in order of j, compressed
-        to arrays: [(their values, their offsets from the log's first j, slot of their number)].  The
-        logs walked in step, their n-th vectors with candidates at once."""
+    def _gather(em, most, logs, buffers):
+        """The candidates of the vectors of each log (log_x, log_words, the positions of its vectors
+        with some, their number: `nonzero_words`) to its buffers (values, offsets from the log's first
+        j, slot of their number), in order of j.  The logs walked in step, their n-th vectors with
+        candidates at once, `most` steps."""
         es = em.with_lanes(None)
-        out = [(es.array(es.t, LOG_ROOM * em.lanes), es.array(es.lane_offsets().type, LOG_ROOM * em.lanes),
-                 es.slot(es.index_const(0), es.index_const(0).type)) for _ in logs]
-        with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
-            found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps) for _, log_words in logs]
-            ats = [es.slot(positions, positions.type) for positions, _ in found]
-            with es.loop(es.index_const(0), _index_max(es, [n for _, n in found])) as p:
-                for (log_x, log_words), (xs, offsets, n), at, (_, m) in zip(logs, out, ats, found):
-                    v = em.first_offset(es.load(at))  # (0 past the last: a logged vector, masked)
-                    es.store(at, em.shift_down(es.load(at)))
-                    mask = em.and_(em.word_mask(es.load(es.at(log_words, v))), em.splat(es.index_cmp("<", p, m)))
-                    count = es.load(n)
-                    x = em.load(em.at(log_x, v))
-                    em.store_scalars(es.at(xs, count), em.compress(x, mask))
-                    em.store_scalars(es.at(offsets, count),
-                                     em.compress(em.lane_offsets(es.index_scale(v, em.lanes)), mask))
-                    es.store(n, es.index_sum(count, em.count(mask)))
-        return out
+        ats = [es.slot(positions, positions.type) for _, _, positions, _ in logs]
+        for _, _, n in buffers:
+            es.store(n, es.index_const(0))
+        with es.loop_once(es.index_const(0), most) as p:
+            for (log_x, log_words, _, m), (xs, offsets, n), at in zip(logs, buffers, ats):
+                v = em.first_offset(es.load(at))  # (0 past the last: a logged vector, masked)
+                es.store(at, em.shift_down(es.load(at)))
+                mask = em.and_(em.word_mask(es.load(es.at(log_words, v))), em.splat(es.index_cmp("<", p, m)))
+                count = es.load(n)
+                em.store_scalars(es.at(xs, count), em.compress(em.load(em.at(log_x, v)), mask))
+                em.store_scalars(es.at(offsets, count), em.compress(em.lane_offsets(es.index_scale(v, em.lanes)), mask))
+                es.store(n, es.index_sum(count, em.count(mask)))
 
     @staticmethod
     def _insert_lane(el, vals, idxs, x, xi, some):

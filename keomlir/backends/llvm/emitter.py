@@ -466,6 +466,24 @@ class Emitter:
     def loop(self, start, stop, name="k"):
         return counted_loop(self.b, start, stop, name)
 
+    @contextmanager
+    def loop_once(self, start, stop, name="k"):
+        """for (k = start; ; ) { body; if (++k >= stop) break; }: the body at least once (for a body
+        that does nothing past stop, where stop is seldom above start + 1: no branch to mispredict
+        before the first pass, nor after it where stop is start + 1)."""
+        b = self.b
+        pre = b.block
+        body, done = b.append_basic_block(f"{name}.body"), b.append_basic_block(f"{name}.done")
+        b.branch(body)
+        b.position_at_end(body)
+        k = b.phi(I64, name=name)
+        k.add_incoming(start, pre)
+        yield k
+        nxt = b.add(k, ir.Constant(I64, 1))
+        k.add_incoming(nxt, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, stop), body, done)
+        b.position_at_end(done)
+
     def if_then(self, cond, rare=False):
         """A block run only when the i1 `cond` holds: `with em.if_then(c): ...`; `rare`: seldom
         taken (branch weights: LLVM lays it out of line and puts its spill code there)."""
