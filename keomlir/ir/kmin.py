@@ -181,6 +181,8 @@ class _KMin(Reduction):
         first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
         lists = [(el.slot(es.load_vector(list_v, align[0])), el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type))
                  for list_v, list_i, _, _, _ in chains]
+        filled = functools.reduce(es.and_, [_filled(es, es.load(es.at(list_i, es.index_const(k - 1))))
+                                            for _, list_i, _, _, _ in chains])
         buffers = [(es.array(es.t, es.WORDS * em.lanes), es.array(es.lane_offsets().type, es.WORDS * em.lanes),
                     es.slot(es.index_const(0), es.index_const(0).type)) for _ in chains]
         with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
@@ -189,12 +191,15 @@ class _KMin(Reduction):
             most = _index_max(es, [n for _, n in found])
             with es.if_then(es.index_cmp(">", most, es.index_const(0))):
                 self._gather(em, most, [(log_x, log_words) + f for (_, _, log_x, log_words, _), f in zip(chains, found)],
-                             buffers)
-                with es.loop_once(es.index_const(0), _index_max(es, [es.load(n) for _, _, n in buffers])) as q:
-                    for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
-                        self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
-                                          es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
-                                          es.index_cmp("<", q, es.load(n)))
+                             buffers, filled)
+                steps_q = _index_max(es, [es.load(n) for _, _, n in buffers])
+                with es.if_else(filled) as (numbers, any_):
+                    for numbers_only in (True, False):
+                        with (numbers if numbers_only else any_), es.loop_once(es.index_const(0), steps_q) as q:
+                            for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
+                                self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
+                                                  es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
+                                                  es.index_cmp("<", q, es.load(n)), numbers_only)
         for (list_v, list_i, _, _, tp), (vals, idxs) in zip(chains, lists):
             v = el.load(vals)
             es.store_vector(list_v, v, align[0])
@@ -202,11 +207,12 @@ class _KMin(Reduction):
             es.store(tp, self._threshold(es, el.lane(v, es.index_const(k - 1))))
 
     @staticmethod
-    def _gather(em, most, logs, buffers):
+    def _gather(em, most, logs, buffers, filled):
         """The candidates of the vectors of each log (log_x, log_words, the positions of its vectors
         with some, their number: `nonzero_words`) to its buffers (values, offsets from the log's first
-        j, slot of their number), in order of j.  The logs walked in step, their n-th vectors with
-        candidates at once, `most` steps."""
+        j, slot of their number), in order of j, but NaN where the lists are `filled` (a NaN enters no
+        full list: NaN is last, and ties keep the lower j).  The logs walked in step, their n-th
+        vectors with candidates at once, `most` steps."""
         es = em.with_lanes(None)
         ats = [es.slot(positions, positions.type) for _, _, positions, _ in logs]
         for _, _, n in buffers:
@@ -215,24 +221,29 @@ class _KMin(Reduction):
             for (log_x, log_words, _, m), (xs, offsets, n), at in zip(logs, buffers, ats):
                 v = em.first_offset(es.load(at))  # (0 past the last: a logged vector, masked)
                 es.store(at, em.shift_down(es.load(at)))
-                mask = em.and_(em.word_mask(es.load(es.at(log_words, v))), em.splat(es.index_cmp("<", p, m)))
+                x = em.load(em.at(log_x, v))
+                mask = em.and_(em.and_(em.word_mask(es.load(es.at(log_words, v))), em.splat(es.index_cmp("<", p, m))),
+                               em.or_(em.not_(em.isnan(x)), em.splat(es.not_(filled))))
                 count = es.load(n)
-                em.store_scalars(es.at(xs, count), em.compress(em.load(em.at(log_x, v)), mask))
+                em.store_scalars(es.at(xs, count), em.compress(x, mask))
                 em.store_scalars(es.at(offsets, count), em.compress(em.lane_offsets(es.index_scale(v, em.lanes)), mask))
                 es.store(n, es.index_sum(count, em.count(mask)))
 
     @staticmethod
-    def _insert_lane(el, vals, idxs, x, xi, some):
+    def _insert_lane(el, vals, idxs, x, xi, some, numbers_only=False):
         """(x, xi) into the list in the vector slots vals, idxs (of `el`'s width) where the i1 `some`
         holds, with no branch: one compare with the whole list and two selects per vector.  The ranks
         r where x goes before the list's entry (an empty slot, or a number above x or NaN, for x a
         number) are those from x's place on; there, the entries move up one rank (the K-th dropped)
         and x's place takes x, so that equal values keep the lower j first and an x that does not beat
-        the K-th changes nothing below rank K."""
+        the K-th changes nothing below rank K.  numbers_only: x is a number and the list full (no
+        empty slot): one compare."""
         v, i = el.load(vals), el.load(idxs)
         xv = el.splat(x)
-        above = el.and_(el.not_(el.cmp(">=", xv, v)), el.not_(el.isnan(xv)))
-        before = el.and_(el.or_(el.not_(_filled(el, i)), above), el.splat(some))
+        before = el.not_(el.cmp(">=", xv, v))
+        if not numbers_only:
+            before = el.or_(el.not_(_filled(el, i)), el.and_(before, el.not_(el.isnan(xv))))
+        before = el.and_(before, el.splat(some))
         shifted = el.shift_up(before, before.type.element(0))  # the ranks after x's place
         el.store(vals, el.select(shifted, el.shift_up(v, x), el.select(before, xv, v)))
         el.store(idxs, el.select(shifted, el.shift_up(i, xi), el.select(before, el.splat(xi), i)))

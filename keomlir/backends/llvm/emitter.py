@@ -489,6 +489,10 @@ class Emitter:
         taken (branch weights: LLVM lays it out of line and puts its spill code there)."""
         return self.b.if_then(cond, likely=False if rare else None)
 
+    def if_else(self, cond):
+        """Two blocks, one run: `with em.if_else(c) as (then, otherwise): with then: ...; with otherwise: ...`."""
+        return self.b.if_else(cond)
+
     def load(self, ptr):
         return self.b.load(ptr)
 
