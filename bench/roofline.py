@@ -503,9 +503,10 @@ def _write(path, hz, alone, pairs, rows, load, kmin, gpu_rows):
         " of e = 1's rate.",
         "",
         f"ArgKMin's j loop logs every j vector (its values and a word of its candidates, no branch on "
-        f"the data) and leaves every 32 vectors to insert the candidates of the log, out of the loop; "
-        f"the bound counts the loop. The insertions (about K (1 + ln(N / K)) = 86 a row at N = 20000, "
-        f"from about 73 logged vectors with candidates) and a row's setup cost {kmin[0]:.0f} cycles a "
+        f"the data) and leaves every 64 vectors (1, 2, 4... while its lists fill) to insert the "
+        f"candidates of the tile's logs, out of the loop, the rows' insertions in step; the bound "
+        f"counts the loop. The insertions (about K (1 + ln(N / K)) = 86 a row at N = 20000, of about "
+        f"110 candidates from 65 logged vectors) and a row's setup cost {kmin[0]:.0f} cycles a "
         f"row, measured from rows against N and 4 N: {kmin[1]:.0%} of the time at N = 20000; the part "
         f"that grows with N (the loop and the calls that empty its logs) runs at {kmin[2]:.2f} "
         f"pairs/cycle: {kmin[2] / kmin[3]:.0%} of the loop's bound.",

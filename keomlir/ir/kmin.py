@@ -11,7 +11,7 @@ import numpy as np
 
 from .reductions import _INF, Reduction, Scratch, _columns, _filled, _less_nan_last, _wins, register
 
-RING = 64
+RING = 64  # j vectors a SIMD K-min logs before inserting their candidates (`_KMin._log`)
 # (room for as many more: a loop nest checks `full` after each iteration, of up to 16 j vectors)
 LOG_ROOM = RING + 16
 # lists one flush walks together (`_KMin._flush`): up to 4, of at most 64 lanes in all (registers)
