@@ -167,39 +167,40 @@ class _KMin(Reduction):
         """`_flush`'s function: each chain's list (arrays list_v, list_i of `lanes`, the K-th at rank
         k - 1) held in registers as a vector of its values and one of its indices while the candidates
         of its log's `steps` vectors (log_x, their words log_words; the last at j_last) are inserted,
-        then stored, its threshold (tp) remade.  For each WORDS vectors of the logs with some: their
-        candidates gathered, in order of j (`_gather`), then inserted one a step, each chain's n-th at
+        then stored, its threshold (tp) remade.  The candidates are gathered, in order of j (`_gather`,
+        each WORDS vectors of the logs with some), then inserted one a step, each chain's n-th at
         once (a chain with fewer inserting nothing), by one compare with the whole list
         (`_insert_lane`).  One chain's insertions wait each on the one before; the core overlaps the
         chains', and no candidate waits for its vector's to be found.  Those that no longer beat the
         K-th (about one in seven, the ramp of `limit` keeping the logged threshold close) change
-        nothing.  Once the lists hold nearly the K nearest, a log has seldom more than one candidate:
-        one branch, on there being some, is all that the core may mispredict."""
+        nothing.  The loops run at least once, under a branch on there being some: where a log holds
+        one candidate, or one vector with some, no branch but that one is mispredicted."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
         chains = [chains[c:c + 5] for c in range(0, len(chains), 5)]
         first_j = es.index_sum(j_last, es.index_from(0, es.index_scale(es.index_add(steps, -1), em.lanes)))
-        lists = [(el.slot(es.load_vector(list_v, align[0])), el.slot(es.load_vector(list_i, align[1]), el.index_const(0).type))
+        ity = el.index_const(0).type
+        lists = [(el.slot(es.load_vector(list_v, align[0])), el.slot(es.load_vector(list_i, align[1]), ity))
                  for list_v, list_i, _, _, _ in chains]
         filled = functools.reduce(es.and_, [_filled(es, es.load(es.at(list_i, es.index_const(k - 1))))
                                             for _, list_i, _, _, _ in chains])
-        buffers = [(es.array(es.t, es.WORDS * em.lanes), es.array(es.lane_offsets().type, es.WORDS * em.lanes),
+        buffers = [(es.array(es.t, LOG_ROOM * em.lanes), es.array(es.lane_offsets().type, LOG_ROOM * em.lanes),
                     es.slot(es.index_const(0), es.index_const(0).type)) for _ in chains]
         with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
             found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
                      for _, _, _, log_words, _ in chains]
             most = _index_max(es, [n for _, n in found])
             with es.if_then(es.index_cmp(">", most, es.index_const(0))):
-                self._gather(em, most, [(log_x, log_words) + f for (_, _, log_x, log_words, _), f in zip(chains, found)],
-                             buffers, filled)
-                steps_q = _index_max(es, [es.load(n) for _, _, n in buffers])
-                with es.if_else(filled) as (numbers, any_):
-                    for numbers_only in (True, False):
-                        with (numbers if numbers_only else any_), es.loop_once(es.index_const(0), steps_q) as q:
-                            for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
-                                self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
-                                                  es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
-                                                  es.index_cmp("<", q, es.load(n)), numbers_only)
+                logs = [(log_x, log_words) + f for (_, _, log_x, log_words, _), f in zip(chains, found)]
+                self._gather(em, most, logs, buffers, filled)
+        most = _index_max(es, [es.load(n) for _, _, n in buffers])
+        with es.if_then(es.index_cmp(">", most, es.index_const(0))), es.if_else(filled) as (numbers, any_):
+            for numbers_only in (True, False):
+                with (numbers if numbers_only else any_), es.loop_once(es.index_const(0), most) as q:
+                    for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
+                        self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
+                                          es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
+                                          es.index_cmp("<", q, es.load(n)), numbers_only)
         for (list_v, list_i, _, _, tp), (vals, idxs) in zip(chains, lists):
             v = el.load(vals)
             es.store_vector(list_v, v, align[0])
@@ -209,14 +210,12 @@ class _KMin(Reduction):
     @staticmethod
     def _gather(em, most, logs, buffers, filled):
         """The candidates of the vectors of each log (log_x, log_words, the positions of its vectors
-        with some, their number: `nonzero_words`) to its buffers (values, offsets from the log's first
-        j, slot of their number), in order of j, but NaN where the lists are `filled` (a NaN enters no
-        full list: NaN is last, and ties keep the lower j).  The logs walked in step, their n-th
-        vectors with candidates at once, `most` steps."""
+        with some, their number: `nonzero_words`) appended to its buffers (values, offsets from the
+        log's first j, slot of their number), in order of j, but NaN where the lists are `filled` (a
+        NaN enters no full list: NaN is last, and ties keep the lower j).  The logs walked in step,
+        their n-th vectors with candidates at once, `most` steps."""
         es = em.with_lanes(None)
         ats = [es.slot(positions, positions.type) for _, _, positions, _ in logs]
-        for _, _, n in buffers:
-            es.store(n, es.index_const(0))
         with es.loop_once(es.index_const(0), most) as p:
             for (log_x, log_words, _, m), (xs, offsets, n), at in zip(logs, buffers, ats):
                 v = em.first_offset(es.load(at))  # (0 past the last: a logged vector, masked)
