@@ -89,8 +89,8 @@ class _KMin(Reduction):
         The loop has no data-dependent branch (the j vectors with candidates come at random: a branch
         on them is mispredicted about as often as taken, and resolves late, after the compares), nor
         data-dependent address.  The threshold is older, remade once a log: it lets more j through
-        (each rechecked), most while the first j fill the list; so a log holds `limit` vectors, 1 after
-        the list fills, doubled at each flush up to RING (`end_blocks`)."""
+        (whose insertion changes nothing), most while the first j fill the list; so a log holds
+        `limit` vectors, 1 after the list fills, doubled at each flush up to RING (`end_blocks`)."""
         es = em.with_lanes(None)
         ity = es.index_const(0).type
         if "logs" not in st:  # made on first use (by the SIMD code only); empty when the state is at rest
@@ -173,8 +173,8 @@ class _KMin(Reduction):
         (`_insert_lane`).  One chain's insertions wait each on the one before; the core overlaps the
         chains', and no candidate waits for its vector's to be found.  Those that no longer beat the
         K-th (about one in seven, the ramp of `limit` keeping the logged threshold close) change
-        nothing.  The loops run at least once, under a branch on there being some: where a log holds
-        one candidate, or one vector with some, no branch but that one is mispredicted."""
+        nothing.  The loops run at least once, each under a branch on there being some: where the logs
+        hold one vector with candidates, or one candidate, no loop's exit is mispredicted."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]
         chains = [chains[c:c + 5] for c in range(0, len(chains), 5)]
@@ -184,7 +184,7 @@ class _KMin(Reduction):
                  for list_v, list_i, _, _, _ in chains]
         filled = functools.reduce(es.and_, [_filled(es, es.load(es.at(list_i, es.index_const(k - 1))))
                                             for _, list_i, _, _, _ in chains])
-        buffers = [(es.array(es.t, LOG_ROOM * em.lanes), es.array(es.lane_offsets().type, LOG_ROOM * em.lanes),
+        buffers = [(es.array(es.t, LOG_ROOM * em.lanes), es.array(em.lane_offsets().type.element, LOG_ROOM * em.lanes),
                     es.slot(es.index_const(0), es.index_const(0).type)) for _ in chains]
         with es.loop(es.index_const(0), es.index_divmod(es.index_add(steps, es.WORDS - 1), es.WORDS)[0]) as chunk:
             found = [es.nonzero_words(log_words, es.index_scale(chunk, es.WORDS), steps)
@@ -221,11 +221,13 @@ class _KMin(Reduction):
                 v = em.first_offset(es.load(at))  # (0 past the last: a logged vector, masked)
                 es.store(at, em.shift_down(es.load(at)))
                 x = em.load(em.at(log_x, v))
-                mask = em.and_(em.and_(em.word_mask(es.load(es.at(log_words, v))), em.splat(es.index_cmp("<", p, m))),
-                               em.or_(em.not_(em.isnan(x)), em.splat(es.not_(filled))))
+                number = em.or_(em.not_(em.isnan(x)), em.splat(es.not_(filled)))
+                live = em.and_(em.splat(es.index_cmp("<", p, m)), number)
+                mask = em.and_(em.word_mask(es.load(es.at(log_words, v))), live)
                 count = es.load(n)
                 em.store_scalars(es.at(xs, count), em.compress(x, mask))
-                em.store_scalars(es.at(offsets, count), em.compress(em.lane_offsets(es.index_scale(v, em.lanes)), mask))
+                offsets_v = em.lane_offsets(es.index_scale(v, em.lanes))
+                em.store_scalars(es.at(offsets, count), em.compress(offsets_v, mask))
                 es.store(n, es.index_sum(count, em.count(mask)))
 
     @staticmethod

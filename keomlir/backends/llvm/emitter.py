@@ -221,9 +221,7 @@ class Emitter:
 
     def lane_offsets(self, start=None):
         """<0, 1, ..., W-1> as i32 lanes (`first_offset` reads one as a lane number), or from `start`
-        (a small i64 value) on; a scalar emitter's: the type of one such lane."""
-        if self.lanes is None:
-            return ir.Constant(ir.IntType(32), 0)
+        (a small i64 value) on."""
         steps = ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), list(range(self.lanes)))
         return steps if start is None else self.b.add(self.splat(self.b.trunc(start, ir.IntType(32))), steps)
 
@@ -234,8 +232,9 @@ class Emitter:
     def store_scalars(self, ptr, vec):
         """A vector's lanes to consecutive scalars from ptr (a pointer to one: `at` of an `array` of
         them), aligned as one."""
-        self.b.store(vec, self.b.bitcast(ptr, vec.type.as_pointer()), align=vec.type.element.width // 8
-                     if isinstance(vec.type.element, ir.IntType) else (4 if vec.type.element == ir.FloatType() else 8))
+        et = vec.type.element
+        size = et.width // 8 if isinstance(et, ir.IntType) else 4 if isinstance(et, ir.FloatType) else 8
+        self.b.store(vec, self.b.bitcast(ptr, vec.type.as_pointer()), align=size)
 
     def first(self, vec):
         """Lane 0 of a vector."""
@@ -490,7 +489,8 @@ class Emitter:
         return self.b.if_then(cond, likely=False if rare else None)
 
     def if_else(self, cond):
-        """Two blocks, one run: `with em.if_else(c) as (then, otherwise): with then: ...; with otherwise: ...`."""
+        """Two blocks, the one that the i1 `cond` picks run:
+        `with em.if_else(c) as (then, otherwise): with then: ...; with otherwise: ...`."""
         return self.b.if_else(cond)
 
     def load(self, ptr):
