@@ -141,12 +141,13 @@ def test_k_ties_keep_the_lower_index_first(axis):
 
 
 @DTYPES
-@pytest.mark.parametrize("K", [10, 17])
+@pytest.mark.parametrize("K", [10, 17, 40])
 def test_kmin_over_many_logs_with_nan_infinities_and_ties(dtype, K):
-    """SIMD code logs the j vectors and inserts their candidates a log at a time (K = 17: a list of
-    two vectors' lanes, open for two j vectors): over many logs, with ties, NaN (after every number,
-    in order of j), -inf (more than K of them: nothing beats the K-th) and +inf, the dense oracle's
-    stable order."""
+    """SIMD code logs the j vectors and inserts their candidates a log at a time, the lists of a
+    tile of rows (here 4 rows of 2 components, then 3 rows) four at a time (K = 17: two, each of two
+    vectors' lanes, open for two j vectors; K = 40: one): over many logs, with ties, NaN (after
+    every number, in order of j), -inf (more than K of them: nothing beats the K-th) and +inf, the
+    dense oracle's stable order."""
     r = np.random.default_rng(21)
     n = 3001
     x = r.integers(0, 4, size=(7, 2)).astype(dtype)
