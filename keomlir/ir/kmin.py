@@ -194,13 +194,22 @@ class _KMin(Reduction):
                 logs = [(log_x, log_words) + f for (_, _, log_x, log_words, _), f in zip(chains, found)]
                 self._gather(em, most, logs, buffers, filled)
         most = _index_max(es, [es.load(n) for _, _, n in buffers])
-        with es.if_then(es.index_cmp(">", most, es.index_const(0))), es.if_else(filled) as (numbers, any_):
-            for numbers_only in (True, False):
-                with (numbers if numbers_only else any_), es.loop_once(es.index_const(0), most) as q:
-                    for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
-                        self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
-                                          es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
-                                          es.index_cmp("<", q, es.load(n)), numbers_only)
+        # full lists and j within 2^31 of the log's: the indices as offsets from its first j, i32 lanes
+        narrow = es.and_(filled, es.index_cmp("<", first_j, es.index_const(2 ** 31 - 1)))
+        with es.if_then(es.index_cmp(">", most, es.index_const(0))), es.if_else(narrow) as (numbers, any_):
+            with numbers:
+                near = [el.slot(el.index_offsets(el.load(idxs), first_j), el.lane_offsets().type) for _, idxs in lists]
+                with es.loop_once(es.index_const(0), most) as q:
+                    for (vals, _), near_i, (xs, offsets, n) in zip(lists, near, buffers):
+                        self._insert_lane(el, vals, near_i, es.load(es.at(xs, q)), es.load(es.at(offsets, q)),
+                                          es.index_cmp("<", q, es.load(n)), numbers_only=True)
+                for (_, idxs), near_i in zip(lists, near):
+                    el.store(idxs, el.offset_indices(el.load(near_i), first_j))
+            with any_, es.loop_once(es.index_const(0), most) as q:
+                for (vals, idxs), (xs, offsets, n) in zip(lists, buffers):
+                    self._insert_lane(el, vals, idxs, es.load(es.at(xs, q)),
+                                      es.index_sum(first_j, es.offset_index(es.load(es.at(offsets, q)))),
+                                      es.index_cmp("<", q, es.load(n)))
         for (list_v, list_i, _, _, tp), (vals, idxs) in zip(chains, lists):
             v = el.load(vals)
             es.store_vector(list_v, v, align[0])
@@ -238,7 +247,7 @@ class _KMin(Reduction):
         number) are those from x's place on; there, the entries move up one rank (the K-th dropped)
         and x's place takes x, so that equal values keep the lower j first and an x that does not beat
         the K-th changes nothing below rank K.  numbers_only: x is a number and the list full (no
-        empty slot): one compare."""
+        empty slot): one compare (the indices may then be any integers: offsets, `index_offsets`)."""
         v, i = el.load(vals), el.load(idxs)
         xv = el.splat(x)
         before = el.not_(el.cmp(">=", xv, v))

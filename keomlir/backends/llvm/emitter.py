@@ -229,6 +229,14 @@ class Emitter:
         """A scalar lane offset (of `lane_offsets`) as an i64 index."""
         return self.b.sext(offset, I64)
 
+    def index_offsets(self, indices, base):
+        """A vector of i64 indices as i32 offsets from the scalar index base (each within 2^31 of it)."""
+        return self.b.trunc(self.b.sub(indices, self.splat(base)), self.lane_offsets().type)
+
+    def offset_indices(self, offsets, base):
+        """`index_offsets`' inverse: the i64 indices base + offsets."""
+        return self.b.add(self.b.sext(offsets, self.index_const(0).type), self.splat(base))
+
     def store_scalars(self, ptr, vec):
         """A vector's lanes to consecutive scalars from ptr (a pointer to one: `at` of an `array` of
         them), aligned as one."""
