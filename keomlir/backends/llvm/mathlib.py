@@ -162,12 +162,20 @@ def exp(em, x, lo=None, hi=None):
     beyond the range where e^x is finite and nonzero, so that 2^n p overflows to inf or
     underflows to 0 by itself: no select for special values (a NaN passes the clamp)."""
     p = _params(em)
-    x = _clamp(em, x, p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi)
+    lo, hi = p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi
     shifter = em.const(1.5 * 2.0 ** p["mant"])
-    k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
-    n = em.sub(k, shifter)
-    r = em.fma(n, em.const(-p["ln2_hi"]), x)
-    r = em.fma(n, em.const(-p["ln2_lo"]), r)
+    if isinstance(x, ir.Instruction) and x.opname == "fneg":
+        # e^-y (exp(-SqDist)) from y, each step the same number as from x = -y (rounding is
+        # symmetric): the sign folds into the FMAs, no sign flip a lane
+        y = _clamp(em, x.operands[0], -hi, -lo)
+        k = em.fma(y, em.const(-1 / math.log(2)), shifter)
+        n = em.sub(k, shifter)
+        r = em.fma(n, em.const(-p["ln2_lo"]), em.neg(em.fma(n, em.const(p["ln2_hi"]), y)))
+    else:
+        x = _clamp(em, x, lo, hi)
+        k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
+        n = em.sub(k, shifter)
+        r = em.fma(n, em.const(-p["ln2_lo"]), em.fma(n, em.const(-p["ln2_hi"]), x))
     y = _poly(em, r, p["exp_poly"])
     scaled = _scalef(em, y, n)
     return _scale2(em, y, k, shifter, p) if scaled is None else scaled
