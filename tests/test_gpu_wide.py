@@ -97,10 +97,13 @@ def _spills(report):
 def _check_spills(report):
     """No spill in the dense kernels; the block-sparse kernel may spill a few words: ptxas 13
     does so for some narrow formulas already (the Gaussian at D = 3, float32 sm_90), choosing
-    32 or 48 registers over no spill."""
+    32 or 48 registers over no spill; so may the split-j partial kernel, at 128 registers with
+    its state in a 7 KB stack frame (the D = 300 gradient: 16 bytes, since its -2 e is a row
+    value, one register more)."""
     spills = _spills(report)
     assert sorted(spills) == sorted(nvptx.KERNELS), report
-    assert all(n == 0 for k, n in spills.items() if k != "keomlir_ranges") and spills["keomlir_ranges"] <= 64, report
+    few = ("keomlir_ranges", "keomlir_partial")
+    assert all(n == 0 for k, n in spills.items() if k not in few) and all(spills[k] <= 64 for k in few), report
 
 
 @needs_ptxas

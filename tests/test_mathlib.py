@@ -27,7 +27,7 @@ ABS_BOUND = {"float32": 1.2e-7, "float64": 2.3e-16}
 HOST_AVX512 = detect_host().has("avx512f")  # (False on other architectures: the generic path alone)
 
 
-def _compile(name, dtype, lanes, features=()):
+def _compile(name, dtype, lanes, features=(), negate=False):
     t = ir.FloatType() if dtype == "float32" else ir.DoubleType()
     m = ir.Module()
     m.triple = llvm.get_process_triple()
@@ -39,7 +39,8 @@ def _compile(name, dtype, lanes, features=()):
     with counted_loop(b, ir.Constant(ir.IntType(64), 0), f.args[2], "k", lanes or 1) as k:
         src = b.bitcast(b.gep(f.args[0], [k]), vt.as_pointer())
         dst = b.bitcast(b.gep(f.args[1], [k]), vt.as_pointer())
-        b.store(em.call(name, b.load(src, align=4)), dst, align=4)
+        x = b.load(src, align=4)
+        b.store(em.call(name, em.neg(x) if negate else x), dst, align=4)
     b.ret_void()
     engine = toolchain.host_engine(toolchain.host_object(m))
     fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(engine.get_function_address("f"))
@@ -99,19 +100,38 @@ def test_exp_scalef_same_bits(dtype, lanes):
     assert _ulp_error(fast[finite], ref[finite], dtype).max() <= CASES["exp"][2 if dtype == "float32" else 3]
 
 
+@pytest.mark.parametrize("features", [(), ("avx512f", "avx512vl")])
+@pytest.mark.parametrize("lanes", [None, 16])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_of_negation_same_bits(dtype, lanes, features):
+    """exp(-y) taken from y (the sign folded into its FMAs: Exp(-SqDist)) gives the bits of exp
+    of the negated number, over the whole range, both clamps and special values included."""
+    if features and not HOST_AVX512:
+        pytest.skip("the host has no AVX-512")
+    lanes = None if lanes is None else lanes // (2 if dtype == "float64" else 1)
+    big = 120.0 if dtype == "float32" else 800.0
+    y = np.random.default_rng(5).uniform(-big, big, 1 << 14).astype(dtype)
+    y[:8] = [np.nan, np.inf, -np.inf, 0.0, -0.0, big * 1e30 if dtype == "float64" else 3e38, -3e38, 1e-40]
+    with np.errstate(all="ignore"):
+        want = _compile("exp", dtype, lanes, features)(-y)
+    got = _compile("exp", dtype, lanes, features, negate=True)(y)
+    assert np.isnan(got[0]) and np.isnan(want[0])  # (a NaN's sign is not kept)
+    assert np.array_equal(got[1:].view(np.uint8), want[1:].view(np.uint8))
+
+
 @pytest.mark.parametrize("features", [(), ("avx512f",)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_exp_nonpositive(dtype, features):
-    """exp of min(x, 0), bit for bit; the flushing form: the same, or 0 below twice the smallest
-    normal number (where every exp it takes is still normal; vscalef: never 0, it computes
-    subnormals at full speed)."""
+    """exp of x <= 0 (its domain: x - max), bit for bit; the flushing form: the same, or 0 below
+    twice the smallest normal number (where every exp it takes is still normal; vscalef: never 0,
+    it computes subnormals at full speed)."""
     if features and not HOST_AVX512:
         pytest.skip("the host has no AVX-512")
     lo = -120.0 if dtype == "float32" else -800.0
-    x = np.random.default_rng(4).uniform(lo, -lo / 20, 1 << 14).astype(dtype)
-    x[:3] = [np.nan, -np.inf, np.inf]
+    x = np.random.default_rng(4).uniform(lo, 0, 1 << 14).astype(dtype)
+    x[:4] = [np.nan, -np.inf, 0.0, -0.0]
     with np.errstate(all="ignore"):
-        want = _compile("exp", dtype, 8)(np.minimum(x, 0))
+        want = _compile("exp", dtype, 8)(x)
         got = _compile("exp_nonpositive", dtype, 8, features)(x)
         flushed = _compile("exp_nonpositive_flush", dtype, 8, features)(x)
     assert np.array_equal(got, want, equal_nan=True)

@@ -37,6 +37,14 @@ def optimized(formula, aliases=ALIASES):
     ("(7 - 2) * s", "Mult(IntCst(5), s)"),
     ("Sum(s)", "s"),
     ("Extract(x, 0, 3)", "x"),
+    # signs and powers of two onto the factor without j (once a row, not once a pair)
+    ("-(s * SqDist(x,y))", "Mult(Minus(s), SqDist(x, y))"),
+    ("(-SqDist(x,y)) * s", "Mult(SqDist(x, y), Minus(s))"),
+    ("2 * -((s * y) * Exp(-SqDist(x,y)))", "Mult(Mult(Mult(IntCst(-2), s), y), Exp(Minus(SqDist(x, y))))"),
+    ("4 * (y * x)", "Mult(y, Mult(IntCst(4), x))"),
+    ("3 * (s * y)", "Mult(IntCst(3), Mult(s, y))"),  # (3 s y rounds otherwise than 3 (s y))
+    ("-(x * s)", "Minus(Mult(x, s))"),  # (no j: nothing to gain)
+    ("-(y * SqDist(x,y))", "Minus(Mult(y, SqDist(x, y)))"),  # (no factor without j)
 ])
 def test_simplify(formula, expected):
     assert optimized(formula) == expected
@@ -67,6 +75,7 @@ def test_cse_shares_repeated_subexpressions():
     "Exp(-SqDist(x,y) * 1 + 0) * (2 * 3) + Sqrt(Square(x - y))",
     "Pow(x - y, 2) + Pow(x, 1) * 1 - (-(-y))",
     "IfElse(s - 1, x * 1, y + 0) + Exp(Zero(1)) * x",
+    "2 * -(s * Exp(-SqDist(x,y))) * (x - y) + (-SqDist(x,y)) * s * 4",
 ])
 def test_passes_preserve_meaning(formula):
     r = np.random.default_rng(0)

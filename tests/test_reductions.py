@@ -305,10 +305,13 @@ def test_few_rows_split_j_across_threads(reduction, dtype):
 
 
 @DTYPES
-@pytest.mark.parametrize("reduction,weighted,target", [("LogSumExp", False, None), ("LogSumExp", True, None),
-                                                       ("SumSoftMaxWeight", True, None),
-                                                       ("LogSumExp", False, "x86-64-v3")])
-def test_shifted_exp_sums_on_every_path(reduction, weighted, target, dtype, monkeypatch):
+@pytest.mark.parametrize("reduction,weighted,target,formula", [
+    ("LogSumExp", False, None, "x * y + b"), ("LogSumExp", True, None, "x * y + b"),
+    ("SumSoftMaxWeight", True, None, "x * y + b"), ("LogSumExp", False, "x86-64-v3", "x * y + b"),
+    # the same F as a negation (stored as -F, its minimum kept): unweighted, weighted, AVX2
+    ("LogSumExp", False, None, "-(-x * y - b)"), ("SumSoftMaxWeight", True, None, "-(-x * y - b)"),
+    ("LogSumExp", False, "x86-64-v3", "-(-x * y - b)")])
+def test_shifted_exp_sums_on_every_path(reduction, weighted, target, formula, dtype, monkeypatch):
     """F = x y + b over 1100 j (SIMD batches flushed full and part-full, blocks, the scalar tail):
     the maximum rising in every batch (y increasing), falling (y decreasing), terms underflowing
     to subnormals and zero (x = 400; flushed to 0 without AVX-512: x86-64-v3), nearly equal terms,
@@ -326,7 +329,7 @@ def test_shifted_exp_sums_on_every_path(reduction, weighted, target, dtype, monk
     b[r.choice(n, 40, replace=False)] = -np.inf
     w = r.uniform(0.5, 2, size=(n, 2)).astype(dtype)
     kw = dict(formula2="w") if weighted else {}
-    g = Genred("x * y + b", ["x = Vi(1)", "y = Vj(1)", "b = Vj(1)", "w = Vj(2)"], reduction, axis=1, **kw)
+    g = Genred(formula, ["x = Vi(1)", "y = Vj(1)", "b = Vj(1)", "w = Vj(2)"], reduction, axis=1, **kw)
 
     def dense(b):
         F = x.astype(np.float64) * y[:, 0].astype(np.float64) + b[:, 0].astype(np.float64)

@@ -184,7 +184,7 @@ class Scratch:
         self.__dict__.update(parts)
 
 
-BUFFER = 32  # j vectors a SIMD LogSumExp state buffers before taking their exps (`_ShiftedExpSum`)
+BUFFER = 64  # j vectors a SIMD LogSumExp state buffers before taking their exps (`_ShiftedExpSum`)
 
 
 def _lowest(em):
@@ -226,8 +226,10 @@ class _ShiftedExpSum(Reduction):
         if ea.lanes is not None:  # SIMD: F and the weights other than 1 of a batch of j vectors
             es = ea.with_lanes(None)
             stored = n if dims[1] is not None else 0
+            # (low: the batch's least G, where F = -G is stored as G: `update`)
             st["batch"] = Scratch(f=ea.array(ea.t, BUFFER), w=[ea.array(ea.t, BUFFER) for _ in range(stored)],
-                                  count=es.slot(es.index_const(0), es.index_const(0).type))
+                                  count=es.slot(es.index_const(0), es.index_const(0).type),
+                                  low=ea.slot(ea.neg(_lowest(ea))), negated=None)
         return st
 
     def update(self, em, ea, st, f, g, j):
@@ -242,34 +244,51 @@ class _ShiftedExpSum(Reduction):
             return
         batch, es = st["batch"], ea.with_lanes(None)
         k = es.load(batch.count)
-        ea.store(ea.at(batch.f, k), f)
+        # F = -G (LogSumExp of -SqDist): G stored and its minimum kept, no sign flip a pair; the
+        # exps take the sign in their FMAs (`_flush`)
+        minus = ea.negated(f)
+        batch.negated = minus is not None
+        ea.store(ea.at(batch.f, k), f if minus is None else minus)
         for arr, wk in zip(batch.w, w):
             ea.store(ea.at(arr, k), wk)
-        bm = ea.load(st["bm"])  # a NaN F is left out of the maximum, and makes its own term NaN
-        ea.store(st["bm"], ea.select(ea.cmp(">", f, bm), f, bm))
+        # a NaN F is left out of the maximum, and makes its own term NaN
+        if minus is None:
+            bm = ea.load(st["bm"])
+            ea.store(st["bm"], ea.select(ea.cmp(">", f, bm), f, bm))
+        else:
+            low = ea.load(batch.low)
+            ea.store(batch.low, ea.select(ea.cmp("<", minus, low), minus, low))
         es.store(batch.count, es.index_add(k, 1))
 
     def _flush(self, ea, st):
         """Absorb the batch into (m, s): Σ exp(F - bm) w over it (F - bm <= 0: one exp per j, no
-        rescale), then that sum as one term exp(bm) * sum.  Where bm = +inf (an infinite F), F - bm
-        is taken against the largest finite number, the infinite F's terms clamped to exp(0) = 1:
-        (+inf, their count) as the scalar update makes it."""
+        rescale), then that sum as one term exp(bm) * sum.  Where bm = +inf (an infinite F; rare:
+        a pass of its own), the infinite F are first made the largest finite number, F - bm taken
+        against it: their terms exp(0) = 1, (+inf, their count) as the scalar update makes it."""
         batch, es = st["batch"], ea.with_lanes(None)
         n = len(st["s"])
-        bm = ea.load(st["bm"])
-        big = ea.const(float(np.finfo(np.float32 if ea.bits == 32 else np.float64).max))
+        sign = -1 if batch.negated else 1  # the stored values are sign * F
+        bm = ea.neg(ea.load(batch.low)) if batch.negated else ea.load(st["bm"])
+        largest = float(np.finfo(np.float32 if ea.bits == 32 else np.float64).max)
+        big = ea.const(largest)
+        with es.if_then(ea.any(ea.cmp(">", bm, big)), rare=True):
+            with es.loop(es.index_const(0), es.load(batch.count), "finite") as k:
+                v, bound = ea.load(ea.at(batch.f, k)), ea.const(sign * largest)
+                ea.store(ea.at(batch.f, k), ea.select(ea.cmp(">" if sign > 0 else "<", v, bound), bound, v))
         shift = ea.select(ea.cmp(">", bm, big), big, bm)
         sums = [ea.slot(ea.const(0)) for _ in range(n)]
         # unweighted, the batch's sum is at least 1 (its maximum's term): terms below the smallest
         # normal number cannot change it at float32/float64 precision and may be flushed to 0
         exp = "exp_nonpositive" if batch.w else "exp_nonpositive_flush"
         with es.loop(es.index_const(0), es.load(batch.count), "batch") as k:
-            e = ea.call(exp, ea.sub(ea.load(ea.at(batch.f, k)), shift))
+            v = ea.load(ea.at(batch.f, k))
+            e = ea.call(exp, ea.sub(v, shift) if sign > 0 else ea.neg(ea.add(v, shift)))
             for c in range(n):
                 wk = ea.load(ea.at(batch.w[c], k)) if batch.w else ea.const(1)
                 ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))
         self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums], flush=not batch.w)
         ea.store(st["bm"], _lowest(ea))
+        ea.store(batch.low, ea.neg(_lowest(ea)))
         es.store(batch.count, es.index_const(0))
 
     def _absorb(self, ea, m_ptr, s_ptrs, c_ptrs, f, w, flush=False):

@@ -334,6 +334,10 @@ class Emitter:
     def neg(self, a):
         return self.b.fneg(a, flags=_CONTRACT)
 
+    def negated(self, v):
+        """x where v is -x (a negation made by `neg`), else None."""
+        return v.operands[0] if isinstance(v, ir.Instruction) and v.opname == "fneg" else None
+
     def powi(self, x, n):
         """x**n for an integer n, by repeated squaring; 1/x**|n| for n < 0."""
         result, base, k = None, x, abs(n)

@@ -86,10 +86,11 @@ def _fit_exp(degree):
 
 
 def _clamp(em, x, lo, hi):
-    """x limited to [lo, hi], a NaN passed through (one max and one min on x86)."""
-    lo, hi = em.const(lo), em.const(hi)
-    x = em.select(em.cmp("<", x, lo), lo, x)
-    return em.select(em.cmp(">", x, hi), hi, x)
+    """x limited to [lo, hi], a NaN passed through (one max and one min on x86; none for an
+    infinite bound)."""
+    if lo != -math.inf:
+        x = em.select(em.cmp("<", x, em.const(lo)), em.const(lo), x)
+    return x if hi == math.inf else em.select(em.cmp(">", x, em.const(hi)), em.const(hi), x)
 
 
 def _scale2(em, x, k, shifter, p):
@@ -134,8 +135,8 @@ def _x86_call(em, name, vt, args):
 
 
 def exp_nonpositive(em, x):
-    """e^min(x, 0) (a NaN passes): for arguments known to be <= 0, as exp but for its clamp."""
-    return exp(em, x, hi=0.0)
+    """e^x for x <= 0 or NaN (x - max): exp without its clamp from above."""
+    return exp(em, x, hi=math.inf)
 
 
 def exp_nonpositive_flush(em, x):
@@ -147,12 +148,12 @@ def exp_nonpositive_flush(em, x):
     microcode assist on x86, whatever select drops it after: the AVX2 softmin's speed
     depended on how many of its terms underflowed; bench/ab.py's softmin rows at e = 1 and 100)."""
     if "avx512f" in em.features:
-        return exp(em, x, hi=0.0)
+        return exp(em, x, hi=math.inf)
     ftype = np.float32 if em.bits == 32 else np.float64
     exact = math.log(2 * np.finfo(ftype).tiny)
     lo = ftype(exact)  # the smallest number of the type >= log(2 tiny): every exp taken is normal
     lo = float(np.nextafter(lo, ftype(np.inf)) if lo < exact else lo)
-    return em.select(em.cmp("<", x, em.const(lo)), em.const(0), exp(em, x, lo=lo, hi=0.0))
+    return em.select(em.cmp("<", x, em.const(lo)), em.const(0), exp(em, x, lo=lo, hi=math.inf))
 
 
 def exp(em, x, lo=None, hi=None):
@@ -162,12 +163,21 @@ def exp(em, x, lo=None, hi=None):
     beyond the range where e^x is finite and nonzero, so that 2^n p overflows to inf or
     underflows to 0 by itself: no select for special values (a NaN passes the clamp)."""
     p = _params(em)
-    x = _clamp(em, x, p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi)
+    lo, hi = p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi
     shifter = em.const(1.5 * 2.0 ** p["mant"])
-    k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
-    n = em.sub(k, shifter)
-    r = em.fma(n, em.const(-p["ln2_hi"]), x)
-    r = em.fma(n, em.const(-p["ln2_lo"]), r)
+    y = em.negated(x)
+    if y is not None:
+        # e^-y (exp(-SqDist)) from y, each step the same number as from x = -y (rounding is
+        # symmetric): the sign folds into the FMAs, no sign flip a lane
+        y = _clamp(em, y, -hi, -lo)
+        k = em.fma(y, em.const(-1 / math.log(2)), shifter)
+        n = em.sub(k, shifter)
+        r = em.fma(n, em.const(-p["ln2_lo"]), em.neg(em.fma(n, em.const(p["ln2_hi"]), y)))
+    else:
+        x = _clamp(em, x, lo, hi)
+        k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
+        n = em.sub(k, shifter)
+        r = em.fma(n, em.const(-p["ln2_lo"]), em.fma(n, em.const(-p["ln2_hi"]), x))
     y = _poly(em, r, p["exp_poly"])
     scaled = _scalef(em, y, n)
     return _scale2(em, y, k, shifter, p) if scaled is None else scaled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..node import DimensionError
+from ..node import DimensionError, J
 from .base import Op, broadcast_dim, cst, is_const, make, mk, no_derivative, register, spread
 
 
@@ -182,6 +182,60 @@ def _simplify_mult(node):
     if is_const(a) and b.name == "Mult" and is_const(b.args[0]) and int_value(a) is not None \
             and int_value(b.args[0]) is not None:
         return make("Mult", (make("IntCst", (), (int_value(a) * int_value(b.args[0]),)), b.args[1]))
+    return _to_row_factor(node)
+
+
+# Signs and powers of two in a product move to a factor without j, where they cost once a row
+# instead of once a pair: Grad(Exp(-SqDist(x,y)) * b, x, e)'s -2 goes onto e.  Exact: negation
+# always, a power of two wherever no product overflows or leaves the normal range.
+def _row_free(node):
+    return not node.cat & J
+
+
+def _has_row_factor(node):
+    """node has no j, or is a product one of whose factors has none."""
+    return _row_free(node) or (node.name == "Mult" and any(_has_row_factor(a) for a in node.args))
+
+
+def _power_of_two(node):
+    v = int_value(node) if node.name != "IntInv" else node.attrs[0]
+    return v is not None and v != 0 and abs(v) & (abs(v) - 1) == 0
+
+
+def _into_row_factor(wrap, node):
+    """wrap applied to one factor of the product node, the factor without j first, else one that
+    has such a factor (the wrapped factor simplified in turn, down to the factor without j); None
+    where neither has (or node itself has no j: nothing to gain)."""
+    if _row_free(node):
+        return None
+    p, q = node.args
+    for test in (_row_free, _has_row_factor):
+        if test(p):
+            return make("Mult", (_settled(wrap(p)), q))
+        if test(q):
+            return make("Mult", (p, _settled(wrap(q))))
+    return None
+
+
+def _settled(node):
+    """node after its own simplification rules (its operands are simplified already)."""
+    for _ in range(64):
+        repl = node.op.simplify(node)
+        if repl is None or repl is node:
+            return node
+        node = repl
+    return node
+
+
+def _to_row_factor(node):
+    a, b = node.args
+    if int_value(a) is not None and b.name == "Minus":
+        return make("Mult", (cst(-int_value(a)), b.args[0]))
+    if _power_of_two(a) and b.name == "Mult":
+        return _into_row_factor(lambda f: make("Mult", (a, f)), b)
+    for x, y, rebuild in ((a, b, lambda x, y: (x, y)), (b, a, lambda x, y: (y, x))):
+        if x.name == "Minus" and not _row_free(x) and _row_free(y) and x.dim == node.dim:
+            return make("Mult", rebuild(x.args[0], make("Minus", (y,))))
     return None
 
 
@@ -202,6 +256,8 @@ def _simplify_minus(node):
         return make("IntCst", (), (-a.attrs[0],))
     if a.name == "Zero":
         return a
+    if a.name == "Mult":
+        return _into_row_factor(lambda f: make("Minus", (f,)), a)
     return None
 
 
