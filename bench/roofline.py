@@ -521,7 +521,9 @@ def _write(path, hz, alone, pairs, alternated, rows, load, kmin, gpu_rows):
         f"110 candidates from 65 logged vectors) and a row's setup cost {kmin[0]:.0f} cycles a "
         f"row, measured from rows against N and 4 N: {kmin[1]:.0%} of the time at N = 20000; the part "
         f"that grows with N (the loop and the calls that empty its logs) runs at {kmin[2]:.2f} "
-        f"pairs/cycle: {kmin[2] / kmin[3]:.0%} of the loop's bound.",
+        f"pairs/cycle: {kmin[2] / kmin[3]:.0%} of the loop's bound. The insertions' time changes from one "
+        "process to the next (by up to half, with the address space's layout: steady with ASLR off), the loop's "
+        "does not: ArgKMin's row is best read over several runs.",
     ]
     lines += _ptx_section(gpu_rows)
     with open(path, "w") as f:
