@@ -172,8 +172,7 @@ class _KMin(Reduction):
         once (a chain with fewer inserting nothing), by one compare with the whole list
         (`_insert_lane`).  One chain's insertions wait each on the one before; the core overlaps the
         chains', and no candidate waits for its vector's to be found.  Those that no longer beat the
-        K-th (about one in seven, the ramp of `limit` keeping the logged threshold close) change
-        nothing.  The loops run at least once, each under a branch on there being some: where the logs
+        K-th (few: the ramp of `limit` keeps the logged threshold close) change nothing.  The loops run at least once, each under a branch on there being some: where the logs
         hold one vector with candidates, or one candidate, no loop's exit is mispredicted."""
         es, el = em.with_lanes(None), em.with_lanes(lanes)
         align = [min(64, lanes * bits // 8) for bits in (em.bits, 64)]

@@ -49,8 +49,7 @@ COLUMN_ROWS = 6
 COLUMN_VECTORS = 4  # column vectors of a register tile: one load of b for each row's multiply-add
 SUM_BLOCK = 512  # j per block of the compensated sum
 # a LogSumExp's (SumSoftMaxWeight's) block ends with the exps of its batch (`block_vectors` of j at
-# most): twice as long, its end costs half as much a pair (LogSumExp of -SqDist, D = 3, Zen 4: 3%;
-# SumSoftMaxWeight unchanged: bench/schedule_defaults.md)
+# most): twice as long, its end costs half as much a pair (measurements: bench/schedule_defaults.md)
 SHIFTED_EXP_BLOCK = 1024
 CHUNK_ROWS, CHUNK_BYTES = 256, 64 * KiB  # a cache-blocked chunk: at most these rows, their states on the stack
 SCREEN_TRIAL = 64  # row-vectors screened before the screen may be found useless

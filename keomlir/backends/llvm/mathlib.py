@@ -165,19 +165,15 @@ def exp(em, x, lo=None, hi=None):
     p = _params(em)
     lo, hi = p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi
     shifter = em.const(1.5 * 2.0 ** p["mant"])
+    # e^-y (exp(-SqDist)) is taken from y, each step the same number as from x = -y (rounding is
+    # symmetric): the sign folds into the FMAs, no sign flip a lane
     y = em.negated(x)
-    if y is not None:
-        # e^-y (exp(-SqDist)) from y, each step the same number as from x = -y (rounding is
-        # symmetric): the sign folds into the FMAs, no sign flip a lane
-        y = _clamp(em, y, -hi, -lo)
-        k = em.fma(y, em.const(-1 / math.log(2)), shifter)
-        n = em.sub(k, shifter)
-        r = em.fma(n, em.const(-p["ln2_lo"]), em.neg(em.fma(n, em.const(p["ln2_hi"]), y)))
-    else:
-        x = _clamp(em, x, lo, hi)
-        k = em.fma(x, em.const(1 / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
-        n = em.sub(k, shifter)
-        r = em.fma(n, em.const(-p["ln2_lo"]), em.fma(n, em.const(-p["ln2_hi"]), x))
+    src, sign = (x, 1) if y is None else (y, -1)
+    src = _clamp(em, src, lo, hi) if sign > 0 else _clamp(em, src, -hi, -lo)
+    k = em.fma(src, em.const(sign / math.log(2)), shifter)  # adding the shifter rounds x / ln 2 to an integer
+    n = em.sub(k, shifter)
+    r = em.fma(n, em.const(-sign * p["ln2_hi"]), src)
+    r = em.fma(n, em.const(-p["ln2_lo"]), r if sign > 0 else em.neg(r))
     y = _poly(em, r, p["exp_poly"])
     scaled = _scalef(em, y, n)
     return _scale2(em, y, k, shifter, p) if scaled is None else scaled
