@@ -27,6 +27,7 @@ import numpy as np
 
 from .launch import numpy_dtype
 from .llvm import toolchain
+from .llvm.emitter import counted_loop
 
 API_VERSION = (0, 1)  # the FFI C API version these handlers read (its frame and buffer layouts)
 HANDLER_NAME = "keomlir_xla_handler"
@@ -206,20 +207,6 @@ def _store(b, value, base, offset):
     b.store(value, _at(b, base, offset, value.type))
 
 
-def _loop(b, fn, n, body, name):
-    """for k in range(n): body(k) (n an i64 value)."""
-    entry, loop, done = b.block, fn.append_basic_block(name), fn.append_basic_block(name + ".done")
-    b.cbranch(b.icmp_signed(">", n, _const(0)), loop, done)
-    b.position_at_end(loop)
-    k = b.phi(_I64)
-    k.add_incoming(_const(0), entry)
-    body(k)
-    nxt = b.add(k, _const(1))
-    k.add_incoming(nxt, b.block)
-    b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
-    b.position_at_end(done)
-
-
 def _handler_module(kernel_address, j_arg, cuts):
     module = ir.Module("keomlir_xla_ffi")
     fn = ir.Function(module, ir.FunctionType(_I8P, [_I8P]), HANDLER_NAME)
@@ -260,8 +247,9 @@ def _handler_module(kernel_address, j_arg, cuts):
             b.store(_load(b, b.load(b.gep(buffers, [k])), _Buffer.data.offset, _I8P), b.gep(data, [b.add(start, k)]))
         return body
 
-    _loop(b, fn, n_args, copy(args, _const(0)), "args")
-    _loop(b, fn, n_rets, copy(rets, n_args), "outs")
+    for buffers, count, start, name in ((args, n_args, _const(0), "args"), (rets, n_rets, n_args, "outs")):
+        with counted_loop(b, _const(0), count, name) as k:
+            copy(buffers, start)(k)
     outs = b.gep(data, [n_args])
     if cuts is None:
         zero = _const(0)
@@ -370,4 +358,5 @@ def _schedule_tasks(b, fn, module, frame, state, task, n_tasks):
                 _store(b, b.ptrtoint(error, _I64), destroy_args, 2 * _PTR)
                 b.call(destroy, [destroy_args])
 
-        _loop(b, fn, _const(n_tasks), one, "schedule")
+        with counted_loop(b, _const(0), _const(n_tasks), "schedule") as k:
+            one(k)
