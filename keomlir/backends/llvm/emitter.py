@@ -99,8 +99,15 @@ class Emitter:
 
     def with_lanes(self, lanes):
         """An emitter on the same builder for `lanes`-wide vectors (None: scalars)."""
-        other = type(self)(self.b, self.scalar if lanes is None else ir.VectorType(self.scalar, lanes), self.scheme)
-        other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
+        return self._sibling(self.scalar if lanes is None else ir.VectorType(self.scalar, lanes))
+
+    def _sibling(self, ftype, builder=None):
+        """An emitter for ftype with this one's settings, on its builder (or on `builder`: a new
+        function's, its own entry block)."""
+        other = type(self)(builder or self.b, ftype, self.scheme)
+        if builder is None:
+            other.entry = self.entry
+        other.wide_threshold, other.features = self.wide_threshold, self.features
         other.narrow_to_odd = self.narrow_to_odd
         return other
 
@@ -394,10 +401,7 @@ class Emitter:
         """An emitter sharing this builder for another floating type (accumulators)."""
         if self.lanes is not None and not isinstance(ftype, ir.VectorType):
             ftype = ir.VectorType(ftype, self.lanes)
-        other = type(self)(self.b, ftype, self.scheme)
-        other.entry, other.wide_threshold, other.features = self.entry, self.wide_threshold, self.features
-        other.narrow_to_odd = self.narrow_to_odd
-        return other
+        return self._sibling(ftype)
 
     def convert(self, v, to):
         """v (of this emitter's type) as a value of emitter `to`'s type."""
@@ -425,8 +429,7 @@ class Emitter:
             fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [a.type for a in args]), name)
             fn.linkage = "internal"
             fn.attributes.add("noinline")
-            em = type(self)(ir.IRBuilder(fn.append_basic_block("entry")), self.t, self.scheme)
-            em.wide_threshold, em.features = self.wide_threshold, self.features
+            em = self._sibling(self.t, ir.IRBuilder(fn.append_basic_block("entry")))
             build(em, fn.args)
             em.b.ret_void()
         self.b.call(fn, args)
