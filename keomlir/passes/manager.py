@@ -19,7 +19,7 @@ import re
 import sys
 import time
 
-from ..ir.node import to_formula
+from ..ir.node import ssa_nodes, to_formula
 from ..ir.ops import make
 from ..ir.verify import VerificationError, verify_program
 
@@ -246,10 +246,7 @@ def _changed(before, after):
 
 def count_nodes(program):
     """The distinct nodes of a program's formulas (as many as its printed SSA lines)."""
-    seen = set()
-    for _, root in program.roots():
-        seen.update(id(n) for n in root.walk())
-    return len(seen)
+    return len(ssa_nodes(program.roots()))
 
 
 class Rewrites:

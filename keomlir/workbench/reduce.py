@@ -26,7 +26,7 @@ import numpy as np
 from ..compile import CompiledReduction, parse_aliases
 from ..grammar import parse_formula
 from ..ir import make, replace_vars, variables
-from ..ir.node import DimensionError, to_formula
+from ..ir.node import DimensionError, ssa_nodes, to_formula
 from ..passes import DEFAULT_PIPELINE
 
 WRITTEN = "written"  # the pipeline of the formula as written: derivatives expanded, nothing else
@@ -51,10 +51,7 @@ class Case:
 
     def size(self):
         """Distinct nodes of the formulas (variables included)."""
-        seen = set()
-        for r in self.roots:
-            seen.update(id(n) for n in r.walk())
-        return len(seen)
+        return len(ssa_nodes([(None, r) for r in self.roots]))
 
     def weight(self):
         """What a move must lower: the nodes, then the variables' dimensions."""
@@ -140,12 +137,7 @@ def _substitute(root, old, new):
 
 def proposals(case):
     """Smaller cases, smallest first (each may be invalid for the reduction: the caller checks)."""
-    nodes, seen = [], set()
-    for r in case.roots:
-        for n in r.walk():
-            if id(n) not in seen:
-                seen.add(id(n))
-                nodes.append(n)
+    nodes = list(ssa_nodes([(None, r) for r in case.roots]).values())
     leaves = [v for _, v in case.names] + [make("IntCst", (), (1,))]
     found = {}
     for n in nodes:

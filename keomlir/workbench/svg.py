@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ..ir.node import index_name
+from ..ir.node import index_name, ssa_nodes
 
 # fill colors by node.cat, the indices a node depends on (as `keomlir ir --emit dot`)
 CAT_COLORS = {0: "#d9d9d9", 1: "#9ecae1", 2: "#a1d99b", 3: "#fdae6b"}
@@ -24,15 +24,12 @@ def _nodes(program):
     """[(key, label lines, cat, operand keys)] of every distinct node, operands first, then the
     reduction; keys are SSA names as `keomlir ir` prints them."""
     names = dict(program.names)
-    ids, found = {}, []
-    for label, root in program.roots():
-        for n in root.walk():
-            if id(n) in ids:
-                continue
-            ids[id(n)] = f"%{len(ids)}"
-            attrs = n.op.format_attrs(n, names)
-            found.append((ids[id(n)], [f"{ids[id(n)]} = {n.name}" + (f"[{attrs}]" if attrs else ""),
-                                       f"dim {n.dim}, {index_name(n.cat)}"], n.cat, [ids[id(a)] for a in n.args]))
+    nodes = ssa_nodes(program.roots())
+    ids, found = {id(n): key for key, n in nodes.items()}, []
+    for key, n in nodes.items():
+        attrs = n.op.format_attrs(n, names)
+        found.append((key, [f"{key} = {n.name}" + (f"[{attrs}]" if attrs else ""),
+                            f"dim {n.dim}, {index_name(n.cat)}"], n.cat, [ids[id(a)] for a in n.args]))
     k = f", K={program.opt_arg}" if program.opt_arg is not None else ""
     roots = [ids[id(r)] for _, r in program.roots()]
     found.append(("reduction", [f"{program.reduction}{k} over j", " ".join(lb for lb, _ in program.roots())],
