@@ -200,16 +200,21 @@ def _vector_exp(instr):
 
 
 def _j_step(instrs):
-    """The j the loop advances per iteration: the add to the index register of its j loads."""
-    regs = {re.search(r",(%\w+),", a).group(1) for a in _j_loads(instrs) if re.search(r",(%\w+),", a)}
+    """The j the loop advances per iteration: the add to the index register of its (float32) j loads,
+    times that register's scale over 4 bytes (an index of elements or of bytes)."""
+    scales = {}
+    for a in _j_loads(instrs):
+        m = re.search(r"\(%\w+,(%\w+)(?:,(\d))?\)", a)
+        if m:
+            scales[m.group(1)] = int(m.group(2) or 1)
     for op, a in instrs:
         m = re.match(r"\$(\d+), (%\w+)", a)
-        if op == "addq" and m and m.group(2) in regs:
-            return int(m.group(1))
+        if op == "addq" and m and m.group(2) in scales:
+            return int(m.group(1)) * scales[m.group(2)] // 4
     for op, a in instrs:  # the next j made beside the index register (a loop that may leave early)
         m = re.match(r"(\d+)\((%\w+)\), %\w+$", a)
-        if op == "leaq" and m and m.group(2) in regs:
-            return int(m.group(1))
+        if op == "leaq" and m and m.group(2) in scales:
+            return int(m.group(1)) * scales[m.group(2)] // 4
     raise ValueError("no j step found")
 
 

@@ -189,6 +189,61 @@ def test_kmin_of_sqdist_on_other_targets(dtype, target, monkeypatch):
         assert_close(vals, np.take_along_axis(d, order, axis=1), dtype, rtol=1e-6 if dtype == "float32" else 1e-14)
 
 
+@DTYPES
+@pytest.mark.parametrize("formula,dim", [("SqDist(x,y)", 1), ("x - y", 2)])
+def test_kmin_logs_wherever_the_j_data_lie(dtype, formula, dim):
+    """The SIMD K-min starts each log where its stores keep clear of the j data's loads: a place
+    in a page's worth of room past the log, set by the j data's addresses (`unaliased_start`).
+    j data at every 64-byte offset in a page (read where they lie: no copy), one log a row (4 a
+    tile) or two: the dense oracle's indices."""
+    r = np.random.default_rng(8)
+    n, K = 2003, 7
+    x = r.normal(size=(9, dim)).astype(dtype)
+    y = r.normal(size=(n, dim)).astype(dtype)
+    d = x.astype(np.float64)[:, None, :] - y.astype(np.float64)[None]
+    F = (d ** 2).sum(-1, keepdims=True) if dim == 1 else d
+    order = np.argsort(F, axis=1, kind="stable")[:, :K]
+    order = order[..., 0] if dim == 1 else order
+    g = Genred(formula, [f"x = Vi({dim})", f"y = Vj({dim})"], "ArgKMin", axis=1, opt_arg=K)
+    itemsize = np.dtype(dtype).itemsize
+    room = np.zeros(n * dim + 2 * 4096 // itemsize, dtype)
+    first = (-room.ctypes.data % 4096) // itemsize
+    for offset in range(0, 4096, 64):
+        at = first + offset // itemsize
+        yt = room[at:at + n * dim].reshape(dim, n)  # (dim, n): the kernel's layout of j data
+        yt[:] = y.T
+        np.testing.assert_array_equal(g(x, yt.T), order, err_msg=f"j data {offset} bytes into a page")
+
+
+def test_unaliased_target_keeps_clear_of_every_stream():
+    """The page offset the logs start from (`_unaliased_target`): clear of every stream's window
+    (from a spread below it, the runs' reach, to ALIAS_REACH above) wherever some offset is, for 1 to 5
+    streams and 1 to 8 runs at random page offsets (compiled and run, against a search of the page)."""
+    import ctypes
+    from llvmlite import ir
+    from keomlir.backends.llvm import emitter, toolchain
+    r = np.random.default_rng(4)
+    i64 = ir.IntType(64)
+    for n_streams in range(1, 6):
+        for runs in (1, 4, 8):
+            module = ir.Module()
+            fn = ir.Function(module, ir.FunctionType(i64, [i64] * n_streams), "target")
+            b = ir.IRBuilder(fn.append_basic_block())
+            b.ret(emitter._unaliased_target(b, list(fn.args), runs))
+            engine = toolchain.host_engine(toolchain.host_object(module))
+            target = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * n_streams)(engine.get_function_address("target"))
+            spread = emitter.ALIAS_SPREAD * (runs - 1) + 64
+            page = np.arange(4096)
+            for _ in range(50):
+                streams = r.integers(0, 2 ** 40, size=n_streams) * 4 + r.integers(0, 4096, size=n_streams)
+                clear = lambda t: all((t - s + spread) % 4096 >= emitter.ALIAS_REACH + spread for s in streams)
+                some = np.ones(4096, bool)
+                for s in streams:
+                    some &= (page - s % 4096 + spread) % 4096 >= emitter.ALIAS_REACH + spread
+                t = target(*[int(s) for s in streams])
+                assert clear(t) or not some.any(), (streams % 4096, runs, t % 4096)
+
+
 @pytest.mark.parametrize("reduction,identity", [("Sum", 0.0), ("Min", np.inf), ("Max", -np.inf),
                                                 ("LogSumExp", -np.inf)])
 @AXES

@@ -95,13 +95,14 @@ class _KMin(Reduction):
         ity = es.index_const(0).type
         if "logs" not in st:  # made on first use (by the SIMD code only); empty when the state is at rest
             words = -(-LOG_ROOM // es.WORDS) * es.WORDS
-            st["logs"] = [Scratch(x=em.array(em.t, LOG_ROOM), words=es.vector_array(em.mask_word_type, words),
+            st["logs"] = [Scratch(x=em.array(em.t, LOG_ROOM + em.unaliased_room()),  # (where it starts: `end_blocks`)
+                                  words=es.vector_array(em.mask_word_type, words),
                                   **{name: es.entry_slot(es.index_const(init), ity)
-                                     for name, init in (("steps", 0), ("j", 0), ("limit", RING))})
+                                     for name, init in (("steps", 0), ("j", 0), ("limit", RING), ("start", 0))})
                           for _ in st["lists"]]
         for ((_, _, (tp,)), (x,)), log in zip(_columns(es, self._tables(st), [f]), st["logs"]):
             steps = es.load(log.steps)
-            em.store(em.at(log.x, steps), x)
+            em.store(em.at(log.x, es.index_sum(es.load(log.start), steps)), x)
             candidates = em.not_(em.cmp(">", x, em.splat(es.load(tp))))
             es.store(es.at(log.words, steps), em.mask_word(candidates))
             es.store(log.steps, es.index_add(steps, 1))
@@ -129,7 +130,7 @@ class _KMin(Reduction):
         log = chains[0][1]
         params = [es.load(log.steps), es.load(log.j)]
         for lst, lg, tp in chains:
-            params += [lst.v, lst.i, lg.x, lg.words, tp]
+            params += [lst.v, lst.i, em.b.bitcast(em.at(lg.x, es.load(lg.start)), lg.x.type), lg.words, tp]
         em.outlined(name, params, lambda fem, params: self._flush_body(fem, k, chains[0][0].lanes, *params))
         for _, lg, _ in chains:
             es.store(lg.steps, es.index_const(0))
@@ -254,8 +255,9 @@ class _KMin(Reduction):
             before = el.or_(el.not_(_filled(el, i)), el.and_(before, el.not_(el.isnan(xv))))
         before = el.and_(before, el.splat(some))
         shifted = el.shift_up(before, before.type.element(0))  # the ranks after x's place
-        el.store(vals, el.select(shifted, el.shift_up(v, x), el.select(before, xv, v)))
-        el.store(idxs, el.select(shifted, el.shift_up(i, xi), el.select(before, el.splat(xi), i)))
+        # (lane 0 of a list moved up is never taken: `shifted` is false there)
+        el.store(vals, el.select(shifted, el.shift_up(v), el.select(before, xv, v)))
+        el.store(idxs, el.select(shifted, el.shift_up(i), el.select(before, el.splat(xi), i)))
 
     @classmethod
     def _retire(cls, em, vcol, icol, tp):
@@ -323,8 +325,11 @@ class _KMin(Reduction):
         size = max(1, min(GROUP, GROUP_LANES // chains[0][0].lanes))
         for c in range(0, len(chains), size):
             self._flush(em, chains[c:c + size], k)
-        for _, log, _ in chains:
+        for run, (_, log, _) in enumerate(chains):
             es.store(log.limit, limit)
+            # the next log from the next j vector, where the loop goes on (a tile's first log, of one
+            # vector, lies where the last one's successor would have)
+            es.store(log.start, em.unaliased_start(log.x, es.index_add(es.load(log.j), em.lanes), run, len(chains)))
 
     def finalize(self, em, ea, st):
         if not isinstance(st["v"][0], list):

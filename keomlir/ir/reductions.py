@@ -227,8 +227,11 @@ class _ShiftedExpSum(Reduction):
             es = ea.with_lanes(None)
             stored = n if dims[1] is not None else 0
             # (low: the batch's least G, where F = -G is stored as G: `update`)
-            st["batch"] = Scratch(f=ea.array(ea.t, BUFFER), w=[ea.array(ea.t, BUFFER) for _ in range(stored)],
-                                  count=es.slot(es.index_const(0), es.index_const(0).type),
+            # each array starts where its stores keep clear of the loads of j data (`end_blocks`)
+            arrays = [ea.array(ea.t, BUFFER + ea.unaliased_room()) for _ in range(1 + stored)]
+            st["batch"] = Scratch(f=arrays[0], w=arrays[1:], count=es.slot(es.index_const(0), es.index_const(0).type),
+                                  starts=[es.entry_slot(es.index_const(0), es.index_const(0).type) for _ in arrays],
+                                  j=es.entry_slot(es.index_const(0), es.index_const(0).type),
                                   low=ea.slot(ea.neg(_lowest(ea))), negated=None)
         return st
 
@@ -248,9 +251,9 @@ class _ShiftedExpSum(Reduction):
         # exps take the sign in their FMAs (`_flush`)
         minus = ea.negated(f)
         batch.negated = minus is not None
-        ea.store(ea.at(batch.f, k), f if minus is None else minus)
-        for arr, wk in zip(batch.w, w):
-            ea.store(ea.at(arr, k), wk)
+        for arr, start, v in zip([batch.f] + batch.w, batch.starts, [f if minus is None else minus] + w):
+            ea.store(ea.at(arr, es.index_sum(es.load(start), k)), v)
+        es.store(batch.j, em.lane(j, es.index_const(0)))
         # a NaN F is left out of the maximum, and makes its own term NaN
         if minus is None:
             bm = ea.load(st["bm"])
@@ -271,20 +274,23 @@ class _ShiftedExpSum(Reduction):
         bm = ea.neg(ea.load(batch.low)) if batch.negated else ea.load(st["bm"])
         largest = float(np.finfo(np.float32 if ea.bits == 32 else np.float64).max)
         big = ea.const(largest)
+        at = [lambda k, arr=arr, start=es.load(start): ea.at(arr, es.index_sum(start, k))
+              for arr, start in zip([batch.f] + batch.w, batch.starts)]
+        f_at, w_at = at[0], at[1:]
         with es.if_then(ea.any(ea.cmp(">", bm, big)), rare=True):
             with es.loop(es.index_const(0), es.load(batch.count), "finite") as k:
-                v, bound = ea.load(ea.at(batch.f, k)), ea.const(sign * largest)
-                ea.store(ea.at(batch.f, k), ea.select(ea.cmp(">" if sign > 0 else "<", v, bound), bound, v))
+                v, bound = ea.load(f_at(k)), ea.const(sign * largest)
+                ea.store(f_at(k), ea.select(ea.cmp(">" if sign > 0 else "<", v, bound), bound, v))
         shift = ea.select(ea.cmp(">", bm, big), big, bm)
         sums = [ea.slot(ea.const(0)) for _ in range(n)]
         # unweighted, the batch's sum is at least 1 (its maximum's term): terms below the smallest
         # normal number cannot change it at float32/float64 precision and may be flushed to 0
         exp = "exp_nonpositive" if batch.w else "exp_nonpositive_flush"
         with es.loop(es.index_const(0), es.load(batch.count), "batch") as k:
-            v = ea.load(ea.at(batch.f, k))
+            v = ea.load(f_at(k))
             e = ea.call(exp, ea.sub(v, shift) if sign > 0 else ea.neg(ea.add(v, shift)))
             for c in range(n):
-                wk = ea.load(ea.at(batch.w[c], k)) if batch.w else ea.const(1)
+                wk = ea.load(w_at[c](k)) if batch.w else ea.const(1)
                 ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))
         self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums], flush=not batch.w)
         ea.store(st["bm"], _lowest(ea))
@@ -314,6 +320,16 @@ class _ShiftedExpSum(Reduction):
                 ea.store(cp, ea.select(raise_max, ea.mul(ea.load(cp), e), ea.load(cp)))
                 ea.kahan_add(sp, cp, ea.select(raise_max, wk, ea.mul(e, wk)))
         ea.store(m_ptr, ea.select(raise_max, f, m))
+
+    def end_blocks(self, em, ea, states):
+        """end_block on each state; the next batch's arrays, from the next j vector on (the next block
+        of j), where their stores keep clear of the loads of j data (`unaliased_start`), apart."""
+        super().end_blocks(em, ea, states)
+        runs = [(arr, start, st["batch"].j) for st in states if st.get("batch") is not None
+                for arr, start in zip([st["batch"].f] + st["batch"].w, st["batch"].starts)]
+        es = ea.with_lanes(None)
+        for run, (arr, start, j) in enumerate(runs):
+            es.store(start, ea.unaliased_start(arr, es.index_add(es.load(j), ea.lanes), run, len(runs)))
 
     def end_block(self, em, ea, st):
         if st.get("batch") is not None:

@@ -9,6 +9,7 @@ known accuracy) or from LLVM intrinsics, as `IR_MATH` says.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 from llvmlite import ir
@@ -80,6 +81,10 @@ class Emitter:
     # float64 -> float32 conversions rounded to odd (`halfconv.to_odd_float`): set in kernels of half
     # data, whose float32 results are rounded to half once more
     narrow_to_odd = False
+    # the byte addresses (i64 values) of the SIMD loop's streams of j data at j = 0 (a callable, set by
+    # the renderer; None where a strategy lays j out its own way): `unaliased_start` places buffers
+    # written in step with the loop so that its loads never wait on their stores
+    j_streams = None
 
     def __init__(self, builder: ir.IRBuilder, ftype: ir.Type, scheme="block_sum"):
         self.scheme = scheme  # the sum scheme reductions follow (direct_sum, block_sum, kahan_scheme)
@@ -108,7 +113,7 @@ class Emitter:
         if builder is None:
             other.entry = self.entry
         other.wide_threshold, other.features = self.wide_threshold, self.features
-        other.narrow_to_odd = self.narrow_to_odd
+        other.narrow_to_odd, other.j_streams = self.narrow_to_odd, self.j_streams
         return other
 
     # ---- constants and arithmetic ----------------------------------------------
@@ -154,10 +159,14 @@ class Emitter:
             return self.b.add(start[1], k)
         return self.b.extract_element(vec, k)
 
-    def shift_up(self, vec, first):
+    def shift_up(self, vec, first=None):
         """The lanes of a vector moved up one, the last dropped and the scalar `first` in lane 0
-        (one shuffle: a lane-crossing permute, or a shift of a mask register)."""
+        (one shuffle: a lane-crossing permute, or a shift of a mask register); first None: lane 0
+        any value (the vector rotated by one lane: no scalar to move into a vector first)."""
         n = vec.type.count
+        if first is None:
+            return self.b.shuffle_vector(vec, ir.Constant(vec.type, ir.Undefined),
+                                         ir.Constant(ir.VectorType(ir.IntType(32), n), [n - 1] + list(range(n - 1))))
         one = self.b.insert_element(ir.Constant(vec.type, ir.Undefined), first, ir.Constant(ir.IntType(32), 0))
         return self.b.shuffle_vector(vec, one, ir.Constant(ir.VectorType(ir.IntType(32), n), [n] + list(range(n - 1))))
 
@@ -477,6 +486,31 @@ class Emitter:
     def at(self, array, k):
         return self.b.gep(array, [ir.Constant(ir.IntType(32), 0), k])
 
+    def unaliased_room(self):
+        """The vectors an array needs past what its user fills for `unaliased_start` to place it."""
+        return ALIAS_PAGE * 8 // (self.lanes * self.bits)
+
+    def unaliased_start(self, array, j, run=0, runs=1):
+        """Where in `array` (of this emitter's vectors, `unaliased_room` more than its user fills) a
+        run of vectors stored one per j vector of the SIMD loop, from j (an i64 value) on, starts (an
+        i64 index): where no load of j data in the iterations after a store reads an address whose
+        low 12 bits are the store's.  The core takes such a load for one of the stored bytes and
+        holds it until the store is done (4K aliasing): which runs fell on such addresses varied
+        with where the arrays lay, by up to a sixth of ArgKMin's time (bench/schedule_defaults.md).
+        Run `run` of `runs` stored in step lies ALIAS_SPREAD bytes past the one before (runs on one
+        offset, their stores in one cache set, are slower).  The runs and the streams advance one
+        vector a step: their distances modulo the page, set at the start, are chosen clear of every
+        stream (`_unaliased_target`).  0 where the streams are unknown."""
+        if self.j_streams is None:
+            return ir.Constant(I64, 0)
+        b = self.b
+        streams = self.j_streams()  # (made in the entry block)
+        with b.goto_block(self.entry):
+            target = _unaliased_target(b, streams, runs)
+            base = b.ptrtoint(array, I64)
+        at = b.add(b.add(target, ir.Constant(I64, run * ALIAS_SPREAD)), b.sub(b.mul(j, ir.Constant(I64, self.bits // 8)), base))
+        return b.udiv(b.and_(at, ir.Constant(I64, ALIAS_PAGE - 1)), ir.Constant(I64, self.lanes * self.bits // 8))
+
     def loop(self, start, stop, name="k"):
         return counted_loop(self.b, start, stop, name)
 
@@ -559,3 +593,28 @@ class Emitter:
         t = self.add(total, y)
         self.store(comp_ptr, self.sub(self.sub(t, total), y))
         self.store(total_ptr, t)
+
+
+ALIAS_PAGE = 4096  # the address bits (12) a load is compared with the stores before it on (x86 cores)
+ALIAS_REACH = 640  # bytes past a stream's position that a run's store must not fall in: the loads
+# of the next 9 vectors of 64 bytes, a margin over how far the core runs ahead of its stores
+ALIAS_SPREAD = 128  # bytes between the offsets of runs stored in step (measured: bench/schedule_defaults.md)
+
+
+def _unaliased_target(b, streams, runs):
+    """A byte address modulo ALIAS_PAGE (an i64 value) for the first run's store of the j vector at
+    j = 0 such that every stream's loads of later j vectors stay clear of all `runs` runs: (target +
+    ALIAS_SPREAD r - stream) modulo the page outside [-64, ALIAS_REACH) for every run r and stream.
+    The candidates are just past each stream's window (where a clear stretch of the page begins, if
+    there is one), the first clear one taken (the first stream's if none is: more streams than the
+    page has room for)."""
+    spread = ALIAS_SPREAD * (runs - 1) + 64  # target - stream in [-spread, ALIAS_REACH): some run too near
+    page, width = ir.Constant(I64, ALIAS_PAGE - 1), ir.Constant(I64, ALIAS_REACH + spread)
+    streams = list(streams)[:8]  # (as many as a page keeps apart)
+    candidates = [b.add(s, ir.Constant(I64, ALIAS_REACH)) for s in streams]
+    chosen = candidates[0]
+    for t in reversed(candidates):
+        clear = [b.icmp_unsigned(">=", b.and_(b.add(b.sub(t, s), ir.Constant(I64, spread)), page), width)
+                 for s in streams]
+        chosen = b.select(functools.reduce(b.and_, clear), t, chosen)
+    return chosen

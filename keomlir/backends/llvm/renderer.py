@@ -51,6 +51,7 @@ from ...schedule import host, schedule as make_schedule
 from . import halfconv, mathlib, wide
 from .emitter import Emitter, SlotArray, counted_loop
 from .strategies import loop_nest
+from .strategies.base import LoopNest
 from .skeleton import (FLOAT_TYPES, I64, KernelSkeleton, Values, c64, cell_index, imin, intervals, map_state,
                        n_cells)
 
@@ -95,10 +96,21 @@ class _Kernel(KernelSkeleton):
         # float64 sums of half data reach float32 rounded to odd: then rounded once to half (halfconv)
         self.em.narrow_to_odd = self.ea.narrow_to_odd = self.dtype in halfconv.HALF
         lanes = self.lanes
+        self.bases = {}
+        if type(self.nest).load_j is LoopNest.load_j and self.t_data == self.t:  # (j data read as it lies)
+            self.em.j_streams = self.ea.j_streams = self._j_streams
         self.em_v = self.em.with_lanes(lanes) if lanes else None
         self.ea_v = self.ea.with_lanes(lanes) if lanes else None
-        self.bases = {}
         return self.fn.args
+
+    def _j_streams(self):
+        """The byte addresses of component c of each j variable at j = 0 (`load_j`'s default layout:
+        base + (c n_j + j) elements), in the entry block."""
+        b = self.b
+        j_vars = [(self.base(pos), dim) for pos, (_, dim, cat) in enumerate(self.program.arguments) if cat == 1]
+        with b.goto_block(self.em.entry):  # (not around `base`: a builder leaves a nested goto_block at its block's end)
+            return [b.add(b.ptrtoint(base, I64), b.mul(c64(c * self.data_bytes), self.n_j))
+                    for base, dim in j_vars for c in range(dim)]
 
     # ---- data access -------------------------------------------------------------
     def base(self, pos):
