@@ -496,7 +496,7 @@ class Emitter:
         i64 index): where no load of j data in the iterations after a store reads an address whose
         low 12 bits are the store's.  The core takes such a load for one of the stored bytes and
         holds it until the store is done (4K aliasing): which runs fell on such addresses varied
-        with where the arrays lay, by up to a sixth of ArgKMin's time (bench/schedule_defaults.md).
+        with where the arrays lay, by up to 15% of ArgKMin's time (bench/schedule_defaults.md).
         Run `run` of `runs` stored in step lies ALIAS_SPREAD bytes past the one before (runs on one
         offset, their stores in one cache set, are slower).  The runs and the streams advance one
         vector a step: their distances modulo the page, set at the start, are chosen clear of every
