@@ -43,11 +43,17 @@ elif case == "grad":
 elif case == "lse":
     x, y = pts(n, 3), pts(n, 3)
     g = Genred("-SqDist(x,y)", A(3)[:2], "LogSumExp", axis=1); fn = lambda: g(x, y)
-elif case.startswith("softmin"):  # GeomLoss's Sinkhorn softmin, D = 2, at e = 1 / blur^2
+elif case.startswith("softmin") or case.startswith("wsoftmin"):  # GeomLoss's Sinkhorn softmin, D = 2, at e = 1 / blur^2
     x, y, f = pts(n, 2), pts(n, 2), (r.normal(size=(n, 1)) * 0.1).astype(np.float32)
-    e = np.array([float(case[7:])], np.float32)
-    g = Genred("-SqDist(x,y) * e + f", ["x = Vi(2)", "y = Vj(2)", "e = Pm(1)", "f = Vj(1)"], "LogSumExp", axis=1)
-    fn = lambda: g(x, y, e, f)
+    e = np.array([float(case.lstrip("w")[7:])], np.float32)
+    if case.startswith("w"):  # weighted (its far terms are not flushed)
+        w = r.normal(size=(n, 1)).astype(np.float32)
+        g = Genred("-SqDist(x,y) * e + f", ["x = Vi(2)", "y = Vj(2)", "e = Pm(1)", "f = Vj(1)", "w = Vj(1)"],
+                   "LogSumExp", axis=1, formula2="w")
+        fn = lambda: g(x, y, e, f, w)
+    else:
+        g = Genred("-SqDist(x,y) * e + f", ["x = Vi(2)", "y = Vj(2)", "e = Pm(1)", "f = Vj(1)"], "LogSumExp", axis=1)
+        fn = lambda: g(x, y, e, f)
 elif case == "argkmin":
     x, y = pts(n, 3), pts(n, 3)
     g = Genred("SqDist(x,y)", A(3)[:2], "ArgKMin", axis=1, opt_arg=10); fn = lambda: g(x, y)
@@ -92,6 +98,8 @@ CASES = [  # (label, case, n, timed calls per process)
     ("softmin e=1 (LogSumExp of -SqDist*e+f, D=2), M=N=20000", "softmin1", 20000, 5),
     ("softmin e=100, M=N=20000", "softmin100", 20000, 5),
     ("softmin e=400, M=N=20000", "softmin400", 20000, 5),
+    ("weighted softmin e=1 (LogSumExp, weights w), M=N=20000", "wsoftmin1", 20000, 5),
+    ("weighted softmin e=100, M=N=20000", "wsoftmin100", 20000, 5),
     ("ArgKMin K=10, M=N=20000", "argkmin", 20000, 5),
     ("block-sparse Gaussian, M=N=200000", "sparse", 200000, 3),
     ("KernelSolve Gaussian, N=5000", "solve", 5000, 3),

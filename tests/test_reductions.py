@@ -360,12 +360,44 @@ def test_few_rows_split_j_across_threads(reduction, dtype):
 
 
 @DTYPES
+@pytest.mark.parametrize("target", [None, "x86-64-v3"])
+def test_weighted_logsumexp_of_terms_whose_exp_is_subnormal(dtype, target, monkeypatch):
+    """Weighted, the terms whose e^x is subnormal (or rounds to 0) can decide the sum: here the
+    maximum's weight is tiny and the far terms' weights large.  Their e^x w is made whole by the FMA
+    without AVX-512 (`exp_nonpositive_times`: its factors, and e^x's zero below the subnormals), and
+    through AVX-512's vscalef: the dense float64 sum, to float32 / float64 precision."""
+    if target is not None:
+        if not host().has("avx2"):
+            pytest.skip("the host cannot run x86-64-v3 code")
+        monkeypatch.setenv("KEOMLIR_TARGET", target)
+    info = np.finfo(dtype)
+    tiny_exp = np.log(float(info.tiny))  # e^x subnormal below this
+    r = np.random.default_rng(13)
+    n = 1500
+    f = np.full((n, 1), -np.inf, dtype)
+    f[::7, 0] = (tiny_exp - r.uniform(0.5, 15, size=f[::7].shape[0])).astype(dtype)  # subnormal e^x, or 0
+    f[3, 0] = 0.0  # the maximum
+    w = np.full((n, 1), 1e30 if dtype == "float32" else 1e300, dtype)  # (a batch's sum stays finite)
+    w[3, 0] = float(info.tiny) * 2 ** 20
+    x = np.array([[0.0], [1e-3], [-2.0]], dtype)
+    g = Genred("f + x * y", ["x = Vi(1)", "y = Vj(1)", "f = Vj(1)", "w = Vj(1)"], "LogSumExp", axis=1,
+               formula2="w")
+    y = np.linspace(-1, 1, n, dtype=dtype)[:, None]
+    F = f.astype(np.float64)[:, 0] + x.astype(np.float64) * y[:, 0].astype(np.float64)
+    m = F.max(1, keepdims=True)
+    dense = m + np.log(np.exp(F - m) @ w.astype(np.float64))
+    assert_close(g(x, y, f, w), dense, dtype, rtol=2e-6 if dtype == "float32" else 1e-13)
+
+
+@DTYPES
 @pytest.mark.parametrize("reduction,weighted,target,formula", [
     ("LogSumExp", False, None, "x * y + b"), ("LogSumExp", True, None, "x * y + b"),
     ("SumSoftMaxWeight", True, None, "x * y + b"), ("LogSumExp", False, "x86-64-v3", "x * y + b"),
     # the same F as a negation (stored as -F, its minimum kept): unweighted, weighted, AVX2
     ("LogSumExp", False, None, "-(-x * y - b)"), ("SumSoftMaxWeight", True, None, "-(-x * y - b)"),
-    ("LogSumExp", False, "x86-64-v3", "-(-x * y - b)")])
+    ("LogSumExp", False, "x86-64-v3", "-(-x * y - b)"),
+    # weighted without AVX-512: e^x w made by the FMA from two normal factors (`exp_nonpositive_times`)
+    ("LogSumExp", True, "x86-64-v3", "x * y + b"), ("SumSoftMaxWeight", True, "x86-64-v3", "-(-x * y - b)")])
 def test_shifted_exp_sums_on_every_path(reduction, weighted, target, formula, dtype, monkeypatch):
     """F = x y + b over 1100 j (SIMD batches flushed full and part-full, blocks, the scalar tail):
     the maximum rising in every batch (y increasing), falling (y decreasing), terms underflowing

@@ -285,13 +285,14 @@ class _ShiftedExpSum(Reduction):
         sums = [ea.slot(ea.const(0)) for _ in range(n)]
         # unweighted, the batch's sum is at least 1 (its maximum's term): terms below the smallest
         # normal number cannot change it at float32/float64 precision and may be flushed to 0
-        exp = "exp_nonpositive" if batch.w else "exp_nonpositive_flush"
+        # weighted, its terms are e^x w made whole by the FMA (`exp_nonpositive_times`: no subnormal e^x)
         with es.loop(es.index_const(0), es.load(batch.count), "batch") as k:
             v = ea.load(f_at(k))
-            e = ea.call(exp, ea.sub(v, shift) if sign > 0 else ea.neg(ea.add(v, shift)))
+            x = ea.sub(v, shift) if sign > 0 else ea.neg(ea.add(v, shift))
             for c in range(n):
-                wk = ea.load(w_at[c](k)) if batch.w else ea.const(1)
-                ea.store(sums[c], ea.fma(e, wk, ea.load(sums[c])))
+                a, b = (ea.call("exp_nonpositive_times", x, ea.load(w_at[c](k))) if batch.w
+                        else (ea.call("exp_nonpositive_flush", x), ea.const(1)))
+                ea.store(sums[c], ea.fma(a, b, ea.load(sums[c])))
         self._absorb(ea, st["m"], st["s"], st["c"], bm, [ea.load(p) for p in sums], flush=not batch.w)
         ea.store(st["bm"], _lowest(ea))
         ea.store(batch.low, ea.neg(_lowest(ea)))

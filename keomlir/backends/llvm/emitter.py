@@ -74,7 +74,7 @@ class Emitter:
     wide_threshold = None
     # functions taken from mathlib rather than LLVM intrinsics (libm calls on the CPU,
     # scalarized in vector code); pow stays with libm for its float64 accuracy
-    IR_MATH = frozenset({"exp", "exp_nonpositive", "exp_nonpositive_flush", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
+    IR_MATH = frozenset({"exp", "exp_nonpositive", "exp_nonpositive_flush", "exp_nonpositive_times", "log", "sin", "cos", "atan", "atan2", "asin", "acos"})
     # the target CPU's features (LLVM names) that mathlib may use: set by the renderer from
     # its Target ("avx512f": 2^n by one vscalef), empty for generic code (tests, NVPTX)
     features = frozenset()

@@ -163,7 +163,43 @@ def exp(em, x, lo=None, hi=None):
     beyond the range where e^x is finite and nonzero, so that 2^n p overflows to inf or
     underflows to 0 by itself: no select for special values (a NaN passes the clamp)."""
     p = _params(em)
-    lo, hi = p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi
+    y, k, shifter, n = _exp_reduced(em, x, p["exp_lo"] if lo is None else lo, p["exp_hi"] if hi is None else hi)
+    scaled = _scalef(em, y, n)
+    return _scale2(em, y, k, shifter, p) if scaled is None else scaled
+
+
+def exp_nonpositive_times(em, x, w):
+    """e^x w, for x <= 0 or NaN, as two factors (a, b) whose product an FMA takes whole: a = p(r) 2^h
+    and b = w 2^(n - h), h = max(n, 2 - bias) (`exp`'s n and p(r) >= 1/sqrt(2): a is normal, b exact
+    but for |w| below 2^(h - n) times the smallest normal number), a = 0 where e^x rounds to 0.
+    e^x itself is not made: a subnormal number made by a multiply and taken by the next instruction
+    cost the AVX2 weighted softmin twice its time on far data (Zen 4: bench/ab.py's weighted softmin
+    rows at e = 1 and 100, with KEOMLIR_TARGET=x86-64-v3).
+    Where e^x is normal, fma(a, b, s) is fma(e^x, w, s) bit for bit; where it is subnormal, the FMA
+    rounds the exact product once (e^x is not rounded to a subnormal's fewer bits first).  With
+    AVX-512's vscalef (no such wait): (e^x, w)."""
+    p = _params(em)
+    y, k, shifter, n = _exp_reduced(em, x, p["exp_lo"], math.inf)
+    scaled = _scalef(em, y, n)
+    if scaled is not None:
+        return scaled, w
+    ni = em.b.sub(em.as_int(k), em.as_int(shifter))
+    least = em.iconst(2 - p["bias"])
+    h = em.b.select(em.b.icmp_signed("<", ni, least), least, ni)
+
+    def bits(e):  # of 2^e for a normal exponent e
+        return em.b.shl(em.b.add(e, em.iconst(p["bias"])), em.iconst(p["mant"]))
+
+    # where 2^n p(r) rounds to 0 (n below the least subnormal's exponent, 1 - bias - mant), a = 0: the
+    # term is 0 w, as fma(e^x, w, s) takes it (NaN for an infinite w); its bits cleared by a mask
+    zero = em.b.sext(em.b.icmp_signed(">=", ni, em.iconst(-p["bias"] - p["mant"])), ni.type)
+    a = em.mul(y, em.as_float(em.b.and_(bits(h), zero)))
+    return a, em.mul(w, em.as_float(bits(em.b.sub(ni, h))))
+
+
+def _exp_reduced(em, x, lo, hi):
+    """(p(r), k, shifter, n) of e^x = 2^n p(r) (`exp`): n = k - shifter, k's low bits holding n."""
+    p = _params(em)
     shifter = em.const(1.5 * 2.0 ** p["mant"])
     # e^-y (exp(-SqDist)) is taken from y, each step the same number as from x = -y (rounding is
     # symmetric): the sign folds into the FMAs, no sign flip a lane
@@ -174,9 +210,7 @@ def exp(em, x, lo=None, hi=None):
     n = em.sub(k, shifter)
     r = em.fma(n, em.const(-sign * p["ln2_hi"]), src)
     r = em.fma(n, em.const(-p["ln2_lo"]), r if sign > 0 else em.neg(r))
-    y = _poly(em, r, p["exp_poly"])
-    scaled = _scalef(em, y, n)
-    return _scale2(em, y, k, shifter, p) if scaled is None else scaled
+    return _poly(em, r, p["exp_poly"]), k, shifter, n
 
 
 def log(em, x):
@@ -332,5 +366,6 @@ def _pow(em, x, y):
 
 
 FUNCTIONS = {"exp": exp, "exp_nonpositive": exp_nonpositive, "exp_nonpositive_flush": exp_nonpositive_flush,
+             "exp_nonpositive_times": exp_nonpositive_times,
              "log": log, "sin": sin, "cos": cos,
              "atan": _atan, "atan2": _atan2, "asin": _asin, "acos": _acos, "pow": _pow}
