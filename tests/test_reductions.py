@@ -364,7 +364,7 @@ def test_few_rows_split_j_across_threads(reduction, dtype):
 def test_weighted_logsumexp_of_terms_whose_exp_is_subnormal(dtype, target, monkeypatch):
     """Weighted, the terms whose e^x is subnormal (or rounds to 0) can decide the sum: here the
     maximum's weight is tiny and the far terms' weights large.  Their e^x w is made whole by the FMA
-    without AVX-512 (`exp_nonpositive_times`: its factors, and e^x's zero below the subnormals), and
+    without AVX-512 (`exp_nonpositive_times`: two normal factors, the first 0 where x is clamped), and
     through AVX-512's vscalef: the dense float64 sum, to float32 / float64 precision."""
     if target is not None:
         if not host().has("avx2"):

@@ -170,31 +170,28 @@ def exp(em, x, lo=None, hi=None):
 
 def exp_nonpositive_times(em, x, w):
     """e^x w, for x <= 0 or NaN, as two factors (a, b) whose product an FMA takes whole: a = p(r) 2^h
-    and b = w 2^(n - h), h = max(n, 2 - bias) (`exp`'s n and p(r) >= 1/sqrt(2): a is normal, b exact
-    but for |w| below 2^(h - n) times the smallest normal number), a = 0 where e^x rounds to 0.
-    e^x itself is not made: a subnormal number made by a multiply and taken by the next instruction
-    cost the AVX2 weighted softmin twice its time on far data (Zen 4: bench/ab.py's weighted softmin
-    rows at e = 1 and 100, with KEOMLIR_TARGET=x86-64-v3).
-    Where e^x is normal, fma(a, b, s) is fma(e^x, w, s) bit for bit; where it is subnormal, the FMA
-    rounds the exact product once (e^x is not rounded to a subnormal's fewer bits first).  With
-    AVX-512's vscalef (no such wait): (e^x, w)."""
+    and b = w 2^(n - h), h = n - floor(n / 4) (`exp`'s n and p(r)).  x is clamped where h is 1 - bias -
+    1, a's exponent bits 0: a = 0 there, the term 0 w (NaN for an infinite w) as where e^x rounds to 0;
+    above, a and b are normal (b for |w| above 2^(n/4) times the smallest normal number), their exact
+    product e^x w (e^x's normal range and beyond it, where e^x alone would be subnormal or 0).  e^x
+    itself is not made: a subnormal number made by a multiply and taken by the next instruction cost
+    the AVX2 weighted softmin twice its time on far data (Zen 4: bench/ab.py's weighted softmin rows
+    at e = 1 and 100, with KEOMLIR_TARGET=x86-64-v3).  Where e^x is normal, fma(a, b, s) is
+    fma(e^x, w, s) bit for bit, with as many operations.  With AVX-512's vscalef (no such wait): (e^x, w)."""
     p = _params(em)
-    y, k, shifter, n = _exp_reduced(em, x, p["exp_lo"], math.inf)
+    # the n whose h = n - floor(n / 4) is -bias: n = -(4 bias) / 3, rounded to where floor(n / 4) fits
+    n_zero = -((4 * p["bias"] + 2) // 3)
+    y, k, shifter, n = _exp_reduced(em, x, n_zero * math.log(2), math.inf)
     scaled = _scalef(em, y, n)
     if scaled is not None:
         return scaled, w
     ni = em.b.sub(em.as_int(k), em.as_int(shifter))
-    least = em.iconst(2 - p["bias"])
-    h = em.b.select(em.b.icmp_signed("<", ni, least), least, ni)
+    quarter = em.b.ashr(ni, em.iconst(2))
 
-    def bits(e):  # of 2^e for a normal exponent e
-        return em.b.shl(em.b.add(e, em.iconst(p["bias"])), em.iconst(p["mant"]))
+    def power(e):  # 2^e (0 for e = -bias)
+        return em.as_float(em.b.shl(em.b.add(e, em.iconst(p["bias"])), em.iconst(p["mant"])))
 
-    # where 2^n p(r) rounds to 0 (n below the least subnormal's exponent, 1 - bias - mant), a = 0: the
-    # term is 0 w, as fma(e^x, w, s) takes it (NaN for an infinite w); its bits cleared by a mask
-    zero = em.b.sext(em.b.icmp_signed(">=", ni, em.iconst(-p["bias"] - p["mant"])), ni.type)
-    a = em.mul(y, em.as_float(em.b.and_(bits(h), zero)))
-    return a, em.mul(w, em.as_float(bits(em.b.sub(ni, h))))
+    return em.mul(y, power(em.b.sub(ni, quarter))), em.mul(w, power(quarter))
 
 
 def _exp_reduced(em, x, lo, hi):
