@@ -325,11 +325,10 @@ class _KMin(Reduction):
         size = max(1, min(GROUP, GROUP_LANES // chains[0][0].lanes))
         for c in range(0, len(chains), size):
             self._flush(em, chains[c:c + size], k)
-        for run, (_, log, _) in enumerate(chains):
+        for _, log, _ in chains:
             es.store(log.limit, limit)
-            # the next log from the next j vector, where the loop goes on (a tile's first log, of one
-            # vector, lies where the last one's successor would have)
-            es.store(log.start, em.unaliased_start(log.x, es.index_add(es.load(log.j), em.lanes), run, len(chains)))
+        # (a tile's first log, of one vector, lies where the last one's successor would have)
+        em.place_runs([(log.x, log.start, log.j) for _, log, _ in chains])
 
     def finalize(self, em, ea, st):
         if not isinstance(st["v"][0], list):

@@ -326,11 +326,8 @@ class _ShiftedExpSum(Reduction):
         """end_block on each state; the next batch's arrays, from the next j vector on (the next block
         of j), where their stores keep clear of the loads of j data (`unaliased_start`), apart."""
         super().end_blocks(em, ea, states)
-        runs = [(arr, start, st["batch"].j) for st in states if st.get("batch") is not None
-                for arr, start in zip([st["batch"].f] + st["batch"].w, st["batch"].starts)]
-        es = ea.with_lanes(None)
-        for run, (arr, start, j) in enumerate(runs):
-            es.store(start, ea.unaliased_start(arr, es.index_add(es.load(j), ea.lanes), run, len(runs)))
+        ea.place_runs([(arr, start, st["batch"].j) for st in states if st.get("batch") is not None
+                       for arr, start in zip([st["batch"].f] + st["batch"].w, st["batch"].starts)])
 
     def end_block(self, em, ea, st):
         if st.get("batch") is not None:

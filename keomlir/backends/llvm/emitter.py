@@ -495,8 +495,8 @@ class Emitter:
         run of vectors stored one per j vector of the SIMD loop, from j (an i64 value) on, starts (an
         i64 index): where no load of j data in the iterations after a store reads an address whose
         low 12 bits are the store's.  The core takes such a load for one of the stored bytes and
-        holds it until the store is done (4K aliasing): which runs fell on such addresses varied
-        with where the arrays lay, by up to 15% of ArgKMin's time (bench/schedule_defaults.md).
+        holds it until the store is done (4K aliasing): the kernels' speed hung on where the arrays
+        lay (bench/schedule_defaults.md).
         Run `run` of `runs` stored in step lies ALIAS_SPREAD bytes past the one before (runs on one
         offset, their stores in one cache set, are slower).  The runs and the streams advance one
         vector a step: their distances modulo the page, set at the start, are chosen clear of every
@@ -510,6 +510,13 @@ class Emitter:
             base = b.ptrtoint(array, I64)
         at = b.add(b.add(target, ir.Constant(I64, run * ALIAS_SPREAD)), b.sub(b.mul(j, ir.Constant(I64, self.bits // 8)), base))
         return b.udiv(b.and_(at, ir.Constant(I64, ALIAS_PAGE - 1)), ir.Constant(I64, self.lanes * self.bits // 8))
+
+    def place_runs(self, runs):
+        """Each run (array, start slot, slot of the last j stored) of a tile started anew from the
+        next j vector, where the loop goes on (`unaliased_start`, the runs apart)."""
+        es = self.with_lanes(None)
+        for r, (array, start, j) in enumerate(runs):
+            es.store(start, self.unaliased_start(array, es.index_add(es.load(j), self.lanes), r, len(runs)))
 
     def loop(self, start, stop, name="k"):
         return counted_loop(self.b, start, stop, name)

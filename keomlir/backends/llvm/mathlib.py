@@ -170,13 +170,13 @@ def exp(em, x, lo=None, hi=None):
 
 def exp_nonpositive_times(em, x, w):
     """e^x w, for x <= 0 or NaN, as two factors (a, b) whose product an FMA takes whole: a = p(r) 2^h
-    and b = w 2^(n - h), h = n - floor(n / 4) (`exp`'s n and p(r)).  x is clamped where h is 1 - bias -
-    1, a's exponent bits 0: a = 0 there, the term 0 w (NaN for an infinite w) as where e^x rounds to 0;
+    and b = w 2^(n - h), h = n - floor(n / 4) (`exp`'s n and p(r)).  x is clamped where h = -bias,
+    a's exponent bits 0: a = 0 there, the term 0 w (NaN for an infinite w) as where e^x rounds to 0;
     above, a and b are normal (b for |w| above 2^(n/4) times the smallest normal number), their exact
     product e^x w (e^x's normal range and beyond it, where e^x alone would be subnormal or 0).  e^x
-    itself is not made: a subnormal number made by a multiply and taken by the next instruction cost
-    the AVX2 weighted softmin twice its time on far data (Zen 4: bench/ab.py's weighted softmin rows
-    at e = 1 and 100, with KEOMLIR_TARGET=x86-64-v3).  Where e^x is normal, fma(a, b, s) is
+    itself is not made: a subnormal number made by a multiply and taken by the next instruction made
+    the AVX2 weighted softmin slow on far data (Zen 4: bench/ab.py's weighted softmin rows at e = 1
+    and 100, with KEOMLIR_TARGET=x86-64-v3).  Where e^x is normal, fma(a, b, s) is
     fma(e^x, w, s) bit for bit, with as many operations.  With AVX-512's vscalef (no such wait): (e^x, w)."""
     p = _params(em)
     # the n whose h = n - floor(n / 4) is -bias: n = -(4 bias) / 3, rounded to where floor(n / 4) fits
